@@ -1,0 +1,5 @@
+"""``python -m kzprobe``."""
+
+from kzprobe.cli import main
+
+raise SystemExit(main())
