@@ -1,0 +1,820 @@
+"""The one writer of measurement files: NDJSON segments that survive crashes and full disks.
+
+One asyncio task drains a bounded queue and hands batches to a one-thread executor, so
+``os.write``/``fdatasync`` never stall the event loop. Records go to
+``<prefix>-<UTC start>-<host>-<pid>-<seq>.ndjson.part`` (O_APPEND); a segment is closed
+between records by size or age with fsync → close → ``link`` (never ``rename``, which would
+silently overwrite a closed segment) → unlink → fsync(dir), then compressed in a second
+thread so a slow gzip never delays writes. A crash loses at most the record being written,
+and startup recovery trims and publishes whatever a crash left behind.
+
+A failed write (ENOSPC, EROFS, EDQUOT, ...) is a state, not an error: the file is cut back
+to its last whole record, the rest stays in memory, ``wait_writable()`` blocks (so the
+scheduler stops probing), and the write is retried until it works.
+Design: /work/shared/reference/reliability-perf.md §1 (kzprobe notes, 2026).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import functools
+import gzip
+import importlib
+import itertools
+import os
+import re
+import shutil
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import structlog
+
+from kzprobe.config import Compression, OutputConfig
+from kzprobe.errors import ConfigError, KzprobeError
+
+log = structlog.get_logger("kzprobe.sink")
+
+T = TypeVar("T")
+
+SEGMENT_SUFFIX = ".ndjson"
+PART_SUFFIX = ".part"
+TMP_SUFFIX = ".tmp"
+COMPRESSED_SUFFIXES: dict[Compression, str] = {"gzip": ".gz", "zstd": ".zst"}
+
+_MAX_WRITE = 4 << 20  # bytes handed to one os.write
+_BATCH_BYTES = 1 << 20  # bytes taken from the queue per executor round trip
+_COPY_CHUNK = 1 << 20
+_GZIP_LEVEL = 6  # zlib's default: level 9 costs ~3x the CPU for a few percent
+_ZSTD_LEVEL = 3
+_ABANDON_GRACE = 5.0  # seconds aclose() waits for the I/O thread after giving up
+_SEQ_RE = re.compile(r"^(?P<head>.*-)(?P<seq>\d+)\.ndjson$")
+_HOST_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(slots=True)
+class SinkStats:
+    """Plain counters the metrics layer reads; updated in place by the sink."""
+
+    records_written: int = 0
+    bytes_written: int = 0
+    segments_rotated: int = 0
+    segments_compressed: int = 0
+    write_errors: int = 0
+    last_error: str | None = None
+    blocked: bool = False
+
+
+# --------------------------------------------------------------------------- file helpers
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a directory's entries (new links, unlinks) durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _describe(exc: BaseException) -> str:
+    """``ENOSPC: No space left on device`` for logs and ``SinkStats.last_error``."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _next_name(name: str) -> str:
+    """The same segment name with the next sequence number."""
+    match = _SEQ_RE.match(name)
+    if match is None:  # a foreign name that matched the glob: give it a counter
+        return f"{name.removesuffix(SEGMENT_SUFFIX)}-000001{SEGMENT_SUFFIX}"
+    seq = int(match["seq"]) + 1
+    return f"{match['head']}{seq:0{len(match['seq'])}d}{SEGMENT_SUFFIX}"
+
+
+def _name_taken(path: Path) -> bool:
+    """True if the name, or a compressed twin of it, already exists."""
+    return any(path.with_name(path.name + s).exists() for s in ("", *COMPRESSED_SUFFIXES.values()))
+
+
+def _publish(part: Path) -> Path:
+    """Link a closed, fsynced ``.part`` to its final name without replacing anything.
+
+    ``os.link`` fails with EEXIST where ``rename`` would overwrite, so a name clash (a
+    restart in the same second with a reused pid, e.g. pid 1 in a container) moves on
+    to the next sequence number instead of destroying a closed segment.
+    """
+    final = part.with_name(part.name.removesuffix(PART_SUFFIX))
+    for _ in range(10_000):
+        if not _name_taken(final):
+            try:
+                os.link(part, final)
+                break
+            except FileExistsError:
+                pass
+        final = final.with_name(_next_name(final.name))
+    else:
+        raise FileExistsError(errno.EEXIST, "no free segment name", str(part))
+    os.unlink(part)
+    _fsync_dir(part.parent)
+    return final
+
+
+def _truncate_to_last_newline(path: Path) -> int:
+    """Cut a crashed segment after its last ``\\n``; return the size kept (reads backwards)."""
+    with open(path, "r+b") as fh:
+        end = size = os.fstat(fh.fileno()).st_size
+        keep = 0
+        while end > 0:
+            start = max(0, end - 65536)
+            fh.seek(start)
+            found = fh.read(end - start).rfind(b"\n")
+            if found >= 0:
+                keep = start + found + 1
+                break
+            end = start
+        if keep != size:
+            fh.truncate(keep)
+        os.fsync(fh.fileno())
+    return keep
+
+
+def _require_codec(method: Compression) -> None:
+    """Fail at startup, not at the first rotation, when the codec is missing."""
+    if method != "zstd":
+        return
+    try:
+        importlib.import_module("zstandard")
+    except ImportError:
+        raise ConfigError(
+            "[output] compress = 'zstd' needs the 'zstandard' package "
+            "(pip install 'kzprobe[zstd]'), or use compress = 'gzip'"
+        ) from None
+
+
+def _compress_stream(method: Compression, src: Any, dst: Any) -> None:
+    if method == "gzip":
+        with gzip.GzipFile(filename="", mode="wb", fileobj=dst, compresslevel=_GZIP_LEVEL,
+                           mtime=0) as gz:
+            shutil.copyfileobj(src, gz, _COPY_CHUNK)
+    else:
+        zstandard = importlib.import_module("zstandard")
+        cctx = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
+        cctx.copy_stream(src, dst, read_size=_COPY_CHUNK, write_size=_COPY_CHUNK)
+
+
+def compress_segment(path: Path, method: Compression) -> Path:
+    """Compress a closed segment to ``path.gz``/``.zst``, then remove the plain file.
+
+    The compressed bytes go to a ``.tmp`` that is fsynced before it gets its final name,
+    so a crash never leaves a half-compressed file under a name readers trust.
+    """
+    final = path.with_name(path.name + COMPRESSED_SUFFIXES[method])
+    tmp = final.with_name(final.name + TMP_SUFFIX)
+    try:
+        with open(path, "rb") as src, open(tmp, "xb") as dst:
+            _compress_stream(method, src, dst)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.link(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    _fsync_dir(path.parent)
+    os.unlink(path)
+    _fsync_dir(path.parent)
+    return final
+
+
+@dataclass(frozen=True, slots=True)
+class _Recovery:
+    """What startup recovery found: published leftovers and plain segments to compress."""
+
+    published: tuple[Path, ...]
+    uncompressed: tuple[Path, ...]
+
+
+def _recover_part(part: Path) -> Path | None:
+    """Trim a crashed ``.part`` to whole records and publish it; drop it if nothing is left."""
+    final = part.with_name(part.name.removesuffix(PART_SUFFIX))
+    if final.exists() and os.path.samefile(part, final):  # crashed between link and unlink
+        os.unlink(part)
+        _fsync_dir(part.parent)
+        return final
+    if _truncate_to_last_newline(part) == 0:
+        os.unlink(part)
+        return None
+    return _publish(part)
+
+
+def _plain_leftovers(directory: Path, prefix: str) -> list[Path]:
+    """Plain segments still to compress; those with a complete compressed twin are removed."""
+    todo = []
+    for plain in sorted(directory.glob(f"{prefix}-*{SEGMENT_SUFFIX}")):
+        twins = [plain.with_name(plain.name + s) for s in COMPRESSED_SUFFIXES.values()]
+        if any(t.exists() for t in twins):
+            os.unlink(plain)  # twins are linked only after fsync: the twin is complete
+        else:
+            todo.append(plain)
+    return todo
+
+
+def recover_dir(directory: Path, prefix: str) -> _Recovery:
+    """Clean up after a crash: remove ``*.tmp``, publish ``*.part``, find uncompressed segments."""
+    for tmp in directory.glob(f"{prefix}-*{SEGMENT_SUFFIX}*{TMP_SUFFIX}"):
+        os.unlink(tmp)
+    published = [p for part in sorted(directory.glob(f"{prefix}-*{SEGMENT_SUFFIX}{PART_SUFFIX}"))
+                 if (p := _recover_part(part)) is not None]
+    todo = _plain_leftovers(directory, prefix)
+    _fsync_dir(directory)
+    return _Recovery(published=tuple(published), uncompressed=tuple(todo))
+
+
+def _lock_dir(directory: Path, prefix: str) -> int:
+    """Create the directory and take an exclusive lock so two writers never share a prefix.
+
+    The lock file is opened read-only: it must not count as a writer, or a read-only
+    remount of the results filesystem would fail with EBUSY.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / f".{prefix}.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    except OSError as exc:
+        raise KzprobeError(f"{directory}: cannot use output directory: {_describe(exc)}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise KzprobeError(
+            f"{directory}: another kzprobe process is writing segments with prefix {prefix!r}"
+        ) from None
+    return fd
+
+
+# --------------------------------------------------------------------------- blocking writer
+
+
+@dataclass(slots=True)
+class _Segment:
+    """The open ``.part`` file."""
+
+    fd: int
+    part: Path
+    opened: float  # time.monotonic()
+    size: int = 0  # bytes of whole records on disk
+    records: int = 0
+    torn: bool = False  # a failed write may have left bytes past `size`
+
+
+class _SegmentWriter:
+    """The blocking half: used only from the sink's I/O thread, one call at a time.
+
+    Records accepted but not yet on disk live in ``_backlog``; every operation can be
+    retried after an OSError without losing or duplicating one.
+    """
+
+    def __init__(self, output: OutputConfig, host: str, stats: SinkStats) -> None:
+        self._out = output
+        self._host = host
+        self._pid = os.getpid()
+        self._stats = stats
+        self._seq = 0
+        self._seg: _Segment | None = None
+        self._backlog: deque[bytes] = deque()
+        self._closed: list[Path] = []  # fsynced and closed .part files not yet published
+        self._published: list[Path] = []
+        self._last_sync = 0.0
+        self._dirty = False
+
+    @property
+    def backlog_records(self) -> int:
+        return len(self._backlog)
+
+    def run(self, op: Callable[[], object]) -> tuple[list[Path], Exception | None]:
+        """Run one operation; return the segments it published and the error, if any."""
+        error: Exception | None = None
+        try:
+            op()
+        except Exception as exc:  # any failure blocks and retries; nothing accepted is dropped
+            error = exc
+        published, self._published = self._published, []
+        return published, error
+
+    def write_lines(self, lines: Iterable[bytes]) -> None:
+        self._backlog.extend(lines)
+        self.drain()
+
+    def drain(self) -> None:
+        """Write the backlog, rotating by size and age between records, fsync when due."""
+        self._publish_closed()
+        while self._backlog:
+            seg = self._seg
+            if seg is not None and seg.records and self._must_rotate(seg, len(self._backlog[0])):
+                self._close_segment()
+            self._write_chunk(self._ensure_open())
+        if self._seg is not None and self._seg.records and self._aged(self._seg):
+            self._close_segment()
+        self._sync_if_due()
+
+    def rotate(self) -> None:
+        """Write the backlog and close the open segment now."""
+        self.drain()
+        if self._seg is not None:
+            self._close_segment()
+
+    def next_due(self, now: float) -> float | None:
+        """Seconds until an fsync or an age rotation is due; None while nothing is pending."""
+        if self._seg is None or not self._seg.records:
+            return None
+        due = self._seg.opened + self._out.rotate_seconds
+        if self._dirty:
+            due = min(due, self._last_sync + self._out.fsync_interval)
+        return max(0.0, due - now)
+
+    def abandon(self) -> int:
+        """Give up on the backlog, keep what is on disk; return how many records were lost."""
+        lost = len(self._backlog)
+        self._backlog.clear()
+        with contextlib.suppress(Exception):
+            self.rotate()
+        if self._seg is not None:  # could not even close it: leave the .part to recovery
+            with contextlib.suppress(OSError):
+                os.close(self._seg.fd)
+            self._seg = None
+        return lost
+
+    # -- internals
+
+    def _aged(self, seg: _Segment) -> bool:
+        return time.monotonic() - seg.opened >= self._out.rotate_seconds
+
+    def _must_rotate(self, seg: _Segment, next_len: int) -> bool:
+        return seg.size + next_len > self._out.rotate_bytes or self._aged(seg)
+
+    def _name(self, seq: int) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        return f"{self._out.prefix}-{stamp}-{self._host}-{self._pid}-{seq:06d}{SEGMENT_SUFFIX}"
+
+    def _ensure_open(self) -> _Segment:
+        if self._seg is None:
+            self._seg = self._open_new()
+        return self._seg
+
+    def _open_new(self) -> _Segment:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+        for _ in range(10_000):
+            self._seq += 1
+            part = self._out.dir / (self._name(self._seq) + PART_SUFFIX)
+            try:
+                fd = os.open(part, flags, 0o640)
+            except FileExistsError:
+                continue
+            try:
+                _fsync_dir(self._out.dir)
+            except OSError:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(part)
+                raise
+            now = time.monotonic()
+            self._last_sync = now
+            return _Segment(fd=fd, part=part, opened=now)
+        raise FileExistsError(errno.EEXIST, "no free segment name", str(self._out.dir))
+
+    def _chunk(self, seg: _Segment) -> tuple[int, int]:
+        """How many backlog records (at least one) go into this write, and their size."""
+        room = self._out.rotate_bytes - seg.size
+        count = total = 0
+        for rec in self._backlog:
+            grown = total + len(rec)
+            if count and (grown > room or grown > _MAX_WRITE):
+                break
+            count, total = count + 1, grown
+        return count, total
+
+    def _write_chunk(self, seg: _Segment) -> None:
+        if seg.torn:
+            self._trim(seg)
+        count, total = self._chunk(seg)
+        data = b"".join(itertools.islice(self._backlog, count))
+        done = 0
+        try:
+            with memoryview(data) as view:
+                while done < total:
+                    done += os.write(seg.fd, view[done:])
+        except OSError:
+            seg.torn = True
+            self._accept(seg, data.rfind(b"\n", 0, done) + 1)
+            with contextlib.suppress(OSError):
+                self._trim(seg)
+            raise
+        self._accept(seg, total)
+
+    def _accept(self, seg: _Segment, nbytes: int) -> None:
+        """Count the first ``nbytes`` of the chunk (whole records) as written."""
+        left = nbytes
+        count = 0
+        while left > 0:
+            left -= len(self._backlog.popleft())
+            count += 1
+        seg.size += nbytes
+        seg.records += count
+        self._stats.records_written += count
+        self._stats.bytes_written += nbytes
+        self._dirty = self._dirty or nbytes > 0
+
+    def _trim(self, seg: _Segment) -> None:
+        """Cut a torn tail off before appending again, so no half record sits mid-file."""
+        os.ftruncate(seg.fd, seg.size)
+        seg.torn = False
+
+    def _sync_if_due(self) -> None:
+        now = time.monotonic()
+        seg = self._seg
+        if seg is not None and self._dirty and now - self._last_sync >= self._out.fsync_interval:
+            os.fdatasync(seg.fd)
+            self._last_sync = now
+            self._dirty = False
+
+    def _close_segment(self) -> None:
+        seg = self._seg
+        assert seg is not None
+        if seg.torn:
+            self._trim(seg)
+        if seg.records:
+            os.fsync(seg.fd)
+            self._closed.append(seg.part)
+        with contextlib.suppress(OSError):  # Linux releases the fd even when close fails
+            os.close(seg.fd)
+        self._seg = None
+        self._dirty = False
+        if not seg.records:  # opened, but nothing made it to disk: never publish it
+            with contextlib.suppress(OSError):
+                os.unlink(seg.part)
+        self._publish_closed()
+
+    def _publish_closed(self) -> None:
+        while self._closed:
+            final = _publish(self._closed[0])
+            self._closed.pop(0)
+            self._seq = max(self._seq, self._seq_of(final))
+            self._stats.segments_rotated += 1
+            self._published.append(final)
+
+    @staticmethod
+    def _seq_of(path: Path) -> int:
+        match = _SEQ_RE.match(path.name)
+        return int(match["seq"]) if match else 0
+
+
+# --------------------------------------------------------------------------- the sink
+
+
+class _GiveUp(Exception):
+    """Raised inside the writer task when aclose() stops waiting for a blocked disk."""
+
+
+def _settle(done: asyncio.Future[None], ok: bool) -> None:
+    """Finish a request's future; if the writer gave up first, fail it (and mark it seen)."""
+    if done.done():
+        return
+    if ok:
+        done.set_result(None)
+        return
+    done.set_exception(RuntimeError("sink gave up before the request was done"))
+    done.exception()  # retrieved: the requester may have stopped waiting
+
+
+@dataclass(slots=True)
+class _Request:
+    """A rotate or close request, ordered after every record queued before it."""
+
+    kind: Literal["rotate", "close"]
+    done: asyncio.Future[None]
+
+
+def _clean_host(host: str) -> str:
+    return _HOST_RE.sub("_", host)[:64] or "host"
+
+
+class NdjsonSink:
+    """The only writer of measurement records.
+
+    ``write()`` only enqueues; one task writes batches in a one-thread executor. When the
+    queue is full ``write()`` waits: that is the backpressure that pauses probing.
+    """
+
+    def __init__(self, output: OutputConfig, *, queue_size: int = 4096, host: str | None = None,
+                 retry_interval: float = 2.0) -> None:
+        self.stats = SinkStats()
+        self._out = output
+        self._host = _clean_host(host if host is not None else socket.gethostname())
+        self._retry_interval = retry_interval
+        self._queue: asyncio.Queue[bytes | _Request] = asyncio.Queue(maxsize=queue_size)
+        self._writer = _SegmentWriter(output, self._host, self.stats)
+        self._io_pool: ThreadPoolExecutor | None = None
+        self._zip_pool: ThreadPoolExecutor | None = None
+        self._compressions: set[asyncio.Future[Path]] = set()
+        self._uncompressed: list[Path] = []  # compressions that failed; retried on resume
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._task: asyncio.Task[None] | None = None
+        self._lock_fd: int | None = None
+        self._state: Literal["new", "running", "closing", "closed"] = "new"
+        self._abandoned = False
+        self._stop = asyncio.Event()
+        self._blocked_since = 0.0
+
+    @property
+    def is_blocked(self) -> bool:
+        """True while writes fail (disk full, read-only, ...) and are being retried."""
+        return self.stats.blocked
+
+    # -- lifecycle
+
+    async def start(self) -> list[Path]:
+        """Lock the directory, recover a crash's leftovers, start writing.
+
+        Returns the closed segments recovered from ``.part`` files. Compression of
+        leftovers is awaited here, so a restart resumes with a clean directory.
+        """
+        if self._state != "new":
+            raise RuntimeError("NdjsonSink.start() called twice")
+        _require_codec(self._out.compress)
+        self._io_pool = ThreadPoolExecutor(1, thread_name_prefix="kzprobe-sink")
+        self._zip_pool = ThreadPoolExecutor(1, thread_name_prefix="kzprobe-sink-zip")
+        self._lock_fd = await self._io(_lock_dir, self._out.dir, self._out.prefix)
+        try:
+            found = await self._io(recover_dir, self._out.dir, self._out.prefix)
+        except OSError as exc:
+            await self._release()
+            raise KzprobeError(f"{self._out.dir}: recovery failed: {_describe(exc)}") from None
+        recovered = await self._compress_leftovers(found)
+        self._state = "running"
+        self._task = asyncio.create_task(self._run(), name="kzprobe-sink")
+        log.info("sink_started", dir=str(self._out.dir), recovered=len(recovered),
+                 compress=self._out.compress)
+        return recovered
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        """Write everything queued, close and publish the segment, finish compressions.
+
+        While the disk stays full this retries until ``timeout`` and then gives up,
+        logging how many accepted records were lost.
+        """
+        if self._state != "running":
+            return
+        self._state = "closing"
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._request("close")
+        except TimeoutError:
+            await self._abandon()
+        await self._wait_compressions(deadline)
+        await self._release()
+        self._state = "closed"
+        log.info("sink_closed", records=self.stats.records_written,
+                 segments=self.stats.segments_rotated)
+
+    async def rotate(self, timeout: float = 30.0) -> None:
+        """Close the current segment now, after every record already written (SIGUSR1)."""
+        self._check_running()
+        async with asyncio.timeout(timeout):
+            await self._request("rotate")
+
+    # -- producers
+
+    async def write(self, record: bytes) -> None:
+        """Queue one serialised record (with or without its newline); waits while full."""
+        self._check_running()
+        line = record if record.endswith(b"\n") else record + b"\n"
+        if len(line) == 1 or line.find(b"\n", 0, len(line) - 1) != -1:
+            raise ValueError("a record must be one non-empty line of JSON")
+        await self._queue.put(line)
+        if self._abandoned:
+            raise RuntimeError("sink closed before the record could be written")
+
+    async def wait_writable(self) -> None:
+        """Return at once unless writes are failing; then wait until they work again.
+
+        Deliberately without a deadline: the scheduler calls it before each measurement,
+        and a probe whose result cannot be recorded should not run.
+        """
+        await self._writable.wait()
+
+    # -- the writer task
+
+    async def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                item = await self._next_item()
+                if item is None:
+                    await self._commit(self._writer.drain, self._writer.drain)
+                elif not await self._handle(item):
+                    return
+        except _GiveUp:
+            return
+
+    async def _handle(self, item: bytes | _Request) -> bool:
+        """Write one batch and at most one request; False once the sink is closed."""
+        writer = self._writer
+        batch, request = self._gather(item)
+        if batch:
+            await self._commit(functools.partial(writer.write_lines, batch), writer.drain)
+        if request is None:
+            return True
+        try:
+            await self._commit(writer.rotate, writer.rotate)
+        except BaseException:
+            _settle(request.done, ok=False)
+            raise
+        _settle(request.done, ok=True)
+        return request.kind != "close"
+
+    async def _next_item(self) -> bytes | _Request | None:
+        """The next queued item, or None when an fsync or age rotation falls due first."""
+        try:
+            async with asyncio.timeout(self._writer.next_due(time.monotonic())):
+                return await self._queue.get()
+        except TimeoutError:
+            return None
+
+    def _gather(self, first: bytes | _Request) -> tuple[list[bytes], _Request | None]:
+        """Batch what is already queued, stopping at a request so ordering holds."""
+        if isinstance(first, _Request):
+            return [], first
+        batch, size = [first], len(first)
+        while size < _BATCH_BYTES:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if isinstance(item, _Request):
+                return batch, item
+            batch.append(item)
+            size += len(item)
+        return batch, None
+
+    async def _commit(self, op: Callable[[], object], retry: Callable[[], object]) -> None:
+        """Run ``op``; on failure block, and run ``retry`` every retry_interval until it works."""
+        published, error = await self._io(self._writer.run, op)
+        while True:
+            self._compress_later(published)
+            if error is None:
+                self._mark_writable()
+                return
+            self._mark_blocked(error)
+            if await self._stopped_within(self._retry_interval):
+                raise _GiveUp
+            published, error = await self._io(self._writer.run, retry)
+
+    async def _stopped_within(self, delay: float) -> bool:
+        try:
+            async with asyncio.timeout(delay):
+                await self._stop.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _mark_blocked(self, error: Exception) -> None:
+        self.stats.write_errors += 1
+        self.stats.last_error = _describe(error)
+        if self.stats.blocked:
+            log.debug("sink_retry_failed", error=self.stats.last_error)
+            return
+        self.stats.blocked = True
+        self._writable.clear()
+        self._blocked_since = time.monotonic()
+        log.warning("sink_blocked", error=self.stats.last_error, dir=str(self._out.dir),
+                    pending=self._writer.backlog_records + self._queue.qsize(),
+                    retry_interval=self._retry_interval)
+
+    def _mark_writable(self) -> None:
+        if not self.stats.blocked:
+            return
+        self.stats.blocked = False
+        self._writable.set()
+        log.info("sink_resumed", blocked_seconds=round(time.monotonic() - self._blocked_since, 3))
+        retry, self._uncompressed = self._uncompressed, []
+        self._compress_later(retry)
+
+    # -- compression
+
+    def _compress_later(self, paths: Iterable[Path]) -> None:
+        method = self._out.compress
+        if method == "none":
+            return
+        loop = asyncio.get_running_loop()
+        for path in paths:
+            fut = loop.run_in_executor(self._zip_pool, compress_segment, path, method)
+            self._compressions.add(fut)
+            fut.add_done_callback(functools.partial(self._compressed, path))
+
+    def _compressed(self, path: Path, fut: asyncio.Future[Path]) -> None:
+        self._compressions.discard(fut)
+        if fut.cancelled():
+            return
+        error = fut.exception()
+        if error is None:
+            self.stats.segments_compressed += 1
+            return
+        self._uncompressed.append(path)
+        log.warning("sink_compress_failed", path=str(path), error=_describe(error))
+
+    async def _compress_leftovers(self, found: _Recovery) -> list[Path]:
+        """Compress what a crash left plain; return the recovered segments' current paths."""
+        recovered = list(found.published)
+        if self._out.compress == "none":
+            return recovered
+        for path in found.uncompressed:  # includes the segments just published
+            try:
+                done = await self._zip(compress_segment, path, self._out.compress)
+            except OSError as exc:  # e.g. disk full: stays plain, compressed on a later start
+                log.warning("sink_compress_failed", path=str(path), error=_describe(exc))
+                continue
+            self.stats.segments_compressed += 1
+            recovered = [done if p == path else p for p in recovered]
+        return recovered
+
+    async def _wait_compressions(self, deadline: float) -> None:
+        if not self._compressions:
+            return
+        remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+        _, pending = await asyncio.wait(set(self._compressions), timeout=max(remaining, 1.0))
+        if pending:
+            log.warning("sink_compress_pending", segments=len(pending))
+
+    # -- plumbing
+
+    async def _request(self, kind: Literal["rotate", "close"]) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Request(kind=kind, done=done))
+        await done
+
+    async def _abandon(self) -> None:
+        """The deadline passed while blocked: stop retrying and count what is lost.
+
+        The writer task is asked to stop rather than cancelled, so a batch handed to the
+        I/O thread is never dropped on the floor between queue and backlog.
+        """
+        self._abandoned = True  # from here on, write() refuses instead of accepting
+        lost = self._drop_queued()  # everything still queued was accepted
+        self._stop.set()
+        assert self._task is not None
+        done, _ = await asyncio.wait({self._task}, timeout=_ABANDON_GRACE)
+        if not done:  # the I/O thread hangs (a dead disk): stop waiting for it
+            self._task.cancel()
+        try:
+            async with asyncio.timeout(_ABANDON_GRACE):
+                lost += await self._io(self._writer.abandon)
+        except TimeoutError:
+            lost += self._writer.backlog_records
+        await self._release_producers()
+        log.error("sink_records_lost", lost=lost, error=self.stats.last_error,
+                  dir=str(self._out.dir))
+
+    def _drop_queued(self) -> int:
+        """Empty the queue, failing requests; return how many records were dropped."""
+        dropped = 0
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, _Request):
+                _settle(item.done, ok=False)
+            else:
+                dropped += 1
+        return dropped
+
+    async def _release_producers(self) -> None:
+        """Wake producers still waiting for queue space; write() then raises for them."""
+        for _ in range(1_000_000):
+            if not self._drop_queued():
+                return
+            await asyncio.sleep(0)
+
+    async def _release(self) -> None:
+        for pool in (self._io_pool, self._zip_pool):
+            if pool is not None:
+                pool.shutdown(wait=False)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _check_running(self) -> None:
+        if self._state != "running":
+            raise RuntimeError(f"sink is {self._state}, not running")
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._io_pool, fn, *args)
+
+    async def _zip(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._zip_pool, fn, *args)
