@@ -173,11 +173,15 @@ class _Section:
         if isinstance(value, bool) and kind in (int, float, (int, float)):
             raise ConfigError(f"{self._key(key)}: expected a number, got a boolean")
         if not isinstance(value, kind):
-            wanted = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            wanted = (
+                kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            )
             raise ConfigError(f"{self._key(key)}: expected {wanted}, got {type(value).__name__}")
         return value
 
-    def number(self, key: str, default: float, *, minimum: float = 0.0, positive: bool = True) -> float:
+    def number(
+        self, key: str, default: float, *, minimum: float = 0.0, positive: bool = True
+    ) -> float:
         value = float(self.get(key, (int, float), default))
         if positive and value <= minimum:
             raise ConfigError(f"{self._key(key)}: must be > {minimum:g}, got {value:g}")
@@ -206,14 +210,20 @@ class _Section:
     def choice(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
         value: str = self.string(key, default)
         if value not in allowed:
-            raise ConfigError(f"{self._key(key)}: must be one of {', '.join(allowed)}; got {value!r}")
+            raise ConfigError(
+                f"{self._key(key)}: must be one of {', '.join(allowed)}; got {value!r}"
+            )
         return value
 
     def fail(self, key: str, message: str) -> ConfigError:
         return ConfigError(f"{self._key(key)}: {message}")
 
     def unknown_keys(self) -> list[str]:
-        return [f"{self.where}: [{self.name}] unknown key {k!r}" for k in self.table if k not in self.used]
+        return [
+            f"{self.where}: [{self.name}] unknown key {k!r}"
+            for k in self.table
+            if k not in self.used
+        ]
 
 
 def parse_resolver(spec: str) -> Resolver:
@@ -244,7 +254,9 @@ def _resolve_path(base: Path | None, value: str) -> Path:
     return path
 
 
-def _networks(section: _Section, key: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+def _networks(
+    section: _Section, key: str
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     nets = []
     for item in section.strings(key, ()):
         try:
@@ -267,8 +279,9 @@ def _parse_probe(s: _Section) -> ProbeConfig:
             ipaddress.ip_address(public_ip)
         except ValueError:
             raise s.fail("public_ip", f"not an IP address: {public_ip!r}") from None
-    return ProbeConfig(cc=cc.upper(), asn=asn, network_name=s.string("network_name", ""),
-                       public_ip=public_ip)
+    return ProbeConfig(
+        cc=cc.upper(), asn=asn, network_name=s.string("network_name", ""), public_ip=public_ip
+    )
 
 
 def _parse_dns(s: _Section) -> DnsConfig:
@@ -277,11 +290,16 @@ def _parse_dns(s: _Section) -> DnsConfig:
         try:
             resolvers.append(parse_resolver(spec))
         except ValueError:
-            raise s.fail("resolvers", f"expected 'system', 'ip' or 'ip:port', got {spec!r}") from None
+            raise s.fail(
+                "resolvers", f"expected 'system', 'ip' or 'ip:port', got {spec!r}"
+            ) from None
     if not resolvers:
         raise s.fail("resolvers", "at least one resolver is needed")
-    return DnsConfig(resolvers=tuple(resolvers), query_aaaa=s.get("query_aaaa", bool, True),
-                     tries=s.integer("tries", 1))
+    return DnsConfig(
+        resolvers=tuple(resolvers),
+        query_aaaa=s.get("query_aaaa", bool, True),
+        tries=s.integer("tries", 1),
+    )
 
 
 def _parse_tls(s: _Section, base: Path | None) -> TlsConfig:
@@ -289,8 +307,11 @@ def _parse_tls(s: _Section, base: Path | None) -> TlsConfig:
     ca_path = _resolve_path(base, ca) if ca else None
     if ca_path is not None and not ca_path.is_file():
         raise s.fail("ca_file", f"no such file: {ca_path}")
-    return TlsConfig(ca_file=ca_path, alpn=s.strings("alpn", ("h2", "http/1.1")),
-                     max_chain_bytes=s.integer("max_chain_bytes", 256 * 1024, minimum=1024))
+    return TlsConfig(
+        ca_file=ca_path,
+        alpn=s.strings("alpn", ("h2", "http/1.1")),
+        max_chain_bytes=s.integer("max_chain_bytes", 256 * 1024, minimum=1024),
+    )
 
 
 def _parse_timeouts(s: _Section) -> TimeoutConfig:
@@ -329,8 +350,11 @@ def _parse_output(s: _Section, base: Path | None) -> OutputConfig:
         rotate_seconds=s.number("rotate_seconds", d.rotate_seconds),
         compress=s.choice("compress", d.compress, ("gzip", "zstd", "none")),  # type: ignore[arg-type]
         fsync_interval=s.number("fsync_interval", d.fsync_interval),
-        store_bodies=s.choice("store_bodies", d.store_bodies,  # type: ignore[arg-type]
-                              ("anomalous", "always", "never")),
+        store_bodies=s.choice(
+            "store_bodies",
+            d.store_bodies,  # type: ignore[arg-type]
+            ("anomalous", "always", "never"),
+        ),
         prefix=prefix,
     )
 
@@ -360,14 +384,23 @@ def _parse_control(s: _Section) -> ControlConfig:
 
 
 def _parse_service(s: _Section) -> ServiceConfig:
-    return ServiceConfig(shutdown_grace=s.number("shutdown_grace", 20.0),
-                         metrics_listen=s.string("metrics_listen", "127.0.0.1:9108"))
+    return ServiceConfig(
+        shutdown_grace=s.number("shutdown_grace", 20.0),
+        metrics_listen=s.string("metrics_listen", "127.0.0.1:9108"),
+    )
 
 
 _SECTIONS: dict[str, Callable[..., Any]] = {
-    "probe": _parse_probe, "dns": _parse_dns, "tls": _parse_tls, "timeouts": _parse_timeouts,
-    "limits": _parse_limits, "schedule": _parse_schedule, "output": _parse_output,
-    "targets": _parse_targets, "analysis": _parse_analysis, "control": _parse_control,
+    "probe": _parse_probe,
+    "dns": _parse_dns,
+    "tls": _parse_tls,
+    "timeouts": _parse_timeouts,
+    "limits": _parse_limits,
+    "schedule": _parse_schedule,
+    "output": _parse_output,
+    "targets": _parse_targets,
+    "analysis": _parse_analysis,
+    "control": _parse_control,
     "service": _parse_service,
 }
 _NEEDS_BASE = {"tls", "output", "targets"}
@@ -384,9 +417,14 @@ class LoadedConfig:
     raw: Mapping[str, Any]
 
 
-def parse_config(data: Mapping[str, Any], *, where: str = "<config>",
-                 base: Path | None = None, source: Path | None = None) -> LoadedConfig:
-    """Build a :class:`Config` from a TOML mapping; raise :class:`ConfigError` on the first error."""
+def parse_config(
+    data: Mapping[str, Any],
+    *,
+    where: str = "<config>",
+    base: Path | None = None,
+    source: Path | None = None,
+) -> LoadedConfig:
+    """Build a :class:`Config` from a TOML mapping; raise :class:`ConfigError` on error."""
     warnings: list[str] = []
     parts: dict[str, Any] = {}
     for name, value in data.items():

@@ -79,7 +79,9 @@ _ARES_FAILURES: dict[int, str] = {
     24: FAILURE_INTERRUPTED,  # ARES_ECANCELLED
 }
 
-_IP_LIKE = re.compile(r"\[?(?:\d{1,3}\.){3}\d{1,3}\]?(?::\d+)?|\[?[0-9a-fA-F]*:[0-9a-fA-F:]{2,}\]?(?::\d+)?")
+_IP_LIKE = re.compile(
+    r"\[?(?:\d{1,3}\.){3}\d{1,3}\]?(?::\d+)?|\[?[0-9a-fA-F]*:[0-9a-fA-F:]{2,}\]?(?::\d+)?"
+)
 
 
 def scrub(message: str) -> str:
@@ -93,8 +95,12 @@ def _classify_ssl(exc: ssl.SSLError) -> str:
         message = str(getattr(exc, "verify_message", "") or exc).lower()
         if code == 62 or "hostname mismatch" in message or "ip address mismatch" in message:
             return "ssl_invalid_hostname"
-        if code in (2, 19, 20, 21) or "issuer" in message or "self-signed" in message \
-                or "self signed" in message:
+        if (
+            code in (2, 19, 20, 21)
+            or "issuer" in message
+            or "self-signed" in message
+            or "self signed" in message
+        ):
             return "ssl_unknown_authority"
         return "ssl_invalid_certificate"
     if isinstance(exc, ssl.SSLZeroReturnError | ssl.SSLEOFError):

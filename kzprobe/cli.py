@@ -1,0 +1,161 @@
+"""Command line: the edge where arguments, files and the environment become a Config.
+
+This is the only module that calls ``sys.exit`` or turns errors into exit codes:
+0 success (even when sites are blocked), 2 bad input (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from kzprobe import __version__
+from kzprobe.config import DEFAULT_CONFIG_PATH, Config, LoadedConfig, load_config
+from kzprobe.errors import KzprobeError
+
+if TYPE_CHECKING:
+    from kzprobe.targets import Target
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        help=f"TOML config file (default: {DEFAULT_CONFIG_PATH})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kzprobe", description="In-country internet-censorship monitor.")
+    parser.add_argument("--version", action="version", version=f"kzprobe {__version__}")
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
+    parser.add_argument("--no-uvloop", action="store_true", help="use the stdlib asyncio loop")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    measure = sub.add_parser("measure", help="measure URLs now; one JSON record per line on stdout")
+    measure.add_argument("urls", nargs="+", metavar="URL")
+    _add_config(measure)
+
+    run = sub.add_parser("run", help="the daemon: sweep the targets on a schedule")
+    run.add_argument("--once", action="store_true", help="one sweep, then flush, close and exit")
+    _add_config(run)
+
+    check = sub.add_parser("check-config", help="validate a config and its target lists")
+    check.add_argument("file", type=Path)
+    check.add_argument("--strict", action="store_true", help="treat warnings as errors")
+
+    demo = sub.add_parser("demo", help="sweep a simulated censored network on loopback")
+    demo.add_argument(
+        "--output",
+        type=Path,
+        default=Path("data"),
+        help="directory for the NDJSON (default: ./data)",
+    )
+    return parser
+
+
+def _load(path: Path) -> LoadedConfig:
+    loaded = load_config(path)
+    for warning in loaded.warnings:
+        sys.stderr.write(f"kzprobe: warning: {warning}\n")
+    return loaded
+
+
+def _cmd_measure(args: argparse.Namespace) -> int:
+    from kzprobe.service import measure_urls, run_loop
+    from kzprobe.targets import parse_target
+
+    config = _load(args.config).config
+    for index, url in enumerate(args.urls):
+        try:
+            parse_target(url)
+        except ValueError as exc:
+            raise KzprobeError(f"argument URL {index + 1}: {exc}") from None
+    return run_loop(measure_urls(config, list(args.urls)), use_uvloop=not args.no_uvloop)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from kzprobe.service import daemon_targets, run_loop
+
+    config = _load(args.config).config
+    targets, warnings = daemon_targets(config)
+    for warning in warnings:
+        sys.stderr.write(f"kzprobe: warning: {warning}\n")
+    if not targets:
+        raise KzprobeError(f"{args.config}: no usable targets")
+    return run_loop(_serve(config, targets, once=args.once), use_uvloop=not args.no_uvloop)
+
+
+async def _serve(config: Config, targets: list[Target], *, once: bool) -> int:
+    from kzprobe.service import Daemon
+
+    return await Daemon(config, targets).serve(once=once)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from kzprobe.service import daemon_targets
+
+    loaded = load_config(args.file)
+    targets, target_warnings = daemon_targets(loaded.config)
+    problems = list(loaded.warnings) + target_warnings
+    for problem in problems:
+        sys.stderr.write(f"{problem}\n")
+    if not targets:
+        sys.stderr.write(f"{args.file}: no usable targets\n")
+        return EXIT_USAGE
+    if problems and args.strict:
+        return EXIT_USAGE
+    sys.stdout.write(f"{args.file}: OK, {len(targets)} targets\n")
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from kzprobe.demo_run import run_demo
+    from kzprobe.service import run_loop
+
+    return run_loop(run_demo(args.output), use_uvloop=not args.no_uvloop)
+
+
+_COMMANDS = {
+    "measure": _cmd_measure,
+    "run": _cmd_run,
+    "check-config": _cmd_check_config,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kzprobe`` command."""
+    args = build_parser().parse_args(argv)
+    from kzprobe.logging import configure_logging
+
+    configure_logging(args.log_level)
+    try:
+        return _COMMANDS[args.command](args)
+    except KzprobeError as exc:
+        sys.stderr.write(f"kzprobe: error: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""The engine: targets in, records out, through a bounded, rate-limited worker pool.
+
+It owns scheduling, limits, the whole-measurement deadline and the turning of surprises
+into records. It does not own the event loop, signals or files: the service runs it,
+and records leave through one ``emit`` callable (the writer's queue, or stdout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+
+from kzprobe.config import Config
+from kzprobe.errors import FAILURE_INTERRUPTED, classify
+from kzprobe.probes import experiment_for
+from kzprobe.probes.base import ProbeContext, Stopwatch
+from kzprobe.probes.http import HandoffConnector
+from kzprobe.probes.tls import make_context
+from kzprobe.ratelimit import HostLimiter, TokenBucket
+from kzprobe.record import build_record
+from kzprobe.targets import Target
+
+log = structlog.get_logger("kzprobe.engine")
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def raise_nofile_limit() -> int:
+    """Raise the open-files soft limit to the hard limit; thousands of sockets need it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+    return soft
+
+
+def _failure_keys(failure: str) -> dict[str, Any]:
+    return {
+        "queries": [],
+        "tcp_connect": [],
+        "tls_handshakes": [],
+        "requests": [],
+        "dns_experiment_failure": None,
+        "http_experiment_failure": failure,
+        "control": None,
+        "control_failure": None,
+        "blocking": None,
+        "accessible": None,
+        "agent": "redirect",
+        "retries": None,
+        "socksproxy": None,
+        "client_resolver": None,
+    }
+
+
+class Prober:
+    """Long-lived probe resources (TLS contexts, the aiohttp session, limiters)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        alpn = config.tls.alpn
+        self._session = aiohttp.ClientSession(
+            connector=HandoffConnector(),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            max_line_size=16 * 1024,
+            max_field_size=16 * 1024,
+            auto_decompress=True,
+        )
+        self.context = ProbeContext(
+            config=config,
+            verify_context=make_context(ca_file=config.tls.ca_file, alpn=alpn),
+            http11_context=make_context(ca_file=config.tls.ca_file, alpn=("http/1.1",)),
+            benign_context=make_context(ca_file=config.tls.ca_file, alpn=alpn, verify=False),
+            session=self._session,
+            host_limiter=HostLimiter(config.limits.per_host),
+        )
+
+    async def measure(self, target: Target, *, sweep_id: str | None = None) -> dict[str, Any]:
+        """Measure one target; always returns a record, whatever happens."""
+        experiment = experiment_for(target.scheme)
+        started, clock = time.time(), Stopwatch()
+        try:
+            async with asyncio.timeout(self.config.timeouts.measurement):
+                keys = await experiment.measure(target, self.context, clock)
+        except asyncio.CancelledError:
+            # Only the engine cancels a measurement task (shutdown past its grace period):
+            # the task ends here with a record saying so, instead of vanishing.
+            keys = _failure_keys(FAILURE_INTERRUPTED)
+        except Exception as exc:  # a bug in one measurement must not stop the others
+            log.warning("measurement_crashed", url=target.url, error=repr(exc)[:200])
+            keys = _failure_keys(classify(exc))
+        return self._record(target, experiment, keys, started, clock, sweep_id)
+
+    def _record(
+        self,
+        target: Target,
+        experiment: Any,
+        keys: Mapping[str, Any],
+        started: float,
+        clock: Stopwatch,
+        sweep_id: str | None,
+    ) -> dict[str, Any]:
+        return build_record(
+            target=target,
+            config=self.config,
+            test_name=experiment.test_name,
+            test_version=experiment.test_version,
+            test_keys=keys,
+            started=started,
+            runtime=clock.now(),
+            sweep_id=sweep_id,
+        )
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
+@dataclass(slots=True)
+class SweepSummary:
+    sweep_id: str
+    targets: int = 0
+    measured: int = 0
+    failures: int = 0
+    interrupted: int = 0
+    started: float = field(default_factory=time.monotonic)
+    duration: float = 0.0
+
+
+def _has_failure(record: dict[str, Any]) -> bool:
+    keys = record.get("test_keys", {})
+    return bool(keys.get("dns_experiment_failure") or keys.get("http_experiment_failure"))
+
+
+class Engine:
+    """Runs sweeps: a bounded queue feeding ``limits.concurrency`` workers."""
+
+    def __init__(
+        self,
+        prober: Prober,
+        emit: Emit,
+        *,
+        wait_writable: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        limits = prober.config.limits
+        self.prober = prober
+        self.emit = emit
+        self.wait_writable = wait_writable
+        self.bucket = TokenBucket(limits.rate, limits.burst)
+        self.stopping = asyncio.Event()
+        self._measuring: set[asyncio.Task[dict[str, Any]]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._measuring)
+
+    def stop(self) -> None:
+        """Stop starting measurements; those in flight go on."""
+        self.stopping.set()
+
+    def interrupt(self) -> None:
+        """Cancel the measurements in flight; each still yields an ``interrupted`` record."""
+        for task in list(self._measuring):
+            task.cancel()
+
+    async def sweep(self, targets: Iterable[Target]) -> SweepSummary:
+        """Measure every target once (unless asked to stop); return the counts."""
+        summary = SweepSummary(sweep_id=uuid.uuid4().hex[:12])
+        workers = max(1, self.prober.config.limits.concurrency)
+        queue: asyncio.Queue[Target | None] = asyncio.Queue(maxsize=workers * 4)
+        tasks = [asyncio.create_task(self._worker(queue, summary)) for _ in range(workers)]
+        try:
+            for target in targets:
+                if self.stopping.is_set():
+                    break
+                await self._put(queue, target)
+                summary.targets += 1
+        finally:
+            for _ in tasks:
+                await self._put(queue, None, force=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+        summary.duration = time.monotonic() - summary.started
+        return summary
+
+    async def _put(
+        self, queue: asyncio.Queue[Target | None], item: Target | None, *, force: bool = False
+    ) -> None:
+        while True:
+            if self.stopping.is_set() and not force:
+                return
+            try:
+                await asyncio.wait_for(queue.put(item), timeout=1.0)
+                return
+            except TimeoutError:
+                continue
+
+    async def _worker(self, queue: asyncio.Queue[Target | None], summary: SweepSummary) -> None:
+        while (target := await queue.get()) is not None:
+            if self.stopping.is_set():
+                continue  # drain without measuring
+            await self.bucket.acquire()
+            if self.wait_writable is not None:
+                await self.wait_writable()
+            task = asyncio.create_task(self.prober.measure(target, sweep_id=summary.sweep_id))
+            self._measuring.add(task)
+            try:
+                record = await task
+            finally:
+                self._measuring.discard(task)
+            if record["test_keys"].get("http_experiment_failure") == FAILURE_INTERRUPTED:
+                summary.interrupted += 1
+            summary.measured += 1
+            summary.failures += _has_failure(record)
+            await self.emit(record)

@@ -1,0 +1,92 @@
+"""What every probe shares: the measurement clock, the experiment protocol, the context.
+
+A probe step (``dns``, ``tcp``, ``tls``, ``http``) speaks one protocol and returns a
+typed, archival-ready result; an *experiment* (``web_connectivity``, and later the
+endpoint experiments) composes steps for one target. The engine only knows
+:class:`Experiment`; everything it passes down travels in :class:`ProbeContext`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextvars
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from kzprobe.config import Config
+    from kzprobe.ratelimit import HostLimiter
+    from kzprobe.targets import Target
+
+
+# Per-connection scratch space reachable from protocol callbacks. Transports copy the
+# context when they are created, so it is set around connect() and read back later.
+connection_scratch: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "kzprobe_connection_scratch", default=None
+)
+
+
+class Stopwatch:
+    """Seconds since the measurement started (OONI's ``t0``/``t``)."""
+
+    __slots__ = ("_start",)
+
+    def __init__(self) -> None:
+        self._start = time.monotonic()
+
+    def now(self) -> float:
+        return round(time.monotonic() - self._start, 6)
+
+
+def maybe_binary(data: bytes) -> str | dict[str, str]:
+    """OONI's MaybeBinaryString: text if valid UTF-8 without NULs, else base64."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"format": "base64", "data": base64.b64encode(data).decode("ascii")}
+    if "\x00" in text:
+        return {"format": "base64", "data": base64.b64encode(data).decode("ascii")}
+    return text
+
+
+@dataclass(slots=True, kw_only=True)
+class ProbeContext:
+    """Shared, long-lived resources a measurement needs; built once by the engine."""
+
+    config: Config
+    verify_context: ssl.SSLContext  # trust: certifi or tls.ca_file; never the OS store
+    session: aiohttp.ClientSession  # dials nothing itself: connections are handed over
+    host_limiter: HostLimiter
+    http11_context: ssl.SSLContext  # verifying, ALPN http/1.1 only: re-dial when a server picks h2
+    benign_context: ssl.SSLContext  # not verifying: handshakes with a benign SNI (SNI checks)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Experiment(Protocol):
+    """One kind of measurement for one target, e.g. ``web_connectivity`` for http(s) URLs."""
+
+    test_name: str
+    test_version: str
+
+    async def measure(
+        self, target: Target, ctx: ProbeContext, clock: Stopwatch
+    ) -> Mapping[str, Any]:
+        """Return the experiment's ``test_keys``; failures are recorded inside, never raised."""
+        ...
+
+
+async def close_transport(transport: asyncio.BaseTransport | None) -> None:
+    """Abort a transport without waiting for a TLS close_notify the peer may never send."""
+    if transport is None:
+        return
+    abort = getattr(transport, "abort", None)
+    if callable(abort):
+        abort()
+    else:
+        transport.close()

@@ -1,0 +1,168 @@
+"""DNS step: A/AAAA lookups against one resolver, recorded as OONI df-002 ``queries``.
+
+Each UDP lookup gets a fresh c-ares channel: c-ares caches answers (up to an hour) and
+pycares offers no switch, so a long-lived channel would hand a monitor stale answers.
+The ``system`` resolver goes through getaddrinfo, as OONI's does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiodns
+
+from kzprobe.config import Resolver
+from kzprobe.errors import classify
+from kzprobe.probes.base import Stopwatch
+
+MAX_ANSWERS = 64  # bound on stored records per query (hostile resolvers)
+_QTYPE_CODES = {1: "A", 28: "AAAA", 5: "CNAME"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsAnswer:
+    answer_type: str  # A, AAAA, CNAME
+    value: str
+    ttl: int | None = None
+
+    def archival(self) -> dict[str, Any]:
+        key = {"A": "ipv4", "AAAA": "ipv6"}.get(self.answer_type, "hostname")
+        return {
+            "answer_type": self.answer_type,
+            key: self.value,
+            "ttl": self.ttl,
+            "asn": 0,
+            "as_org_name": "",
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsLookup:
+    hostname: str
+    query_type: str
+    engine: str
+    resolver_address: str
+    failure: str | None
+    answers: tuple[DnsAnswer, ...] = ()
+    t0: float = 0.0
+    t: float = 0.0
+    tags: tuple[str, ...] = field(default=())
+
+    @property
+    def addresses(self) -> list[str]:
+        return [a.value for a in self.answers if a.answer_type in ("A", "AAAA")]
+
+    def archival(self) -> dict[str, Any]:
+        return {
+            "hostname": self.hostname,
+            "query_type": self.query_type,
+            "engine": self.engine,
+            "resolver_address": self.resolver_address,
+            "resolver_hostname": None,
+            "resolver_port": None,
+            "failure": self.failure,
+            "answers": [a.archival() for a in self.answers],
+            "t0": self.t0,
+            "t": self.t,
+            "tags": list(self.tags),
+        }
+
+
+def _parse_records(records: Any) -> tuple[DnsAnswer, ...]:
+    answers = []
+    for record in list(records)[:MAX_ANSWERS]:
+        kind = _QTYPE_CODES.get(getattr(record, "type", 0))
+        data = getattr(record, "data", None)
+        if kind in ("A", "AAAA"):
+            value = getattr(data, "addr", None)
+        elif kind == "CNAME":
+            value = getattr(data, "cname", None)
+        else:
+            continue
+        if isinstance(value, str) and value:
+            answers.append(
+                DnsAnswer(answer_type=kind, value=value, ttl=getattr(record, "ttl", None))
+            )
+    return tuple(answers)
+
+
+async def lookup_udp(
+    host: str,
+    query_type: str,
+    resolver: Resolver,
+    *,
+    timeout: float,
+    tries: int,
+    clock: Stopwatch,
+    tags: tuple[str, ...] = (),
+) -> DnsLookup:
+    """Query one resolver over UDP (c-ares falls back to TCP on truncation)."""
+    t0 = clock.now()
+    channel = aiodns.DNSResolver(nameservers=[str(resolver)], timeout=timeout, tries=tries)
+    failure: str | None = None
+    answers: tuple[DnsAnswer, ...] = ()
+    try:
+        async with asyncio.timeout(timeout * tries + 1.0):
+            result = await channel.query_dns(host, query_type)
+        answers = _parse_records(result.answer)
+        if not any(a.answer_type == query_type for a in answers):
+            failure = "dns_no_answer"
+    except Exception as exc:
+        failure = classify(exc)
+    finally:
+        await channel.close()
+    return DnsLookup(
+        hostname=host,
+        query_type=query_type,
+        engine="udp",
+        resolver_address=str(resolver),
+        failure=failure,
+        answers=answers,
+        t0=t0,
+        t=clock.now(),
+        tags=tags,
+    )
+
+
+_GAI_FAILURES = {
+    socket.EAI_NONAME: "dns_nxdomain_error",
+    socket.EAI_AGAIN: "dns_temporary_failure",
+    socket.EAI_FAIL: "dns_non_recoverable_failure",
+    getattr(socket, "EAI_NODATA", -5): "dns_no_answer",
+}
+
+
+async def lookup_system(
+    host: str, *, timeout: float, clock: Stopwatch, tags: tuple[str, ...] = ()
+) -> DnsLookup:
+    """Resolve through getaddrinfo: the path a user's browser takes."""
+    loop = asyncio.get_running_loop()
+    t0 = clock.now()
+    failure: str | None = None
+    answers: list[DnsAnswer] = []
+    try:
+        async with asyncio.timeout(timeout):
+            infos = await loop.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+        for family, *_rest, sockaddr in infos[:MAX_ANSWERS]:
+            kind = "AAAA" if family == socket.AF_INET6 else "A"
+            answer = DnsAnswer(answer_type=kind, value=str(sockaddr[0]))
+            if answer not in answers:
+                answers.append(answer)
+    except socket.gaierror as exc:
+        failure = _GAI_FAILURES.get(exc.errno, "dns_server_misbehaving")
+    except Exception as exc:
+        failure = classify(exc)
+    return DnsLookup(
+        hostname=host,
+        query_type="ANY",
+        engine="getaddrinfo",
+        resolver_address="",
+        failure=failure,
+        answers=tuple(answers),
+        t0=t0,
+        t=clock.now(),
+        tags=tags,
+    )

@@ -1,0 +1,317 @@
+"""The ``web_connectivity`` experiment for http(s) URLs: DNS, then TCP/TLS per address, then GET.
+
+Follows OONI Web Connectivity LTE's shape: every resolver's answers are measured, every
+address gets a TCP connect (and, for https, a TLS handshake with SNI = the URL host),
+and the first connection that works carries the GET. Redirects are followed by hand,
+each hop measured the same way, up to ``limits.max_redirects``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin
+
+from kzprobe.probes import dns, http, tcp, tls
+from kzprobe.probes.base import ProbeContext, Stopwatch, close_transport
+from kzprobe.targets import Target, parse_target
+
+MAX_ENDPOINTS = 8  # addresses dialled per hop (bounded even if DNS returns hundreds)
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+
+
+@dataclass(slots=True)
+class _Connection:
+    transport: asyncio.Transport
+    held: tcp.HeldProtocol
+    ip: str
+    address: str
+    alpn: str
+    transaction_id: int
+
+
+@dataclass(slots=True)
+class _Flow:
+    """Everything measured for one target, across redirect hops."""
+
+    ctx: ProbeContext
+    clock: Stopwatch
+    queries: list[dns.DnsLookup] = field(default_factory=list)
+    connects: list[tcp.TcpConnect] = field(default_factory=list)
+    handshakes: list[tls.TlsHandshake] = field(default_factory=list)
+    requests: list[http.HttpTransaction] = field(default_factory=list)
+    resolved: dict[str, list[str]] = field(default_factory=dict)
+    dns_failure: str | None = None
+    last_hop_failure: str | None = None
+    next_transaction: int = 1
+
+    def transaction_id(self) -> int:
+        self.next_transaction += 1
+        return self.next_transaction - 1
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _dialable(ip: str, ctx: ProbeContext) -> bool:
+    """OONI never dials loopback; ``analysis.not_bogon`` lifts that for labs and tests."""
+    addr = ipaddress.ip_address(ip)
+    if not (addr.is_loopback or addr.is_unspecified):
+        return True
+    return any(addr in net for net in ctx.config.analysis.not_bogon)
+
+
+async def _resolve(flow: _Flow, host: str, depth: int) -> list[str]:
+    if _is_ip(host):
+        return [host]
+    if host in flow.resolved:
+        return flow.resolved[host]
+    cfg = flow.ctx.config
+    tags = (f"depth={depth}",)
+    jobs = []
+    for resolver in cfg.dns.resolvers:
+        if resolver.is_system:
+            jobs.append(
+                dns.lookup_system(host, timeout=cfg.timeouts.dns, clock=flow.clock, tags=tags)
+            )
+            continue
+        for qtype in ("A", "AAAA") if cfg.dns.query_aaaa else ("A",):
+            jobs.append(
+                dns.lookup_udp(
+                    host,
+                    qtype,
+                    resolver,
+                    timeout=cfg.timeouts.dns,
+                    tries=cfg.dns.tries,
+                    clock=flow.clock,
+                    tags=tags,
+                )
+            )
+    lookups = await asyncio.gather(*jobs)
+    flow.queries.extend(lookups)
+    addresses: list[str] = []
+    for lookup in lookups:
+        addresses.extend(a for a in lookup.addresses if a not in addresses)
+    if depth == 0 and not addresses:
+        flow.dns_failure = next((lk.failure for lk in lookups if lk.failure), "dns_no_answer")
+    flow.resolved[host] = addresses
+    return addresses
+
+
+async def _open(
+    flow: _Flow, target: Target, ip: str, depth: int, winner: asyncio.Future[_Connection]
+) -> str | None:
+    """Connect (and handshake) to one address; offer the connection to carry the GET."""
+    cfg = flow.ctx.config
+    tid = flow.transaction_id()
+    tags = (f"depth={depth}",)
+    async with flow.ctx.host_limiter.slot(ip):
+        result, transport, held = await tcp.connect(
+            ip, target.port, timeout=cfg.timeouts.connect, clock=flow.clock, transaction_id=tid
+        )
+        flow.connects.append(result)
+        if transport is None or held is None:
+            return result.failure
+        alpn = ""
+        if target.scheme == "https":
+            shake, tls_transport = await tls.handshake(
+                transport,
+                held,
+                address=result.address,
+                server_name=target.host,
+                context=flow.ctx.verify_context,
+                timeout=cfg.timeouts.tls,
+                clock=flow.clock,
+                max_chain_bytes=cfg.tls.max_chain_bytes,
+                transaction_id=tid,
+                tags=tags,
+            )
+            flow.handshakes.append(shake)
+            if tls_transport is None:
+                await close_transport(transport)
+                return shake.failure
+            transport, alpn = tls_transport, shake.negotiated_protocol
+    if winner.done():
+        await close_transport(transport)
+    else:
+        winner.set_result(_Connection(transport, held, ip, result.address, alpn, tid))
+    return None
+
+
+async def _hop(flow: _Flow, target: Target, depth: int) -> http.HttpTransaction | None:
+    """Measure one URL hop; return its transaction, or None if nothing could connect."""
+    addresses = [ip for ip in await _resolve(flow, target.host, depth) if _dialable(ip, flow.ctx)]
+    if not addresses:
+        flow.last_hop_failure = flow.dns_failure or "dns_no_answer"
+        return None
+    winner: asyncio.Future[_Connection] = asyncio.get_running_loop().create_future()
+    opened = [
+        asyncio.ensure_future(_open(flow, target, ip, depth, winner))
+        for ip in addresses[:MAX_ENDPOINTS]
+    ]
+    failures = await asyncio.gather(*opened)
+    if not winner.done():
+        flow.last_hop_failure = next((f for f in failures if f), "unknown_failure: no endpoint")
+        return None
+    conn = winner.result()
+    if conn.alpn == "h2":  # aiohttp speaks HTTP/1.1 only: measured handshake stays, GET re-dials
+        return await _fetch_fresh(flow, target, conn, depth)
+    return await _get(flow, target, conn, depth)
+
+
+async def _get(flow: _Flow, target: Target, conn: _Connection, depth: int) -> http.HttpTransaction:
+    cfg = flow.ctx.config
+    async with flow.ctx.host_limiter.slot(conn.ip):
+        return await http.get(
+            flow.ctx.session,
+            target.url,
+            transport=conn.transport,
+            held=conn.held,
+            address=conn.address,
+            alpn=conn.alpn,
+            timeout=cfg.timeouts.http,
+            body_limit=cfg.limits.body_bytes,
+            clock=flow.clock,
+            transaction_id=conn.transaction_id,
+            tags=(f"depth={depth}",),
+        )
+
+
+async def _fetch_fresh(
+    flow: _Flow, target: Target, conn: _Connection, depth: int
+) -> http.HttpTransaction | None:
+    """Re-dial with ALPN http/1.1 only, for servers that picked h2 in the measured handshake."""
+    await close_transport(conn.transport)
+    ip = conn.ip
+    cfg = flow.ctx.config
+    tid = flow.transaction_id()
+    result, transport, held = await tcp.connect(
+        ip, target.port, timeout=cfg.timeouts.connect, clock=flow.clock, transaction_id=tid
+    )
+    flow.connects.append(result)
+    if transport is None or held is None:
+        flow.last_hop_failure = result.failure
+        return None
+    shake, tls_transport = await tls.handshake(
+        transport,
+        held,
+        address=result.address,
+        server_name=target.host,
+        context=flow.ctx.http11_context,
+        timeout=cfg.timeouts.tls,
+        clock=flow.clock,
+        max_chain_bytes=cfg.tls.max_chain_bytes,
+        transaction_id=tid,
+        tags=(f"depth={depth}", "alpn=http/1.1"),
+    )
+    flow.handshakes.append(shake)
+    if tls_transport is None:
+        await close_transport(transport)
+        flow.last_hop_failure = shake.failure
+        return None
+    fresh = _Connection(tls_transport, held, ip, result.address, shake.negotiated_protocol, tid)
+    return await _get(flow, target, fresh, depth)
+
+
+def _redirect_target(response: http.HttpResponse, current: Target) -> Target | str | None:
+    """The next hop, a failure string for an unusable Location, or None for a final response."""
+    if response.code not in REDIRECT_CODES:
+        return None
+    location = response.header("location")
+    if not location:
+        return None
+    try:
+        return parse_target(urljoin(current.url, location.strip()), origin="redirect")
+    except ValueError:
+        return "http_invalid_redirect_location_host"
+
+
+async def _follow(flow: _Flow, target: Target) -> None:
+    current = target
+    for depth in range(flow.ctx.config.limits.max_redirects + 1):
+        transaction = await _hop(flow, current, depth)
+        if transaction is None:
+            return
+        flow.requests.append(transaction)
+        if transaction.failure or transaction.response is None:
+            return
+        nxt = _redirect_target(transaction.response, current)
+        if nxt is None:
+            return
+        if isinstance(nxt, str):
+            flow.last_hop_failure = nxt
+            return
+        current = nxt
+    flow.last_hop_failure = (
+        f"unknown_failure: stopped after {flow.ctx.config.limits.max_redirects} redirects"
+    )
+
+
+def _http_failure(flow: _Flow) -> str | None:
+    if flow.last_hop_failure is not None:
+        return flow.last_hop_failure
+    return flow.requests[-1].failure if flow.requests else None
+
+
+class WebConnectivity:
+    """OONI ``web_connectivity`` for one http(s) URL (control and verdicts added by analysis)."""
+
+    test_name = "web_connectivity"
+    test_version = "0.5.28"
+
+    async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch) -> dict[str, Any]:
+        flow = _Flow(ctx=ctx, clock=clock)
+        await _follow(flow, target)
+        return _test_keys(flow)
+
+
+def _test_keys(flow: _Flow) -> dict[str, Any]:
+    final = flow.requests[-1] if flow.requests else None
+    timings = _timings(flow, final)
+    return {
+        "agent": "redirect",
+        "retries": None,
+        "socksproxy": None,
+        "client_resolver": None,
+        "queries": [q.archival() for q in flow.queries],
+        "tcp_connect": [c.archival() for c in flow.connects],
+        "tls_handshakes": [h.archival() for h in flow.handshakes],
+        "requests": [r.archival() for r in reversed(flow.requests)],
+        "dns_experiment_failure": flow.dns_failure,
+        "http_experiment_failure": _http_failure(flow),
+        "control": None,
+        "control_failure": None,
+        "dns_consistency": None,
+        "body_length_match": None,
+        "body_proportion": None,
+        "status_code_match": None,
+        "headers_match": None,
+        "title_match": None,
+        "blocking": None,
+        "accessible": None,
+        "x_timings": timings,
+    }
+
+
+def _timings(flow: _Flow, final: http.HttpTransaction | None) -> dict[str, float | None]:
+    tid = final.transaction_id if final else None
+    connect = next((c for c in flow.connects if c.transaction_id == tid), None)
+    shake = next((h for h in flow.handshakes if h.transaction_id == tid), None)
+    dns_time = max((q.t - q.t0 for q in flow.queries), default=None)
+    body_rate = None
+    if final and final.response and final.body_seconds:
+        body_rate = round(len(final.response.body) / final.body_seconds, 1)
+    return {
+        "dns": round(dns_time, 6) if dns_time is not None else None,
+        "connect": round(connect.t - connect.t0, 6) if connect else None,
+        "tls": round(shake.t - shake.t0, 6) if shake else None,
+        "ttfb": round(final.ttfb, 6) if final and final.ttfb is not None else None,
+        "body_bytes_per_s": body_rate,
+    }

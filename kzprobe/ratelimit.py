@@ -1,0 +1,70 @@
+"""Limits: a token bucket for measurements started per second, and a per-IP gate.
+
+The bucket is what keeps a monitor polite and its traffic pattern steady; the per-host
+gate keeps thousands of test-list URLs hosted behind one CDN address from hammering it.
+Both use the loop's monotonic clock and hold no reference to a loop between calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+
+class TokenBucket:
+    """Refills ``rate`` tokens per second up to ``capacity``; ``acquire`` waits for one."""
+
+    def __init__(
+        self, rate: float, capacity: int, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if rate <= 0 or capacity < 1:
+            raise ValueError("rate must be > 0 and capacity >= 1")
+        self.rate = rate
+        self.capacity = float(capacity)
+        self._tokens = float(capacity)
+        self._clock = clock
+        self._stamp = clock()
+        self._lock = asyncio.Lock()
+        self.waits = 0  # times a caller had to wait (exported as a metric)
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    async def acquire(self) -> None:
+        """Take one token, sleeping until one is available (FIFO via the lock)."""
+        async with self._lock:
+            self._refill()
+            if self._tokens < 1:
+                self.waits += 1
+                await asyncio.sleep((1 - self._tokens) / self.rate)
+                self._refill()
+            self._tokens -= 1
+
+
+class HostLimiter:
+    """At most ``per_host`` concurrent connections to one destination IP."""
+
+    def __init__(self, per_host: int) -> None:
+        self.per_host = per_host
+        self._gates: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    @asynccontextmanager
+    async def slot(self, ip: str) -> AsyncIterator[None]:
+        gate, users = self._gates.get(ip, (asyncio.Semaphore(self.per_host), 0))
+        self._gates[ip] = (gate, users + 1)
+        try:
+            async with gate:
+                yield
+        finally:
+            gate, users = self._gates[ip]
+            if users <= 1:
+                del self._gates[ip]  # bounded: only IPs in use are remembered
+            else:
+                self._gates[ip] = (gate, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._gates)
