@@ -1,0 +1,151 @@
+"""Reading segments back: listing, torn tails, corrupt lines, compressed files."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+import zstandard
+
+from kzprobe.segments import iter_lines, iter_records, list_segments
+
+
+def _lines(*records: object) -> bytes:
+    return b"".join(orjson.dumps(r) + b"\n" for r in records)
+
+
+class Errors(list[tuple[str, int, str]]):
+    """Collects on_error reports as (file name, line, reason)."""
+
+    def __call__(self, path: Path, line: int, reason: str) -> None:
+        self.append((path.name, line, reason))
+
+
+def test_list_segments_filters_and_sorts(tmp_path: Path) -> None:
+    """Only segment files are listed, sorted by name; .part only when asked for."""
+    for name in ("c.ndjson.part", "b.ndjson", "a.ndjson.gz", "d.ndjson.zst", "notes.txt",
+                 ".kzprobe.lock", "e.ndjson.gz.tmp", ".ndjson"):
+        (tmp_path / name).write_bytes(b"")
+    names = [p.name for p in list_segments([tmp_path])]
+    assert names == ["a.ndjson.gz", "b.ndjson", "c.ndjson.part", "d.ndjson.zst"]
+    closed = [p.name for p in list_segments([tmp_path], include_open=False)]
+    assert closed == ["a.ndjson.gz", "b.ndjson", "d.ndjson.zst"]
+
+
+def test_list_segments_keeps_the_complete_twin(tmp_path: Path) -> None:
+    """A segment caught mid-compression or mid-publish is listed once, in its complete form."""
+    for name in ("x.ndjson", "x.ndjson.gz", "y.ndjson.part", "y.ndjson"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in list_segments([tmp_path])] == ["x.ndjson.gz", "y.ndjson"]
+
+
+def test_list_segments_rejects_missing_and_foreign_files(tmp_path: Path) -> None:
+    """A named file that is missing or not a segment is an error, not silently skipped."""
+    (tmp_path / "notes.txt").write_bytes(b"")
+    with pytest.raises(FileNotFoundError):
+        list_segments([tmp_path / "nope"])
+    with pytest.raises(ValueError, match="not a segment"):
+        list_segments([tmp_path / "notes.txt"])
+
+
+def test_torn_tail_of_open_segment_is_skipped_silently(tmp_path: Path) -> None:
+    """A half-written last line in a .part is a write in progress, not an error."""
+    part = tmp_path / "s.ndjson.part"
+    part.write_bytes(_lines({"seq": 0}, {"seq": 1}) + b'{"seq": 2, "pad')
+    errors = Errors()
+    assert [n for n, _ in iter_lines(part, on_error=errors)] == [1, 2]
+    assert [r["seq"] for r in iter_records([part], on_error=errors)] == [0, 1]
+    assert errors == []
+
+
+def test_torn_tail_of_closed_segment_is_reported(tmp_path: Path) -> None:
+    """A closed segment should never end mid-line: the tail is skipped and reported."""
+    seg = tmp_path / "s.ndjson"
+    seg.write_bytes(_lines({"seq": 0}) + b'{"seq": 1')
+    errors = Errors()
+    assert [r["seq"] for r in iter_records([seg], on_error=errors)] == [0]
+    assert errors == [("s.ndjson", 2, "torn last line (no trailing newline)")]
+
+
+def test_corrupt_lines_are_reported_with_file_and_line(tmp_path: Path) -> None:
+    """Bad JSON, non-objects and blank lines are reported by line number and skipped."""
+    seg = tmp_path / "s.ndjson"
+    seg.write_bytes(_lines({"seq": 0}) + b"{not json\n" + b"[1, 2]\n" + b"\n" + _lines({"seq": 1}))
+    errors = Errors()
+    assert [r["seq"] for r in iter_records([tmp_path], on_error=errors)] == [0, 1]
+    assert [(f, n) for f, n, _ in errors] == [("s.ndjson", 2), ("s.ndjson", 3), ("s.ndjson", 4)]
+    assert errors[0][2].startswith("invalid JSON")
+    assert errors[1][2] == "not a JSON object: list"
+
+
+def test_overlong_line_is_skipped_without_stopping(tmp_path: Path) -> None:
+    """A line over the cap (here spanning several read chunks) is reported; reading goes on."""
+    seg = tmp_path / "s.ndjson"
+    huge = b'{"pad": "' + b"x" * (3 << 20) + b'"}\n'
+    medium = b'{"pad": "' + b"y" * 70_000 + b'"}\n'
+    seg.write_bytes(_lines({"seq": 0}) + huge + _lines({"seq": 1}) + medium + _lines({"seq": 2}))
+    errors = Errors()
+    records = list(iter_records([seg], on_error=errors, max_line_bytes=65536))
+    assert [r["seq"] for r in records] == [0, 1, 2]
+    assert errors == [("s.ndjson", 2, "line longer than 65536 bytes"),
+                      ("s.ndjson", 4, "line longer than 65536 bytes")]
+
+
+def test_overlong_torn_tail_in_part_is_not_buffered(tmp_path: Path) -> None:
+    """An endless unterminated tail in a .part is dropped, not accumulated or reported."""
+    part = tmp_path / "s.ndjson.part"
+    part.write_bytes(_lines({"seq": 0}) + b"z" * (3 << 20))
+    errors = Errors()
+    assert [r["seq"] for r in iter_records([part], on_error=errors, max_line_bytes=4096)] == [0]
+    assert errors == []
+
+
+def test_multi_member_gzip_and_multi_frame_zstd(tmp_path: Path) -> None:
+    """Concatenated gzip members and zstd frames read as one stream, in name order."""
+    gz = tmp_path / "a.ndjson.gz"
+    gz.write_bytes(gzip.compress(_lines({"seq": 0})) + gzip.compress(_lines({"seq": 1})))
+    cctx = zstandard.ZstdCompressor()
+    zst = tmp_path / "b.ndjson.zst"
+    zst.write_bytes(cctx.compress(_lines({"seq": 2})) + cctx.compress(_lines({"seq": 3})))
+    errors = Errors()
+    assert [r["seq"] for r in iter_records([tmp_path], on_error=errors)] == [0, 1, 2, 3]
+    assert errors == []
+
+
+def test_broken_compressed_file_is_reported_and_others_still_read(tmp_path: Path) -> None:
+    """A truncated .gz and a garbage .zst are reported; the good segment after them is read."""
+    data = gzip.compress(_lines(*({"seq": i} for i in range(100))))
+    (tmp_path / "a.ndjson.gz").write_bytes(data[: len(data) // 2])
+    (tmp_path / "b.ndjson.zst").write_bytes(b"not zstd at all")
+    (tmp_path / "c.ndjson").write_bytes(_lines({"seq": "ok"}))
+    errors = Errors()
+    records = list(iter_records([tmp_path], on_error=errors))
+    assert records[-1] == {"seq": "ok"}
+    assert [f for f, _, _ in errors] == ["a.ndjson.gz", "b.ndjson.zst"]
+    assert all(reason.startswith("unreadable") for _, _, reason in errors)
+
+
+def test_missing_path_is_reported_not_raised(tmp_path: Path) -> None:
+    """iter_records reports a missing path and goes on with the others."""
+    (tmp_path / "a.ndjson").write_bytes(_lines({"seq": 0}))
+    errors = Errors()
+    records = list(iter_records([tmp_path / "gone", tmp_path], on_error=errors))
+    assert records == [{"seq": 0}]
+    assert len(errors) == 1 and errors[0][:2] == ("gone", 0)
+
+
+def test_segment_compressed_after_listing_is_read_from_its_twin(tmp_path: Path) -> None:
+    """A plain segment the writer compresses mid-read is read from the new .gz instead."""
+    (tmp_path / "a.ndjson").write_bytes(_lines({"seq": 0}))
+    plain = tmp_path / "b.ndjson"
+    plain.write_bytes(_lines({"seq": 1}))
+    errors = Errors()
+    records = iter_records([tmp_path], on_error=errors)
+    assert next(records) == {"seq": 0}  # both files are listed by now
+    (tmp_path / "b.ndjson.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    os.unlink(plain)
+    assert list(records) == [{"seq": 1}]
+    assert errors == []
