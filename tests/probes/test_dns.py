@@ -1,0 +1,68 @@
+"""DNS step against a real dnslib server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import pytest
+
+from kzprobe.config import parse_resolver
+from kzprobe.probes.base import Stopwatch
+from kzprobe.probes.dns import lookup_udp
+from tests.servers import DnsServer
+
+
+async def _lookup(server: DnsServer, name: str, qtype: str = "A", timeout: float = 1.0):
+    return await lookup_udp(name, qtype, parse_resolver(server.address), timeout=timeout,
+                            tries=1, clock=Stopwatch())
+
+
+async def test_answer_is_recorded_in_ooni_shape(dns_server: DnsServer) -> None:
+    """An A answer becomes an OONI df-002 query with the resolver's ip:port."""
+    dns_server.zone["site.test"] = ["127.0.0.7"]
+    lookup = await _lookup(dns_server, "site.test")
+    assert lookup.failure is None
+    assert lookup.addresses == ["127.0.0.7"]
+    record = lookup.archival()
+    assert record["engine"] == "udp"
+    assert record["resolver_address"] == dns_server.address
+    assert record["answers"][0]["ipv4"] == "127.0.0.7"
+    assert record["t"] >= record["t0"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "failure"),
+    [("nxdomain", "dns_nxdomain_error"), ("servfail", "dns_servfail_error"),
+     ("refused", "dns_refused_error"), ("no_answer", "dns_no_answer")],
+)
+async def test_rcodes_map_to_ooni_failures(dns_server: DnsServer, fault: str, failure: str) -> None:
+    """Each DNS failure rcode from a real server maps to OONI's failure string."""
+    dns_server.zone["bad.test"] = ["127.0.0.8"]
+    dns_server.faults["bad.test"] = fault
+    lookup = await _lookup(dns_server, "bad.test")
+    assert lookup.failure == failure
+    assert lookup.addresses == []
+
+
+async def test_silent_resolver_is_a_timeout(dns_server: DnsServer) -> None:
+    """A resolver that never answers yields generic_timeout_error within the deadline."""
+    dns_server.faults["quiet.test"] = "silent"
+    lookup = await _lookup(dns_server, "quiet.test", timeout=0.5)
+    assert lookup.failure == "generic_timeout_error"
+    assert lookup.t - lookup.t0 < 3.0
+
+
+async def test_aaaa_without_records_is_no_answer(dns_server: DnsServer) -> None:
+    """An AAAA query for a v4-only name is dns_no_answer, not an error."""
+    dns_server.zone["v4.test"] = ["127.0.0.9"]
+    lookup = await _lookup(dns_server, "v4.test", "AAAA")
+    assert lookup.failure == "dns_no_answer"
+
+
+async def test_changed_answer_is_seen_immediately(dns_server: DnsServer) -> None:
+    """No answer cache: c-ares would serve a stale answer for up to an hour otherwise."""
+    dns_server.zone["flip.test"] = ["127.0.0.10"]
+    first = await _lookup(dns_server, "flip.test")
+    dns_server.zone["flip.test"] = ["127.0.0.11"]
+    second = await _lookup(dns_server, "flip.test")
+    assert first.addresses == ["127.0.0.10"]
+    assert second.addresses == ["127.0.0.11"]
+    assert dns_server.queries == 2

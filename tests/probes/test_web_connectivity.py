@@ -1,0 +1,166 @@
+"""The web_connectivity experiment end to end on loopback: DNS -> TCP -> TLS -> GET."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from oonidata.dataclient import load_measurement
+
+from kzprobe.config import Config
+from kzprobe.engine import Prober
+from kzprobe.targets import parse_target
+from tests.servers import DnsServer, WebSite, refused_port, reset_socket
+
+
+@pytest.fixture
+async def measure(config_factory: Callable[..., Config],
+                  dns_server: DnsServer) -> AsyncIterator[Callable[..., Any]]:
+    probers: list[Prober] = []
+
+    async def run(url: str, **sections: dict[str, object]) -> dict[str, Any]:
+        prober = Prober(config_factory(dns=dns_server, **sections))
+        probers.append(prober)
+        return await prober.measure(parse_target(url))
+
+    yield run
+    for prober in probers:
+        await prober.aclose()
+
+
+async def test_https_site_is_fetched_on_the_measured_connection(
+        measure, dns_server: DnsServer, website: WebSite) -> None:
+    """One connection per HTTPS URL: the GET rides the TLS connection that was measured."""
+    dns_server.zone["site.test"] = ["127.0.0.1"]
+    record = await measure(f"https://site.test:{website.https_port}/")
+    keys = record["test_keys"]
+    assert [q["failure"] for q in keys["queries"]] == [None]
+    assert len(keys["tcp_connect"]) == 1
+    assert keys["tls_handshakes"][0]["failure"] is None
+    assert keys["tls_handshakes"][0]["server_name"] == "site.test"
+    final = keys["requests"][0]
+    assert final["failure"] is None
+    assert final["response"]["code"] == 200
+    assert "Welcome to the test site" in final["response"]["body"]
+    assert final["transaction_id"] == keys["tls_handshakes"][0]["transaction_id"]
+    assert keys["http_experiment_failure"] is None
+    assert dns_server.queries == 1  # no hidden second lookup by the HTTP client
+    assert website.hits == 1
+
+
+async def test_record_loads_with_oonis_parser(measure, dns_server: DnsServer,
+                                              website: WebSite) -> None:
+    """oonidata reads kzprobe's record as a WebConnectivity measurement."""
+    dns_server.zone["site.test"] = ["127.0.0.1"]
+    record = await measure(f"https://site.test:{website.https_port}/")
+    parsed = load_measurement(msmt=record)
+    assert type(parsed).__name__ == "WebConnectivity"
+    assert parsed.test_keys.requests[0].response.code == 200
+    assert record["measurement_start_time"].count(":") == 2
+
+
+async def test_redirects_are_followed_and_recorded_newest_first(
+        measure, dns_server: DnsServer, website: WebSite) -> None:
+    """Each hop is its own measured request; requests[0] is the final one."""
+    dns_server.zone["site.test"] = ["127.0.0.1"]
+    record = await measure(f"http://site.test:{website.http_port}/redirect/3")
+    requests = record["test_keys"]["requests"]
+    assert [r["response"]["code"] for r in requests] == [200, 302, 302, 302]
+    assert requests[0]["request"]["url"].endswith(f":{website.http_port}/")
+    assert len(record["test_keys"]["tcp_connect"]) == 4
+
+
+async def test_redirect_loop_stops_at_the_limit(measure, dns_server: DnsServer,
+                                                website: WebSite) -> None:
+    """A redirect loop ends after limits.max_redirects hops with a failure, not a hang."""
+    dns_server.zone["site.test"] = ["127.0.0.1"]
+    record = await measure(f"http://site.test:{website.http_port}/loop",
+                           limits={"max_redirects": 3})
+    keys = record["test_keys"]
+    assert len(keys["requests"]) == 4
+    assert keys["http_experiment_failure"] == "unknown_failure: stopped after 3 redirects"
+
+
+async def test_body_snapshot_is_capped(measure, dns_server: DnsServer, website: WebSite) -> None:
+    """A body over limits.body_bytes is cut and marked truncated."""
+    dns_server.zone["site.test"] = ["127.0.0.1"]
+    record = await measure(f"http://site.test:{website.http_port}/big",
+                           limits={"body_bytes": 4096})
+    response = record["test_keys"]["requests"][0]["response"]
+    assert len(response["body"]) == 4096
+    assert response["body_is_truncated"] is True
+
+
+async def test_binary_body_is_base64(measure, dns_server: DnsServer, website: WebSite) -> None:
+    """Bodies that are not UTF-8 are stored as OONI base64 objects."""
+    dns_server.zone["site.test"] = ["127.0.0.1"]
+    record = await measure(f"http://site.test:{website.http_port}/binary")
+    body = record["test_keys"]["requests"][0]["response"]["body"]
+    assert body["format"] == "base64"
+
+
+async def test_idna_host_goes_out_as_punycode(measure, dns_server: DnsServer,
+                                              website: WebSite) -> None:
+    """A Unicode host is resolved and sent as SNI in punycode."""
+    dns_server.zone["xn--e1afmkfd.test"] = ["127.0.0.1"]
+    record = await measure(f"https://пример.test:{website.https_port}/")
+    keys = record["test_keys"]
+    assert keys["queries"][0]["hostname"] == "xn--e1afmkfd.test"
+    assert keys["tls_handshakes"][0]["server_name"] == "xn--e1afmkfd.test"
+    assert keys["requests"][0]["response"]["code"] == 200
+
+
+async def test_nxdomain_sets_dns_experiment_failure(measure, dns_server: DnsServer) -> None:
+    """No address: no connection attempted, DNS failure recorded at both levels."""
+    dns_server.faults["gone.test"] = "nxdomain"
+    record = await measure("https://gone.test/")
+    keys = record["test_keys"]
+    assert keys["dns_experiment_failure"] == "dns_nxdomain_error"
+    assert keys["tcp_connect"] == []
+    assert keys["requests"] == []
+
+
+async def test_refused_everywhere_is_recorded(measure, dns_server: DnsServer) -> None:
+    """A refused connect leaves http_experiment_failure = connection_refused."""
+    dns_server.zone["down.test"] = ["127.0.0.1"]
+    record = await measure(f"http://down.test:{refused_port()}/")
+    keys = record["test_keys"]
+    assert keys["tcp_connect"][0]["status"]["failure"] == "connection_refused"
+    assert keys["http_experiment_failure"] == "connection_refused"
+
+
+async def test_reset_during_response_is_http_failure(measure, dns_server: DnsServer,
+                                                     raw_server) -> None:
+    """A reset after the request was sent is recorded on the request itself."""
+
+    async def reset_on_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        reset_socket(writer)
+
+    server = await raw_server(reset_on_request)
+    dns_server.zone["rst.test"] = ["127.0.0.1"]
+    record = await measure(f"http://rst.test:{server.port}/")
+    request = record["test_keys"]["requests"][0]
+    assert request["failure"] in ("connection_reset", "eof_error")
+    assert record["test_keys"]["http_experiment_failure"] == request["failure"]
+
+
+async def test_trickling_body_ends_at_the_http_deadline(measure, dns_server: DnsServer,
+                                                        raw_server) -> None:
+    """One byte a second cannot hold a measurement past timeouts.http."""
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        for _ in range(100):
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+
+    server = await raw_server(trickle)
+    dns_server.zone["slow.test"] = ["127.0.0.1"]
+    record = await measure(f"http://slow.test:{server.port}/", timeouts={"http": 1.0})
+    assert record["test_keys"]["requests"][0]["failure"] == "generic_timeout_error"
+    assert record["test_runtime"] < 5
