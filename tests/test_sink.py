@@ -1,0 +1,421 @@
+"""NdjsonSink on real files: rotation, compression, crash recovery, full and read-only disks."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import structlog
+
+from kzprobe.config import Compression, OutputConfig
+from kzprobe.errors import ConfigError, KzprobeError
+from kzprobe.segments import iter_lines, iter_records, list_segments
+from kzprobe.sink import NdjsonSink
+
+REPO = Path(__file__).resolve().parents[1]
+HELPER = Path(__file__).with_name("helpers_sink_writer.py")
+NAME_RE = re.compile(r"^kzprobe-(\d{8}T\d{6}Z)-testhost-(\d+)-(\d{6})\.ndjson(\.gz|\.zst)?$")
+
+
+def _out(directory: Path, **kw: Any) -> OutputConfig:
+    kw.setdefault("compress", "none")
+    kw.setdefault("fsync_interval", 0.05)
+    return OutputConfig(dir=directory, **kw)
+
+
+def _sink(directory: Path, *, queue_size: int = 4096, retry_interval: float = 0.05,
+          **kw: Any) -> NdjsonSink:
+    return NdjsonSink(_out(directory, **kw), queue_size=queue_size, host="testhost",
+                      retry_interval=retry_interval)
+
+
+def _rec(seq: int, pad: int = 40) -> bytes:
+    return orjson.dumps({"seq": seq, "pad": "x" * pad}, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _read(directory: Path) -> tuple[list[dict[str, Any]], list[tuple[Path, int, str]]]:
+    errors: list[tuple[Path, int, str]] = []
+    records = list(iter_records([directory], on_error=lambda *e: errors.append(e)))
+    return records, errors
+
+
+def _seqs(directory: Path) -> list[int]:
+    records, errors = _read(directory)
+    assert errors == []
+    return [r["seq"] for r in records]
+
+
+def _visible(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith((".part", ".tmp")))
+
+
+async def _until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():  # noqa: ASYNC110 -- polls state that lives in the sink and on disk
+            await asyncio.sleep(0.01)
+
+
+async def _pending(aw: Awaitable[Any], seconds: float = 0.3) -> bool:
+    """True if ``aw`` is still waiting after ``seconds``."""
+    try:
+        await asyncio.wait_for(aw, seconds)
+    except TimeoutError:
+        return True
+    return False
+
+
+# --------------------------------------------------------------------------- basics
+
+
+@pytest.mark.parametrize(("compress", "suffix"),
+                         [("gzip", ".gz"), ("zstd", ".zst"), ("none", "")])
+async def test_roundtrip_per_compression(tmp_path: Path, compress: Compression,
+                                         suffix: str) -> None:
+    """Records written then closed come back in order from one segment of the chosen codec."""
+    sink = _sink(tmp_path, compress=compress)
+    assert await sink.start() == []
+    for i in range(300):
+        await sink.write(_rec(i) if i % 2 else _rec(i).rstrip(b"\n"))  # newline optional
+    await sink.aclose()
+    files = [p.name for p in list_segments([tmp_path])]
+    assert len(files) == 1 and files[0].endswith(".ndjson" + suffix)
+    assert NAME_RE.match(files[0])
+    assert _seqs(tmp_path) == list(range(300))
+    assert _leftovers(tmp_path) == []
+    assert sink.stats.records_written == 300
+    assert sink.stats.segments_rotated == 1
+    assert sink.stats.segments_compressed == (0 if compress == "none" else 1)
+
+
+async def test_close_without_records_publishes_nothing(tmp_path: Path) -> None:
+    """A sink that never got a record leaves no segment behind."""
+    sink = _sink(tmp_path)
+    await sink.start()
+    await sink.aclose()
+    assert list_segments([tmp_path]) == []
+
+
+async def test_write_rejects_records_that_are_not_one_line(tmp_path: Path) -> None:
+    """An embedded newline or an empty record would break framing, so it is refused."""
+    sink = _sink(tmp_path)
+    await sink.start()
+    with pytest.raises(ValueError):
+        await sink.write(b'{"a":1}\n{"b":2}\n')
+    with pytest.raises(ValueError):
+        await sink.write(b"")
+    await sink.aclose()
+    with pytest.raises(RuntimeError):
+        await sink.write(_rec(0))
+
+
+async def test_second_writer_on_the_same_prefix_is_refused(tmp_path: Path) -> None:
+    """Two processes must never recover or write each other's segments."""
+    first = _sink(tmp_path)
+    await first.start()
+    with pytest.raises(KzprobeError, match="another kzprobe process"):
+        await _sink(tmp_path).start()
+    other = NdjsonSink(_out(tmp_path, prefix="other"), host="testhost")
+    await other.start()
+    await other.aclose()
+    await first.aclose()
+
+
+async def test_missing_zstandard_is_a_config_error(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """compress='zstd' without the package fails at start(), naming the fix."""
+    monkeypatch.setitem(sys.modules, "zstandard", None)
+    with pytest.raises(ConfigError, match="zstandard"):
+        await _sink(tmp_path, compress="zstd").start()
+
+
+# --------------------------------------------------------------------------- rotation
+
+
+async def test_rotation_by_size(tmp_path: Path) -> None:
+    """Segments close between records at rotate_bytes; names sort in write order, unique."""
+    sink = _sink(tmp_path, rotate_bytes=1024)
+    await sink.start()
+    for i in range(500):
+        await sink.write(_rec(i, pad=i % 60))
+    await sink.aclose()
+    segments = list_segments([tmp_path])
+    assert len(segments) > 20
+    assert all(p.stat().st_size <= 1024 for p in segments)
+    for path in segments:  # no record is split across two files
+        assert path.read_bytes().endswith(b"\n")
+    matches = [NAME_RE.match(p.name) for p in segments]
+    assert all(matches)
+    seqs = [int(m.group(3)) for m in matches if m]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    stamps = [m.group(1) for m in matches if m]
+    assert len(set(stamps)) < len(stamps), "expected several rotations within one second"
+    assert _seqs(tmp_path) == list(range(500))
+    assert sink.stats.segments_rotated == len(segments)
+
+
+async def test_rotation_by_age_without_further_writes(tmp_path: Path) -> None:
+    """An idle segment is closed once rotate_seconds passes, even if nothing else arrives."""
+    sink = _sink(tmp_path, rotate_seconds=0.2, compress="gzip")
+    await sink.start()
+    for i in range(3):
+        await sink.write(_rec(i))
+    await _until(lambda: any(p.name.endswith(".gz") for p in tmp_path.iterdir()))
+    assert _leftovers(tmp_path) == []
+    for i in range(3, 30):
+        await sink.write(_rec(i))
+        await asyncio.sleep(0.03)
+    await sink.aclose()
+    assert len(list_segments([tmp_path])) >= 4
+    assert _seqs(tmp_path) == list(range(30))
+
+
+async def test_rotate_closes_the_segment_now(tmp_path: Path) -> None:
+    """rotate() publishes exactly the records written before it."""
+    sink = _sink(tmp_path)
+    await sink.start()
+    for i in range(5):
+        await sink.write(_rec(i))
+    await sink.rotate()
+    [first] = list_segments([tmp_path])
+    assert [r["seq"] for r in iter_records([first])] == [0, 1, 2, 3, 4]
+    for i in range(5, 8):
+        await sink.write(_rec(i))
+    await sink.aclose()
+    assert len(list_segments([tmp_path])) == 2
+    assert _seqs(tmp_path) == list(range(8))
+
+
+async def test_aclose_drains_backpressured_producers(tmp_path: Path) -> None:
+    """With a tiny queue, concurrent producers wait, and aclose() still writes every record."""
+    sink = _sink(tmp_path, queue_size=4, rotate_bytes=4096, compress="gzip")
+    await sink.start()
+
+    async def produce(worker: int) -> None:
+        for n in range(200):
+            await sink.write(orjson.dumps({"worker": worker, "n": n}))
+
+    async with asyncio.timeout(30):
+        await asyncio.gather(*(produce(w) for w in range(5)))
+        await sink.aclose()
+    records, errors = _read(tmp_path)
+    assert errors == []
+    for worker in range(5):
+        assert [r["n"] for r in records if r["worker"] == worker] == list(range(200))
+    assert _leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+def _name(seq: int, suffix: str = "") -> str:
+    return f"kzprobe-20200101T000000Z-oldhost-1-{seq:06d}.ndjson{suffix}"
+
+
+async def test_recovery_after_crash(tmp_path: Path) -> None:
+    """start() trims a torn .part and publishes it, drops *.tmp, finishes compressions."""
+    good = b"".join(_rec(i) for i in range(3))
+    (tmp_path / _name(1, ".part")).write_bytes(good + b'{"seq": 3, "pa')
+    (tmp_path / _name(2, ".gz.tmp")).write_bytes(b"half a gzip")
+    (tmp_path / _name(3)).write_bytes(b"plain copy, never read\n")
+    (tmp_path / _name(3, ".gz")).write_bytes(gzip.compress(_rec(30)))
+    (tmp_path / _name(4)).write_bytes(_rec(40))
+    (tmp_path / _name(5, ".part")).write_bytes(b'{"seq": 50, "only half')
+    sink = _sink(tmp_path, compress="gzip")
+    recovered = await sink.start()
+    await sink.aclose()
+    assert recovered == [tmp_path / _name(1, ".gz")]
+    assert _visible(tmp_path) == [_name(1, ".gz"), _name(3, ".gz"), _name(4, ".gz")]
+    assert gzip.decompress((tmp_path / _name(1, ".gz")).read_bytes()) == good
+    assert _seqs(tmp_path) == [0, 1, 2, 30, 40]
+
+
+async def test_recovery_never_overwrites_a_closed_segment(tmp_path: Path) -> None:
+    """A leftover whose final name (or its compressed twin) exists gets the next free seq."""
+    (tmp_path / _name(1, ".part")).write_bytes(_rec(100))
+    (tmp_path / _name(1, ".gz")).write_bytes(gzip.compress(_rec(1)))
+    (tmp_path / _name(2)).write_bytes(_rec(2))
+    sink = _sink(tmp_path)
+    assert await sink.start() == [tmp_path / _name(3)]
+    await sink.aclose()
+    assert sorted(_seqs(tmp_path)) == [1, 2, 100]
+    assert (tmp_path / _name(3)).read_bytes() == _rec(100)
+
+
+async def test_recovery_after_crash_between_link_and_unlink(tmp_path: Path) -> None:
+    """A .part hard-linked to its final name is the same segment: kept once, not twice."""
+    final = tmp_path / _name(1)
+    final.write_bytes(_rec(7))
+    os.link(final, tmp_path / _name(1, ".part"))
+    sink = _sink(tmp_path, compress="gzip")
+    assert await sink.start() == [tmp_path / _name(1, ".gz")]
+    await sink.aclose()
+    assert _seqs(tmp_path) == [7]
+
+
+@pytest.mark.slow
+async def test_kill_9_loses_at_most_the_record_being_written(tmp_path: Path) -> None:
+    """SIGKILL at random moments, then start(): every closed segment parses, seqs are gapless."""
+    rng = random.Random()
+    seed = rng.randrange(1 << 30)
+    rng.seed(seed)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for run in range(3):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(HELPER), str(tmp_path), str(run),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env)
+        assert proc.stdout is not None
+        async with asyncio.timeout(20):
+            ready = await proc.stdout.readline()
+            await asyncio.sleep(rng.uniform(0.2, 1.0))
+            proc.kill()
+            out, err = await proc.communicate()
+        assert ready == b"ready\n", err.decode(errors="replace")
+        assert proc.returncode == -9
+        written = max((int(x) for x in out.split()), default=0)
+        sink = _sink(tmp_path, compress="gzip")
+        await sink.start()
+        await sink.aclose()
+        assert _leftovers(tmp_path) == [], f"seed {seed}"
+        records, errors = _read(tmp_path)
+        assert errors == [], f"seed {seed}"
+        seqs = [r["seq"] for r in records if r["run"] == run]
+        assert seqs == list(range(len(seqs))), f"seed {seed}"
+        assert len(seqs) >= max(written, 1), f"seed {seed}: {len(seqs)} < {written}"
+
+
+# --------------------------------------------------------------------------- full / read-only
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB tmpfs (root only): the place to run out of space."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                              capture_output=True, text=True, timeout=10)
+        problem = proc.stderr.strip() if proc.returncode else None
+    except (OSError, subprocess.SubprocessError) as exc:
+        problem = str(exc)
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot mount a tmpfs in CI: {problem}")
+        pytest.skip(f"cannot mount a tmpfs (needs root): {problem}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False, timeout=10)
+
+
+def _remount(mnt: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(mnt)], check=True, timeout=10,
+                   capture_output=True)
+
+
+async def test_disk_full_blocks_keeps_records_and_resumes(tiny_fs: Path) -> None:
+    """ENOSPC: the file ends on a whole record, nothing is lost, writing resumes with space."""
+    filler = tiny_fs / "filler.bin"
+    filler.write_bytes(b"\0" * (200 * 1024))
+    out = tiny_fs / "out"
+    sink = _sink(out, queue_size=16)
+    await sink.start()
+    accepted = 0
+
+    async def produce() -> None:
+        nonlocal accepted
+        for i in range(150):
+            await sink.write(_rec(i, pad=1000))
+            accepted += 1
+
+    with structlog.testing.capture_logs() as logs:
+        producer = asyncio.create_task(produce())
+        await _until(lambda: sink.is_blocked)
+        assert await _pending(sink.wait_writable())
+        assert await _pending(asyncio.shield(producer)), "a blocked sink must apply backpressure"
+        assert accepted < 150
+        assert sink.stats.last_error is not None and sink.stats.last_error.startswith("ENOSPC")
+        [part] = list(out.glob("*.part"))
+        on_disk = part.read_bytes()
+        assert on_disk.endswith(b"\n") and len(on_disk) > 0
+        assert [n for n, _ in iter_lines(part)] == list(range(1, on_disk.count(b"\n") + 1))
+        filler.unlink()
+        async with asyncio.timeout(10):
+            await sink.wait_writable()
+            await producer
+        await sink.aclose()
+    assert not sink.is_blocked and sink.stats.write_errors >= 1
+    assert _seqs(out) == list(range(150))
+    events = [e["event"] for e in logs]
+    assert events.index("sink_blocked") < events.index("sink_resumed")
+
+
+async def test_read_only_filesystem_blocks_then_resumes(tiny_fs: Path) -> None:
+    """EROFS (a read-only remount) blocks the sink until the filesystem is writable again."""
+    out = tiny_fs / "out"
+    sink = _sink(out)
+    await sink.start()
+    for i in range(10):
+        await sink.write(_rec(i))
+    await sink.rotate()  # no file open for writing, or the remount would fail with EBUSY
+    _remount(tiny_fs, "ro")
+    try:
+        for i in range(10, 20):
+            await sink.write(_rec(i))
+        await _until(lambda: sink.is_blocked)
+        assert sink.stats.last_error is not None and sink.stats.last_error.startswith("EROFS")
+        assert await _pending(sink.wait_writable())
+    finally:
+        _remount(tiny_fs, "rw")
+    async with asyncio.timeout(10):
+        await sink.wait_writable()
+    await sink.aclose()
+    assert _seqs(out) == list(range(20))
+    assert len(list_segments([out])) == 2
+
+
+async def test_aclose_gives_up_after_its_deadline_and_counts_losses(tiny_fs: Path) -> None:
+    """While the disk stays full, aclose(timeout) returns, logging exactly the records lost."""
+    (tiny_fs / "filler.bin").write_bytes(b"\0" * (200 * 1024))
+    out = tiny_fs / "out"
+    sink = _sink(out, queue_size=16)
+    await sink.start()
+    accepted = 0
+
+    async def produce() -> None:
+        nonlocal accepted
+        try:
+            for i in range(150):
+                await sink.write(_rec(i, pad=1000))
+                accepted += 1
+        except RuntimeError:
+            pass  # the sink gave up: this record was refused, not accepted
+
+    producer = asyncio.create_task(produce())
+    await _until(lambda: sink.is_blocked)
+    await _until(lambda: sink.stats.write_errors >= 3)
+    with structlog.testing.capture_logs() as logs:
+        started = time.monotonic()
+        await sink.aclose(timeout=0.5)
+        assert time.monotonic() - started < 8
+    async with asyncio.timeout(5):
+        await producer
+    records, errors = _read(out)
+    assert errors == []
+    assert [r["seq"] for r in records] == list(range(len(records)))
+    [lost] = [e["lost"] for e in logs if e["event"] == "sink_records_lost"]
+    assert lost > 0 and lost + len(records) == accepted
