@@ -96,9 +96,9 @@ def parse_target(
     except (idna.IDNAError, UnicodeError, ValueError) as exc:
         raise ValueError(f"invalid host name in {raw!r}: {exc}") from None
     default_port = 443 if scheme == "https" else 80
-    port = port or default_port
     if port == 0:
         raise ValueError(f"port out of range in {raw!r}")
+    port = port or default_port
     path = parts.path or "/"
     url = urlunsplit((scheme, _netloc(ascii_host, port, default_port), path, parts.query, ""))
     return Target(
@@ -113,9 +113,17 @@ def parse_target(
     )
 
 
-def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
+def _csv_rows(text: str) -> Iterator[tuple[int, list[str] | str]]:
+    """Rows with their line numbers; a row the csv module rejects yields the reason."""
     reader = csv.reader(io.StringIO(text, newline=""))
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a field over the csv module's limit: skip that row
+            yield reader.line_num, f"malformed CSV row: {exc}"
+            continue
         yield reader.line_num, row
 
 
@@ -141,18 +149,18 @@ def _parse_csv_text(path: Path, text: str) -> tuple[list[Target], list[str]]:
     targets: list[Target] = []
     warnings: list[str] = []
     header_seen = False
-    try:
-        for line, row in _csv_rows(path, text):
-            if not row or (len(row) == 1 and not row[0].strip()) or row[0].startswith("#"):
-                continue
-            if not header_seen and row[0].strip().lower() == "url":
-                header_seen = True
-                continue
-            target = _row_target(path, line, row, warnings)
-            if target is not None:
-                targets.append(target)
-    except csv.Error as exc:
-        raise TargetError(f"{path}: malformed CSV: {exc}") from None
+    for line, row in _csv_rows(text):
+        if isinstance(row, str):
+            warnings.append(f"{path}:{line}: {row}; row skipped")
+            continue
+        if not row or (len(row) == 1 and not row[0].strip()) or row[0].startswith("#"):
+            continue
+        if not header_seen and row[0].strip().lower() == "url":
+            header_seen = True
+            continue
+        target = _row_target(path, line, row, warnings)
+        if target is not None:
+            targets.append(target)
     return targets, warnings
 
 
