@@ -1,0 +1,301 @@
+"""``kzprobe demo``'s network: a small censored internet on loopback, no root needed.
+
+:class:`DemoNetwork` starts, on distinct 127.0.0.x addresses and free high ports, an
+authoritative DNS server (the honest view), an ISP resolver that forwards to it but lies
+for two names, one web server hosting every site, three SNI filters (RST, blackhole,
+throttle), a transparent blockpage proxy and a TLS interception box with the 2019 Qaznet
+chain. Every HTTP site shares one port and every HTTPS site another, so target URLs read
+``https://news.demo:<port>/``. :meth:`DemoNetwork.config_toml` writes the kzprobe config
+that sweeps it.
+
+Filtered sites are reached through their middlebox because DNS (honest and ISP alike)
+gives the middlebox's address: on loopback nothing can sit on the path, so the box *is*
+the path. That keeps DNS consistent for SNI blocking and MITM, as OONI found in
+Kazakhstan, while the two DNS lies differ between the resolvers.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import NamedTuple, Self
+
+from kzprobe.simnet.blockpage import BlockpageProxy
+from kzprobe.simnet.common import HostPort, NameRules, Service, format_hostport
+from kzprobe.simnet.dns import Behaviour, DnsServer, Zone
+from kzprobe.simnet.mitm import MitmBox
+from kzprobe.simnet.pki import Pki, PkiFiles, process_pki
+from kzprobe.simnet.sni_filter import Action, SniFilter
+from kzprobe.simnet.web import Site, WebServer
+
+
+class DemoTarget(NamedTuple):
+    """One URL of the demo sweep, its Citizen Lab category, and what the network does to it."""
+
+    url: str
+    category_code: str
+    what_happens: str
+
+
+# Host numbers under the prefix (127.0.0.x). Servers sit in .0/26, which the generated
+# config declares "not a bogon"; the ISP's forged answer .100 is outside it on purpose.
+AUTH_DNS, ISP_DNS, WEB, RESET_BOX, BLACKHOLE_BOX, THROTTLE_BOX, BLOCKPAGE_BOX, MITM_BOX, DOWN = (
+    10, 11, 20, 21, 22, 23, 24, 25, 26)
+BOGUS = 100
+THROTTLE_SECONDS = 1.2
+LARGE_BYTES = 4 * 1024 * 1024
+_START_ATTEMPTS = 10
+
+_SITES = (
+    Site(name="plain.demo", title="Plain Daily", body="An ordinary news page over plain HTTP."),
+    Site(name="news.demo", title="Demo News", body="An ordinary news page over HTTPS."),
+    Site(name="жаңалықтар.demo", title="Жаңалықтар", body="Қазақ тіліндегі жаңалықтар сайты."),
+    Site(name="opposition.demo", title="Opposition Party", body="Our programme for reform."),
+    Site(name="rights.demo", title="Human Rights Monitor", body="Reports on detentions."),
+    Site(name="vpn.demo", title="Free VPN", body="Download our circumvention app."),
+    Site(name="media.demo", title="Independent Media", body="Investigations and analysis."),
+    Site(name="radio.demo", title="Radio Liberty Demo", body="Listen live; read our reports."),
+    Site(name="blocked.demo", title="Citizen Forum", body="Discussion of local politics."),
+    Site(name="social.demo", title="Social Network", body="Posts from your friends."),
+    Site(name="benign.demo", title="Benign", body="A name no one blocks (benign SNI checks)."),
+    Site(name="r1.demo", kind="redirect", redirect_to="r2.demo"),
+    Site(name="r2.demo", kind="redirect", redirect_to="r3.demo"),
+    Site(name="r3.demo", kind="redirect", redirect_to="news.demo"),
+    Site(name="large.demo", kind="large", size=LARGE_BYTES),
+    Site(name="echo.demo", kind="echo"),
+    Site(name="missing.demo", kind="not_found"),
+)
+_BEHIND = {"vpn.demo": RESET_BOX, "media.demo": BLACKHOLE_BOX, "radio.demo": THROTTLE_BOX,
+           "blocked.demo": BLOCKPAGE_BOX, "social.demo": MITM_BOX, "down.demo": DOWN}
+_TARGETS = (  # (scheme, name, category, what happens)
+    ("http", "plain.demo", "NEWS", "fine: plain HTTP page, nothing interferes"),
+    ("https", "news.demo", "NEWS", "fine: HTTPS page, nothing interferes"),
+    ("https", "жаңалықтар.demo", "NEWS",
+     "fine: IDNA name (punycode on the wire), nothing interferes"),
+    ("https", "opposition.demo", "POLR",
+     "DNS: the ISP resolver says NXDOMAIN; the honest resolver has the address"),
+    ("https", "rights.demo", "HUMR",
+     "DNS: the ISP resolver forges the bogon 127.0.0.100, where nothing listens"),
+    ("https", "vpn.demo", "ANON", "SNI filter: TCP RST right after the ClientHello"),
+    ("https", "media.demo", "NEWS",
+     "SNI filter: ClientHello swallowed, TLS handshake times out (Kazakhstan 2023-24)"),
+    ("https", "radio.demo", "NEWS",
+     f"SNI throttling: server bytes held {THROTTLE_SECONDS} s, slow but complete handshake "
+     "(Kazakhstan 2022-23)"),
+    ("http", "blocked.demo", "POLR",
+     "transparent HTTP proxy: blockpage 'Страница заблокирована' instead of the page"),
+    ("https", "social.demo", "GRP",
+     "TLS MITM: leaf issued by C=KZ 'Security Certificate' (Qaznet chain, 2019)"),
+    ("https", "down.demo", "MISC",
+     "down everywhere: connection refused for everyone, not censorship"),
+)
+
+
+class DemoNetwork:
+    """The demo's simulated censored internet, as an async context manager."""
+
+    def __init__(self, *, prefix: str = "127.0.0.", workdir: Path | None = None,
+                 pki: Pki | None = None) -> None:
+        self.prefix = prefix
+        self._pki = pki
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kzprobe-demo-"))
+        self.files: PkiFiles | None = None
+        self.services: dict[str, Service] = {}
+        self._placeholders: list[socket.socket] = []
+        self.http_port = self.https_port = self.dns_port = 0
+
+    def ip(self, host: int) -> str:
+        return f"{self.prefix}{host}"
+
+    @property
+    def not_bogon(self) -> str:
+        """The servers' /26 (.0-.63): real addresses in the demo, unlike the forged .100."""
+        return f"{self.prefix}0/26"
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Start everything; retry with other ports if a chosen port is taken."""
+        pki = self._pki or process_pki()
+        self.files = pki.write(self.workdir / "pki")
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                await self._start_once(pki)
+                return
+            except OSError as exc:
+                await self._stop_services()
+                if exc.errno != errno.EADDRINUSE or attempt == _START_ATTEMPTS - 1:
+                    await self.stop()
+                    raise
+            except BaseException:
+                await self.stop()
+                raise
+
+    async def _start_once(self, pki: Pki) -> None:
+        web = WebServer(self.ip(WEB), _SITES, ca=pki.public)
+        await self._add("web", web)
+        self.http_port, self.https_port = web.address("http")[1], web.address("https")[1]
+        auth = DnsServer((self.ip(AUTH_DNS), 0), zone=self._zone())
+        await self._add("auth_dns", auth)
+        self.dns_port = auth.address[1]
+        await self._add("isp_dns", DnsServer((self.ip(ISP_DNS), self.dns_port),
+                                             rules=self._isp_rules(), authoritative=False))
+        await self._start_middleboxes(pki)
+        for host in (DOWN, BOGUS):  # bound, never listening: connections are refused
+            for port in (self.http_port, self.https_port):
+                self._placeholders.append(_placeholder(self.ip(host), port))
+
+    async def _start_middleboxes(self, pki: Pki) -> None:
+        site_tls, site_http = (self.ip(WEB), self.https_port), (self.ip(WEB), self.http_port)
+        boxes: dict[str, Service] = {
+            "sni_reset": _filter(self._tls_at(RESET_BOX), site_tls, "vpn.demo", "reset"),
+            "sni_blackhole": _filter(self._tls_at(BLACKHOLE_BOX), site_tls, "media.demo",
+                                     "blackhole"),
+            "sni_throttle": _filter(self._tls_at(THROTTLE_BOX), site_tls, "radio.demo",
+                                    f"delay:{THROTTLE_SECONDS}"),
+            "blockpage": BlockpageProxy((self.ip(BLOCKPAGE_BOX), self.http_port), site_http,
+                                        ("blocked.demo",)),
+            "mitm": MitmBox(self._tls_at(MITM_BOX), site_tls, pki.qaznet,
+                            upstream_ca=pki.public.cert_pem),
+        }
+        for name, box in boxes.items():
+            await self._add(name, box)
+
+    def _tls_at(self, host: int) -> HostPort:
+        return self.ip(host), self.https_port
+
+    async def _add(self, name: str, service: Service) -> None:
+        await service.start()
+        self.services[name] = service
+
+    async def _stop_services(self) -> None:
+        for service in reversed(list(self.services.values())):
+            await service.stop()
+        self.services.clear()
+        for sock in self._placeholders:
+            sock.close()
+        self._placeholders.clear()
+
+    async def stop(self) -> None:
+        """Stop every server and remove the work directory if it was ours."""
+        await self._stop_services()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    # ----------------------------------------------------------------- DNS
+
+    def _zone(self) -> Zone:
+        addresses = {site.name: [self.ip(_BEHIND.get(site.name, WEB))] for site in _SITES}
+        addresses["down.demo"] = [self.ip(DOWN)]
+        return Zone.build(addresses, {"www.news.demo": "news.demo"})
+
+    def _isp_rules(self) -> NameRules[Behaviour]:
+        upstream = format_hostport((self.ip(AUTH_DNS), self.dns_port))
+        return NameRules(Behaviour.parse(f"forward:{upstream}"), {
+            "opposition.demo": Behaviour("nxdomain"),
+            "rights.demo": Behaviour("bogus", address=self.ip(BOGUS)),
+        })
+
+    # ----------------------------------------------------------------- what the CLI needs
+
+    @property
+    def targets(self) -> list[DemoTarget]:
+        ports = {"http": self.http_port, "https": self.https_port}
+        return [DemoTarget(f"{scheme}://{name}:{ports[scheme]}/", category, what)
+                for scheme, name, category, what in _TARGETS]
+
+    @property
+    def ca_file(self) -> Path:
+        """The public CA: kzprobe's ``tls.ca_file`` (the Qaznet root is not in it)."""
+        if self.files is None:
+            raise RuntimeError("not started")
+        return self.files.ca_file
+
+    @property
+    def isp_resolver(self) -> str:
+        return format_hostport((self.ip(ISP_DNS), self.dns_port))
+
+    @property
+    def honest_resolver(self) -> str:
+        return format_hostport((self.ip(AUTH_DNS), self.dns_port))
+
+    def addresses(self) -> dict[str, dict[str, str]]:
+        """Every running component's bound addresses, by role."""
+        return {name: service.addresses() for name, service in self.services.items()}
+
+    def config_toml(self, output_dir: Path) -> str:
+        """A kzprobe config that sweeps the demo targets through the ISP resolver."""
+        q = json.dumps  # a JSON string is a valid TOML basic string
+        urls = ",\n".join(f"  {q(t.url, ensure_ascii=False)}" for t in self.targets)
+        return f"""# kzprobe demo: sweep of a simulated censored internet on loopback (generated)
+[probe]
+cc = "ZZ"
+asn = "AS0"
+network_name = "kzprobe demo (simulated network on loopback)"
+
+[dns]
+resolvers = [{q(self.isp_resolver)}]
+
+[tls]
+ca_file = {q(str(self.ca_file))}
+
+[timeouts]
+dns = 2.0
+connect = 2.0
+tls = 2.0
+http = 3.0
+control = 5.0
+measurement = 20.0
+
+[limits]
+rate = 20.0
+burst = 20
+concurrency = 16
+per_host = 4
+
+[targets]
+urls = [
+{urls},
+]
+
+[output]
+dir = {q(str(output_dir))}
+compress = "none"
+
+[analysis]
+# Demo servers live in {self.not_bogon}; the ISP's forged {self.ip(BOGUS)} stays a bogon.
+not_bogon = [{q(self.not_bogon)}]
+retries = 1
+benign_sni = "benign.demo"
+throttle_min_seconds = 1.0
+"""
+
+
+def _filter(listen: HostPort, upstream: HostPort, name: str, action: str) -> SniFilter:
+    rules = NameRules(Action("pass"), {name: Action.parse(action)})
+    return SniFilter(listen, upstream, rules=rules, blackhole_seconds=30.0)
+
+
+def _placeholder(host: str, port: int) -> socket.socket:
+    """Hold ``host:port`` without listening, so nothing else can serve it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
