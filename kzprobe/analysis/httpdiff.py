@@ -28,7 +28,8 @@ def status_code_match(measured: int, control: int) -> bool | None:
     return measured == control
 
 
-def uncommon_headers_intersection(measured: Iterable[str], control: Iterable[str]) -> frozenset[str]:
+def uncommon_headers_intersection(measured: Iterable[str],
+                                  control: Iterable[str]) -> frozenset[str]:
     """Lower-cased header names, outside :data:`COMMON_HEADERS`, present on both sides."""
     probe = {name.lower() for name in measured} - COMMON_HEADERS
     return frozenset(probe & ({name.lower() for name in control} - COMMON_HEADERS))

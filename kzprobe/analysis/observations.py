@@ -92,7 +92,8 @@ def ip_key(value: str) -> str:
 
 def is_classic_query(query: r.Entry) -> bool:
     """System-resolver lookups, or the lookups the probe tagged ``classic`` (first resolver)."""
-    return query.get("engine") in ("getaddrinfo", "golang_net_resolver") or "classic" in r.tags(query)
+    system = query.get("engine") in ("getaddrinfo", "golang_net_resolver")
+    return system or "classic" in r.tags(query)
 
 
 def _dns_obs(query: r.Entry, failure: str) -> Obs:
@@ -105,7 +106,8 @@ def _dns_obs(query: r.Entry, failure: str) -> Obs:
     )
 
 
-def ingest_dns(box: Container, queries: Iterable[r.Entry], not_bogon: tuple[IPNetwork, ...]) -> None:
+def ingest_dns(box: Container, queries: Iterable[r.Entry],
+               not_bogon: tuple[IPNetwork, ...]) -> None:
     """Failed lookups become one observation each; successful ones, one per address."""
     for query in queries:
         if isinstance(query.get("failure"), str):
@@ -132,8 +134,10 @@ def ingest_tcp(box: Container, events: Iterable[r.Entry], not_bogon: tuple[IPNet
         box.endpoints[txid] = Obs(
             type=TCP, failure=fail, transaction_id=txid, depth=r.tag_depth(event),
             fetch_body=r.tag_fetch_body(event),
-            dns_txid=base.dns_txid if base else None, dns_domain=base.dns_domain if base else None,
-            dns_failure=base.dns_failure if base else None, dns_addrs=base.dns_addrs if base else None,
+            dns_txid=base.dns_txid if base else None,
+            dns_domain=base.dns_domain if base else None,
+            dns_failure=base.dns_failure if base else None,
+            dns_addrs=base.dns_addrs if base else None,
             ip_origin=base.ip_origin if base else None, ip=ip,
             ip_bogon=is_bogon(ip, not_bogon=not_bogon),
             endpoint_address=r.join_endpoint(ip, port), tcp_failure=fail,

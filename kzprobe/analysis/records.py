@@ -140,7 +140,7 @@ def answer_addresses(query: Entry) -> list[str]:
     result: list[str] = []
     for answer in entries(query.get("answers")):
         kind = answer.get("answer_type")
-        value = answer.get("ipv4") if kind == "A" else answer.get("ipv6") if kind == "AAAA" else None
+        value = {"A": answer.get("ipv4"), "AAAA": answer.get("ipv6")}.get(str(kind))
         if isinstance(value, str) and value:
             result.append(value)
     return result

@@ -22,8 +22,8 @@ from kzprobe.analysis.httpdiff import (
 )
 from kzprobe.analysis.observations import (
     Container,
-    Obs,
     ControlExpectations,
+    Obs,
     ip_key,
     url_host,
 )
@@ -132,7 +132,8 @@ def _first_per_lookup(observations: list[Obs]) -> list[Obs]:
     return result
 
 
-def dns_success_metrics(wa: WebAnalysis, box: Container, facts: AddressFacts, *, undo: bool) -> None:
+def dns_success_metrics(wa: WebAnalysis, box: Container, facts: AddressFacts, *,
+                        undo: bool) -> None:
     """Valid/invalid/bogon depth-0 lookups; ``undo`` re-validates lookups a handshake used."""
     for obs in _first_per_lookup(box.dns_successes):
         txid = obs.dns_txid or 0
@@ -162,9 +163,9 @@ def _classify_dns_failure(wa: WebAnalysis, obs: Obs, txid: int) -> None:
     probe, ctrl = obs.dns_failure or "", obs.ctrl_dns_failure
     if ctrl is None or (ctrl and not probe):
         return
-    if probe and ctrl:
-        wa.dns_expected_failure.add(txid)
-    elif probe == "dns_no_answer" and obs.ctrl_dns_addrs is not None and not obs.ctrl_dns_addrs:
+    no_answer_both = probe == "dns_no_answer" and obs.ctrl_dns_addrs is not None \
+        and not obs.ctrl_dns_addrs
+    if (probe and ctrl) or no_answer_both:
         wa.dns_expected_failure.add(txid)
     elif probe:
         wa.dns_unexpected_failure.add(txid)

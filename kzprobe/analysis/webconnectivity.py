@@ -130,7 +130,9 @@ class _Decider:
         return _Verdict(False, True, failure)
 
     def nil(self, failure: str | None = None) -> _Verdict:
-        return _Verdict("dns", False, failure) if self.inconsistent else _Verdict(None, None, failure)
+        if self.inconsistent:
+            return _Verdict("dns", False, failure)
+        return _Verdict(None, None, failure)
 
     def string(self, value: str, failure: str | None = None) -> _Verdict:
         return _Verdict("dns" if self.inconsistent else value, False, failure)
