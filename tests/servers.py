@@ -131,7 +131,7 @@ class WebSite:
         return web.Response(text="slow")
 
     async def start(self) -> None:
-        self.runner = web.AppRunner(self.app(), handle_signals=False)
+        self.runner = web.AppRunner(self.app(), handle_signals=False, shutdown_timeout=1.0)
         await self.runner.setup()
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.ca.issue_cert(*self.names, "127.0.0.1").configure_cert(ctx)

@@ -174,3 +174,40 @@ files = ["targets.csv"]
     assert all(r["category_code"] == "NEWS" for r in records)
     assert website.hits == 200
     assert "sweep_finished" in err
+
+
+async def test_sigterm_mid_sweep_drains_and_exits_0(
+        tmp_path: Path, ca_file: Path, dns_server: DnsServer, website: WebSite) -> None:
+    """SIGTERM: no new measurements, in-flight ones finish and are written, files closed, exit 0."""
+    import signal
+
+    dns_server.zone["site.test"] = ["127.0.0.1"]
+    out_dir = tmp_path / "out"
+    urls = ", ".join(f'"http://site.test:{website.http_port}/slow?s=1&i={i}"' for i in range(60))
+    config = _write_config(tmp_path / "c.toml", f"""
+[dns]
+resolvers = ["{dns_server.address}"]
+query_aaaa = false
+[analysis]
+not_bogon = ["127.0.0.0/8"]
+[limits]
+concurrency = 5
+[output]
+dir = "{out_dir}"
+[service]
+shutdown_grace = 10
+[targets]
+urls = [{urls}]
+""")
+    proc = await asyncio.create_subprocess_exec(*KZPROBE, "run", "--config", str(config),
+                                                stderr=asyncio.subprocess.PIPE)
+    while website.hits < 5:
+        await asyncio.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode == 0, err.decode()
+    assert not list(out_dir.glob("*.part"))
+    records = [orjson.loads(line) for seg in sorted(out_dir.glob("*.ndjson.gz"))
+               for line in gzip.decompress(seg.read_bytes()).splitlines()]
+    assert website.hits <= len(records) < 60
+    assert all(r["test_keys"]["requests"][0]["response"]["code"] == 200 for r in records)
