@@ -12,7 +12,7 @@ import asyncio
 import random
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TextIO, TypeVar
 
 import orjson
@@ -66,9 +66,11 @@ async def measure_urls(config: Config, urls: list[str], out: TextIO = sys.stdout
 class Daemon:
     """``kzprobe run``: continuous (or ``--once``) sweeps into rotating NDJSON."""
 
-    def __init__(self, config: Config, targets: list[Target]) -> None:
+    def __init__(self, config: Config, targets: list[Target], *,
+                 on_record: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> None:
         self.config = config
         self.targets = targets
+        self.on_record = on_record
         self.sink = NdjsonSink(config.output)
         self.stop_requested = asyncio.Event()
         self.force_exit = False
@@ -117,6 +119,8 @@ class Daemon:
 
     async def _emit(self, record: dict[str, Any]) -> None:
         await self.sink.write(orjson.dumps(record))
+        if self.on_record is not None:
+            await self.on_record(record)
 
     async def _loop(self, engine: Engine, *, once: bool) -> None:
         while not self.stop_requested.is_set():

@@ -68,41 +68,31 @@ def _dialable(ip: str, ctx: ProbeContext) -> bool:
     return any(addr in net for net in ctx.config.analysis.not_bogon)
 
 
-async def _resolve(flow: _Flow, host: str, depth: int) -> list[str]:
+async def _resolve(flow: _Flow, host: str, depth: int) -> tuple[list[str], str | None]:
+    """Addresses for ``host`` from every resolver, and the failure if there were none."""
     if _is_ip(host):
-        return [host]
+        return [host], None
     if host in flow.resolved:
-        return flow.resolved[host]
+        return flow.resolved[host], None
     cfg = flow.ctx.config
     tags = (f"depth={depth}",)
     jobs = []
     for resolver in cfg.dns.resolvers:
         if resolver.is_system:
-            jobs.append(
-                dns.lookup_system(host, timeout=cfg.timeouts.dns, clock=flow.clock, tags=tags)
-            )
+            jobs.append(dns.lookup_system(host, timeout=cfg.timeouts.dns, clock=flow.clock, tags=tags))
             continue
         for qtype in ("A", "AAAA") if cfg.dns.query_aaaa else ("A",):
-            jobs.append(
-                dns.lookup_udp(
-                    host,
-                    qtype,
-                    resolver,
-                    timeout=cfg.timeouts.dns,
-                    tries=cfg.dns.tries,
-                    clock=flow.clock,
-                    tags=tags,
-                )
-            )
+            jobs.append(dns.lookup_udp(host, qtype, resolver, timeout=cfg.timeouts.dns,
+                                       tries=cfg.dns.tries, clock=flow.clock, tags=tags))
     lookups = await asyncio.gather(*jobs)
     flow.queries.extend(lookups)
     addresses: list[str] = []
     for lookup in lookups:
         addresses.extend(a for a in lookup.addresses if a not in addresses)
-    if depth == 0 and not addresses:
-        flow.dns_failure = next((lk.failure for lk in lookups if lk.failure), "dns_no_answer")
     flow.resolved[host] = addresses
-    return addresses
+    if addresses:
+        return addresses, None
+    return [], next((lk.failure for lk in lookups if lk.failure), "dns_no_answer")
 
 
 async def _open(
@@ -147,9 +137,14 @@ async def _open(
 
 async def _hop(flow: _Flow, target: Target, depth: int) -> http.HttpTransaction | None:
     """Measure one URL hop; return its transaction, or None if nothing could connect."""
-    addresses = [ip for ip in await _resolve(flow, target.host, depth) if _dialable(ip, flow.ctx)]
+    resolved, dns_failure = await _resolve(flow, target.host, depth)
+    if depth == 0:
+        flow.dns_failure = dns_failure
+    addresses = [ip for ip in resolved if _dialable(ip, flow.ctx)]
     if not addresses:
-        flow.last_hop_failure = flow.dns_failure or "dns_no_answer"
+        # OONI: no GET without an address. At depth 0 the DNS keys say why; on a redirect
+        # hop the hop's DNS failure is the HTTP failure. Loopback-only answers are not dialled.
+        flow.last_hop_failure = dns_failure if depth > 0 else None
         return None
     winner: asyncio.Future[_Connection] = asyncio.get_running_loop().create_future()
     opened = [
