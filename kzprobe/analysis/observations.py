@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import idna
+
 from kzprobe.analysis import records as r
 from kzprobe.bogons import IPNetwork, is_bogon
 
@@ -201,11 +203,17 @@ def control_of(test_keys: Mapping[str, Any]) -> r.Entry | None:
 
 
 def url_host(url: str) -> str:
-    """The URL's host name as Go's url.Hostname() gives it (no brackets, no port)."""
+    """The URL's host as the probe looks it up: no brackets or port, lower case, punycode."""
     try:
-        return urlsplit(url).hostname or ""
+        host = urlsplit(url).hostname or ""
     except ValueError:
         return ""
+    if host.isascii():
+        return host.lower()
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return host.lower()
 
 
 def _control_dns(control: r.Entry) -> tuple[str, frozenset[str]]:

@@ -39,6 +39,11 @@ class AddressFacts:
     asn: Mapping[str, int] = field(default_factory=dict)
     validated: frozenset[str] = frozenset()
 
+    @property
+    def has_asn(self) -> bool:
+        """OONI records carry ASNs; kzprobe's do not (no ASN database)."""
+        return bool(self.asn)
+
 
 def _asns_from_answers(test_keys: Mapping[str, Any], asn: dict[str, int]) -> None:
     for query in r.entries(test_keys.get("queries")):
@@ -86,13 +91,14 @@ def address_facts(test_keys: Mapping[str, Any], url: str, control: r.Entry | Non
 
 
 def lookup_is_valid(measured: frozenset[str], control: frozenset[str], facts: AddressFacts) -> bool:
-    """IP intersection, ASN intersection, or an address validated by TLS."""
+    """IP intersection; then ASN intersection when the record has ASNs (OONI's exact rule),
+    else an address validated by TLS for the URL's host (our stand-in for the ASN match)."""
     if (measured & control) - {""}:
         return True
+    if not facts.has_asn:
+        return bool(measured & facts.validated)
     probe_asns = {facts.asn.get(ip, 0) for ip in measured} - {0}
-    if probe_asns & ({facts.asn.get(ip, 0) for ip in control} - {0}):
-        return True
-    return bool(measured & facts.validated)
+    return bool(probe_asns & ({facts.asn.get(ip, 0) for ip in control} - {0}))
 
 
 @dataclass(slots=True)
