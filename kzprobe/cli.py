@@ -131,7 +131,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from kzprobe.demo_run import run_demo
     from kzprobe.service import run_loop
 
-    return run_loop(run_demo(args.output), use_uvloop=not args.no_uvloop)
+    output = args.output.resolve()
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        message = f"{args.output}: cannot create output directory: {exc.strerror}"
+        raise KzprobeError(message) from None
+    return run_loop(run_demo(output), use_uvloop=not args.no_uvloop)
 
 
 _COMMANDS = {

@@ -7,6 +7,7 @@ short per-target summary goes to stdout so a newcomer sees what was found and ho
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import tomllib
 from pathlib import Path
@@ -58,11 +59,13 @@ def _print_summary(out: TextIO, targets: list[DemoTarget], records: dict[str, di
 
 
 async def run_demo(output: Path, out: TextIO = sys.stdout) -> int:
-    """Start the demo network, sweep it once with the real daemon, print what was found."""
-    output.mkdir(parents=True, exist_ok=True)
+    """Start the demo network, sweep it once with the real daemon, print what was found.
+
+    ``output`` is an existing, absolute directory (the CLI prepares it).
+    """
     async with DemoNetwork() as network:
-        config_text = network.config_toml(output.resolve())
-        (output / "demo-config.toml").write_text(config_text, encoding="utf-8")
+        config_text = network.config_toml(output)
+        await asyncio.to_thread((output / "demo-config.toml").write_text, config_text, "utf-8")
         config = parse_config(tomllib.loads(config_text), where="demo").config
         by_url = {t.url: t for t in network.targets}
         targets = [parse_target(t.url, category_code=t.category_code, origin="demo")

@@ -79,7 +79,8 @@ async def _resolve(flow: _Flow, host: str, depth: int) -> tuple[list[str], str |
     jobs = []
     for resolver in cfg.dns.resolvers:
         if resolver.is_system:
-            jobs.append(dns.lookup_system(host, timeout=cfg.timeouts.dns, clock=flow.clock, tags=tags))
+            jobs.append(
+                dns.lookup_system(host, timeout=cfg.timeouts.dns, clock=flow.clock, tags=tags))
             continue
         for qtype in ("A", "AAAA") if cfg.dns.query_aaaa else ("A",):
             jobs.append(dns.lookup_udp(host, qtype, resolver, timeout=cfg.timeouts.dns,
