@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import tracemalloc
 from pathlib import Path
 
 import orjson
@@ -40,6 +41,8 @@ def test_list_segments_keeps_the_complete_twin(tmp_path: Path) -> None:
     for name in ("x.ndjson", "x.ndjson.gz", "y.ndjson.part", "y.ndjson"):
         (tmp_path / name).write_bytes(b"")
     assert [p.name for p in list_segments([tmp_path])] == ["x.ndjson.gz", "y.ndjson"]
+    plain, packed = tmp_path / "x.ndjson", tmp_path / "x.ndjson.gz"
+    assert list_segments([plain, packed]) == list_segments([packed, plain]) == [packed]
 
 
 def test_list_segments_rejects_missing_and_foreign_files(tmp_path: Path) -> None:
@@ -101,6 +104,22 @@ def test_overlong_torn_tail_in_part_is_not_buffered(tmp_path: Path) -> None:
     errors = Errors()
     assert [r["seq"] for r in iter_records([part], on_error=errors, max_line_bytes=4096)] == [0]
     assert errors == []
+
+
+def test_reader_memory_is_bounded_by_the_line_cap(tmp_path: Path) -> None:
+    """A 24 MiB line is skipped with memory near the cap plus one read chunk, not 24 MiB."""
+    seg = tmp_path / "s.ndjson"
+    seg.write_bytes(b"z" * (24 << 20) + b"\n" + _lines({"seq": 0}) + b"q" * (24 << 20))
+    errors = Errors()
+    tracemalloc.start()
+    try:
+        records = list(iter_records([seg], on_error=errors, max_line_bytes=65536))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert records == [{"seq": 0}]
+    assert [n for _, n, _ in errors] == [1, 3]
+    assert peak < 8 << 20
 
 
 def test_multi_member_gzip_and_multi_frame_zstd(tmp_path: Path) -> None:

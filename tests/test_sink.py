@@ -322,6 +322,13 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=False, timeout=10)
 
 
+def _fill(path: Path) -> None:
+    """Fill the filesystem to its last block."""
+    with pytest.raises(OSError), open(path, "wb", buffering=0) as fh:
+        while True:
+            fh.write(b"\0" * 4096)
+
+
 def _remount(mnt: Path, mode: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{mode}", str(mnt)], check=True, timeout=10,
                    capture_output=True)
@@ -419,3 +426,15 @@ async def test_aclose_gives_up_after_its_deadline_and_counts_losses(tiny_fs: Pat
     assert [r["seq"] for r in records] == list(range(len(records)))
     [lost] = [e["lost"] for e in logs if e["event"] == "sink_records_lost"]
     assert lost > 0 and lost + len(records) == accepted
+
+
+async def test_segment_that_never_got_a_record_is_not_published(tiny_fs: Path) -> None:
+    """With no space at all, giving up leaves no empty segment and no .part behind."""
+    _fill(tiny_fs / "filler.bin")
+    out = tiny_fs / "out"
+    sink = _sink(out)
+    await sink.start()
+    await sink.write(_rec(0))
+    await _until(lambda: sink.is_blocked)
+    await sink.aclose(timeout=0.2)
+    assert _visible(out) == []
