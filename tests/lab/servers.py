@@ -1,0 +1,162 @@
+"""The lab's servers: ``kzprobe.simnet`` components started inside the namespaces.
+
+internet namespace: authoritative DNS on 198.18.2.2:53; one ``web`` process on 0.0.0.0:80/443
+serving every site by Host/SNI, each site on its own address (certificates from the public CA).
+router (the ISP): the ISP resolver on 198.18.1.1:53 (forwards to the authoritative one unless a
+scenario says otherwise), the ``sni-filter`` relay (FIN, delay, throttle), the ``blockpage``
+server (DNS-redirect target) and transparent proxy, the ``mitm`` box, and an honest
+transparent proxy for the ``dns_proxy`` scenario. Boxes on the router only see traffic a
+scenario DNATs to them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import faults, netns, services
+from .netns import iptables
+from .topology import INTERNET_IP, ROUTER_CLIENT_IP, SITES, Names, Site
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+FILTER_PORT = 9400
+MITM_PORT = 9443
+BLOCKPAGE_PROXY_PORT = 9480
+LARGE_SIZE = 2 * 1024 * 1024  # bigger than kzprobe's default body cap (512 KiB)
+THROTTLED_SIZE = 128 * 1024  # body of the throttled site: 2 s at faults.THROTTLE_RATE
+CLOSED_PORT = 8443  # nothing listens on it anywhere in the lab
+REDIRECT_HOPS = ("hops.lab.test", "hop-two.lab.test")  # -> open.lab.test
+READY_TIMEOUT = 30.0  # generous: nine Python servers start at once on two cores
+
+
+@dataclass(frozen=True, slots=True)
+class Pki:
+    """Files written by ``python -m kzprobe.simnet pki``."""
+
+    dir: Path
+    public_ca: Path
+    qaznet_root: Path
+
+
+def write_resolv_confs(names: Names) -> None:
+    """Per-namespace /etc/resolv.conf (``ip netns exec`` bind-mounts /etc/netns/NS/*).
+
+    The client asks the ISP resolver (the "system resolver" path of kzprobe); the router and
+    internet hosts ask the authoritative server, so nothing in the lab ever consults the
+    host's resolver.
+    """
+    confs = {names.client: ROUTER_CLIENT_IP, names.router: INTERNET_IP,
+             names.internet: INTERNET_IP}
+    for ns, server in confs.items():
+        directory = netns.NETNS_ETC / ns
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "resolv.conf").write_text(
+            f"# kzprobe lab {ns}\nnameserver {server}\noptions timeout:1 attempts:1\n")
+
+
+def start_all(lab: Lab) -> None:
+    """PKI first (web and mitm load it), then every server in parallel; wait for READY."""
+    lab.pki = _make_pki(lab)
+    _write_inputs(lab)
+    pending = [services.spawn(ns, name, _argv(component, args), lab.workdir)
+               for name, ns, component, args in _plan(lab)]
+    for service in pending:
+        lab.services[service.name] = service
+    for service in pending:
+        service.wait_ready(READY_TIMEOUT)
+    _internet_rules(lab)
+    lab.netem = faults.netem_available(lab.names.router)
+
+
+def _argv(component: str, args: list[str]) -> list[str]:
+    return services.simnet_argv(component, args)
+
+
+def _make_pki(lab: Lab) -> Pki:
+    directory = lab.workdir / "pki"
+    service = services.spawn(lab.names.internet, "pki", _argv("pki", ["--dir", str(directory)]),
+                             lab.workdir)
+    ready = service.wait_ready(READY_TIMEOUT)
+    service.stop()
+    return Pki(directory, Path(ready["ca_file"]), Path(ready["qaznet_root"]))
+
+
+def _plan(lab: Lab) -> list[tuple[str, str, str, list[str]]]:
+    """(service name, namespace, component, arguments) for every long-running server."""
+    n, w, proxied = lab.names, lab.workdir, lab.sites["proxied"].ip
+    router = ROUTER_CLIENT_IP
+    return [
+        ("auth_dns", n.internet, "dns", ["--listen", f"{INTERNET_IP}:53",
+                                         "--rules", str(w / "auth-dns.json")]),
+        ("web", n.internet, "web", ["--host", "0.0.0.0", "--pki", str(w / "pki"),
+                                    "--sites", str(w / "sites.json")]),
+        ("isp_dns", n.router, "dns", ["--listen", f"{router}:53", "--resolver",
+                                      "--default", lab.isp_default,
+                                      "--rules", str(lab.isp_rules_path)]),
+        ("filter", n.router, "sni-filter", ["--listen", f"{router}:{FILTER_PORT}",
+                                            "--upstream", "original",
+                                            "--rules", str(w / "filter.json")]),
+        ("blockpage_server", n.router, "blockpage", ["--listen", f"{lab.blockpage_ip}:80",
+                                                     "--upstream", "none", "--block-all"]),
+        ("blockpage_proxy", n.router, "blockpage",
+         ["--listen", f"{router}:{BLOCKPAGE_PROXY_PORT}", "--upstream", "original",
+          "--block", lab.sites["http_blockpage"].ascii_host]),
+        ("mitm", n.router, "mitm", ["--listen", f"{router}:{MITM_PORT}", "--upstream",
+                                    "original", "--pki", str(w / "pki")]),
+        ("proxy_http", n.router, "sni-filter", ["--listen", f"{lab.proxy_ip}:80",
+                                                "--upstream", f"{proxied}:80"]),
+        ("proxy_https", n.router, "sni-filter", ["--listen", f"{lab.proxy_ip}:443",
+                                                 "--upstream", f"{proxied}:443"]),
+    ]
+
+
+def _write_inputs(lab: Lab) -> None:
+    """Zone, sites, relay rules and (empty) ISP rules files the servers read."""
+    w = lab.workdir
+    zone = {s.ascii_host: [s.ip] for s in SITES}
+    zone[REDIRECT_HOPS[1]] = [lab.sites["redirect"].ip]
+    _dump(w / "auth-dns.json", {"default": "answer", "zone": zone})
+    _dump(w / "sites.json", site_specs())
+    _dump(w / "filter.json", {"default": "pass", "rules": faults.relay_rules(lab)})
+    _dump(lab.isp_rules_path, {"default": lab.isp_default, "rules": {}})
+
+
+def _dump(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def site_specs() -> list[dict[str, Any]]:
+    """The ``web`` sites file: one page per lab site, plus the special kinds."""
+    specs = [_spec(site) for site in SITES]
+    specs.append({"name": REDIRECT_HOPS[1], "kind": "redirect", "redirect_to": "open.lab.test"})
+    return specs
+
+
+def _spec(site: Site) -> dict[str, Any]:
+    special: dict[str, dict[str, Any]] = {
+        "redirect": {"kind": "redirect", "redirect_to": REDIRECT_HOPS[1]},
+        "large": {"kind": "large", "size": LARGE_SIZE},
+        "http_throttle": {"kind": "large", "size": THROTTLED_SIZE},
+        "echo": {"kind": "echo"},
+    }
+    base = {"name": site.host, "kind": "page", "title": page_title(site),
+            "body": f"The {site.key} site of the kzprobe lab.",
+            "headers": {"X-Lab-Site": site.key}}
+    base.update(special.get(site.key, {}))
+    if base["kind"] != "page":
+        base.pop("title"), base.pop("body")
+    return base
+
+
+def page_title(site: Site) -> str:
+    """The <title> of a site's real page (tests compare it with what the client got)."""
+    return f"Lab site {site.key} news portal"
+
+
+def _internet_rules(lab: Lab) -> None:
+    """The ``down`` site is down for everyone: its address drops everything, at the server."""
+    iptables(lab.names.internet, "-A", "INPUT", "-d", lab.sites["down"].ip, "-j", "DROP")
