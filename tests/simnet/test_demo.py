@@ -1,0 +1,133 @@
+"""kzprobe.demo.DemoNetwork: starts fast, each target does what it says, stops clean."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import ssl
+import time
+import tomllib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from dnslib import QTYPE, RCODE
+
+from kzprobe.config import parse_config
+from kzprobe.demo import DemoNetwork
+from kzprobe.errors import classify
+from kzprobe.simnet.common import HostPort, normalize_name, parse_hostport
+from kzprobe.simnet.dns import query
+from kzprobe.simnet.pki import Pki
+
+from .clients import close, http_get, https_get, split, tls_connect
+
+
+@pytest.fixture
+async def net(pki: Pki) -> AsyncIterator[DemoNetwork]:
+    async with DemoNetwork(pki=pki) as network:
+        yield network
+
+
+async def _resolve(name: str, resolver: str) -> tuple[int, list[str]]:
+    reply = await query(name, "A", parse_hostport(resolver))
+    return reply.header.rcode, [str(rr.rdata) for rr in reply.rr if rr.rtype == QTYPE.A]
+
+
+async def _endpoint(net: DemoNetwork, url: str) -> tuple[str, HostPort]:
+    """(A-label host, address) of a target as the ISP resolver sends the probe."""
+    host, port = url.split("://")[1].rstrip("/").rsplit(":", 1)
+    name = normalize_name(host)
+    _, ips = await _resolve(name, net.isp_resolver)
+    return name, (ips[0], int(port))
+
+
+def _target(net: DemoNetwork, name: str) -> str:
+    return next(t.url for t in net.targets if f"//{name}:" in t.url)
+
+
+async def test_starts_fast_and_stops_without_leaks(pki: Pki) -> None:
+    """Start-up takes well under 2 s; after stop no task, socket or temp dir is left."""
+    fds_before = len(os.listdir("/proc/self/fd"))
+    tasks_before = asyncio.all_tasks()
+    t0 = time.perf_counter()
+    async with DemoNetwork(pki=pki) as network:
+        started = time.perf_counter() - t0
+        await https_get(parse_hostport(network.addresses()["web"]["https"]), "news.demo",
+                        pki.public.client_context())
+        workdir = network.workdir
+    await asyncio.sleep(0)
+    assert started < 2.0
+    assert asyncio.all_tasks() == tasks_before
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+    assert not workdir.exists()
+
+
+async def test_targets_and_config(net: DemoNetwork, tmp_path: Path) -> None:
+    """About ten targets on two shared ports; the TOML parses cleanly with kzprobe's config."""
+    loaded = parse_config(tomllib.loads(net.config_toml(tmp_path / "out")))
+    ports = {t.url.rsplit(":", 1)[1] for t in net.targets}
+    assert 8 <= len(net.targets) <= 12 and ports == {f"{net.http_port}/", f"{net.https_port}/"}
+    assert loaded.warnings == ()
+    assert loaded.config.targets.urls == tuple(t.url for t in net.targets)
+    assert loaded.config.tls.ca_file == net.ca_file and net.ca_file.is_file()
+    assert str(loaded.config.dns.resolvers[0]) == net.isp_resolver
+    assert loaded.config.timeouts.tls <= 2.0
+
+
+async def test_fine_sites(net: DemoNetwork) -> None:
+    """The fine HTTP, HTTPS and IDNA targets load with the probe's trust store."""
+    ctx = ssl.create_default_context(cafile=str(net.ca_file))
+    name, address = await _endpoint(net, _target(net, "plain.demo"))
+    plain = split(await http_get(address, name))
+    statuses = [plain[0]]
+    for site in ("news.demo", "жаңалықтар.demo"):
+        name, address = await _endpoint(net, _target(net, site))
+        statuses.append(split(await https_get(address, name, ctx))[0])
+    assert statuses == [200, 200, 200]
+
+
+async def test_dns_lies_differ_from_honest(net: DemoNetwork) -> None:
+    """The ISP says NXDOMAIN / a bogon 127.0.0.100 where the honest resolver has the site."""
+    isp = [await _resolve(n, net.isp_resolver) for n in ("opposition.demo", "rights.demo")]
+    honest = [await _resolve(n, net.honest_resolver) for n in ("opposition.demo", "rights.demo")]
+    web_ip = parse_hostport(net.addresses()["web"]["http"])[0]
+    assert isp == [(RCODE.NXDOMAIN, []), (RCODE.NOERROR, ["127.0.0.100"])]
+    assert honest == [(RCODE.NOERROR, [web_ip]), (RCODE.NOERROR, [web_ip])]
+    with pytest.raises(ConnectionRefusedError):
+        await http_get(("127.0.0.100", net.https_port), "rights.demo")
+
+
+async def test_sni_blocking_targets(net: DemoNetwork) -> None:
+    """vpn.demo is reset, media.demo times out, radio.demo is slow but completes."""
+    ctx = ssl.create_default_context(cafile=str(net.ca_file))
+    name, address = await _endpoint(net, _target(net, "vpn.demo"))
+    with pytest.raises(ConnectionResetError) as reset:
+        await tls_connect(address, name, ctx)
+    name, address = await _endpoint(net, _target(net, "media.demo"))
+    with pytest.raises(TimeoutError):
+        await tls_connect(address, name, ctx, timeout=0.5)
+    name, address = await _endpoint(net, _target(net, "radio.demo"))
+    t0 = time.perf_counter()
+    _, writer = await tls_connect(address, name, ctx)
+    slow = time.perf_counter() - t0
+    await close(writer)
+    assert reset.value.errno == errno.ECONNRESET
+    assert 1.2 <= slow < 2.0
+
+
+async def test_blockpage_mitm_and_down(net: DemoNetwork) -> None:
+    """blocked.demo shows a blockpage, social.demo a Qaznet leaf, down.demo refuses."""
+    ctx = ssl.create_default_context(cafile=str(net.ca_file))
+    name, address = await _endpoint(net, _target(net, "blocked.demo"))
+    blocked = split(await http_get(address, name))[2].decode()
+    name, address = await _endpoint(net, _target(net, "social.demo"))
+    with pytest.raises(ssl.SSLCertVerificationError) as mitm:
+        await tls_connect(address, name, ctx)
+    name, address = await _endpoint(net, _target(net, "down.demo"))
+    with pytest.raises(ConnectionRefusedError) as down:
+        await tls_connect(address, name, ctx)
+    assert "Страница заблокирована" in blocked
+    assert classify(mitm.value) == "ssl_unknown_authority"
+    assert classify(down.value) == "connection_refused"
