@@ -47,18 +47,23 @@ def _target(net: DemoNetwork, name: str) -> str:
     return next(t.url for t in net.targets if f"//{name}:" in t.url)
 
 
-async def test_starts_fast_and_stops_without_leaks(pki: Pki) -> None:
-    """Start-up takes well under 2 s; after stop no task, socket or temp dir is left."""
-    fds_before = len(os.listdir("/proc/self/fd"))
-    tasks_before = asyncio.all_tasks()
+async def _run_once(pki: Pki) -> tuple[float, Path]:
     t0 = time.perf_counter()
     async with DemoNetwork(pki=pki) as network:
         started = time.perf_counter() - t0
         await https_get(parse_hostport(network.addresses()["web"]["https"]), "news.demo",
                         pki.public.client_context())
-        workdir = network.workdir
+    return started, network.workdir
+
+
+async def test_starts_fast_and_stops_without_leaks(pki: Pki) -> None:
+    """Start-up takes well under 2 s; after stop no task, socket or temp dir is left."""
+    first, _ = await _run_once(pki)  # also warms up loop internals (uvloop opens /dev/null once)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    tasks_before = asyncio.all_tasks()
+    second, workdir = await _run_once(pki)
     await asyncio.sleep(0)
-    assert started < 2.0
+    assert max(first, second) < 2.0
     assert asyncio.all_tasks() == tasks_before
     assert len(os.listdir("/proc/self/fd")) == fds_before
     assert not workdir.exists()
