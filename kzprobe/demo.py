@@ -240,18 +240,25 @@ class DemoNetwork:
     def config_toml(self, output_dir: Path) -> str:
         """A kzprobe config that sweeps the demo targets through the ISP resolver."""
         q = json.dumps  # a JSON string is a valid TOML basic string
-        urls = ",\n".join(f"  {q(t.url, ensure_ascii=False)}" for t in self.targets)
-        return f"""# kzprobe demo: sweep of a simulated censored internet on loopback (generated)
+        return _CONFIG_TEMPLATE.format(
+            resolver=q(self.isp_resolver), ca_file=q(str(self.ca_file)),
+            urls="".join(f"  {q(t.url, ensure_ascii=False)},\n" for t in self.targets),
+            output_dir=q(str(output_dir)), not_bogon=self.not_bogon,
+            bogus=self.ip(BOGUS))
+
+
+_CONFIG_TEMPLATE = """\
+# kzprobe demo: sweep of a simulated censored internet on loopback (generated)
 [probe]
 cc = "ZZ"
 asn = "AS0"
 network_name = "kzprobe demo (simulated network on loopback)"
 
 [dns]
-resolvers = [{q(self.isp_resolver)}]
+resolvers = [{resolver}]
 
 [tls]
-ca_file = {q(str(self.ca_file))}
+ca_file = {ca_file}
 
 [timeouts]
 dns = 2.0
@@ -269,16 +276,15 @@ per_host = 4
 
 [targets]
 urls = [
-{urls},
-]
+{urls}]
 
 [output]
-dir = {q(str(output_dir))}
+dir = {output_dir}
 compress = "none"
 
 [analysis]
-# Demo servers live in {self.not_bogon}; the ISP's forged {self.ip(BOGUS)} stays a bogon.
-not_bogon = [{q(self.not_bogon)}]
+# Demo servers live in {not_bogon}; the ISP's forged {bogus} stays a bogon.
+not_bogon = ["{not_bogon}"]
 retries = 1
 benign_sni = "benign.demo"
 throttle_min_seconds = 1.0

@@ -164,40 +164,49 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pki", help="write the public CA and Qaznet chain files, then exit")
     p.add_argument("--dir", type=Path, required=True)
     p.add_argument("--leaf-key", choices=("rsa-e3", "ec"), default="rsa-e3")
-    p = sub.add_parser("dns", help="DNS server (UDP+TCP) with per-name behaviours")
-    p.add_argument("--listen", type=_hostport, required=True)
-    p.add_argument("--default", default="answer", help="behaviour for unlisted names, "
-                   "e.g. forward:198.18.0.53:53")
-    p.add_argument("--resolver", action="store_true", help="answer with AA=0 (an ISP resolver)")
-    p.add_argument("--no-tcp", action="store_true")
-    p.add_argument("--rules", type=Path, help="JSON {default, rules, zone, cnames}")
-    p = sub.add_parser("web", help="HTTP/HTTPS virtual hosts")
-    p.add_argument("--host", required=True)
-    p.add_argument("--http-port", type=int, default=80)
-    p.add_argument("--https-port", type=int, default=443)
-    p.add_argument("--no-https", action="store_true")
-    p.add_argument("--pki", type=Path, required=True)
-    p.add_argument("--sites", dest="rules", type=Path, required=True, help="JSON list of sites")
-    for name, text in (("sni-filter", "SNI/Host filtering TCP relay"),
-                       ("blockpage", "transparent HTTP proxy serving a blockpage")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--listen", type=_hostport, required=True)
-        p.add_argument("--upstream", default="none" if name == "blockpage" else "original",
-                       help="ip:port, 'original' (SO_ORIGINAL_DST) or 'none'")
-        p.add_argument("--block", action="append", default=[],
-                       help="NAME=ACTION (sni-filter) or NAME (blockpage); repeatable")
-        p.add_argument("--rules", type=Path, help="JSON {default, rules}")
-        if name == "sni-filter":
-            p.add_argument("--default", default="pass")
-            p.add_argument("--blackhole-seconds", type=float, default=120.0)
-        else:
-            p.add_argument("--block-all", action="store_true")
+    _add_dns(sub.add_parser("dns", help="DNS server (UDP+TCP) with per-name behaviours"))
+    _add_web(sub.add_parser("web", help="HTTP/HTTPS virtual hosts"))
+    _add_relay(sub.add_parser("sni-filter", help="SNI/Host filtering TCP relay"), "original")
+    _add_relay(sub.add_parser("blockpage", help="transparent HTTP proxy serving a blockpage"),
+               "none")
     p = sub.add_parser("mitm", help="TLS interception with the Qaznet chain")
     p.add_argument("--listen", type=_hostport, required=True)
     p.add_argument("--upstream", default="original")
     p.add_argument("--pki", type=Path, required=True)
     p.add_argument("--default-name", default="localhost")
     return parser
+
+
+def _add_dns(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--listen", type=_hostport, required=True)
+    p.add_argument("--default", default="answer", help="behaviour for unlisted names, "
+                   "e.g. forward:198.18.0.53:53")
+    p.add_argument("--resolver", action="store_true", help="answer with AA=0 (an ISP resolver)")
+    p.add_argument("--no-tcp", action="store_true")
+    p.add_argument("--rules", type=Path, help="JSON {default, rules, zone, cnames}")
+
+
+def _add_web(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", required=True)
+    p.add_argument("--http-port", type=int, default=80)
+    p.add_argument("--https-port", type=int, default=443)
+    p.add_argument("--no-https", action="store_true")
+    p.add_argument("--pki", type=Path, required=True)
+    p.add_argument("--sites", dest="rules", type=Path, required=True, help="JSON list of sites")
+
+
+def _add_relay(p: argparse.ArgumentParser, upstream: str) -> None:
+    p.add_argument("--listen", type=_hostport, required=True)
+    p.add_argument("--upstream", default=upstream,
+                   help="ip:port, 'original' (SO_ORIGINAL_DST) or 'none'")
+    p.add_argument("--block", action="append", default=[],
+                   help="NAME=ACTION (sni-filter) or NAME (blockpage); repeatable")
+    p.add_argument("--rules", type=Path, help="JSON {default, rules}")
+    if upstream == "original":
+        p.add_argument("--default", default="pass")
+        p.add_argument("--blackhole-seconds", type=float, default=120.0)
+    else:
+        p.add_argument("--block-all", action="store_true")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
