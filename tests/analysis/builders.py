@@ -89,7 +89,8 @@ class Record:
     def tls(self, txid: int, ip: str, port: int, sni: str, *, depth: int = 0, **kw: Any) -> Record:
         """A TLS handshake on flow ``txid``."""
         tags = tuple(self._tags(depth, "fetch_body=true"))
-        self.keys["tls_handshakes"].append(self.handshake(ip, port, sni, txid=txid, tags=tags, **kw))
+        entry = self.handshake(ip, port, sni, txid=txid, tags=tags, **kw)
+        self.keys["tls_handshakes"].append(entry)
         return self
 
     def sni_check(self, ip: str, port: int, *, sni: str = "example.com", **kw: Any) -> Record:
@@ -141,7 +142,8 @@ class Record:
             "body_length": -1, "failure": "unknown_error", "title": "", "headers": {},
             "status_code": -1}
         self.keys["control"] = {
-            "tcp_connect": {k: status(v, "connection_refused_error") for k, v in (tcp or {}).items()},
+            "tcp_connect": {k: status(v, "connection_refused_error")
+                            for k, v in (tcp or {}).items()},
             "tls_handshake": {k: {"server_name": sni, **status(v, "generic_timeout_error")}
                               for k, v in (tls or {}).items()},
             "http_request": http,

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-_NOW = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+_NOW = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
 def _name(cn: str, country: str | None = None, org: str | None = None) -> x509.Name:
@@ -34,7 +34,8 @@ class Issued:
         return self.cert.public_bytes(serialization.Encoding.DER)
 
 
-def issue(subject: x509.Name, issuer: Issued | None, *, ca: bool, sans: tuple[str, ...] = ()) -> Issued:
+def issue(subject: x509.Name, issuer: Issued | None, *, ca: bool,
+          sans: tuple[str, ...] = ()) -> Issued:
     """Sign ``subject`` with ``issuer`` (self-signed when None)."""
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (x509.CertificateBuilder().subject_name(subject)
