@@ -233,6 +233,16 @@ class DemoNetwork:
     def honest_resolver(self) -> str:
         return format_hostport((self.ip(AUTH_DNS), self.dns_port))
 
+    @property
+    def uncensored_paths(self) -> dict[HostPort, HostPort]:
+        """Middlebox address -> the real site behind it: what a vantage point outside the
+        censored network would reach (e.g. for a demo control helper)."""
+        https, http = (self.ip(WEB), self.https_port), (self.ip(WEB), self.http_port)
+        boxes = {host: https for host in (RESET_BOX, BLACKHOLE_BOX, THROTTLE_BOX, MITM_BOX)}
+        paths = {(self.ip(host), self.https_port): site for host, site in boxes.items()}
+        paths[(self.ip(BLOCKPAGE_BOX), self.http_port)] = http
+        return paths
+
     def addresses(self) -> dict[str, dict[str, str]]:
         """Every running component's bound addresses, by role."""
         return {name: service.addresses() for name, service in self.services.items()}

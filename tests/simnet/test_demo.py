@@ -122,6 +122,18 @@ async def test_sni_blocking_targets(net: DemoNetwork) -> None:
     assert 1.2 <= slow < 2.0
 
 
+async def test_uncensored_paths_reach_the_real_sites(net: DemoNetwork) -> None:
+    """Every middlebox maps to the real site behind it, which serves the page directly."""
+    ctx = ssl.create_default_context(cafile=str(net.ca_file))
+    paths = net.uncensored_paths
+    vpn = await _endpoint(net, _target(net, "vpn.demo"))
+    blocked = await _endpoint(net, _target(net, "blocked.demo"))
+    page = split(await https_get(paths[vpn[1]], "vpn.demo", ctx))
+    real = split(await http_get(paths[blocked[1]], "blocked.demo"))
+    assert len(paths) == 5
+    assert (page[0], real[0], b"Citizen Forum" in real[2]) == (200, 200, True)
+
+
 async def test_blockpage_mitm_and_down(net: DemoNetwork) -> None:
     """blocked.demo shows a blockpage, social.demo a Qaznet leaf, down.demo refuses."""
     ctx = ssl.create_default_context(cafile=str(net.ca_file))
