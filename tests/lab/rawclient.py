@@ -136,6 +136,8 @@ def cmd_http(args: argparse.Namespace) -> dict[str, Any]:
         sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {url.netloc}\r\n"
                      "User-Agent: kzl-rawclient\r\n\r\n".encode("ascii"))
         raw = _read_all(sock)
+    if not raw:
+        return {"eof": True, "status": None, "body_len": 0}  # closed without a response byte
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else None

@@ -30,6 +30,7 @@ LARGE_SIZE = 2 * 1024 * 1024  # bigger than kzprobe's default body cap (512 KiB)
 THROTTLED_SIZE = 128 * 1024  # body of the throttled site: 2 s at faults.THROTTLE_RATE
 CLOSED_PORT = 8443  # nothing listens on it anywhere in the lab
 REDIRECT_HOPS = ("hops.lab.test", "hop-two.lab.test")  # -> open.lab.test
+NEED_PKI = ("web", "mitm")
 READY_TIMEOUT = 30.0  # generous: nine Python servers start at once on two cores
 
 
@@ -59,30 +60,29 @@ def write_resolv_confs(names: Names) -> None:
 
 
 def start_all(lab: Lab) -> None:
-    """PKI first (web and mitm load it), then every server in parallel; wait for READY."""
-    lab.pki = _make_pki(lab)
+    """Start every server in parallel (those needing certificates once ``pki`` is done)."""
     _write_inputs(lab)
-    pending = [services.spawn(ns, name, _argv(component, args), lab.workdir)
-               for name, ns, component, args in _plan(lab)]
-    for service in pending:
-        lab.services[service.name] = service
-    for service in pending:
+    pki = services.spawn(lab.names.internet, "pki",
+                         _argv("pki", ["--dir", str(lab.workdir / "pki")]), lab.workdir)
+    plan = _plan(lab)
+    _spawn(lab, [p for p in plan if p[0] not in NEED_PKI])
+    ready = pki.wait_ready(READY_TIMEOUT)
+    pki.stop()
+    lab.pki = Pki(lab.workdir / "pki", Path(ready["ca_file"]), Path(ready["qaznet_root"]))
+    _spawn(lab, [p for p in plan if p[0] in NEED_PKI])
+    for service in lab.services.values():
         service.wait_ready(READY_TIMEOUT)
     _internet_rules(lab)
     lab.netem = faults.netem_available(lab.names.router)
 
 
+def _spawn(lab: Lab, plan: list[tuple[str, str, str, list[str]]]) -> None:
+    for name, ns, component, args in plan:
+        lab.services[name] = services.spawn(ns, name, _argv(component, args), lab.workdir)
+
+
 def _argv(component: str, args: list[str]) -> list[str]:
     return services.simnet_argv(component, args)
-
-
-def _make_pki(lab: Lab) -> Pki:
-    directory = lab.workdir / "pki"
-    service = services.spawn(lab.names.internet, "pki", _argv("pki", ["--dir", str(directory)]),
-                             lab.workdir)
-    ready = service.wait_ready(READY_TIMEOUT)
-    service.stop()
-    return Pki(directory, Path(ready["ca_file"]), Path(ready["qaznet_root"]))
 
 
 def _plan(lab: Lab) -> list[tuple[str, str, str, list[str]]]:

@@ -1,0 +1,251 @@
+"""Self-checks of the lab with plain-Python clients: honest paths work, each fault shows its symptom.
+
+These run before kzprobe is judged against the lab: if a fault did not produce its raw symptom
+here (ECONNRESET, timeout, EOF, a lie in DNS ...), a kzprobe test using it would prove nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from . import faults, servers
+from .lab import Lab
+
+pytestmark = pytest.mark.lab
+
+T = 1.0  # client timeout for the timeout symptoms: short, the faults are local
+
+
+def tls(lab: Lab, key: str, timeout: float = 3.0) -> dict[str, Any]:
+    site = lab.site(key)
+    return lab.raw("tls", site.ascii_host, "--ip", site.ip, "--cafile", str(lab.ca_file),
+                   timeout=timeout)
+
+
+def http(lab: Lab, key: str, scheme: str = "http", timeout: float = 3.0,
+         path: str = "/") -> dict[str, Any]:
+    url = f"{scheme}://{lab.site(key).ascii_host}{path}"
+    return lab.raw("http", url, "--cafile", str(lab.ca_file), timeout=timeout)
+
+
+def dns(lab: Lab, key: str, timeout: float = 2.0) -> dict[str, Any]:
+    return lab.raw("dns", lab.site(key).ascii_host, "--server", lab.resolver_ip, timeout=timeout)
+
+
+# --------------------------------------------------------------------------- honest paths
+
+
+def test_system_resolver_is_the_isp_resolver(lab: Lab) -> None:
+    """getaddrinfo in the client namespace resolves lab names through the ISP resolver."""
+    assert lab.raw("resolve", "open.lab.test")["answers"] == [lab.site("open").ip]
+
+
+def test_isp_resolver_forwards_honestly(lab: Lab) -> None:
+    """The ISP resolver answers every site with its real address when no scenario is active."""
+    for key in ("open", "tls_rst", "dns_nx", "idna"):
+        assert dns(lab, key)["answers"] == [lab.site(key).ip], key
+
+
+def test_http_and_https_fetch_through_the_router(lab: Lab) -> None:
+    """A plain GET over HTTP and over verified HTTPS returns the site's own page."""
+    title = servers.page_title(lab.site("open"))
+    for scheme in ("http", "https"):
+        got = http(lab, "open", scheme)
+        assert got["status"] == 200 and title in got["body"], scheme
+        assert got["headers"]["X-Lab-Site"] == "open"
+
+
+def test_sites_see_the_client_address(lab: Lab) -> None:
+    """The echo site sees 198.18.1.2: the router forwards without NAT."""
+    got = http(lab, "echo")
+    assert got["headers"]["X-Client-IP"] == lab.client_ip
+
+
+def test_idna_site_is_served_under_its_a_label(lab: Lab) -> None:
+    """The Cyrillic site resolves and serves HTTPS with a certificate for its punycode name."""
+    site = lab.site("idna")
+    assert site.ascii_host.startswith("xn--")
+    assert tls(lab, "idna")["version"] == "TLSv1.3"
+    assert http(lab, "idna", "https")["status"] == 200
+
+
+def test_redirect_chain_and_large_file(lab: Lab) -> None:
+    """The redirect site 302s to a second hop; the large site sends its full size."""
+    first = http(lab, "redirect")
+    assert first["status"] == 302
+    assert first["headers"]["Location"] == f"http://{servers.REDIRECT_HOPS[1]}/"
+    large = http(lab, "large", timeout=10.0)
+    assert large["status"] == 200 and large["body_len"] == servers.LARGE_SIZE
+
+
+def test_down_site_times_out_and_closed_port_refuses(lab: Lab) -> None:
+    """The down site drops everything (timeout); a port nothing listens on refuses."""
+    assert lab.raw("tcp", lab.site("down").ip, "80", timeout=T)["error"] == "TimeoutError"
+    closed = lab.raw("tcp", lab.site("closed").ip, str(servers.CLOSED_PORT))
+    assert closed["errno"] == "ECONNREFUSED"
+
+
+def test_every_scenario_is_removed_cleanly(lab: Lab) -> None:
+    """After a scenario ends its site is honest again (checked on the RST and DNS faults)."""
+    with lab.scenario("tls_rst"):
+        assert tls(lab, "tls_rst")["errno"] == "ECONNRESET"
+    assert tls(lab, "tls_rst")["version"] == "TLSv1.3"
+    with lab.scenario("dns_bogus"):
+        assert dns(lab, "dns_bogus")["answers"] == ["127.0.0.2"]
+    assert dns(lab, "dns_bogus")["answers"] == [lab.site("dns_bogus").ip]
+
+
+# --------------------------------------------------------------------------- DNS faults
+
+
+def test_dns_nxdomain(lab: Lab) -> None:
+    """dns_nxdomain: the ISP resolver says NXDOMAIN, and getaddrinfo fails."""
+    with lab.scenario("dns_nxdomain"):
+        assert dns(lab, "dns_nx")["rcode"] == 3
+        assert lab.raw("resolve", lab.site("dns_nx").ascii_host)["error"] == "gaierror"
+
+
+def test_dns_servfail(lab: Lab) -> None:
+    """dns_servfail: the ISP resolver answers SERVFAIL."""
+    with lab.scenario("dns_servfail"):
+        assert dns(lab, "dns_servfail")["rcode"] == 2
+
+
+def test_dns_bogus_answer(lab: Lab) -> None:
+    """dns_bogus: the ISP resolver answers 127.0.0.2, also through getaddrinfo."""
+    with lab.scenario("dns_bogus"):
+        assert dns(lab, "dns_bogus")["answers"] == ["127.0.0.2"]
+        assert lab.raw("resolve", lab.site("dns_bogus").ascii_host)["answers"] == ["127.0.0.2"]
+
+
+def test_dns_silent(lab: Lab) -> None:
+    """dns_silent: the ISP resolver never answers, so the query times out."""
+    with lab.scenario("dns_silent"):
+        got = dns(lab, "dns_silent", timeout=T)
+        assert got["error"] == "TimeoutError" and got["elapsed"] >= T * 0.9
+
+
+def test_dns_blockpage_redirect(lab: Lab) -> None:
+    """dns_blockpage: the name points at the blockpage server, which serves the blockpage."""
+    with lab.scenario("dns_blockpage"):
+        assert dns(lab, "dns_blockpage")["answers"] == [lab.blockpage_ip]
+        got = http(lab, "dns_blockpage")
+        assert got["status"] == 200 and "Страница заблокирована" in got["body"]
+
+
+def test_dns_proxy_serves_the_real_page(lab: Lab) -> None:
+    """dns_proxy: the name points at a transparent proxy that relays the real site."""
+    with lab.scenario("dns_proxy"):
+        assert dns(lab, "proxied")["answers"] == [lab.proxy_ip]
+        title = servers.page_title(lab.site("proxied"))
+        assert title in http(lab, "proxied")["body"]
+        assert title in http(lab, "proxied", "https")["body"]
+
+
+# --------------------------------------------------------------------------- TCP/IP faults
+
+
+def test_syn_reject(lab: Lab) -> None:
+    """syn_reject: an RST answers the SYN, so connect fails with ECONNREFUSED."""
+    with lab.scenario("syn_reject"):
+        assert lab.raw("tcp", lab.site("syn_reject").ip, "443")["errno"] == "ECONNREFUSED"
+
+
+def test_syn_drop(lab: Lab) -> None:
+    """syn_drop: the SYN is dropped, so connect times out."""
+    with lab.scenario("syn_drop"):
+        got = lab.raw("tcp", lab.site("syn_drop").ip, "443", timeout=T)
+        assert got["error"] == "TimeoutError"
+
+
+# --------------------------------------------------------------------------- TLS faults
+
+
+def test_tls_rst_on_sni(lab: Lab) -> None:
+    """tls_rst: TCP connects, then the ClientHello's SNI draws an RST (ECONNRESET)."""
+    with lab.scenario("tls_rst"):
+        assert lab.raw("tcp", lab.site("tls_rst").ip, "443")["connected"] is True
+        assert tls(lab, "tls_rst")["errno"] == "ECONNRESET"
+
+
+def test_tls_rst_spares_other_names(lab: Lab) -> None:
+    """tls_rst matches the name, not the address: another SNI to that address still works."""
+    site = lab.site("tls_rst")
+    with lab.scenario("tls_rst"):
+        got = lab.raw("tls", "open.lab.test", "--ip", site.ip, "--cafile", str(lab.ca_file))
+        assert got["version"] == "TLSv1.3"
+
+
+def test_tls_blackhole(lab: Lab) -> None:
+    """tls_blackhole: after the SNI the whole flow is dropped, so the handshake times out."""
+    with lab.scenario("tls_blackhole"):
+        got = tls(lab, "tls_blackhole", timeout=T)
+        assert got["error"] == "TimeoutError" and got["elapsed"] >= T * 0.9
+
+
+def test_tls_fin(lab: Lab) -> None:
+    """tls_fin: the relay closes cleanly after the ClientHello: EOF, not a reset."""
+    with lab.scenario("tls_fin"):
+        got = tls(lab, "tls_fin")
+        assert got["error"] == "SSLEOFError" and got["errno"] is None
+
+
+def test_tls_delay(lab: Lab) -> None:
+    """tls_delay: the handshake succeeds but only after the configured hold."""
+    with lab.scenario("tls_delay"):
+        got = tls(lab, "tls_delay", timeout=faults.DELAY_SECONDS + 3)
+        assert got["version"] == "TLSv1.3" and got["elapsed"] >= faults.DELAY_SECONDS
+    assert lab.mechanisms["delay"]
+
+
+def test_tls_mitm(lab: Lab) -> None:
+    """tls_mitm: the chain is leaf + 'Security Certificate', unknown to the public CA."""
+    with lab.scenario("tls_mitm"):
+        got = tls(lab, "tls_mitm")
+        assert got["verify_message"] == "unable to get local issuer certificate"
+        assert got["issuer_cn"] == "Security Certificate"
+
+
+# --------------------------------------------------------------------------- HTTP faults
+
+
+def test_http_rst_on_host(lab: Lab) -> None:
+    """http_rst: the request's Host draws an RST (ECONNRESET)."""
+    with lab.scenario("http_rst"):
+        assert http(lab, "http_rst")["errno"] == "ECONNRESET"
+
+
+def test_http_blackhole(lab: Lab) -> None:
+    """http_blackhole: after the request the flow is dropped, so the read times out."""
+    with lab.scenario("http_blackhole"):
+        assert http(lab, "http_blackhole", timeout=T)["error"] == "TimeoutError"
+
+
+def test_http_fin(lab: Lab) -> None:
+    """http_fin: the relay closes cleanly after the request: EOF with no response byte."""
+    with lab.scenario("http_fin"):
+        assert http(lab, "http_fin")["eof"] is True
+
+
+def test_http_blockpage(lab: Lab) -> None:
+    """http_blockpage: a transparent proxy answers the Host with the blockpage."""
+    with lab.scenario("http_blockpage"):
+        got = http(lab, "http_blockpage")
+        assert "Страница заблокирована" in got["body"]
+    assert servers.page_title(lab.site("http_blockpage")) in http(lab, "http_blockpage")["body"]
+
+
+def test_http_throttle(lab: Lab) -> None:
+    """http_throttle: the body arrives at the capped rate, not at link speed."""
+    floor = servers.THROTTLED_SIZE / faults.THROTTLE_RATE * 0.8
+    with lab.scenario("http_throttle"):
+        got = http(lab, "http_throttle", timeout=10.0)
+        assert got["body_len"] == servers.THROTTLED_SIZE and got["elapsed"] >= floor
+    assert http(lab, "http_throttle")["elapsed"] < floor
+
+
+def test_nothing_left_the_lab(lab: Lab) -> None:
+    """No namespace's egress guard has rejected a packet addressed outside 198.18.0.0/15."""
+    assert lab.egress_rejections() == {ns: 0 for ns in lab.names.all}
