@@ -26,6 +26,7 @@ import asyncio
 import collections
 import contextlib
 import ipaddress
+import socket
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -143,7 +144,7 @@ class DnsServer(Service):
         if tcp is not None:
             self._tcp_server = await asyncio.start_server(self._handle_tcp, sock=tcp)
 
-    def _bind(self) -> tuple[Any, Any]:
+    def _bind(self) -> tuple[socket.socket, socket.socket | None]:
         """UDP and TCP on the same port; with port 0, retry until both are free."""
         for _ in range(20):
             udp = bind_udp(*self.listen)
