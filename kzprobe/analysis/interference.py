@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kzprobe.analysis import records as r
 from kzprobe.analysis.certs import known_interception_ca, leaf_issuer_cn
@@ -43,7 +43,9 @@ from kzprobe.analysis.observations import control_of, ip_key, url_host
 from kzprobe.analysis.webanalysis import AddressFacts, address_facts, lookup_is_valid
 from kzprobe.analysis.webconnectivity import Blocking, OoniKeys
 from kzprobe.bogons import IPNetwork, is_bogon, to_address
-from kzprobe.config import AnalysisConfig
+
+if TYPE_CHECKING:  # kzprobe.config pulls in the I/O stack; the analysis must stay pure
+    from kzprobe.config import AnalysisConfig
 
 CODES = (
     "dns.nxdomain", "dns.no_answer", "dns.servfail", "dns.timeout", "dns.bogon",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -114,7 +115,9 @@ def test_parse_ip_loose_round_trips(ip: ipaddress.IPv4Address, base: str, parts:
     """Any address written in any base and any part count parses back to itself."""
     value, octets = int(ip), ip.packed
     pieces = [*octets[: parts - 1], int.from_bytes(octets[parts - 1:], "big")]
-    fmt = {"dec": str, "oct": lambda n: "0" + format(n, "o"), "hex": lambda n: hex(n)}[base]
+    formats: dict[str, Callable[[int], str]] = {
+        "dec": str, "oct": lambda n: "0" + format(n, "o"), "hex": hex}
+    fmt = formats[base]
     text = ".".join(fmt(p) for p in pieces)
     assert parse_ip_loose(text) == ipaddress.IPv4Address(value)
 

@@ -1,0 +1,16 @@
+"""The verdict modules stay pure: no asyncio, aiohttp or aiodns behind them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_importing_analysis_loads_no_io_stack() -> None:
+    """A fresh interpreter importing the analysis and bogon modules loads no async I/O library."""
+    code = ("import sys, kzprobe.analysis, kzprobe.bogons, kzprobe.analysis.interference;"
+            "print(','.join(sorted(m for m in ('asyncio', 'aiohttp', 'aiodns', 'uvloop')"
+            " if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == ""
