@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     check.add_argument("--strict", action="store_true", help="treat warnings as errors")
 
+    helper = sub.add_parser("helper", help="serve the OONI-compatible control test helper")
+    _add_config(helper)
+
     demo = sub.add_parser("demo", help="sweep a simulated censored network on loopback")
     demo.add_argument(
         "--output",
@@ -125,6 +128,17 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     sys.stdout.write(f"{args.file}: OK, {len(targets)} targets\n")
     return EXIT_OK
+
+
+def _cmd_helper(args: argparse.Namespace) -> int:
+    from kzprobe.service import run_loop, serve_helper
+
+    config = _load(args.config).config
+    try:
+        return run_loop(serve_helper(config), use_uvloop=not args.no_uvloop)
+    except OSError as exc:  # e.g. the listen address is taken
+        message = f"helper: cannot listen on {config.helper.listen}: {exc.strerror}"
+        raise KzprobeError(message) from None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

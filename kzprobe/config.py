@@ -127,6 +127,23 @@ class ControlConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HelperConfig:
+    """``kzprobe helper``: the OONI-compatible control vantage (faces the internet)."""
+
+    listen: str = "127.0.0.1:8765"
+    token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    allow_nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    max_in_flight: int = 25  # like oohelperd: 503 above this
+    max_body_bytes: int = 64 * 1024  # request body; 413 above
+    deadline: float = 30.0  # per request
+    rate_per_client: float = 2.0  # requests per second per client address (429 above)
+    rate_burst: int = 10
+    max_endpoints: int = 16
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceConfig:
     shutdown_grace: float = 20.0
     metrics_listen: str = "127.0.0.1:9108"
@@ -148,6 +165,7 @@ class Config:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    helper: HelperConfig = field(default_factory=HelperConfig)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -383,6 +401,35 @@ def _parse_control(s: _Section) -> ControlConfig:
     return ControlConfig(helper_urls=urls, helper_token=s.string("helper_token", None))
 
 
+def _host_port(s: _Section, key: str, default: str) -> str:
+    value: str = s.string(key, default)
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise s.fail(key, f"expected 'host:port', got {value!r}")
+    return value
+
+
+def _parse_helper(s: _Section, base: Path | None) -> HelperConfig:
+    d = HelperConfig()
+    cert, key = s.string("tls_cert", None), s.string("tls_key", None)
+    if bool(cert) != bool(key):
+        raise s.fail("tls_cert", "tls_cert and tls_key go together")
+    paths = [_resolve_path(base, p) if p else None for p in (cert, key)]
+    for name, path in zip(("tls_cert", "tls_key"), paths, strict=True):
+        if path is not None and not path.is_file():
+            raise s.fail(name, f"no such file: {path}")
+    return HelperConfig(
+        listen=_host_port(s, "listen", d.listen), token=s.string("token", None),
+        tls_cert=paths[0], tls_key=paths[1], allow_nets=_networks(s, "allow_nets"),
+        max_in_flight=s.integer("max_in_flight", d.max_in_flight),
+        max_body_bytes=s.integer("max_body_bytes", d.max_body_bytes, minimum=1024),
+        deadline=s.number("deadline", d.deadline),
+        rate_per_client=s.number("rate_per_client", d.rate_per_client),
+        rate_burst=s.integer("rate_burst", d.rate_burst),
+        max_endpoints=s.integer("max_endpoints", d.max_endpoints),
+    )
+
+
 def _parse_service(s: _Section) -> ServiceConfig:
     return ServiceConfig(
         shutdown_grace=s.number("shutdown_grace", 20.0),
@@ -402,10 +449,10 @@ _SECTIONS: dict[str, Callable[..., Any]] = {
     "analysis": _parse_analysis,
     "control": _parse_control,
     "service": _parse_service,
+    "helper": _parse_helper,
 }
-_NEEDS_BASE = {"tls", "output", "targets"}
-# Sections other components own; parsed by them from Config.raw when they land.
-_FOREIGN_SECTIONS = {"helper"}
+_NEEDS_BASE = {"tls", "output", "targets", "helper"}
+_FOREIGN_SECTIONS: set[str] = set()
 
 
 @dataclass(frozen=True, slots=True)

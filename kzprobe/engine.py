@@ -20,6 +20,7 @@ import aiohttp
 import structlog
 
 from kzprobe.config import Config
+from kzprobe.control import ControlClient
 from kzprobe.errors import FAILURE_INTERRUPTED, classify
 from kzprobe.probes import experiment_for
 from kzprobe.probes.base import ProbeContext, Stopwatch
@@ -66,7 +67,7 @@ def _failure_keys(failure: str) -> dict[str, Any]:
 class Prober:
     """Long-lived probe resources (TLS contexts, the aiohttp session, limiters)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, may_dial: Callable[[str], bool] | None = None) -> None:
         self.config = config
         alpn = config.tls.alpn
         self._session = aiohttp.ClientSession(
@@ -83,7 +84,16 @@ class Prober:
             benign_context=make_context(ca_file=config.tls.ca_file, alpn=alpn, verify=False),
             session=self._session,
             host_limiter=HostLimiter(config.limits.per_host),
+            may_dial=may_dial,
+            control=self._control_client(config),
         )
+
+    @staticmethod
+    def _control_client(config: Config) -> ControlClient | None:
+        if not config.control.helper_urls:
+            return None
+        return ControlClient(config.control.helper_urls, token=config.control.helper_token,
+                             timeout=config.timeouts.control)
 
     async def measure(self, target: Target, *, sweep_id: str | None = None) -> dict[str, Any]:
         """Measure one target; always returns a record, whatever happens."""
@@ -123,6 +133,8 @@ class Prober:
 
     async def aclose(self) -> None:
         await self._session.close()
+        if self.context.control is not None:
+            await self.context.control.aclose()
 
 
 @dataclass(slots=True)

@@ -34,6 +34,15 @@ class TokenBucket:
         self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
 
+    def try_acquire(self) -> bool:
+        """Take a token if one is available now; never waits (for servers answering 429)."""
+        self._refill()
+        if self._tokens < 1:
+            self.waits += 1
+            return False
+        self._tokens -= 1
+        return True
+
     async def acquire(self) -> None:
         """Take one token, sleeping until one is available (FIFO via the lock)."""
         async with self._lock:

@@ -162,6 +162,51 @@ class Daemon:
                 pass
 
 
+async def wait_for_stop_signal() -> int:
+    """Block until SIGTERM or SIGINT; return the signal number."""
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[int] = loop.create_future()
+
+    def note(signum: int) -> None:
+        if not received.done():
+            received.set_result(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, note, signum)
+    try:
+        return await received
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+async def serve_helper(config: Config) -> int:
+    """``kzprobe helper``: serve the control protocol until SIGTERM/SIGINT."""
+    import ssl
+
+    from aiohttp import web
+
+    from kzprobe.helper import HelperServer
+
+    helper = config.helper
+    host, _, port = helper.listen.rpartition(":")
+    ssl_context = None
+    if helper.tls_cert and helper.tls_key:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(str(helper.tls_cert), str(helper.tls_key))
+    runner = web.AppRunner(HelperServer(config).app(), handle_signals=False,
+                           access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=ssl_context)
+        await site.start()
+        log.info("helper_listening", listen=helper.listen, tls=ssl_context is not None)
+        await wait_for_stop_signal()
+    finally:
+        await runner.cleanup()
+    return 0
+
+
 def daemon_targets(config: Config) -> tuple[list[Target], list[str]]:
     """The daemon's targets from the config (CLI helper; raises TargetError)."""
     return load_targets(config.targets.urls, config.targets.files)

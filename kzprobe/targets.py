@@ -17,6 +17,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import idna
 
+from kzprobe.bogons import parse_ip_loose
 from kzprobe.errors import TargetError
 
 CSV_COLUMNS = ("url", "category_code", "category_description", "date_added", "source", "notes")
@@ -54,6 +55,9 @@ def _encode_host(host: str) -> str:
         return host
     except ValueError:
         pass
+    loose = parse_ip_loose(host)
+    if loose is not None:  # 2130706433, 0177.0.0.1, 0x7f.1: what browsers dial, normalised
+        return str(loose)
     if host.isascii():
         labels = host.lower().split(".")
         if any(label.startswith("xn--") for label in labels):

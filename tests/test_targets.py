@@ -32,6 +32,8 @@ def test_bundled_kz_list_parses_without_losing_rows() -> None:
         ("https://[2001:db8::1]:8443/", "https://[2001:db8::1]:8443/"),
         ("http://198.18.0.1:8080/x", "http://198.18.0.1:8080/x"),
         ("https://example.com./", "https://example.com/"),
+        ("http://2130706433/", "http://127.0.0.1/"),
+        ("http://0x7f.1:8080/", "http://127.0.0.1:8080/"),
     ],
 )
 def test_urls_are_normalised(url: str, normalised: str) -> None:

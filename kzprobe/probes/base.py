@@ -13,7 +13,7 @@ import base64
 import contextvars
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from kzprobe.config import Config
+    from kzprobe.control import ControlClient
     from kzprobe.ratelimit import HostLimiter
     from kzprobe.targets import Target
 
@@ -65,6 +66,8 @@ class ProbeContext:
     host_limiter: HostLimiter
     http11_context: ssl.SSLContext  # verifying, ALPN http/1.1 only: re-dial when a server picks h2
     benign_context: ssl.SSLContext  # not verifying: handshakes with a benign SNI (SNI checks)
+    may_dial: Callable[[str], bool] | None = None  # the helper's SSRF guard; None: probe rules
+    control: ControlClient | None = None  # the test helper(s), when configured
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
+from kzprobe.control import ControlResult
 from kzprobe.probes import dns, http, tcp, tls
 from kzprobe.probes.base import ProbeContext, Stopwatch, close_transport
 from kzprobe.targets import Target, parse_target
@@ -43,9 +44,11 @@ class _Flow:
     handshakes: list[tls.TlsHandshake] = field(default_factory=list)
     requests: list[http.HttpTransaction] = field(default_factory=list)
     resolved: dict[str, list[str]] = field(default_factory=dict)
+    sni_checks: list[tls.TlsHandshake] = field(default_factory=list)
     dns_failure: str | None = None
     last_hop_failure: str | None = None
     next_transaction: int = 1
+    control_task: asyncio.Task[ControlResult] | None = None
 
     def transaction_id(self) -> int:
         self.next_transaction += 1
@@ -61,7 +64,12 @@ def _is_ip(host: str) -> bool:
 
 
 def _dialable(ip: str, ctx: ProbeContext) -> bool:
-    """OONI never dials loopback; ``analysis.not_bogon`` lifts that for labs and tests."""
+    """OONI never dials loopback; ``analysis.not_bogon`` lifts that for labs and tests.
+
+    The control helper passes its own, stricter policy (no special-purpose addresses).
+    """
+    if ctx.may_dial is not None:
+        return ctx.may_dial(ip)
     addr = ipaddress.ip_address(ip)
     if not (addr.is_loopback or addr.is_unspecified):
         return True
@@ -141,11 +149,15 @@ async def _hop(flow: _Flow, target: Target, depth: int) -> http.HttpTransaction 
     resolved, dns_failure = await _resolve(flow, target.host, depth)
     if depth == 0:
         flow.dns_failure = dns_failure
+        _start_control(flow, target, resolved)
     addresses = [ip for ip in resolved if _dialable(ip, flow.ctx)]
     if not addresses:
         # OONI: no GET without an address. At depth 0 the DNS keys say why; on a redirect
-        # hop the hop's DNS failure is the HTTP failure. Loopback-only answers are not dialled.
-        flow.last_hop_failure = dns_failure if depth > 0 else None
+        # hop the hop's DNS failure is the HTTP failure. Addresses we may not dial
+        # (loopback; for the helper, any special-purpose range) are a bogon failure.
+        refused = bool(resolved) and (depth > 0 or flow.ctx.may_dial is not None)
+        flow.last_hop_failure = "dns_bogon_error" if refused else (
+            dns_failure if depth > 0 else None)
         return None
     winner: asyncio.Future[_Connection] = asyncio.get_running_loop().create_future()
     opened = [
@@ -250,6 +262,61 @@ async def _follow(flow: _Flow, target: Target) -> None:
     )
 
 
+def _start_control(flow: _Flow, target: Target, resolved: list[str]) -> None:
+    """Ask the helper(s) about this URL while the probe measures it (never blocks it)."""
+    control = flow.ctx.control
+    if control is None:
+        return
+    endpoints = [f"[{ip}]:{target.port}" if ":" in ip else f"{ip}:{target.port}"
+                 for ip in resolved[:MAX_ENDPOINTS]]
+    flow.control_task = asyncio.ensure_future(control.query(target.url, endpoints))
+
+
+SNI_CHECK_FAILURES = frozenset({"connection_reset", "generic_timeout_error", "eof_error"})
+
+
+def _needs_sni_check(shake: tls.TlsHandshake, cfg: Any) -> bool:
+    if "depth=0" not in shake.tags:
+        return False
+    slow = shake.failure is None and shake.t - shake.t0 >= cfg.analysis.throttle_min_seconds
+    return shake.failure in SNI_CHECK_FAILURES or slow
+
+
+async def _sni_check(flow: _Flow, ip: str, port: int) -> None:
+    """Repeat the handshake to the same address with a benign SNI: tells SNI filtering
+    (benign works) from a dead server (benign fails too), and gives throttling a baseline."""
+    cfg = flow.ctx.config
+    tid = flow.transaction_id()
+    result, transport, held = await tcp.connect(ip, port, timeout=cfg.timeouts.connect,
+                                                clock=flow.clock, transaction_id=tid)
+    if transport is None or held is None:
+        flow.sni_checks.append(tls.TlsHandshake(
+            address=result.address, server_name=cfg.analysis.benign_sni, failure=result.failure,
+            t0=result.t0, t=result.t, transaction_id=tid, tags=("sni=benign", "step=tcp")))
+        return
+    shake, tls_transport = await tls.handshake(
+        transport, held, address=result.address, server_name=cfg.analysis.benign_sni,
+        context=flow.ctx.benign_context, timeout=cfg.timeouts.tls, clock=flow.clock,
+        max_chain_bytes=cfg.tls.max_chain_bytes, transaction_id=tid, tags=("sni=benign",))
+    await close_transport(tls_transport or transport)
+    flow.sni_checks.append(shake)
+
+
+async def _run_sni_checks(flow: _Flow, target: Target) -> None:
+    cfg = flow.ctx.config
+    if target.scheme != "https":
+        return
+    addresses = {(c.ip, c.port) for h in flow.handshakes if _needs_sni_check(h, cfg)
+                 for c in flow.connects if c.transaction_id == h.transaction_id}
+    await asyncio.gather(*(_sni_check(flow, ip, port) for ip, port in sorted(addresses)))
+
+
+async def _control(flow: _Flow) -> ControlResult | None:
+    if flow.control_task is None:
+        return None
+    return await flow.control_task
+
+
 def _http_failure(flow: _Flow) -> str | None:
     if flow.last_hop_failure is not None:
         return flow.last_hop_failure
@@ -264,8 +331,19 @@ class WebConnectivity:
 
     async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch) -> dict[str, Any]:
         flow = _Flow(ctx=ctx, clock=clock)
-        await _follow(flow, target)
-        return _test_keys(flow)
+        try:
+            await _follow(flow, target)
+            await _run_sni_checks(flow, target)
+            control = await _control(flow)
+        finally:
+            if flow.control_task is not None and not flow.control_task.done():
+                flow.control_task.cancel()
+        keys = _test_keys(flow)
+        if control is not None:
+            keys["control"] = control.response
+            keys["control_failure"] = control.failure
+            keys["x_control_helper"] = control.helper_url
+        return keys
 
 
 def _test_keys(flow: _Flow) -> dict[str, Any]:
@@ -293,6 +371,7 @@ def _test_keys(flow: _Flow) -> dict[str, Any]:
         "blocking": None,
         "accessible": None,
         "x_timings": timings,
+        "x_sni_checks": [h.archival() for h in flow.sni_checks],
     }
 
 

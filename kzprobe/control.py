@@ -1,0 +1,78 @@
+"""The probe side of the control vantage: OONI's THRequest to a test helper, with failover.
+
+The control is what lets a verdict say "blocked here" rather than "down": the helper,
+outside the censored network, resolves, connects and fetches the same URL. A control
+failure is recorded (``control_failure``) and never blocks the measurement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from kzprobe.errors import HttpFailure, classify
+from kzprobe.probes.http import REQUEST_HEADERS
+
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+_FORWARDED = ("Accept", "Accept-Language", "User-Agent")
+
+
+@dataclass(frozen=True, slots=True)
+class ControlResult:
+    response: dict[str, Any] | None
+    failure: str | None
+    helper_url: str | None
+
+
+def th_request(url: str, endpoints: Sequence[str]) -> dict[str, Any]:
+    """OONI's THRequest for ``url`` and the probe's ``ip:port`` endpoints."""
+    headers = {k: [v] for k, v in REQUEST_HEADERS if k in _FORWARDED}
+    return {"http_request": url, "http_request_headers": headers,
+            "tcp_connect": list(endpoints), "x_quic_enabled": False}
+
+
+class ControlClient:
+    """Posts THRequests to the configured helpers, in order, until one answers."""
+
+    def __init__(self, urls: Sequence[str], *, token: str | None, timeout: float) -> None:
+        self.urls = tuple(urls)
+        self.timeout = timeout
+        headers = {"Content-Type": "application/json", "User-Agent": "kzprobe"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._session = aiohttp.ClientSession(
+            headers=headers, connector=aiohttp.TCPConnector(limit=64, use_dns_cache=True))
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+    async def query(self, url: str, endpoints: Sequence[str]) -> ControlResult:
+        """Ask each helper in turn; the first valid THResponse wins."""
+        payload = orjson.dumps(th_request(url, endpoints))
+        failure = "control_unavailable"
+        for helper in self.urls:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    response = await self._post(helper, payload)
+                return ControlResult(response, None, helper)
+            except Exception as exc:
+                failure = classify(exc)
+        return ControlResult(None, failure, None)
+
+    async def _post(self, helper: str, payload: bytes) -> dict[str, Any]:
+        async with self._session.post(helper, data=payload) as resp:
+            body = await resp.content.read(MAX_RESPONSE_BYTES + 1)
+            if resp.status != 200 or len(body) > MAX_RESPONSE_BYTES:
+                raise HttpFailure("http_request_failed")
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise HttpFailure("json_parse_error") from None
+        if not isinstance(data, dict) or not isinstance(data.get("tcp_connect", {}), dict):
+            raise HttpFailure("json_parse_error")
+        return data

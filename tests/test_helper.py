@@ -1,0 +1,200 @@
+"""`kzprobe helper` (OONI's test-helper protocol) and the probe's control client, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from kzprobe.config import Config
+from kzprobe.engine import Prober
+from kzprobe.helper import HelperServer
+from kzprobe.targets import parse_target
+from tests.servers import DnsServer, WebSite, refused_port
+
+
+async def _start_helper(config: Config) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(HelperServer(config).app(), handle_signals=False, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+async def helper_factory(config_factory: Callable[..., Config], dns_server: DnsServer
+                         ) -> AsyncIterator[Callable[..., Any]]:
+    runners: list[web.AppRunner] = []
+
+    async def start(**helper: object) -> str:
+        config = config_factory(dns=dns_server, helper=helper)
+        runner, url = await _start_helper(config)
+        runners.append(runner)
+        return url
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def _post(url: str, payload: Any, **kwargs: Any) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session, session.post(url, json=payload,
+                                                                **kwargs) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def test_hello(helper_factory) -> None:
+    """GET / answers OONI's hello JSON."""
+    url = await helper_factory(allow_nets=["127.0.0.0/8"])
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["message"] == "Hello OONItarian!"
+
+
+async def test_th_response_for_a_working_site(helper_factory, dns_server: DnsServer,
+                                              website: WebSite) -> None:
+    """A THRequest gets OONI's THResponse: dns, tcp_connect, tls_handshake, http_request, ip_info."""
+    dns_server.zone["site.test"] = ["127.0.0.1"]
+    url = await helper_factory(allow_nets=["127.0.0.0/8"])
+    site = f"https://site.test:{website.https_port}/"
+    endpoint = f"127.0.0.1:{website.https_port}"
+    status, th = await _post(url, {"http_request": site, "tcp_connect": [endpoint],
+                                   "http_request_headers": {}})
+    assert status == 200
+    assert th["dns"] == {"failure": None, "addrs": ["127.0.0.1"]}
+    assert th["tcp_connect"][endpoint] == {"status": True, "failure": None}
+    assert th["tls_handshake"][endpoint] == {"server_name": "site.test", "status": True,
+                                             "failure": None}
+    http = th["http_request"]
+    assert http["status_code"] == 200 and http["failure"] is None
+    assert http["title"] == "Welcome to the test site"
+    assert http["body_length"] > 0
+    assert th["ip_info"]["127.0.0.1"]["flags"] & 8
+    assert th["x_client_ip"] == "127.0.0.1"
+
+
+async def test_th_dns_failure_mapping(helper_factory, dns_server: DnsServer) -> None:
+    """NXDOMAIN at the helper is OONI's dns_name_error, with no addresses."""
+    dns_server.faults["gone.test"] = "nxdomain"
+    url = await helper_factory(allow_nets=["127.0.0.0/8"])
+    _, th = await _post(url, {"http_request": "https://gone.test/", "tcp_connect": []})
+    assert th["dns"] == {"failure": "dns_name_error", "addrs": []}
+    assert th["http_request"]["failure"] == "dns_lookup_error"
+    assert th["http_request"]["status_code"] == -1
+
+
+@pytest.mark.parametrize("spelling", ["127.0.0.1", "2130706433", "0177.0.0.1", "0x7f.1",
+                                      "[::ffff:127.0.0.1]", "[::1]"])
+async def test_ssrf_special_purpose_addresses_are_refused_by_default(
+        helper_factory, website: WebSite, spelling: str) -> None:
+    """Loopback in any spelling is never dialled unless allow_nets lists it."""
+    url = await helper_factory()
+    before = website.hits
+    site = f"http://{spelling}:{website.http_port}/"
+    status, th = await _post(url, {"http_request": site,
+                                   "tcp_connect": [f"127.0.0.1:{website.http_port}"]})
+    assert status == 200
+    assert th["tcp_connect"] == {}
+    assert th["http_request"]["status_code"] == -1
+    assert website.hits == before
+
+
+async def test_ssrf_name_resolving_to_private_address_is_refused(
+        helper_factory, dns_server: DnsServer, website: WebSite) -> None:
+    """A public-looking name that resolves to a private address is not dialled."""
+    dns_server.zone["innocent.test"] = ["127.0.0.1"]
+    url = await helper_factory()
+    _, th = await _post(url, {"http_request": f"http://innocent.test:{website.http_port}/",
+                              "tcp_connect": []})
+    assert th["tcp_connect"] == {}
+    assert th["http_request"]["failure"] == "dns_lookup_error"
+    assert website.hits == 0
+
+
+async def test_ports_outside_the_protocol_are_not_scanned(helper_factory, dns_server: DnsServer,
+                                                          website: WebSite) -> None:
+    """Endpoints on ports other than the URL's (or 80/443) are ignored."""
+    dns_server.zone["site.test"] = ["127.0.0.1"]
+    url = await helper_factory(allow_nets=["127.0.0.0/8"])
+    _, th = await _post(url, {"http_request": f"http://site.test:{website.http_port}/",
+                              "tcp_connect": ["127.0.0.1:22", "127.0.0.1:6379"]})
+    assert set(th["tcp_connect"]) == {f"127.0.0.1:{website.http_port}"}
+
+
+async def test_token_is_required_when_set(helper_factory) -> None:
+    """With [helper] token set, a request without the bearer token gets 401."""
+    url = await helper_factory(token="s3cret", allow_nets=["127.0.0.0/8"])
+    status, _ = await _post(url, {"http_request": "http://a.test/"})
+    assert status == 401
+    status, _ = await _post(url, {"http_request": "http://a.test/"},
+                            headers={"Authorization": "Bearer wrong"})
+    assert status == 401
+
+
+async def test_oversized_and_malformed_requests(helper_factory) -> None:
+    """Bodies over max_body_bytes get 413; bad JSON or a bad URL gets 400."""
+    url = await helper_factory(max_body_bytes=2048)
+    status, _ = await _post(url, {"http_request": "http://a.test/" + "x" * 5000})
+    assert status == 413
+    async with aiohttp.ClientSession() as session, session.post(url, data=b"{nope") as resp:
+        assert resp.status == 400
+    status, _ = await _post(url, {"http_request": "ftp://a.test/"})
+    assert status == 400
+
+
+async def test_in_flight_limit_answers_503(helper_factory, dns_server: DnsServer,
+                                           website: WebSite) -> None:
+    """Above max_in_flight concurrent requests the helper answers 503, like oohelperd."""
+    dns_server.zone["site.test"] = ["127.0.0.1"]
+    url = await helper_factory(max_in_flight=1, allow_nets=["127.0.0.0/8"])
+    slow = {"http_request": f"http://site.test:{website.http_port}/slow?s=1"}
+    statuses = await asyncio.gather(_post(url, slow), _post(url, slow))
+    assert sorted(s for s, _ in statuses) == [200, 503]
+
+
+async def test_per_client_rate_limit_answers_429(helper_factory) -> None:
+    """A client over its request rate gets 429."""
+    url = await helper_factory(rate_per_client=0.01, rate_burst=2)
+    statuses = [(await _post(url, {"http_request": "ftp://x/"}))[0] for _ in range(4)]
+    assert statuses[:2] == [400, 400]
+    assert statuses[2:] == [429, 429]
+
+
+async def test_probe_uses_control_with_failover(config_factory: Callable[..., Config],
+                                                dns_server: DnsServer, website: WebSite,
+                                                helper_factory) -> None:
+    """The probe asks its helpers in order; a dead first helper fails over to the second."""
+    dns_server.zone["site.test"] = ["127.0.0.1"]
+    good = await helper_factory(allow_nets=["127.0.0.0/8"])
+    dead = f"http://127.0.0.1:{refused_port()}/"
+    prober = Prober(config_factory(dns=dns_server, control={"helper_url": [dead, good]}))
+    try:
+        record = await prober.measure(parse_target(f"https://site.test:{website.https_port}/"))
+    finally:
+        await prober.aclose()
+    keys = record["test_keys"]
+    assert keys["control_failure"] is None
+    assert keys["x_control_helper"] == good
+    assert keys["control"]["http_request"]["status_code"] == 200
+    assert record["test_helpers"]["backend"]["address"] == dead
+
+
+async def test_control_failure_never_blocks_the_measurement(
+        config_factory: Callable[..., Config], dns_server: DnsServer, website: WebSite) -> None:
+    """All helpers down: control_failure is recorded, the probe's own steps are complete."""
+    dns_server.zone["site.test"] = ["127.0.0.1"]
+    dead = f"http://127.0.0.1:{refused_port()}/"
+    prober = Prober(config_factory(dns=dns_server, control={"helper_url": [dead]}))
+    try:
+        record = await prober.measure(parse_target(f"https://site.test:{website.https_port}/"))
+    finally:
+        await prober.aclose()
+    keys = record["test_keys"]
+    assert keys["control"] is None
+    assert keys["control_failure"] == "connection_refused"
+    assert keys["requests"][0]["response"]["code"] == 200
