@@ -530,7 +530,7 @@ class NdjsonSink:
         self._task: asyncio.Task[None] | None = None
         self._lock_fd: int | None = None
         self._state: Literal["new", "running", "closing", "closed"] = "new"
-        self._abandoned = False
+        self._accepting = True  # False once queued records would no longer be written
         self._stop = asyncio.Event()
         self._blocked_since = 0.0
 
@@ -552,15 +552,19 @@ class NdjsonSink:
         _require_codec(self._out.compress)
         self._io_pool = ThreadPoolExecutor(1, thread_name_prefix="kzprobe-sink")
         self._zip_pool = ThreadPoolExecutor(1, thread_name_prefix="kzprobe-sink-zip")
-        self._lock_fd = await self._io(_lock_dir, self._out.dir, self._out.prefix)
         try:
+            self._lock_fd = await self._io(_lock_dir, self._out.dir, self._out.prefix)
             found = await self._io(recover_dir, self._out.dir, self._out.prefix)
         except OSError as exc:
             await self._release()
             raise KzprobeError(f"{self._out.dir}: recovery failed: {_describe(exc)}") from None
+        except BaseException:
+            await self._release()
+            raise
         recovered = await self._compress_leftovers(found)
         self._state = "running"
         self._task = asyncio.create_task(self._run(), name="kzprobe-sink")
+        self._task.add_done_callback(self._writer_stopped)
         log.info("sink_started", dir=str(self._out.dir), recovered=len(recovered),
                  compress=self._out.compress)
         return recovered
@@ -580,6 +584,7 @@ class NdjsonSink:
                 await self._request("close")
         except TimeoutError:
             await self._abandon()
+        await self._release_producers()
         await self._wait_compressions(deadline)
         await self._release()
         self._state = "closed"
@@ -601,7 +606,7 @@ class NdjsonSink:
         if len(line) == 1 or line.find(b"\n", 0, len(line) - 1) != -1:
             raise ValueError("a record must be one non-empty line of JSON")
         await self._queue.put(line)
-        if self._abandoned:
+        if not self._accepting:
             raise RuntimeError("sink closed before the record could be written")
 
     async def wait_writable(self) -> None:
@@ -624,6 +629,8 @@ class NdjsonSink:
                     return
         except _GiveUp:
             return
+        finally:
+            self._accepting = False  # nobody will write what is queued from now on
 
     async def _handle(self, item: bytes | _Request) -> bool:
         """Write one batch and at most one request; False once the sink is closed."""
@@ -633,13 +640,47 @@ class NdjsonSink:
             await self._commit(functools.partial(writer.write_lines, batch), writer.drain)
         if request is None:
             return True
+        requests = [request]
         try:
+            if request.kind == "close":
+                requests += await self._write_stragglers()
             await self._commit(writer.rotate, writer.rotate)
         except BaseException:
-            _settle(request.done, ok=False)
+            for req in requests:
+                _settle(req.done, ok=False)
             raise
-        _settle(request.done, ok=True)
+        for req in requests:
+            _settle(req.done, ok=True)
         return request.kind != "close"
+
+    async def _write_stragglers(self) -> list[_Request]:
+        """At close, write what producers that were waiting for space still queue.
+
+        Each get wakes a waiting producer, which puts its record one loop turn later;
+        so repeat until a round, after yielding, finds the queue empty.
+        """
+        requests: list[_Request] = []
+        while not self._queue.empty():
+            batch: list[bytes] = []
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if isinstance(item, _Request):
+                    requests.append(item)
+                else:
+                    batch.append(item)
+            if batch:
+                await self._commit(functools.partial(self._writer.write_lines, batch),
+                                   self._writer.drain)
+            await asyncio.sleep(0)
+        return requests
+
+    def _writer_stopped(self, task: asyncio.Task[None]) -> None:
+        """A writer task that dies of a bug must not look healthy: block and say so."""
+        error = None if task.cancelled() else task.exception()
+        if error is None:
+            return
+        log.error("sink_writer_crashed", error=_describe(error))
+        self._mark_blocked(error if isinstance(error, Exception) else RuntimeError(str(error)))
 
     async def _next_item(self) -> bytes | _Request | None:
         """The next queued item, or None when an fsync or age rotation falls due first."""
@@ -767,7 +808,7 @@ class NdjsonSink:
         The writer task is asked to stop rather than cancelled, so a batch handed to the
         I/O thread is never dropped on the floor between queue and backlog.
         """
-        self._abandoned = True  # from here on, write() refuses instead of accepting
+        self._accepting = False  # from here on, write() refuses instead of accepting
         lost = self._drop_queued()  # everything still queued was accepted
         self._stop.set()
         assert self._task is not None
@@ -779,7 +820,6 @@ class NdjsonSink:
                 lost += await self._io(self._writer.abandon)
         except TimeoutError:
             lost += self._writer.backlog_records
-        await self._release_producers()
         log.error("sink_records_lost", lost=lost, error=self.stats.last_error,
                   dir=str(self._out.dir))
 

@@ -438,3 +438,26 @@ async def test_segment_that_never_got_a_record_is_not_published(tiny_fs: Path) -
     await _until(lambda: sink.is_blocked)
     await sink.aclose(timeout=0.2)
     assert _visible(out) == []
+
+
+async def test_aclose_with_producers_still_waiting_loses_nothing_accepted(tmp_path: Path) -> None:
+    """Closing while producers wait for queue space: each write() that returned is on disk."""
+    sink = _sink(tmp_path, queue_size=2)
+    await sink.start()
+    accepted: list[int] = []
+
+    async def produce(worker: int) -> None:
+        try:
+            for n in range(10**9):  # until the sink refuses
+                await sink.write(orjson.dumps({"seq": worker * 10**9 + n}))
+                accepted.append(worker * 10**9 + n)
+        except RuntimeError:
+            pass  # refused: the sink is closing
+
+    async with asyncio.timeout(30):
+        producers = [asyncio.create_task(produce(w)) for w in range(6)]
+        await asyncio.sleep(0.05)
+        await sink.aclose()
+        await asyncio.gather(*producers)
+    assert accepted
+    assert sorted(_seqs(tmp_path)) == sorted(accepted)
