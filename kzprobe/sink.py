@@ -203,6 +203,12 @@ class _Recovery:
     uncompressed: tuple[Path, ...]
 
 
+def _ours(directory: Path, prefix: str, suffix: str) -> list[Path]:
+    """Segment files of this prefix only: prefix ``kz`` must not claim ``kz-b-...`` files."""
+    mine = re.compile(rf"{re.escape(prefix)}-\d{{8}}T\d{{6}}Z-.*{re.escape(suffix)}")
+    return sorted(p for p in directory.iterdir() if mine.fullmatch(p.name))
+
+
 def _recover_part(part: Path) -> Path | None:
     """Trim a crashed ``.part`` to whole records and publish it; drop it if nothing is left."""
     final = part.with_name(part.name.removesuffix(PART_SUFFIX))
@@ -219,7 +225,7 @@ def _recover_part(part: Path) -> Path | None:
 def _plain_leftovers(directory: Path, prefix: str) -> list[Path]:
     """Plain segments still to compress; those with a complete compressed twin are removed."""
     todo = []
-    for plain in sorted(directory.glob(f"{prefix}-*{SEGMENT_SUFFIX}")):
+    for plain in _ours(directory, prefix, SEGMENT_SUFFIX):
         twins = [plain.with_name(plain.name + s) for s in COMPRESSED_SUFFIXES.values()]
         if any(t.exists() for t in twins):
             os.unlink(plain)  # twins are linked only after fsync: the twin is complete
@@ -230,9 +236,9 @@ def _plain_leftovers(directory: Path, prefix: str) -> list[Path]:
 
 def recover_dir(directory: Path, prefix: str) -> _Recovery:
     """Clean up after a crash: remove ``*.tmp``, publish ``*.part``, find uncompressed segments."""
-    for tmp in directory.glob(f"{prefix}-*{SEGMENT_SUFFIX}*{TMP_SUFFIX}"):
+    for tmp in _ours(directory, prefix, TMP_SUFFIX):
         os.unlink(tmp)
-    published = [p for part in sorted(directory.glob(f"{prefix}-*{SEGMENT_SUFFIX}{PART_SUFFIX}"))
+    published = [p for part in _ours(directory, prefix, SEGMENT_SUFFIX + PART_SUFFIX)
                  if (p := _recover_part(part)) is not None]
     todo = _plain_leftovers(directory, prefix)
     _fsync_dir(directory)

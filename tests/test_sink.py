@@ -267,6 +267,18 @@ async def test_recovery_after_crash_between_link_and_unlink(tmp_path: Path) -> N
     assert _seqs(tmp_path) == [7]
 
 
+async def test_recovery_leaves_other_prefixes_alone(tmp_path: Path) -> None:
+    """Prefix 'kz' must not recover the open segment of a live writer with prefix 'kz-b'."""
+    theirs = tmp_path / "kz-b-20200101T000000Z-h-1-000001.ndjson.part"
+    theirs.write_bytes(b'{"seq": 1}\n{"half')
+    mine = tmp_path / "kz-20200101T000000Z-h-1-000001.ndjson.part"
+    mine.write_bytes(b'{"seq": 2}\n{"half')
+    sink = NdjsonSink(_out(tmp_path, prefix="kz"), host="testhost")
+    assert await sink.start() == [tmp_path / "kz-20200101T000000Z-h-1-000001.ndjson"]
+    await sink.aclose()
+    assert theirs.read_bytes() == b'{"seq": 1}\n{"half'
+
+
 @pytest.mark.slow
 async def test_kill_9_loses_at_most_the_record_being_written(tmp_path: Path) -> None:
     """SIGKILL at random moments, then start(): every closed segment parses, seqs are gapless."""
