@@ -1,4 +1,4 @@
-"""Self-checks of the lab with plain-Python clients: honest paths work, each fault shows its symptom.
+"""Self-checks with plain-Python clients: honest paths work, each fault shows its raw symptom.
 
 These run before kzprobe is judged against the lab: if a fault did not produce its raw symptom
 here (ECONNRESET, timeout, EOF, a lie in DNS ...), a kzprobe test using it would prove nothing.
