@@ -213,3 +213,10 @@ def refused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait (bounded) until ``predicate()`` holds; for state other processes change."""
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - the state lives in another task or process
+            await asyncio.sleep(0.02)

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.servers import DnsServer, WebSite
+from tests.servers import DnsServer, WebSite, eventually
 
 KZPROBE = [sys.executable, "-m", "kzprobe"]
 
@@ -201,8 +201,7 @@ urls = [{urls}]
 """)
     proc = await asyncio.create_subprocess_exec(*KZPROBE, "run", "--config", str(config),
                                                 stderr=asyncio.subprocess.PIPE)
-    while website.hits < 5:
-        await asyncio.sleep(0.05)
+    await eventually(lambda: website.hits >= 5)
     proc.send_signal(signal.SIGTERM)
     _, err = await asyncio.wait_for(proc.communicate(), 10)
     assert proc.returncode == 0, err.decode()

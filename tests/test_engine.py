@@ -14,7 +14,7 @@ from kzprobe.engine import Engine, Prober
 from kzprobe.probes import REGISTRY, experiment_for
 from kzprobe.ratelimit import HostLimiter, TokenBucket
 from kzprobe.targets import parse_target
-from tests.servers import DnsServer, WebSite
+from tests.servers import DnsServer, WebSite, eventually
 
 
 class _Exploding:
@@ -88,7 +88,7 @@ async def test_sweep_bounds_in_flight_and_emits_every_record(
 
 async def test_a_crashing_experiment_becomes_a_record(
         config_factory: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
-    """An unexpected exception is an unknown_failure record (address scrubbed); the sweep goes on."""
+    """An unexpected exception is an unknown_failure record (IP scrubbed); the sweep goes on."""
     monkeypatch.setitem(REGISTRY, "http", f"{__name__}:_Exploding")
     experiment_for.cache_clear()
     prober = Prober(config_factory())
@@ -125,8 +125,7 @@ async def test_interrupt_records_in_flight_measurements(
     targets = [parse_target(f"http://site.test:{website.http_port}/slow?s=20&i={i}")
                for i in range(10)]
     sweep = asyncio.create_task(engine.sweep(targets))
-    while engine.in_flight < 2:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: engine.in_flight >= 2)
     engine.stop()
     engine.interrupt()
     summary = await asyncio.wait_for(sweep, 10)

@@ -58,7 +58,7 @@ async def test_hello(helper_factory) -> None:
 
 async def test_th_response_for_a_working_site(helper_factory, dns_server: DnsServer,
                                               website: WebSite) -> None:
-    """A THRequest gets OONI's THResponse: dns, tcp_connect, tls_handshake, http_request, ip_info."""
+    """A THRequest gets OONI's THResponse: dns, tcp_connect, tls_handshake, http, ip_info."""
     dns_server.zone["site.test"] = ["127.0.0.1"]
     url = await helper_factory(allow_nets=["127.0.0.0/8"])
     site = f"https://site.test:{website.https_port}/"

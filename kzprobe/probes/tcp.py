@@ -52,6 +52,7 @@ class TcpConnect:
     t0: float
     t: float
     transaction_id: int = 0
+    tags: tuple[str, ...] = ()
 
     @property
     def address(self) -> str:
@@ -69,7 +70,8 @@ class TcpConnect:
 
 
 async def connect(
-    ip: str, port: int, *, timeout: float, clock: Stopwatch, transaction_id: int = 0
+    ip: str, port: int, *, timeout: float, clock: Stopwatch, transaction_id: int = 0,
+    tags: tuple[str, ...] = ()
 ) -> tuple[TcpConnect, asyncio.Transport | None, HeldProtocol | None]:
     """Open a TCP connection; on failure the transport is None and the result says why."""
     loop = asyncio.get_running_loop()

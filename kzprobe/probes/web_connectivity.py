@@ -83,14 +83,20 @@ async def _resolve(flow: _Flow, host: str, depth: int) -> tuple[list[str], str |
     if host in flow.resolved:
         return flow.resolved[host], None
     cfg = flow.ctx.config
-    tags = (f"depth={depth}",)
     jobs = []
-    for resolver in cfg.dns.resolvers:
+    for index, resolver in enumerate(cfg.dns.resolvers):
+        # OONI LTE tags the lookup a browser would use "classic" (getaddrinfo, one ANY
+        # query). Ours is the first resolver: its getaddrinfo or its A query, since a
+        # v4-only site's empty AAAA answer is no failure of the name.
+        depth_tag = f"depth={depth}"
         if resolver.is_system:
+            tags = (depth_tag, "classic") if index == 0 else (depth_tag,)
             jobs.append(
                 dns.lookup_system(host, timeout=cfg.timeouts.dns, clock=flow.clock, tags=tags))
             continue
         for qtype in ("A", "AAAA") if cfg.dns.query_aaaa else ("A",):
+            classic = index == 0 and qtype == "A"
+            tags = (depth_tag, "classic") if classic else (depth_tag,)
             jobs.append(dns.lookup_udp(host, qtype, resolver, timeout=cfg.timeouts.dns,
                                        tries=cfg.dns.tries, clock=flow.clock, tags=tags))
     lookups = await asyncio.gather(*jobs)
@@ -110,11 +116,11 @@ async def _open(
     """Connect (and handshake) to one address; offer the connection to carry the GET."""
     cfg = flow.ctx.config
     tid = flow.transaction_id()
-    tags = (f"depth={depth}",)
+    tags = (f"depth={depth}", "fetch_body=true")
     async with flow.ctx.host_limiter.slot(ip):
         result, transport, held = await tcp.connect(
-            ip, target.port, timeout=cfg.timeouts.connect, clock=flow.clock, transaction_id=tid
-        )
+            ip, target.port, timeout=cfg.timeouts.connect, clock=flow.clock, transaction_id=tid,
+            tags=tags)
         flow.connects.append(result)
         if transport is None or held is None:
             return result.failure
@@ -188,7 +194,7 @@ async def _get(flow: _Flow, target: Target, conn: _Connection, depth: int) -> ht
             body_limit=cfg.limits.body_bytes,
             clock=flow.clock,
             transaction_id=conn.transaction_id,
-            tags=(f"depth={depth}",),
+            tags=(f"depth={depth}", "fetch_body=true"),
         )
 
 
@@ -201,8 +207,8 @@ async def _fetch_fresh(
     cfg = flow.ctx.config
     tid = flow.transaction_id()
     result, transport, held = await tcp.connect(
-        ip, target.port, timeout=cfg.timeouts.connect, clock=flow.clock, transaction_id=tid
-    )
+        ip, target.port, timeout=cfg.timeouts.connect, clock=flow.clock, transaction_id=tid,
+        tags=(f"depth={depth}", "fetch_body=true", "alpn=http/1.1"))
     flow.connects.append(result)
     if transport is None or held is None:
         flow.last_hop_failure = result.failure
@@ -217,7 +223,7 @@ async def _fetch_fresh(
         clock=flow.clock,
         max_chain_bytes=cfg.tls.max_chain_bytes,
         transaction_id=tid,
-        tags=(f"depth={depth}", "alpn=http/1.1"),
+        tags=(f"depth={depth}", "fetch_body=true", "alpn=http/1.1"),
     )
     flow.handshakes.append(shake)
     if tls_transport is None:
