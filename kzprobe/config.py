@@ -141,6 +141,7 @@ class HelperConfig:
     rate_per_client: float = 2.0  # requests per second per client address (429 above)
     rate_burst: int = 10
     max_endpoints: int = 16
+    bind_address: str | None = None  # source address for the helper's own connections
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -427,7 +428,18 @@ def _parse_helper(s: _Section, base: Path | None) -> HelperConfig:
         rate_per_client=s.number("rate_per_client", d.rate_per_client),
         rate_burst=s.integer("rate_burst", d.rate_burst),
         max_endpoints=s.integer("max_endpoints", d.max_endpoints),
+        bind_address=_optional_ip(s, "bind_address"),
     )
+
+
+def _optional_ip(s: _Section, key: str) -> str | None:
+    value: str | None = s.string(key, None)
+    if value is not None:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise s.fail(key, f"not an IP address: {value!r}") from None
+    return value
 
 
 def _parse_service(s: _Section) -> ServiceConfig:

@@ -46,6 +46,9 @@ class DemoTarget(NamedTuple):
 # config declares "not a bogon"; the ISP's forged answer .100 is outside it on purpose.
 AUTH_DNS, ISP_DNS, WEB, RESET_BOX, BLACKHOLE_BOX, THROTTLE_BOX, BLOCKPAGE_BOX, MITM_BOX, DOWN = (
     10, 11, 20, 21, 22, 23, 24, 25, 26)
+MITM_ENGINE = 27  # the interception box proper; MITM_BOX diverts the targeted name to it
+HELPER = 30  # the control helper listens here ...
+OUTSIDE = 50  # ... and dials from here: the censor lets this "foreign" source through
 BOGUS = 100
 THROTTLE_SECONDS = 1.2
 LARGE_BYTES = 4 * 1024 * 1024
@@ -114,6 +117,21 @@ class DemoNetwork:
         return f"{self.prefix}{host}"
 
     @property
+    def exempt(self) -> frozenset[str]:
+        """Sources the middleboxes let through untouched: the control vantage."""
+        return frozenset({self.ip(OUTSIDE)})
+
+    @property
+    def helper_listen(self) -> str:
+        """Where ``kzprobe demo`` runs its control helper (port chosen by the caller)."""
+        return self.ip(HELPER)
+
+    @property
+    def outside_address(self) -> str:
+        """The helper's source address: traffic from it is not censored."""
+        return self.ip(OUTSIDE)
+
+    @property
     def not_bogon(self) -> str:
         """The servers' /26 (.0-.63): real addresses in the demo, unlike the forged .100."""
         return f"{self.prefix}0/26"
@@ -154,15 +172,19 @@ class DemoNetwork:
     async def _start_middleboxes(self, pki: Pki) -> None:
         site_tls, site_http = (self.ip(WEB), self.https_port), (self.ip(WEB), self.http_port)
         boxes: dict[str, Service] = {
-            "sni_reset": _filter(self._tls_at(RESET_BOX), site_tls, "vpn.demo", "reset"),
+            "sni_reset": _filter(self._tls_at(RESET_BOX), site_tls, "vpn.demo", "reset",
+                                 exempt=self.exempt),
             "sni_blackhole": _filter(self._tls_at(BLACKHOLE_BOX), site_tls, "media.demo",
-                                     "blackhole"),
+                                     "blackhole", exempt=self.exempt),
             "sni_throttle": _filter(self._tls_at(THROTTLE_BOX), site_tls, "radio.demo",
-                                    f"delay:{THROTTLE_SECONDS}"),
+                                    f"delay:{THROTTLE_SECONDS}", exempt=self.exempt),
             "blockpage": BlockpageProxy((self.ip(BLOCKPAGE_BOX), self.http_port), site_http,
-                                        ("blocked.demo",)),
-            "mitm": MitmBox(self._tls_at(MITM_BOX), site_tls, pki.qaznet,
+                                        ("blocked.demo",), exempt=self.exempt),
+            "mitm": MitmBox(self._tls_at(MITM_ENGINE), site_tls, pki.qaznet,
                             upstream_ca=pki.public.cert_pem),
+            "mitm_divert": _filter(self._tls_at(MITM_BOX), site_tls, "social.demo",
+                                   f"divert:{format_hostport(self._tls_at(MITM_ENGINE))}",
+                                   exempt=self.exempt),
         }
         for name, box in boxes.items():
             await self._add(name, box)
@@ -233,28 +255,43 @@ class DemoNetwork:
     def honest_resolver(self) -> str:
         return format_hostport((self.ip(AUTH_DNS), self.dns_port))
 
-    @property
-    def uncensored_paths(self) -> dict[HostPort, HostPort]:
-        """Middlebox address -> the real site behind it: what a vantage point outside the
-        censored network would reach (e.g. for a demo control helper)."""
-        https, http = (self.ip(WEB), self.https_port), (self.ip(WEB), self.http_port)
-        boxes = {host: https for host in (RESET_BOX, BLACKHOLE_BOX, THROTTLE_BOX, MITM_BOX)}
-        paths = {(self.ip(host), self.https_port): site for host, site in boxes.items()}
-        paths[(self.ip(BLOCKPAGE_BOX), self.http_port)] = http
-        return paths
-
     def addresses(self) -> dict[str, dict[str, str]]:
         """Every running component's bound addresses, by role."""
         return {name: service.addresses() for name, service in self.services.items()}
 
-    def config_toml(self, output_dir: Path) -> str:
+    def helper_config_toml(self) -> str:
+        """Config for the demo's control helper: the honest resolver, outside the censor."""
+        q = json.dumps
+        return f"""# kzprobe demo: the control vantage ("outside the country"; generated)
+[dns]
+resolvers = [{q(self.honest_resolver)}]
+query_aaaa = false
+
+[tls]
+ca_file = {q(str(self.ca_file))}
+
+[timeouts]
+dns = 2.0
+connect = 2.0
+tls = 2.0
+http = 3.0
+
+[helper]
+listen = "{self.helper_listen}:0"
+bind_address = {q(self.outside_address)}
+allow_nets = [{q(self.not_bogon)}]
+rate_per_client = 1000.0
+rate_burst = 1000
+"""
+
+    def config_toml(self, output_dir: Path, *, helper_url: str | None = None) -> str:
         """A kzprobe config that sweeps the demo targets through the ISP resolver."""
         q = json.dumps  # a JSON string is a valid TOML basic string
         return _CONFIG_TEMPLATE.format(
             resolver=q(self.isp_resolver), ca_file=q(str(self.ca_file)),
             urls="".join(f"  {q(t.url, ensure_ascii=False)},\n" for t in self.targets),
             output_dir=q(str(output_dir)), not_bogon=self.not_bogon,
-            bogus=self.ip(BOGUS))
+            bogus=self.ip(BOGUS), helper_url=q(helper_url) if helper_url else "")
 
 
 _CONFIG_TEMPLATE = """\
@@ -292,6 +329,9 @@ urls = [
 dir = {output_dir}
 compress = "none"
 
+[control]
+helper_url = [{helper_url}]
+
 [analysis]
 # Demo servers live in {not_bogon}; the ISP's forged {bogus} stays a bogon.
 not_bogon = ["{not_bogon}"]
@@ -301,9 +341,10 @@ throttle_min_seconds = 1.0
 """
 
 
-def _filter(listen: HostPort, upstream: HostPort, name: str, action: str) -> SniFilter:
+def _filter(listen: HostPort, upstream: HostPort, name: str, action: str, *,
+            exempt: frozenset[str] = frozenset()) -> SniFilter:
     rules = NameRules(Action("pass"), {name: Action.parse(action)})
-    return SniFilter(listen, upstream, rules=rules, blackhole_seconds=30.0)
+    return SniFilter(listen, upstream, rules=rules, blackhole_seconds=30.0, exempt=exempt)
 
 
 def _placeholder(host: str, port: int) -> socket.socket:

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from kzprobe.config import parse_config
 from kzprobe.demo import DemoNetwork, DemoTarget
+from kzprobe.helper import start_helper
 from kzprobe.service import Daemon
 from kzprobe.targets import parse_target
 
@@ -64,17 +65,27 @@ async def run_demo(output: Path, out: TextIO = sys.stdout) -> int:
     ``output`` is an existing, absolute directory (the CLI prepares it).
     """
     async with DemoNetwork() as network:
-        config_text = network.config_toml(output)
-        await asyncio.to_thread((output / "demo-config.toml").write_text, config_text, "utf-8")
-        config = parse_config(tomllib.loads(config_text), where="demo").config
-        by_url = {t.url: t for t in network.targets}
-        targets = [parse_target(t.url, category_code=t.category_code, origin="demo")
-                   for t in network.targets]
-        records: dict[str, dict[str, Any]] = {}
+        helper_config = parse_config(tomllib.loads(network.helper_config_toml()),
+                                     where="demo helper").config
+        helper, helper_url = await start_helper(helper_config)
+        try:
+            return await _sweep(network, output, helper_url, out)
+        finally:
+            await helper.cleanup()
 
-        async def remember(record: dict[str, Any]) -> None:
-            records[str(record["input"])] = record
 
-        code = await Daemon(config, targets, on_record=remember).serve(once=True)
-        _print_summary(out, list(by_url.values()), records, output)
+async def _sweep(network: DemoNetwork, output: Path, helper_url: str, out: TextIO) -> int:
+    """One ``run --once`` of the daemon over the demo targets, with the helper as control."""
+    config_text = network.config_toml(output, helper_url=helper_url)
+    await asyncio.to_thread((output / "demo-config.toml").write_text, config_text, "utf-8")
+    config = parse_config(tomllib.loads(config_text), where="demo").config
+    targets = [parse_target(t.url, category_code=t.category_code, origin="demo")
+               for t in network.targets]
+    records: dict[str, dict[str, Any]] = {}
+
+    async def remember(record: dict[str, Any]) -> None:
+        records[str(record["input"])] = record
+
+    code = await Daemon(config, targets, on_record=remember).serve(once=True)
+    _print_summary(out, network.targets, records, output)
     return code

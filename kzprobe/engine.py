@@ -72,7 +72,8 @@ def _failure_keys(failure: str) -> dict[str, Any]:
 class Prober:
     """Long-lived probe resources (TLS contexts, the aiohttp session, limiters)."""
 
-    def __init__(self, config: Config, *, may_dial: Callable[[str], bool] | None = None) -> None:
+    def __init__(self, config: Config, *, may_dial: Callable[[str], bool] | None = None,
+                 source_address: str | None = None) -> None:
         self.config = config
         alpn = config.tls.alpn
         self._session = aiohttp.ClientSession(
@@ -90,6 +91,7 @@ class Prober:
             session=self._session,
             host_limiter=HostLimiter(config.limits.per_host),
             may_dial=may_dial,
+            source_address=source_address,
             control=self._control_client(config),
         )
         self.analyzer = Analyzer(config)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -106,7 +107,8 @@ class Helper:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.policy = DialPolicy(config.helper.allow_nets)
-        self.prober = Prober(config, may_dial=self.policy)
+        self.prober = Prober(config, may_dial=self.policy,
+                             source_address=config.helper.bind_address)
 
     async def aclose(self) -> None:
         await self.prober.aclose()
@@ -173,7 +175,7 @@ class Helper:
         cfg = self.config
         key = _format_endpoint(ip, port)
         result, transport, held = await tcp.connect(ip, port, timeout=cfg.timeouts.connect,
-                                                    clock=clock)
+                                                    clock=clock, source=cfg.helper.bind_address)
         status = {"status": result.failure is None,
                   "failure": _th_connect_failure(result.failure)}
         wants_tls = port == 443 or (target.scheme == "https" and port == target.port)
@@ -309,6 +311,29 @@ class HelperServer:
             return _json({"error": f"bad request: {exc}"[:200]}, status=400)
         except TimeoutError:
             return _json({"error": "deadline exceeded"}, status=504)
+
+
+async def start_helper(config: Config) -> tuple[web.AppRunner, str]:
+    """Serve the helper on ``[helper] listen`` (port 0 picks one); return runner and URL."""
+    helper = config.helper
+    host, _, port = helper.listen.rpartition(":")
+    ssl_context = None
+    if helper.tls_cert and helper.tls_key:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(str(helper.tls_cert), str(helper.tls_key))
+    runner = web.AppRunner(HelperServer(config).app(), handle_signals=False,
+                           access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=ssl_context)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0]
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    scheme = "https" if ssl_context else "http"
+    return runner, f"{scheme}://{shown}:{bound[1]}/"
 
 
 def _json(data: Mapping[str, Any], *, status: int = 200) -> web.Response:

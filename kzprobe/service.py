@@ -182,25 +182,11 @@ async def wait_for_stop_signal() -> int:
 
 async def serve_helper(config: Config) -> int:
     """``kzprobe helper``: serve the control protocol until SIGTERM/SIGINT."""
-    import ssl
+    from kzprobe.helper import start_helper
 
-    from aiohttp import web
-
-    from kzprobe.helper import HelperServer
-
-    helper = config.helper
-    host, _, port = helper.listen.rpartition(":")
-    ssl_context = None
-    if helper.tls_cert and helper.tls_key:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(str(helper.tls_cert), str(helper.tls_key))
-    runner = web.AppRunner(HelperServer(config).app(), handle_signals=False,
-                           access_log=None, shutdown_timeout=5.0)
-    await runner.setup()
+    runner, url = await start_helper(config)
+    log.info("helper_listening", url=url)
     try:
-        site = web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=ssl_context)
-        await site.start()
-        log.info("helper_listening", listen=helper.listen, tls=ssl_context is not None)
         await wait_for_stop_signal()
     finally:
         await runner.cleanup()

@@ -68,6 +68,7 @@ class ProbeContext:
     benign_context: ssl.SSLContext  # not verifying: handshakes with a benign SNI (SNI checks)
     may_dial: Callable[[str], bool] | None = None  # the helper's SSRF guard; None: probe rules
     control: ControlClient | None = None  # the test helper(s), when configured
+    source_address: str | None = None  # local address to dial from (multi-homed hosts)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -66,12 +66,13 @@ class TcpConnect:
             "t0": self.t0,
             "t": self.t,
             "transaction_id": self.transaction_id,
+            "tags": list(self.tags),
         }
 
 
 async def connect(
     ip: str, port: int, *, timeout: float, clock: Stopwatch, transaction_id: int = 0,
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = (), source: str | None = None
 ) -> tuple[TcpConnect, asyncio.Transport | None, HeldProtocol | None]:
     """Open a TCP connection; on failure the transport is None and the result says why."""
     loop = asyncio.get_running_loop()
@@ -80,7 +81,8 @@ async def connect(
     token = connection_scratch.set(scratch)
     try:
         async with asyncio.timeout(timeout):
-            transport, protocol = await loop.create_connection(HeldProtocol, ip, port)
+            transport, protocol = await loop.create_connection(
+                HeldProtocol, ip, port, local_addr=(source, 0) if source else None)
         protocol.scratch = scratch
     except Exception as exc:
         result = TcpConnect(
@@ -90,11 +92,11 @@ async def connect(
             t0=t0,
             t=clock.now(),
             transaction_id=transaction_id,
+            tags=tags,
         )
         return result, None, None
     finally:
         connection_scratch.reset(token)
-    result = TcpConnect(
-        ip=ip, port=port, failure=None, t0=t0, t=clock.now(), transaction_id=transaction_id
-    )
+    result = TcpConnect(ip=ip, port=port, failure=None, t0=t0, t=clock.now(),
+                        transaction_id=transaction_id, tags=tags)
     return result, transport, protocol

@@ -120,7 +120,7 @@ async def _open(
     async with flow.ctx.host_limiter.slot(ip):
         result, transport, held = await tcp.connect(
             ip, target.port, timeout=cfg.timeouts.connect, clock=flow.clock, transaction_id=tid,
-            tags=tags)
+            tags=tags, source=flow.ctx.source_address)
         flow.connects.append(result)
         if transport is None or held is None:
             return result.failure
@@ -208,7 +208,8 @@ async def _fetch_fresh(
     tid = flow.transaction_id()
     result, transport, held = await tcp.connect(
         ip, target.port, timeout=cfg.timeouts.connect, clock=flow.clock, transaction_id=tid,
-        tags=(f"depth={depth}", "fetch_body=true", "alpn=http/1.1"))
+        tags=(f"depth={depth}", "fetch_body=true", "alpn=http/1.1"),
+        source=flow.ctx.source_address)
     flow.connects.append(result)
     if transport is None or held is None:
         flow.last_hop_failure = result.failure
@@ -294,7 +295,8 @@ async def _sni_check(flow: _Flow, ip: str, port: int) -> None:
     cfg = flow.ctx.config
     tid = flow.transaction_id()
     result, transport, held = await tcp.connect(ip, port, timeout=cfg.timeouts.connect,
-                                                clock=flow.clock, transaction_id=tid)
+                                                clock=flow.clock, transaction_id=tid,
+                                                source=flow.ctx.source_address)
     if transport is None or held is None:
         flow.sni_checks.append(tls.TlsHandshake(
             address=result.address, server_name=cfg.analysis.benign_sni, failure=result.failure,

@@ -47,9 +47,9 @@ class BlockpageProxy(SniFilter):
 
     def __init__(self, listen: HostPort, upstream: Upstream, blocked: tuple[str, ...] = (), *,
                  html: str = BLOCKPAGE_HTML, status: int = 200, block_all: bool = False,
-                 idle_timeout: float = 30.0) -> None:
+                 idle_timeout: float = 30.0, exempt: frozenset[str] = frozenset()) -> None:
         default = Action("blockpage" if block_all or upstream is None else "pass")
         rules = NameRules(default, {name: Action("blockpage") for name in blocked})
         super().__init__(listen, upstream, rules=rules, idle_timeout=idle_timeout,
-                         blockpage=blockpage_response(html, status))
+                         blockpage=blockpage_response(html, status), exempt=exempt)
         self.default_spec = default.kind

@@ -96,8 +96,12 @@ class SniFilter(Service):
                  rules: NameRules[Action] | None = None, peek_bytes: int = 16 * 1024,
                  peek_timeout: float = 2.0, idle_timeout: float = 30.0,
                  connect_timeout: float = 5.0, blackhole_seconds: float = 120.0,
-                 max_connections: int = 512, blockpage: bytes | None = None) -> None:
+                 max_connections: int = 512, blockpage: bytes | None = None,
+                 exempt: frozenset[str] = frozenset()) -> None:
         self.listen = listen
+        # Client addresses the censor does not touch: the "outside" vantage (a control
+        # helper), whose traffic to the same site must see the real thing.
+        self.exempt = exempt
         self.upstream = upstream
         self.rules = rules or NameRules(Action("pass"))
         self.peek_bytes, self.peek_timeout = peek_bytes, peek_timeout
@@ -151,7 +155,9 @@ class SniFilter(Service):
         started = asyncio.get_running_loop().time()
         try:
             first, seen = await self._peek(reader)
-            action = self.rules.lookup(seen.name)
+            peer = writer.get_extra_info("peername")
+            exempt = bool(peer) and peer[0] in self.exempt
+            action = Action("pass") if exempt else self.rules.lookup(seen.name)
             self.seen.append(Seen(seen.protocol, seen.name, action.kind))
             await self._apply(action, seen, first, reader, writer, started)
         except (Exception, asyncio.CancelledError):

@@ -122,16 +122,24 @@ async def test_sni_blocking_targets(net: DemoNetwork) -> None:
     assert 1.2 <= slow < 2.0
 
 
-async def test_uncensored_paths_reach_the_real_sites(net: DemoNetwork) -> None:
-    """Every middlebox maps to the real site behind it, which serves the page directly."""
+async def test_outside_vantage_is_not_censored(net: DemoNetwork) -> None:
+    """From the helper's source address every middlebox passes traffic untouched."""
     ctx = ssl.create_default_context(cafile=str(net.ca_file))
-    paths = net.uncensored_paths
-    vpn = await _endpoint(net, _target(net, "vpn.demo"))
-    blocked = await _endpoint(net, _target(net, "blocked.demo"))
-    page = split(await https_get(paths[vpn[1]], "vpn.demo", ctx))
-    real = split(await http_get(paths[blocked[1]], "blocked.demo"))
-    assert len(paths) == 5
-    assert (page[0], real[0], b"Citizen Forum" in real[2]) == (200, 200, True)
+    for host in ("vpn.demo", "media.demo", "social.demo"):
+        name, address = await _endpoint(net, _target(net, host))
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            *address, ssl=ctx, server_hostname=name,
+            local_addr=(net.outside_address, 0)), 5)
+        writer.write(f"GET / HTTP/1.0\r\nHost: {name}\r\n\r\n".encode())
+        answer = await asyncio.wait_for(reader.read(), 5)
+        await close(writer)
+        assert answer.split(b"\r\n")[0].endswith(b" 200 OK"), host
+    name, address = await _endpoint(net, _target(net, "blocked.demo"))
+    reader, writer = await asyncio.open_connection(*address, local_addr=(net.outside_address, 0))
+    writer.write(f"GET / HTTP/1.0\r\nHost: {name}\r\n\r\n".encode())
+    page = await asyncio.wait_for(reader.read(), 5)
+    await close(writer)
+    assert b"Citizen Forum" in page
 
 
 async def test_blockpage_mitm_and_down(net: DemoNetwork) -> None:
