@@ -26,5 +26,22 @@ def test_demo_writes_one_record_per_target_and_a_summary(tmp_path: Path) -> None
     assert by_host["media.demo"]["tls_handshakes"][0]["failure"] == "generic_timeout_error"
     assert by_host["social.demo"]["tls_handshakes"][0]["failure"] == "ssl_unknown_authority"
     assert "Страница заблокирована" in by_host["blocked.demo"]["requests"][0]["response"]["body"]
+    verdicts = {host: (keys["blocking"], keys["interference"]) for host, keys in by_host.items()}
+    assert verdicts == {
+        "plain.demo": (False, []),
+        "news.demo": (False, []),
+        "жаңалықтар.demo": (False, []),
+        "opposition.demo": ("dns", ["dns.nxdomain"]),
+        "rights.demo": ("dns", ["dns.bogon"]),
+        "vpn.demo": ("http-failure", ["tls.reset"]),
+        "media.demo": ("http-failure", ["tls.timeout"]),
+        "radio.demo": (False, ["throttling"]),
+        "blocked.demo": (False, ["http.blockpage"]),  # OONI misses it: same status and headers
+        "social.demo": ("http-failure", ["tls.mitm"]),
+        "down.demo": (False, []),  # refused for the control too: down, not censored
+    }
+    assert by_host["social.demo"]["tls_mitm_issuer"] == "Security Certificate"
+    assert by_host["vpn.demo"]["sni_blocking_confirmed"] is True
+    assert by_host["blocked.demo"]["blockpage"]
     assert "measured:" in result.stdout and "records written" in result.stdout
     assert orjson.loads(result.stderr.splitlines()[-1])["event"] == "stopped"
