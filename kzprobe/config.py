@@ -84,7 +84,6 @@ class LimitConfig:
     concurrency: int = 200  # measurements in flight
     per_host: int = 4  # concurrent connections per destination IP
     body_bytes: int = 512 * 1024  # body snapshot cap
-    decompressed_bytes: int = 4 * 1024 * 1024  # cap on bytes produced by decompression
     max_redirects: int = 10
 
 
@@ -124,6 +123,7 @@ class AnalysisConfig:
 class ControlConfig:
     helper_urls: tuple[str, ...] = ()
     helper_token: str | None = None
+    concurrency: int = 20  # control requests in flight (OONI's helpers answer 503 above 25)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,11 +135,11 @@ class HelperConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     allow_nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    max_in_flight: int = 25  # like oohelperd: 503 above this
+    max_in_flight: int = 64  # 503 above this (oohelperd: 25)
     max_body_bytes: int = 64 * 1024  # request body; 413 above
     deadline: float = 30.0  # per request
-    rate_per_client: float = 2.0  # requests per second per client address (429 above)
-    rate_burst: int = 10
+    rate_per_client: float = 50.0  # requests per second per client address (429 above)
+    rate_burst: int = 100
     max_endpoints: int = 16
     bind_address: str | None = None  # source address for the helper's own connections
 
@@ -346,7 +346,6 @@ def _parse_limits(s: _Section) -> LimitConfig:
         concurrency=s.integer("concurrency", d.concurrency),
         per_host=s.integer("per_host", d.per_host),
         body_bytes=s.integer("body_bytes", d.body_bytes, minimum=1024),
-        decompressed_bytes=s.integer("decompressed_bytes", d.decompressed_bytes, minimum=1024),
         max_redirects=s.integer("max_redirects", d.max_redirects, minimum=0),
     )
 
@@ -399,7 +398,8 @@ def _parse_control(s: _Section) -> ControlConfig:
     for url in urls:
         if not url.startswith(("http://", "https://")):
             raise s.fail("helper_url", f"expected an http(s) URL, got {url!r}")
-    return ControlConfig(helper_urls=urls, helper_token=s.string("helper_token", None))
+    return ControlConfig(helper_urls=urls, helper_token=s.string("helper_token", None),
+                         concurrency=s.integer("concurrency", ControlConfig().concurrency))
 
 
 def _host_port(s: _Section, key: str, default: str) -> str:

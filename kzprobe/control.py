@@ -39,9 +39,11 @@ def th_request(url: str, endpoints: Sequence[str]) -> dict[str, Any]:
 class ControlClient:
     """Posts THRequests to the configured helpers, in order, until one answers."""
 
-    def __init__(self, urls: Sequence[str], *, token: str | None, timeout: float) -> None:
+    def __init__(self, urls: Sequence[str], *, token: str | None, timeout: float,
+                 concurrency: int = 20) -> None:
         self.urls = tuple(urls)
         self.timeout = timeout
+        self._gate = asyncio.Semaphore(concurrency)
         headers = {"Content-Type": "application/json", "User-Agent": "kzprobe"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -55,13 +57,14 @@ class ControlClient:
         """Ask each helper in turn; the first valid THResponse wins."""
         payload = orjson.dumps(th_request(url, endpoints))
         failure = "control_unavailable"
-        for helper in self.urls:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    response = await self._post(helper, payload)
-                return ControlResult(response, None, helper)
-            except Exception as exc:
-                failure = classify(exc)
+        async with self._gate:
+            for helper in self.urls:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        response = await self._post(helper, payload)
+                    return ControlResult(response, None, helper)
+                except Exception as exc:
+                    failure = classify(exc)
         return ControlResult(None, failure, None)
 
     async def _post(self, helper: str, payload: bytes) -> dict[str, Any]:

@@ -29,7 +29,16 @@ from kzprobe.probes.tls import make_context
 from kzprobe.ratelimit import HostLimiter, TokenBucket
 from kzprobe.record import build_record
 from kzprobe.targets import Target
-from kzprobe.verdict import Analyzer, Verdict, choose, looks_blocked, public_ips, scrub
+from kzprobe.verdict import (
+    Analyzer,
+    Verdict,
+    choose,
+    drop_bodies,
+    keep_bodies,
+    looks_blocked,
+    public_ips,
+    scrub,
+)
 
 log = structlog.get_logger("kzprobe.engine")
 
@@ -101,7 +110,8 @@ class Prober:
         if not config.control.helper_urls:
             return None
         return ControlClient(config.control.helper_urls, token=config.control.helper_token,
-                             timeout=config.timeouts.control)
+                             timeout=config.timeouts.control,
+                             concurrency=config.control.concurrency)
 
     async def measure(self, target: Target, *, sweep_id: str | None = None) -> dict[str, Any]:
         """Measure one target (again, while it looks blocked); always returns a record."""
@@ -113,8 +123,10 @@ class Prober:
             if not looks_blocked(verdict) or _interrupted(record):
                 break
         index, agreeing = choose([verdict for _, verdict in attempts])
-        record = attempts[index][0]
+        record, verdict = attempts[index]
         keys = record["test_keys"]
+        if not keep_bodies(self.config.output.store_bodies, verdict):
+            drop_bodies(keys)
         keys["x_attempts"] = len(attempts)
         keys["x_attempts_agreeing"] = agreeing
         keys["x_attempt_verdicts"] = [

@@ -9,6 +9,7 @@ record before it is stored.
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -116,3 +117,36 @@ def public_ips(config: Config, test_keys: Mapping[str, Any]) -> list[str]:
         if not (address.is_loopback or address.is_unspecified) and ip not in keep:
             keep.append(ip)
     return keep
+
+
+def _body_bytes(body: Any) -> bytes:
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, Mapping) and isinstance(body.get("data"), str):
+        try:
+            return base64.b64decode(body["data"])
+        except ValueError:
+            return b""
+    return b""
+
+
+def drop_bodies(test_keys: Mapping[str, Any]) -> None:
+    """Replace response bodies by their length and SHA-256 (``output.store_bodies``)."""
+    for request in test_keys.get("requests") or []:
+        response = request.get("response") if isinstance(request, dict) else None
+        if not isinstance(response, dict) or not response.get("body"):
+            continue
+        raw = _body_bytes(response["body"])
+        response["body"] = ""
+        response["x_body_sha256"] = hashlib.sha256(raw).hexdigest()
+        response["x_body_length"] = len(raw)
+
+
+def keep_bodies(mode: str, verdict: Verdict) -> bool:
+    """``always``; ``never``; ``anomalous``: only when the verdict is not plainly fine."""
+    if mode == "always":
+        return True
+    if mode == "never":
+        return False
+    blocking, codes = verdict
+    return bool(codes) or blocking is not False

@@ -66,11 +66,12 @@ def make_config(*, ca_file: Path | None = None, dns: DnsServer | None = None,
         "analysis": {"not_bogon": ["127.0.0.0/8"]},
         "dns": {"resolvers": [dns.address] if dns else ["system"], "query_aaaa": False},
         "limits": {"rate": 1000, "burst": 1000},
+        "output": {"store_bodies": "always"},
     }
     if ca_file is not None:
         data["tls"] = {"ca_file": str(ca_file)}
     if tmp is not None:
-        data["output"] = {"dir": str(tmp / "out")}
+        data["output"]["dir"] = str(tmp / "out")
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     loaded: LoadedConfig = parse_config(data)

@@ -164,3 +164,19 @@ async def test_trickling_body_ends_at_the_http_deadline(measure, dns_server: Dns
     record = await measure(f"http://slow.test:{server.port}/", timeouts={"http": 1.0})
     assert record["test_keys"]["requests"][0]["failure"] == "generic_timeout_error"
     assert record["test_runtime"] < 5
+
+
+async def test_bodies_of_fine_pages_are_hashed_not_stored(measure, dns_server: DnsServer,
+                                                         website: WebSite) -> None:
+    """store_bodies=anomalous keeps length and SHA-256 of a plainly fine page, not the body."""
+    import hashlib
+
+    dns_server.zone["site.test"] = ["127.0.0.1"]
+    url = f"https://site.test:{website.https_port}/"  # OONI: fine HTTPS is fine without control
+    kept = (await measure(url))["test_keys"]["requests"][0]["response"]
+    dropped = (await measure(url, output={"store_bodies": "anomalous"}))["test_keys"]
+    response = dropped["requests"][0]["response"]
+    assert dropped["blocking"] is False and dropped["interference"] == []
+    assert response["body"] == ""
+    assert response["x_body_sha256"] == hashlib.sha256(kept["body"].encode()).hexdigest()
+    assert response["x_body_length"] == len(kept["body"])
