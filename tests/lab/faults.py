@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 BLACKHOLE_MARK = "0x4b5a"
 COMMENT = ("-m", "comment", "--comment", "kzl-fault")
 DELAY_SECONDS = 2.0  # tls_delay: server bytes held this long after the ClientHello
-THROTTLE_RATE = 64 * 1024  # http_throttle: bytes/s cap of the server-to-client direction
+THROTTLE_RATE = 32 * 1024  # throttle: bytes/s cap of the server-to-client direction
 
 
 class Fault(Protocol):
@@ -51,12 +51,15 @@ class Rule:
 
     spec: tuple[str, ...]
     table: str = "filter"
+    box: str | None = None  # the router service this rule diverts traffic to, if any
 
     @property
     def chain(self) -> str:
         return FAULT_CHAIN if self.table == "filter" else NAT_CHAIN
 
     def install(self, lab: Lab) -> None:
+        if self.box is not None and not lab.service(self.box).alive():
+            raise LabError(f"{self.box} is not running:\n{lab.service(self.box).log_tail()}")
         iptables(lab.names.router, "-A", self.chain, *self.spec, *COMMENT, table=self.table)
         check = iptables(lab.names.router, "-C", self.chain, *self.spec, *COMMENT,
                          table=self.table, check=False)
@@ -90,10 +93,11 @@ def blackhole(port: int, name: str) -> tuple[Rule, ...]:
     )
 
 
-def divert(ip: str, port: int, to: tuple[str, int]) -> Rule:
+def divert(lab: Lab, ip: str, port: int, box: str) -> Rule:
     """DNAT a site's port to a box on the router (it finds the real target via SO_ORIGINAL_DST)."""
+    to = lab.boxes[box]
     return Rule(("-d", ip, "-p", "tcp", "--dport", str(port), "-j", "DNAT",
-                 "--to-destination", f"{to[0]}:{to[1]}"), table="nat")
+                 "--to-destination", f"{to[0]}:{to[1]}"), table="nat", box=box)
 
 
 # --------------------------------------------------------------------------- DNS
@@ -165,13 +169,13 @@ class Delay:
             _netem_delay(lab, self.ip, self.seconds)
             lab.mechanisms["delay"] = "netem"
         else:
-            divert(self.ip, 443, lab.filter_addr).install(lab)
+            divert(lab, self.ip, 443, "filter").install(lab)
             lab.mechanisms["delay"] = "sni_filter relay (no netem in this kernel)"
 
     def remove(self, lab: Lab) -> None:
         run(["tc", "qdisc", "del", "dev", lab.names.veth("ri"), "root"], ns=lab.names.router,
             check=False)
-        divert(self.ip, 443, lab.filter_addr).remove(lab)
+        divert(lab, self.ip, 443, "filter").remove(lab)
 
     def describe(self) -> str:
         return f"delay {self.ip}:443 by {self.seconds}s"
@@ -200,6 +204,8 @@ def _netem_delay(lab: Lab, ip: str, seconds: float) -> None:
                  ["filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "u32", "match",
                   "ip", "dst", f"{ip}/32", "flowid", "1:2"]):
         run(["tc", *argv], ns=ns)
+    if "netem" not in run(["tc", "qdisc", "show", "dev", dev], ns=ns).stdout:
+        raise LabError(f"netem qdisc missing on {dev} after install")
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -257,21 +263,22 @@ def catalog(lab: Lab) -> dict[str, Scenario]:
         Scenario("tls_blackhole", "tls_blackhole", "flow dropped after the SNI (timeout)",
                  blackhole(443, s["tls_blackhole"])),
         Scenario("tls_fin", "tls_fin", "relay closes with FIN after the ClientHello (EOF)",
-                 (divert(ip["tls_fin"], 443, lab.filter_addr),)),
+                 (divert(lab, ip["tls_fin"], 443, "filter"),)),
         Scenario("tls_delay", "tls_delay", f"server bytes held {DELAY_SECONDS}s after the SNI",
                  (Delay(ip["tls_delay"], DELAY_SECONDS),)),
         Scenario("tls_mitm", "tls_mitm", "TLS intercepted, leaf issued by 'Security Certificate'",
-                 (divert(ip["tls_mitm"], 443, lab.mitm_addr),)),
+                 (divert(lab, ip["tls_mitm"], 443, "mitm"),)),
         Scenario("http_rst", "http_rst", "RST on the request's Host (ECONNRESET)",
                  (string_match(80, s["http_rst"], rst),)),
         Scenario("http_blackhole", "http_blackhole", "flow dropped after the Host (timeout)",
                  blackhole(80, s["http_blackhole"])),
         Scenario("http_fin", "http_fin", "relay closes with FIN after the request (EOF)",
-                 (divert(ip["http_fin"], 80, lab.filter_addr),)),
+                 (divert(lab, ip["http_fin"], 80, "filter"),)),
         Scenario("http_blockpage", "http_blockpage", "transparent proxy serves the blockpage",
-                 (divert(ip["http_blockpage"], 80, lab.blockpage_proxy_addr),)),
-        Scenario("http_throttle", "http_throttle", f"server bytes capped at {THROTTLE_RATE} B/s",
-                 (divert(ip["http_throttle"], 80, lab.filter_addr),)),
+                 (divert(lab, ip["http_blockpage"], 80, "blockpage_proxy"),)),
+        Scenario("throttle", "throttle", f"server bytes capped at {THROTTLE_RATE} B/s "
+                 "after the SNI or Host", (divert(lab, ip["throttle"], 80, "filter"),
+                                           divert(lab, ip["throttle"], 443, "filter"))),
     ]
     return {sc.name: sc for sc in scenarios}
 
@@ -283,7 +290,7 @@ def relay_rules(lab: Lab) -> dict[str, str]:
         s["tls_fin"]: "fin",
         s["tls_delay"]: f"delay:{DELAY_SECONDS}",
         s["http_fin"]: "fin",
-        s["http_throttle"]: f"rate:{THROTTLE_RATE}",
+        s["throttle"]: f"rate:{THROTTLE_RATE}",
     }
 
 

@@ -50,9 +50,13 @@ class Lab:
         self.isp_rules: dict[str, str] = {}  # per-name rules of the ISP resolver (scenarios)
         self.isp_default = f"forward:{topology.INTERNET_IP}:53"
         self.isp_rules_path = workdir / "isp-dns-rules.json"
-        self.filter_addr = (topology.ROUTER_CLIENT_IP, servers.FILTER_PORT)
-        self.mitm_addr = (topology.ROUTER_CLIENT_IP, servers.MITM_PORT)
-        self.blockpage_proxy_addr = (topology.ROUTER_CLIENT_IP, servers.BLOCKPAGE_PROXY_PORT)
+        self.boxes = {  # router services that scenarios divert traffic to
+            "filter": (topology.ROUTER_CLIENT_IP, servers.FILTER_PORT),
+            "mitm": (topology.ROUTER_CLIENT_IP, servers.MITM_PORT),
+            "blockpage_proxy": (topology.ROUTER_CLIENT_IP, servers.BLOCKPAGE_PROXY_PORT),
+        }
+        self.control_url: str | None = None  # the control helper, once it runs
+        self.control_missing = ""  # why there is no control helper
         self.netem = False  # set at bring-up: can this kernel do tc netem?
         self.mechanisms: dict[str, str] = {}  # fault -> mechanism actually used
         self.startup_seconds = 0.0
@@ -64,7 +68,8 @@ class Lab:
     def up(cls) -> Lab:
         """Build the topology and start every server; tear down again if any step fails."""
         start = time.monotonic()
-        lab = cls(Names.fresh(), Path(tempfile.mkdtemp(prefix="kzl-")))
+        names = Names.fresh()
+        lab = cls(names, Path(tempfile.mkdtemp(prefix=f"{netns.PREFIX}{names.pid}-")))
         try:
             topology.build(lab.names)
             servers.write_resolv_confs(lab.names)
@@ -174,7 +179,9 @@ class Lab:
             "timeouts": dict(LAB_TIMEOUTS),
             "analysis": {"not_bogon": ["198.18.0.0/15", "127.0.0.0/8"], "retries": 0,
                          "benign_sni": self.sites["open"].host, "throttle_min_seconds": 1.0},
-            "output": {"dir": str(tmp_path / "out"), "compress": "none"},
+            "output": {"dir": str(tmp_path / "out"), "compress": "none",
+                       "store_bodies": "always"},  # tests read the page they were served
+            "control": {"helper_url": [self.control_url] if self.control_url else None},
         }
 
     def write_config(self, tmp_path: Path,

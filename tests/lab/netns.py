@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -130,8 +131,9 @@ def cleanup_stale() -> list[str]:
         if ns.startswith(PREFIX) and (pid is None or not _alive(pid)):
             delete_namespace(ns)
             removed.append(ns)
-    for leftover in NETNS_ETC.glob(PREFIX + "*") if NETNS_ETC.is_dir() else []:
-        pid = owner_pid(leftover.name)
-        if pid is None or not _alive(pid):
-            shutil.rmtree(leftover, ignore_errors=True)
+    for parent in (NETNS_ETC, Path(tempfile.gettempdir())):  # resolv.conf dirs, workdirs
+        for leftover in parent.glob(PREFIX + "*") if parent.is_dir() else []:
+            pid = owner_pid(leftover.name)
+            if pid is not None and not _alive(pid):
+                shutil.rmtree(leftover, ignore_errors=True)
     return removed

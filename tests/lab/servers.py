@@ -12,13 +12,14 @@ scenario DNATs to them.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import faults, netns, services
-from .netns import iptables
-from .topology import INTERNET_IP, ROUTER_CLIENT_IP, SITES, Names, Site
+from . import faults, netns, services, tomlw
+from .netns import LAB_NET, LabError, iptables
+from .topology import HELPER_IP, INTERNET_IP, ROUTER_CLIENT_IP, SITES, Names, Site
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -27,7 +28,7 @@ FILTER_PORT = 9400
 MITM_PORT = 9443
 BLOCKPAGE_PROXY_PORT = 9480
 LARGE_SIZE = 2 * 1024 * 1024  # bigger than kzprobe's default body cap (512 KiB)
-THROTTLED_SIZE = 128 * 1024  # body of the throttled site: 2 s at faults.THROTTLE_RATE
+THROTTLED_SIZE = 80 * 1024  # body of the throttled site: 2.5 s at faults.THROTTLE_RATE
 CLOSED_PORT = 8443  # nothing listens on it anywhere in the lab
 REDIRECT_HOPS = ("hops.lab.test", "hop-two.lab.test")  # -> open.lab.test
 NEED_PKI = ("web", "mitm")
@@ -74,6 +75,42 @@ def start_all(lab: Lab) -> None:
         service.wait_ready(READY_TIMEOUT)
     _internet_rules(lab)
     lab.netem = faults.netem_available(lab.names.router)
+    start_helper(lab)
+
+
+HELPER_PORT = 8765
+HELPER_NOT_WIRED = ("KeyError: 'helper'", "invalid choice: 'helper'")
+
+
+def start_helper(lab: Lab) -> None:
+    """``kzprobe helper`` in the internet namespace: honest DNS, dials only lab addresses.
+
+    While the CLI does not run ``helper`` yet, the lab runs without a control
+    (``lab.control_url`` None, the reason in ``lab.control_missing``); any other failure
+    to start is an error.
+    """
+    config = lab.workdir / "helper.toml"
+    listen = f"{HELPER_IP}:{HELPER_PORT}"
+    config.write_text(tomlw.dumps({
+        "dns": {"resolvers": [INTERNET_IP]},
+        "tls": {"ca_file": str(lab.ca_file)},
+        "timeouts": {"dns": 2.0, "connect": 1.5, "tls": 1.5, "http": 3.0},
+        "helper": {"listen": listen, "allow_nets": [LAB_NET], "rate_per_client": 100.0,
+                   "rate_burst": 100, "deadline": 10.0},
+    }), encoding="utf-8")
+    argv = [sys.executable, "-m", "kzprobe", "helper", "--config", str(config)]
+    service = services.spawn(lab.names.internet, "helper", argv, lab.workdir,
+                             stderr_marker='"helper_listening"')
+    try:
+        service.wait_ready(READY_TIMEOUT)
+    except LabError:
+        tail = service.log_tail()
+        if not any(marker in tail for marker in HELPER_NOT_WIRED):
+            raise
+        lab.control_missing = "`kzprobe helper` is not wired into kzprobe/cli.py yet"
+        return
+    lab.services["helper"] = service
+    lab.control_url = f"http://{listen}/"
 
 
 def _spawn(lab: Lab, plan: list[tuple[str, str, str, list[str]]]) -> None:
@@ -140,7 +177,7 @@ def _spec(site: Site) -> dict[str, Any]:
     special: dict[str, dict[str, Any]] = {
         "redirect": {"kind": "redirect", "redirect_to": REDIRECT_HOPS[1]},
         "large": {"kind": "large", "size": LARGE_SIZE},
-        "http_throttle": {"kind": "large", "size": THROTTLED_SIZE},
+        "throttle": {"kind": "large", "size": THROTTLED_SIZE},
         "echo": {"kind": "echo"},
     }
     base = {"name": site.host, "kind": "page", "title": page_title(site),

@@ -41,6 +41,8 @@ class Service:
     ready: dict[str, Any]
     stdout: Path
     stderr: Path
+    marker: str = "READY"  # a stdout line starting with it means "listening"
+    stderr_marker: str | None = None  # or: a stderr line containing this (structlog events)
 
     @property
     def pid(self) -> int:
@@ -85,13 +87,15 @@ class Service:
         return text
 
 
-def spawn(ns: str, name: str, argv: Sequence[str], workdir: Path) -> Service:
+def spawn(ns: str, name: str, argv: Sequence[str], workdir: Path, *,
+          stderr_marker: str | None = None) -> Service:
     """Start ``argv`` in ``ns`` without waiting; call :meth:`Service.wait_ready` next."""
     out, err = workdir / f"{name}.out", workdir / f"{name}.err"
     with out.open("wb") as fo, err.open("wb") as fe:
         proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=fo, stderr=fe,
                                 stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=lab_env())
-    return Service(name=name, ns=ns, proc=proc, ready={}, stdout=out, stderr=err)
+    return Service(name=name, ns=ns, proc=proc, ready={}, stdout=out, stderr=err,
+                   stderr_marker=stderr_marker)
 
 
 def simnet_argv(component: str, args: Sequence[str]) -> list[str]:
@@ -102,7 +106,7 @@ def simnet_argv(component: str, args: Sequence[str]) -> list[str]:
 def _wait_ready(service: Service, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ready = _ready_line(service.stdout)
+        ready = _ready_line(service)
         if ready is not None:
             return ready
         if not service.alive():
@@ -112,10 +116,16 @@ def _wait_ready(service: Service, timeout: float) -> dict[str, Any]:
     raise LabError(f"{service.name} not READY after {timeout}s:\n{service.log_tail()}")
 
 
-def _ready_line(path: Path) -> dict[str, Any] | None:
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("READY"):
-            payload = line[len("READY"):].strip()
+def _ready_line(service: Service) -> dict[str, Any] | None:
+    """The READY payload, or ``{"log": line}`` for a matching stderr line; None: not yet."""
+    if service.stderr_marker is not None:
+        for line in service.stderr.read_text(errors="replace").splitlines():
+            if service.stderr_marker in line:
+                return {"log": line}
+        return None
+    for line in service.stdout.read_text(errors="replace").splitlines():
+        if line.startswith(service.marker):
+            payload = line[len(service.marker):].strip()
             value = json.loads(payload) if payload else {}
             return value if isinstance(value, dict) else {"value": value}
     return None

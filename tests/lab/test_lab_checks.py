@@ -12,6 +12,7 @@ import pytest
 
 from . import faults, servers
 from .lab import Lab
+from .netns import LabError
 
 pytestmark = pytest.mark.lab
 
@@ -95,6 +96,17 @@ def test_every_scenario_is_removed_cleanly(lab: Lab) -> None:
     with lab.scenario("dns_bogus"):
         assert dns(lab, "dns_bogus")["answers"] == ["127.0.0.2"]
     assert dns(lab, "dns_bogus")["answers"] == [lab.site("dns_bogus").ip]
+
+
+def test_a_fault_that_cannot_be_installed_fails_loudly(lab: Lab) -> None:
+    """A scenario whose second fault is rejected raises, and its first fault is rolled back."""
+    good = faults.syn(lab.site("open").ip, ("DROP",))
+    bad = faults.Rule(("-p", "tcp", "--dport", "99999", "-j", "DROP"))
+    broken = faults.Scenario("broken", "open", "cannot be installed", (good, bad))
+    with pytest.raises(LabError):
+        broken.install(lab)
+    faults.assert_clean(lab)
+    assert http(lab, "open")["status"] == 200
 
 
 # --------------------------------------------------------------------------- DNS faults
@@ -237,13 +249,14 @@ def test_http_blockpage(lab: Lab) -> None:
     assert servers.page_title(lab.site("http_blockpage")) in http(lab, "http_blockpage")["body"]
 
 
-def test_http_throttle(lab: Lab) -> None:
-    """http_throttle: the body arrives at the capped rate, not at link speed."""
+def test_throttle(lab: Lab) -> None:
+    """throttle: over HTTP and HTTPS the body arrives at the capped rate, not at link speed."""
     floor = servers.THROTTLED_SIZE / faults.THROTTLE_RATE * 0.8
-    with lab.scenario("http_throttle"):
-        got = http(lab, "http_throttle", timeout=10.0)
-        assert got["body_len"] == servers.THROTTLED_SIZE and got["elapsed"] >= floor
-    assert http(lab, "http_throttle")["elapsed"] < floor
+    with lab.scenario("throttle"):
+        for scheme in ("http", "https"):
+            got = http(lab, "throttle", scheme, timeout=10.0)
+            assert got["body_len"] == servers.THROTTLED_SIZE and got["elapsed"] >= floor, scheme
+    assert http(lab, "throttle", "https")["elapsed"] < floor
 
 
 def test_nothing_left_the_lab(lab: Lab) -> None:

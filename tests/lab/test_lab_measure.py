@@ -133,7 +133,8 @@ def test_dns_to_transparent_proxy_serving_the_real_page(lab: Lab, measure: Measu
     record = measure(lab.url("proxied", "http"), scenario="dns_proxy")
     assert answers(record) == [lab.proxy_ip]
     _ok_fetch(record, servers.page_title(lab.site("proxied")))
-    expect_verdict(record, blocking=False, accessible=True)
+    # OONI: the page matches, so accessible; kzprobe still lists the redirected answer.
+    expect_verdict(record, blocking=False, accessible=True, interference=["dns.inconsistent"])
 
 
 def test_redirect_chain(lab: Lab, measure: Measure) -> None:
@@ -208,12 +209,21 @@ def test_dns_silent(lab: Lab, measure: Measure) -> None:
 
 
 def test_dns_bogus_loopback_answer(lab: Lab, measure: Measure) -> None:
-    """The ISP resolver answers 127.0.0.2: recorded as the answer, and nothing serves there."""
+    """The ISP resolver answers 127.0.0.2 (lab default: 127/8 not a bogon, so it is dialled)."""
     record = measure(lab.url("dns_bogus"), scenario="dns_bogus")
     assert keys(record)["dns_experiment_failure"] is None
     assert answers(record) == ["127.0.0.2"]
     assert all(c["ip"] == "127.0.0.2" for c in keys(record)["tcp_connect"])
     assert "connection_refused" in tcp_failures(record)
+    expect_verdict(record, blocking="dns", accessible=False, interference=["dns.inconsistent"])
+
+
+def test_dns_bogus_answer_is_a_bogon(lab: Lab, measure: Measure) -> None:
+    """With only the lab's own range exempt, 127.0.0.2 is a bogon: never dialled, dns.bogon."""
+    record = measure(lab.url("dns_bogus"), scenario="dns_bogus",
+                     analysis={"not_bogon": ["198.18.0.0/15"]})
+    assert answers(record) == ["127.0.0.2"]
+    assert keys(record)["tcp_connect"] == [] and keys(record)["requests"] == []
     expect_verdict(record, blocking="dns", accessible=False, interference=["dns.bogon"])
 
 
@@ -223,8 +233,11 @@ def test_dns_redirect_to_blockpage(lab: Lab, measure: Measure) -> None:
     assert answers(record) == [lab.blockpage_ip]
     request = final_request(record)
     assert request["failure"] is None and BLOCKPAGE_PHRASE in body_text(request)
-    expect_verdict(record, blocking="dns", accessible=False,
-                   interference=["dns.redirect", "http.blockpage"],
+    # OONI LTE calls this accessible: status 200 matches, and both sides send Content-Length,
+    # an "uncommon" header, so headers_match is true and there is no http-diff (the known
+    # heuristic gap, ooni/probe#2311). kzprobe's fingerprint match is what catches it.
+    expect_verdict(record, blocking=False, accessible=True,
+                   interference=["dns.inconsistent", "http.blockpage"],
                    blockpage=lambda name: bool(name))
 
 
@@ -303,7 +316,8 @@ def test_tls_delay_after_sni(lab: Lab, measure: Measure) -> None:
     checks = keys(record)["x_sni_checks"]
     assert [(h["server_name"], h["failure"]) for h in checks] == [(lab.site("open").host, None)]
     assert checks[0]["t"] - checks[0]["t0"] < 1.0
-    expect_verdict(record, blocking=False, accessible=True, interference=["tls.throttled"])
+    expect_verdict(record, blocking=False, accessible=True, interference=["throttling"],
+                   sni_blocking_confirmed=True)
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -345,16 +359,17 @@ def test_http_blockpage_by_transparent_proxy(lab: Lab, measure: Measure) -> None
     request = final_request(record)
     assert request["failure"] is None and request["response"]["code"] == 200
     assert BLOCKPAGE_PHRASE in body_text(request)
-    expect_verdict(record, blocking="http-diff", accessible=False,
+    # OONI LTE: no http-diff, for the reason given in test_dns_redirect_to_blockpage.
+    expect_verdict(record, blocking=False, accessible=True,
                    interference=["http.blockpage"], blockpage=lambda name: bool(name))
 
 
-def test_http_throttle_on_host(lab: Lab, measure: Measure) -> None:
-    """The body is capped at the throttle rate: complete, but at most that many bytes/s."""
-    record = measure(lab.url("http_throttle", "http"), scenario="http_throttle",
-                     timeouts={"http": 8.0})
+def test_throttle_after_sni(lab: Lab, measure: Measure) -> None:
+    """The body is capped after the SNI: complete, at most that rate; the benign SNI is fast."""
+    record = measure(lab.url("throttle", "https"), scenario="throttle", timeouts={"http": 8.0})
     request = final_request(record)
     assert request["failure"] is None and request["x_body_length"] == servers.THROTTLED_SIZE
     assert request["x_body_seconds"] >= servers.THROTTLED_SIZE / faults.THROTTLE_RATE * 0.8
     assert keys(record)["x_timings"]["body_bytes_per_s"] <= faults.THROTTLE_RATE * 1.3
-    expect_verdict(record, blocking=False, accessible=True, interference=["http.throttled"])
+    # Over plain HTTP the same cap gets no code: there is no benign handshake to compare with.
+    expect_verdict(record, blocking=False, accessible=True, interference=["throttling"])

@@ -22,6 +22,7 @@ CLIENT_IP = "198.18.1.2"
 ROUTER_CLIENT_IP = "198.18.1.1"  # client's gateway and ISP resolver
 ROUTER_INTERNET_IP = "198.18.2.1"
 INTERNET_IP = "198.18.2.2"  # authoritative DNS
+HELPER_IP = "198.18.2.3"  # kzprobe's control helper (the vantage outside the censor)
 BLOCKPAGE_IP = "198.18.1.80"  # the ISP's blockpage server (on the router)
 PROXY_IP = "198.18.1.81"  # an honest transparent proxy (on the router)
 FAULT_CHAIN = "KZL-FAULTS"  # router filter/FORWARD faults live here, flushed per scenario
@@ -74,7 +75,7 @@ SITES: tuple[Site, ...] = (
     _site("http_blackhole", "http-hole.lab.test", 51),
     _site("http_fin", "http-fin.lab.test", 52),
     _site("http_blockpage", "http-bp.lab.test", 53),
-    _site("http_throttle", "http-slow.lab.test", 54),
+    _site("throttle", "crawl.lab.test", 54),
 )
 
 
@@ -155,6 +156,7 @@ def _addresses(names: Names, sites: tuple[Site, ...]) -> None:
         _addr(names.router, names.veth("rc"), f"{extra}/24")
     _addr(names.router, names.veth("ri"), f"{ROUTER_INTERNET_IP}/24")
     _addr(names.internet, names.veth("i"), f"{INTERNET_IP}/24")
+    _addr(names.internet, names.veth("i"), f"{HELPER_IP}/24")
     for site in sites:
         _addr(names.internet, names.veth("i"), f"{site.ip}/24")
 
