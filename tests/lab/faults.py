@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 BLACKHOLE_MARK = "0x4b5a"
 COMMENT = ("-m", "comment", "--comment", "kzl-fault")
+RST = ("REJECT", "--reject-with", "tcp-reset")
 DELAY_SECONDS = 2.0  # tls_delay: server bytes held this long after the ClientHello
 THROTTLE_RATE = 32 * 1024  # throttle: bytes/s cap of the server-to-client direction
 
@@ -237,11 +238,15 @@ class Scenario:
 
 
 def catalog(lab: Lab) -> dict[str, Scenario]:
-    """Every scenario the lab can apply, keyed by name (the site key, mostly)."""
+    """Every scenario the lab can apply, keyed by name."""
+    return {sc.name: sc for sc in (*_dns_scenarios(lab), *_tcp_tls_scenarios(lab),
+                                   *_http_scenarios(lab))}
+
+
+def _dns_scenarios(lab: Lab) -> list[Scenario]:
+    """Lies of the ISP resolver (per-name rules)."""
     s = {k: v.ascii_host for k, v in lab.sites.items()}
-    ip = {k: v.ip for k, v in lab.sites.items()}
-    rst = ("REJECT", "--reject-with", "tcp-reset")
-    scenarios = [
+    return [
         Scenario("dns_nxdomain", "dns_nx", "ISP resolver answers NXDOMAIN",
                  (DnsRule(s["dns_nx"], "nxdomain"),)),
         Scenario("dns_servfail", "dns_servfail", "ISP resolver answers SERVFAIL",
@@ -254,12 +259,20 @@ def catalog(lab: Lab) -> dict[str, Scenario]:
                  (DnsRule(s["dns_silent"], "silent"),)),
         Scenario("dns_proxy", "proxied", "ISP resolver answers an honest transparent proxy",
                  (DnsRule(s["proxied"], f"redirect:{lab.proxy_ip}"),)),
+    ]
+
+
+def _tcp_tls_scenarios(lab: Lab) -> list[Scenario]:
+    """Faults on the path: by address (SYN) or by the ClientHello's SNI."""
+    s = {k: v.ascii_host for k, v in lab.sites.items()}
+    ip = {k: v.ip for k, v in lab.sites.items()}
+    return [
         Scenario("syn_reject", "syn_reject", "RST to the SYN (ECONNREFUSED)",
-                 (syn(ip["syn_reject"], rst),)),
+                 (syn(ip["syn_reject"], RST),)),
         Scenario("syn_drop", "syn_drop", "SYN dropped (connect timeout)",
                  (syn(ip["syn_drop"], ("DROP",)),)),
         Scenario("tls_rst", "tls_rst", "RST on the ClientHello SNI (ECONNRESET)",
-                 (string_match(443, s["tls_rst"], rst),)),
+                 (string_match(443, s["tls_rst"], RST),)),
         Scenario("tls_blackhole", "tls_blackhole", "flow dropped after the SNI (timeout)",
                  blackhole(443, s["tls_blackhole"])),
         Scenario("tls_fin", "tls_fin", "relay closes with FIN after the ClientHello (EOF)",
@@ -268,8 +281,16 @@ def catalog(lab: Lab) -> dict[str, Scenario]:
                  (Delay(ip["tls_delay"], DELAY_SECONDS),)),
         Scenario("tls_mitm", "tls_mitm", "TLS intercepted, leaf issued by 'Security Certificate'",
                  (divert(lab, ip["tls_mitm"], 443, "mitm"),)),
+    ]
+
+
+def _http_scenarios(lab: Lab) -> list[Scenario]:
+    """Faults keyed on the HTTP Host header (and, for throttling, the SNI too)."""
+    s = {k: v.ascii_host for k, v in lab.sites.items()}
+    ip = {k: v.ip for k, v in lab.sites.items()}
+    return [
         Scenario("http_rst", "http_rst", "RST on the request's Host (ECONNRESET)",
-                 (string_match(80, s["http_rst"], rst),)),
+                 (string_match(80, s["http_rst"], RST),)),
         Scenario("http_blackhole", "http_blackhole", "flow dropped after the Host (timeout)",
                  blackhole(80, s["http_blackhole"])),
         Scenario("http_fin", "http_fin", "relay closes with FIN after the request (EOF)",
@@ -280,7 +301,6 @@ def catalog(lab: Lab) -> dict[str, Scenario]:
                  "after the SNI or Host", (divert(lab, ip["throttle"], 80, "filter"),
                                            divert(lab, ip["throttle"], 443, "filter"))),
     ]
-    return {sc.name: sc for sc in scenarios}
 
 
 def relay_rules(lab: Lab) -> dict[str, str]:

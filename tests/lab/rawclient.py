@@ -10,6 +10,7 @@ subcommand prints one JSON object: the result, or ``{"error": <type>, "errno": <
     python rawclient.py http URL [--ip IP]
     python rawclient.py tls HOST --ip IP [--cafile PEM]
     python rawclient.py udp IP PORT          (send one datagram; used by the egress-guard check)
+    python rawclient.py post URL JSON        (POST a JSON body over HTTP; the reply's JSON)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import struct
 import sys
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -146,6 +148,15 @@ def cmd_http(args: argparse.Namespace) -> dict[str, Any]:
             "body": body[:2048].decode("utf-8", "replace")}
 
 
+def cmd_post(args: argparse.Namespace) -> dict[str, Any]:
+    """POST a JSON document (the control helper's THRequest) and parse the JSON reply."""
+    request = urllib.request.Request(args.url, data=args.json.encode("utf-8"), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy
+    with opener.open(request, timeout=args.timeout) as response:
+        return {"status": response.status, "json": json.loads(response.read(MAX_BODY))}
+
+
 def _issuer_cn(der: bytes) -> str | None:
     """Issuer CN of a DER certificate (``cryptography`` is a kzprobe dependency)."""
     from cryptography import x509
@@ -195,6 +206,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("url")
     s.add_argument("--ip")
     s.add_argument("--cafile")
+    s = sub.add_parser("post")
+    s.add_argument("url")
+    s.add_argument("json")
     s = sub.add_parser("tls")
     s.add_argument("host")
     s.add_argument("--ip", required=True)
@@ -205,7 +219,7 @@ def _parser() -> argparse.ArgumentParser:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "dns": cmd_dns, "resolve": cmd_resolve, "tcp": cmd_tcp, "udp": cmd_udp,
-    "http": cmd_http, "tls": cmd_tls,
+    "http": cmd_http, "tls": cmd_tls, "post": cmd_post,
 }
 
 

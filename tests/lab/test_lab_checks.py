@@ -6,6 +6,7 @@ here (ECONNRESET, timeout, EOF, a lie in DNS ...), a kzprobe test using it would
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -257,6 +258,21 @@ def test_throttle(lab: Lab) -> None:
             got = http(lab, "throttle", scheme, timeout=10.0)
             assert got["body_len"] == servers.THROTTLED_SIZE and got["elapsed"] >= floor, scheme
     assert http(lab, "throttle", "https")["elapsed"] < floor
+
+
+def test_control_helper_sees_past_the_censor(lab: Lab) -> None:
+    """The control helper (internet namespace) completes the handshake the router resets."""
+    if lab.control_url is None:
+        pytest.skip(f"no control helper in the lab: {lab.control_missing}")
+    endpoint = f"{lab.site('tls_rst').ip}:443"
+    th_request = {"http_request": lab.url("tls_rst"), "tcp_connect": [endpoint],
+                  "http_request_headers": {}}
+    with lab.scenario("tls_rst"):
+        assert tls(lab, "tls_rst")["errno"] == "ECONNRESET"
+        got = lab.raw("post", lab.control_url, json.dumps(th_request), timeout=10.0)
+    assert got["status"] == 200
+    assert got["json"]["tls_handshake"][endpoint]["status"] is True
+    assert got["json"]["http_request"]["status_code"] == 200
 
 
 def test_nothing_left_the_lab(lab: Lab) -> None:
