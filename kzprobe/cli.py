@@ -7,6 +7,7 @@ This is the only module that calls ``sys.exit`` or turns errors into exit codes:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 from kzprobe import __version__
 from kzprobe.config import DEFAULT_CONFIG_PATH, Config, LoadedConfig, load_config
 from kzprobe.errors import KzprobeError
+from kzprobe.notify import SystemdEnv
 
 if TYPE_CHECKING:
     from kzprobe.targets import Target
@@ -104,13 +106,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"kzprobe: warning: {warning}\n")
     if not targets:
         raise KzprobeError(f"{args.config}: no usable targets")
-    return run_loop(_serve(config, targets, once=args.once), use_uvloop=not args.no_uvloop)
+    systemd = SystemdEnv.from_environ(os.environ, os.getpid())
+    return run_loop(_serve(config, targets, once=args.once, systemd=systemd),
+                    use_uvloop=not args.no_uvloop)
 
 
-async def _serve(config: Config, targets: list[Target], *, once: bool) -> int:
+async def _serve(config: Config, targets: list[Target], *, once: bool,
+                 systemd: SystemdEnv) -> int:
     from kzprobe.service import Daemon
 
-    return await Daemon(config, targets).serve(once=once)
+    return await Daemon(config, targets, systemd=systemd).serve(once=once)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

@@ -102,6 +102,8 @@ class OutputConfig:
     fsync_interval: float = 1.0
     store_bodies: StoreBodies = "anomalous"
     prefix: str = "kzprobe"
+    max_total_bytes: int | None = None  # retention: delete oldest closed segments above this
+    max_age_days: float | None = None  # retention: delete closed segments older than this
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,7 +149,7 @@ class HelperConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceConfig:
     shutdown_grace: float = 20.0
-    metrics_listen: str = "127.0.0.1:9108"
+    metrics_listen: str = "127.0.0.1:9108"  # "" turns the metrics and /healthz server off
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -374,7 +376,19 @@ def _parse_output(s: _Section, base: Path | None) -> OutputConfig:
             ("anomalous", "always", "never"),
         ),
         prefix=prefix,
+        max_total_bytes=_optional_positive(s, "max_total_bytes", int),
+        max_age_days=_optional_positive(s, "max_age_days", (int, float)),
     )
+
+
+def _optional_positive(s: _Section, key: str, kind: type | tuple[type, ...]) -> Any:
+    """An optional limit: absent or 0 means off, otherwise it must be positive."""
+    value = s.get(key, kind, None)
+    if value is None or value == 0:
+        return None
+    if value < 0:
+        raise s.fail(key, f"must be > 0 (or 0 for off), got {value}")
+    return value
 
 
 def _parse_targets(s: _Section, base: Path | None) -> TargetConfig:
@@ -442,10 +456,24 @@ def _optional_ip(s: _Section, key: str) -> str | None:
     return value
 
 
+def _listen_ip(s: _Section, key: str, default: str) -> str:
+    """``ip:port`` or ``[v6]:port`` with an IP literal (no name lookups); "" means off."""
+    value: str = s.string(key, default)
+    if value == "":
+        return value
+    _host_port(s, key, default)
+    host = value.rpartition(":")[0]
+    try:
+        ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
+    except ValueError:
+        raise s.fail(key, f"host must be an IP address, got {host!r}") from None
+    return value
+
+
 def _parse_service(s: _Section) -> ServiceConfig:
     return ServiceConfig(
         shutdown_grace=s.number("shutdown_grace", 20.0),
-        metrics_listen=s.string("metrics_listen", "127.0.0.1:9108"),
+        metrics_listen=_listen_ip(s, "metrics_listen", "127.0.0.1:9108"),
     )
 
 

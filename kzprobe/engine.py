@@ -218,10 +218,17 @@ class Engine:
         self.bucket = TokenBucket(limits.rate, limits.burst)
         self.stopping = asyncio.Event()
         self._measuring: set[asyncio.Task[dict[str, Any]]] = set()
+        self._queue: asyncio.Queue[Target | None] | None = None
 
     @property
     def in_flight(self) -> int:
         return len(self._measuring)
+
+    @property
+    def queue_depth(self) -> int:
+        """Targets waiting for a worker in the running sweep (a metric; 0 between sweeps)."""
+        queue = self._queue
+        return 0 if queue is None else queue.qsize()
 
     def stop(self) -> None:
         """Stop starting measurements; those in flight go on."""
@@ -237,6 +244,7 @@ class Engine:
         summary = SweepSummary(sweep_id=uuid.uuid4().hex[:12])
         workers = max(1, self.prober.config.limits.concurrency)
         queue: asyncio.Queue[Target | None] = asyncio.Queue(maxsize=workers * 4)
+        self._queue = queue
         tasks = [asyncio.create_task(self._worker(queue, summary)) for _ in range(workers)]
         try:
             for target in targets:
@@ -248,6 +256,7 @@ class Engine:
             for _ in tasks:
                 await self._put(queue, None, force=True)
             await asyncio.gather(*tasks, return_exceptions=True)
+            self._queue = None
         summary.duration = time.monotonic() - summary.started
         return summary
 
@@ -270,6 +279,8 @@ class Engine:
             await self.bucket.acquire()
             if self.wait_writable is not None:
                 await self.wait_writable()
+                if self.stopping.is_set():
+                    continue  # stopped while the writer was blocked: do not start now
             task = asyncio.create_task(self.prober.measure(target, sweep_id=summary.sweep_id))
             self._measuring.add(task)
             try:

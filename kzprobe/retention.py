@@ -1,0 +1,96 @@
+"""Retention: delete the oldest *closed* segments by total size and/or age (off by default).
+
+Only files of this daemon's prefix are considered, and only published segments
+(``.ndjson``, ``.ndjson.gz``, ``.ndjson.zst``): the open ``.part`` and the ``.tmp`` of a
+compression in progress are counted towards the total but never deleted. A plain
+segment is still being compressed for a while after it closes, so when compression is
+on it becomes deletable only once it is clearly left over (a failed compression).
+Blocking file I/O: run it in a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from kzprobe.config import OutputConfig
+
+_CLOSED = (".ndjson", ".ndjson.gz", ".ndjson.zst")
+PLAIN_GRACE_SECONDS = 600.0  # a plain segment this old is not waiting for its compression
+
+
+@dataclass(frozen=True, slots=True)
+class Retained:
+    """What one pass deleted."""
+
+    deleted: tuple[Path, ...] = ()
+    freed_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _File:
+    path: Path
+    size: int
+    mtime: float
+    closed: bool
+
+
+def _pattern(prefix: str) -> re.Pattern[str]:
+    stamp = r"-\d{8}T\d{6}Z-"
+    return re.compile(rf"{re.escape(prefix)}{stamp}.*\.ndjson(\.gz|\.zst)?(\.part|\.tmp)?")
+
+
+def _scan(directory: Path, prefix: str) -> list[_File]:
+    """This prefix's files, oldest name first (names start with the UTC start time)."""
+    pattern, found = _pattern(prefix), []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if not pattern.fullmatch(entry.name):
+                continue
+            with contextlib.suppress(FileNotFoundError):  # compressed away meanwhile
+                st = entry.stat(follow_symlinks=False)
+                found.append(_File(Path(entry.path), st.st_size, st.st_mtime,
+                                   entry.name.endswith(_CLOSED)))
+    return sorted(found, key=lambda f: f.path.name)
+
+
+def _deletable(file: _File, output: OutputConfig, now: float) -> bool:
+    if not file.closed:
+        return False
+    if file.path.name.endswith(".ndjson") and output.compress != "none":
+        return now - file.mtime > PLAIN_GRACE_SECONDS
+    return True
+
+
+def _victims(files: list[_File], output: OutputConfig, now: float) -> list[_File]:
+    """Oldest deletable files first, until both limits hold."""
+    total = sum(f.size for f in files)
+    cutoff = None if output.max_age_days is None else now - output.max_age_days * 86400
+    victims = []
+    for file in files:
+        if not _deletable(file, output, now):
+            continue
+        too_old = cutoff is not None and file.mtime < cutoff
+        too_big = output.max_total_bytes is not None and total > output.max_total_bytes
+        if too_old or too_big:
+            victims.append(file)
+            total -= file.size
+    return victims
+
+
+def enforce(output: OutputConfig, now: float) -> Retained:
+    """Apply ``output.max_total_bytes`` / ``max_age_days`` once; a no-op when both are off."""
+    if output.max_total_bytes is None and output.max_age_days is None:
+        return Retained()
+    deleted, freed = [], 0
+    for file in _victims(_scan(output.dir, output.prefix), output, now):
+        try:
+            os.unlink(file.path)
+        except FileNotFoundError:
+            continue
+        deleted.append(file.path)
+        freed += file.size
+    return Retained(deleted=tuple(deleted), freed_bytes=freed)
