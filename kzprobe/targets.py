@@ -3,17 +3,25 @@
 Bad rows are skipped with a warning that names file and line; a file that cannot be
 read at all is a :class:`TargetError`. Host names are IDNA-encoded here, once, so every
 probe puts punycode on the wire.
+
+Besides http(s) URLs, a target can be an *endpoint* URI, ``scheme://host:port[?k=v&...]``
+(``tcp``, ``tls``, ``openvpn+tcp``, ``openvpn+udp``, ``wireguard``, ``tor``, ``stun``):
+the port is required, there is no path, and each scheme accepts only its own parameters
+(:data:`ENDPOINT_PARAMS`), validated here so a typo fails at load time, not at 3 a.m.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import io
 import ipaddress
-from collections.abc import Iterable, Iterator
+import string
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from pathlib import Path, PurePosixPath
+from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
 import idna
 
@@ -21,7 +29,10 @@ from kzprobe.bogons import parse_ip_loose
 from kzprobe.errors import TargetError
 
 CSV_COLUMNS = ("url", "category_code", "category_description", "date_added", "source", "notes")
-SUPPORTED_SCHEMES = ("http", "https")
+WEB_SCHEMES = ("http", "https")
+ENDPOINT_SCHEMES = ("tcp", "tls", "openvpn+tcp", "openvpn+udp", "wireguard", "tor", "stun")
+SUPPORTED_SCHEMES = WEB_SCHEMES + ENDPOINT_SCHEMES
+MAX_PARAM_BYTES = 1024
 MAX_LINE_BYTES = 64 * 1024
 MAX_FILE_BYTES = 256 * 1024 * 1024
 
@@ -38,6 +49,15 @@ class Target:
     path: str  # path + query, at least "/"
     category_code: str | None = None
     origin: str = "<config>"  # file:line it came from
+    params: tuple[tuple[str, str], ...] = ()  # endpoint URI parameters, sorted by name
+
+    @property
+    def is_endpoint(self) -> bool:
+        return self.scheme in ENDPOINT_SCHEMES
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        """An endpoint parameter's (percent-decoded) value, or ``default``."""
+        return next((value for key, value in self.params if key == name), default)
 
     @property
     def host_is_ip(self) -> bool:
@@ -84,7 +104,7 @@ def parse_target(
         raise ValueError(f"no scheme in {raw!r}")
     parts: SplitResult = urlsplit(raw)
     scheme = parts.scheme.lower()
-    if scheme not in SUPPORTED_SCHEMES:
+    if scheme not in SUPPORTED_SCHEMES or (origin == "redirect" and scheme not in WEB_SCHEMES):
         raise ValueError(f"unsupported scheme {scheme!r} in {raw!r}")
     try:
         port = parts.port
@@ -99,6 +119,8 @@ def parse_target(
         ascii_host = _encode_host(host)
     except (idna.IDNAError, UnicodeError, ValueError) as exc:
         raise ValueError(f"invalid host name in {raw!r}: {exc}") from None
+    if scheme in ENDPOINT_SCHEMES:
+        return _endpoint_target(raw, parts, scheme, ascii_host, port, category_code, origin)
     default_port = 443 if scheme == "https" else 80
     if port == 0:
         raise ValueError(f"port out of range in {raw!r}")
@@ -115,6 +137,90 @@ def parse_target(
         category_code=category_code,
         origin=origin,
     )
+
+
+def _check_host_param(value: str) -> None:
+    _encode_host(value)
+
+
+def _check_bool(value: str) -> None:
+    if value not in ("0", "1", "true", "false"):
+        raise ValueError("expected 0, 1, true or false")
+
+
+def _check_fingerprint(value: str) -> None:
+    if len(value) != 40 or any(c not in string.hexdigits for c in value):
+        raise ValueError("expected 40 hex digits (the relay's RSA identity fingerprint)")
+
+
+def _check_key32(value: str) -> None:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("expected standard base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"expected a 32-byte key, got {len(raw)} bytes")
+
+
+def _check_abs_path(value: str) -> None:
+    if not PurePosixPath(value).is_absolute():
+        raise ValueError("expected an absolute path")
+
+
+# Parameters each endpoint scheme accepts, with their validators; names marked required
+# in ENDPOINT_REQUIRED must be present.
+ENDPOINT_PARAMS: dict[str, dict[str, Callable[[str], None]]] = {
+    "tcp": {},
+    "tls": {"sni": _check_host_param, "verify": _check_bool},
+    "openvpn+tcp": {},
+    "openvpn+udp": {},
+    "wireguard": {"public_key": _check_key32, "private_key_file": _check_abs_path,
+                  "psk_file": _check_abs_path},
+    "tor": {"fingerprint": _check_fingerprint, "sni": _check_host_param},
+    "stun": {},
+}
+ENDPOINT_REQUIRED: dict[str, tuple[str, ...]] = {"wireguard": ("public_key",)}
+
+
+def _endpoint_params(scheme: str, query: str) -> tuple[tuple[str, str], ...]:
+    """Split ``k=v&k=v`` (percent-decoded; ``+`` is literal: base64 keys contain it)."""
+    allowed = ENDPOINT_PARAMS[scheme]
+    found: dict[str, str] = {}
+    for item in query.split("&") if query else ():
+        name, sep, raw_value = item.partition("=")
+        value = unquote(raw_value)
+        if not sep or not value or len(value) > MAX_PARAM_BYTES:
+            raise ValueError(f"parameter {name!r} needs a value")
+        if name not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise ValueError(f"unknown parameter {name!r} for {scheme}:// (accepted: {known})")
+        if name in found:
+            raise ValueError(f"parameter {name!r} given twice")
+        try:
+            allowed[name](value)
+        except (ValueError, UnicodeError) as exc:
+            raise ValueError(f"bad {name}: {exc}") from None
+        found[name] = value
+    missing = [name for name in ENDPOINT_REQUIRED.get(scheme, ()) if name not in found]
+    if missing:
+        raise ValueError(f"{scheme}:// needs {', '.join(missing)}")
+    return tuple(sorted(found.items()))
+
+
+def _endpoint_target(raw: str, parts: SplitResult, scheme: str, host: str, port: int | None,
+                     category_code: str | None, origin: str) -> Target:
+    if not port:
+        raise ValueError(f"{scheme}:// needs a port (host:port) in {raw!r}")
+    if parts.path not in ("", "/") or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"an endpoint is scheme://host:port[?params], got {raw!r}")
+    try:
+        params = _endpoint_params(scheme, parts.query)
+    except ValueError as exc:
+        raise ValueError(f"{exc} in {raw!r}") from None
+    query = "&".join(f"{k}={quote(v, safe='/+=:')}" for k, v in params)
+    url = urlunsplit((scheme, _netloc(host, port, 0), "", query, ""))
+    return Target(input=raw, url=url, scheme=scheme, host=host, port=port, path="/",
+                  category_code=category_code, origin=origin, params=params)
 
 
 def _csv_rows(text: str) -> Iterator[tuple[int, list[str] | str]]:

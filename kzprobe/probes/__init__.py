@@ -14,6 +14,13 @@ from kzprobe.probes.base import Experiment
 REGISTRY: dict[str, str] = {
     "http": "kzprobe.probes.web_connectivity:WebConnectivity",
     "https": "kzprobe.probes.web_connectivity:WebConnectivity",
+    "tcp": "kzprobe.probes.endpoint:TcpConnect",
+    "tls": "kzprobe.probes.endpoint:TlsHandshake",
+    "openvpn+tcp": "kzprobe.probes.openvpn:OpenVpn",
+    "openvpn+udp": "kzprobe.probes.openvpn:OpenVpn",
+    "wireguard": "kzprobe.probes.wireguard:WireGuard",
+    "tor": "kzprobe.probes.tor:Tor",
+    "stun": "kzprobe.probes.stun:StunReachability",
 }
 
 
