@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from kzprobe.analysis import endpoints
 from kzprobe.config import Config
 from kzprobe.control import ControlClient
 from kzprobe.errors import FAILURE_INTERRUPTED, classify
@@ -135,9 +136,13 @@ class Prober:
         return scrub(record, needles) if needles else record
 
     def _judge(self, record: dict[str, Any], target: Target) -> Verdict:
-        if record.get("test_name") != "web_connectivity" or _interrupted(record):
+        test_name = record.get("test_name")
+        if _interrupted(record) or (
+                test_name != "web_connectivity" and test_name not in endpoints.TEST_NAMES):
             return (None, ())
         try:
+            if test_name in endpoints.TEST_NAMES:
+                return endpoints.apply(record["test_keys"])
             return self.analyzer.apply(record["test_keys"], target.url)
         except Exception as exc:  # a bug in analysis must not lose the observations
             log.warning("analysis_crashed", url=target.url, error=repr(exc)[:200])

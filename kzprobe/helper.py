@@ -28,8 +28,9 @@ from aiohttp import web
 from kzprobe.bogons import is_special_purpose, parse_ip_loose
 from kzprobe.config import Config
 from kzprobe.engine import Prober
-from kzprobe.probes import dns, tcp, tls
+from kzprobe.probes import dns, experiment_for, tcp, tls
 from kzprobe.probes.base import Stopwatch, close_transport
+from kzprobe.probes.endpoint import UDP_SCHEMES
 from kzprobe.probes.web_connectivity import WebConnectivity
 from kzprobe.ratelimit import TokenBucket
 from kzprobe.targets import Target, parse_target
@@ -115,6 +116,8 @@ class Helper:
 
     async def measure(self, request: Mapping[str, Any], client_ip: str) -> dict[str, Any]:
         target = _request_target(request)
+        if target.is_endpoint:
+            return await self.measure_endpoint(target, request, client_ip)
         clock = Stopwatch()
         addrs, dns_failure = await self._resolve(target, clock)
         endpoints = self._endpoints(target, request.get("tcp_connect"), addrs)
@@ -131,6 +134,38 @@ class Helper:
             "dns": {"failure": dns_failure, "addrs": addrs},
             "ip_info": self._ip_info(endpoints, addrs, tls_results),
             "x_client_ip": client_ip,
+        }
+
+    async def measure_endpoint(self, target: Target, request: Mapping[str, Any],
+                               client_ip: str) -> dict[str, Any]:
+        """kzprobe extension: ``http_request`` is an endpoint URI (``openvpn+udp://...``).
+
+        The helper runs the same endpoint experiment from outside and answers, besides
+        OONI's ``tcp_connect`` (TCP schemes only), ``x_endpoint``: its reachable/failure.
+        No HTTP request is made (``http_request`` is null).
+        """
+        clock = Stopwatch()
+        addrs, dns_failure = await self._resolve(target, clock)
+        endpoints = ([] if target.scheme in UDP_SCHEMES
+                     else self._endpoints(target, request.get("tcp_connect"), addrs))
+        experiment = experiment_for(target.scheme)
+        connects, keys = await asyncio.gather(
+            self._connect_all(target, endpoints, clock),
+            experiment.measure(target, self.prober.context, clock))
+        tcp_results, tls_results = connects
+        return {
+            "tcp_connect": tcp_results,
+            "tls_handshake": tls_results,
+            "quic_handshake": {},
+            "http_request": None,
+            "http3_request": None,
+            "dns": {"failure": dns_failure, "addrs": addrs},
+            "ip_info": self._ip_info(endpoints, addrs, tls_results),
+            "x_client_ip": client_ip,
+            "x_endpoint": {"test_name": experiment.test_name,
+                           "reachable": keys.get("reachable") is True,
+                           "failure": keys.get("failure"),
+                           "failed_operation": keys.get("failed_operation")},
         }
 
     async def _resolve(self, target: Target, clock: Stopwatch) -> tuple[list[str], str | None]:
@@ -207,9 +242,12 @@ def _request_target(request: Mapping[str, Any]) -> Target:
     if not isinstance(url, str):
         raise BadRequest("http_request must be a URL string")
     try:
-        return parse_target(url)
+        target = parse_target(url)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
+    if any(name.endswith("_file") for name, _ in target.params):
+        raise BadRequest("endpoint parameters naming local files are not accepted")
+    return target
 
 
 def _http_summary(keys: Mapping[str, Any]) -> dict[str, Any]:

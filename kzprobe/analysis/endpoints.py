@@ -1,0 +1,168 @@
+"""Verdicts for endpoint records (``tcpconnect``, ``tlshandshake``, ``openvpn``, ``wireguard``,
+``tor``, ``stunreachability``): pure functions over the recorded test_keys.
+
+``reachable`` and ``failure`` are what the probe saw. An ``interference`` code needs
+evidence that the failure is not the endpoint's own, as for websites:
+
+| code | set when |
+|---|---|
+| `dns.nxdomain` / `dns.no_answer` / `dns.servfail` / `dns.timeout` | the endpoint's name did not resolve that way, while the control resolved it |
+| `tcp.refused` / `tcp.timeout` / `tcp.reset` | a connect failed that way, while the control connected to the same `ip:port`, or completed the whole protocol exchange |
+| `tls.reset` / `tls.timeout` / `tls.eof` | a handshake failed that way, while the control's run of the same endpoint URI succeeded, or a benign-SNI handshake to the same address (`x_sni_checks`) reached the server |
+| `tls.mitm` | the chain contains a known interception CA (self-proving), or verification failed with `ssl_unknown_authority` while the control's run succeeded |
+| `<protocol>.timeout` / `.reset` / `.eof` / `.refused` / `.invalid` | the protocol exchange after the transport (`openvpn`, `wireguard`, `tor`, `stun`) got no reply, a reset, a close, an ICMP port-unreachable, or a reply that is not the protocol's, while the control completed the same exchange |
+
+"The control's run" is ``control.x_endpoint.reachable`` from a kzprobe helper, which runs
+the same endpoint URI from outside; an OONI helper only answers ``tcp_connect``.
+"""  # noqa: E501 - the table is pasted into the README as is
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kzprobe.analysis import records as r
+from kzprobe.analysis.certs import known_interception_ca
+from kzprobe.analysis.interference import DNS_FAILURES, TCP_FAILURES, TLS_FAILURES
+
+TEST_NAMES = frozenset({"tcpconnect", "tlshandshake", "openvpn", "wireguard", "tor",
+                        "stunreachability"})
+PROTOCOL_STEPS = {"openvpn_handshake": "openvpn", "wireguard_handshake": "wireguard",
+                  "tor_link": "tor", "stun_binding": "stun"}
+PROTOCOL_FAILURES = {"generic_timeout_error": "timeout", "connection_reset": "reset",
+                     "eof_error": "eof", "connection_refused": "refused"}
+CERT_FAILURES = frozenset({"ssl_invalid_hostname", "ssl_unknown_authority",
+                           "ssl_invalid_certificate"})
+
+Verdict = tuple[Any, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointControl:
+    """What the control vantage saw of the same endpoint."""
+
+    present: bool = False
+    works: bool = False  # the helper ran the same endpoint URI and it was reachable
+    tcp_ok: frozenset[str] = frozenset()  # ip:port the helper connected to
+    dns_ok: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointVerdict:
+    reachable: bool
+    failure: str | None
+    codes: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"reachable": self.reachable, "failure": self.failure,
+                "interference": list(self.codes)}
+
+
+def read_control(test_keys: Mapping[str, Any]) -> EndpointControl:
+    """The THResponse (plus kzprobe's ``x_endpoint``) as an :class:`EndpointControl`."""
+    control = test_keys.get("control")
+    if not isinstance(control, Mapping) or test_keys.get("control_failure"):
+        return EndpointControl()
+    endpoint = r.mapping(control.get("x_endpoint"))
+    tcp_ok = set()
+    for address, value in r.mapping(control.get("tcp_connect")).items():
+        parts = r.split_endpoint(address)
+        if parts is not None and isinstance(value, Mapping) and value.get("status") is True:
+            tcp_ok.add(r.join_endpoint(*parts))
+    dns = r.mapping(control.get("dns"))
+    addrs = dns.get("addrs")
+    return EndpointControl(present=True, works=endpoint.get("reachable") is True,
+                           tcp_ok=frozenset(tcp_ok),
+                           dns_ok=isinstance(addrs, list) and bool(addrs))
+
+
+def _address_key(address: Any) -> str | None:
+    parts = r.split_endpoint(address)
+    return None if parts is None else r.join_endpoint(*parts)
+
+
+def _sni_check_reached(test_keys: Mapping[str, Any], address: str) -> bool:
+    """A benign-SNI handshake to ``address`` completed or failed only on the certificate."""
+    for check in r.entries(test_keys.get("x_sni_checks")):
+        if _address_key(check.get("address")) == address:
+            failure = r.failure(check)
+            if failure == "" or failure in CERT_FAILURES:
+                return True
+    return False
+
+
+def _chain_of(test_keys: Mapping[str, Any], address: str) -> list[Any]:
+    for shake in r.entries(test_keys.get("tls_handshakes")):
+        if _address_key(shake.get("address")) == address:
+            chain = shake.get("peer_certificates")
+            return chain if isinstance(chain, list) else []
+    return []
+
+
+def _tls_codes(test_keys: Mapping[str, Any], address: str, failure: str,
+               control: EndpointControl) -> set[str]:
+    codes = set()
+    if known_interception_ca(_chain_of(test_keys, address)) is not None:
+        codes.add("tls.mitm")
+    if failure == "ssl_unknown_authority" and control.works:
+        codes.add("tls.mitm")
+    code = TLS_FAILURES.get(failure)
+    if code and (control.works or _sni_check_reached(test_keys, address)):
+        codes.add(code)
+    return codes
+
+
+def _protocol_code(step: str, failure: str) -> str:
+    kind = PROTOCOL_FAILURES.get(failure)
+    if kind is None:
+        kind = "invalid" if failure.startswith("unknown_failure: ProtocolError") else "failure"
+    return f"{PROTOCOL_STEPS[step]}.{kind}"
+
+
+def _outcome_codes(test_keys: Mapping[str, Any], outcome: r.Entry,
+                   control: EndpointControl) -> set[str]:
+    failure, step = r.failure(outcome), r.text(outcome.get("failed_operation")) or ""
+    address = _address_key(outcome.get("address")) or ""
+    if not failure:
+        return set()
+    if step == "tcp_connect":
+        code = TCP_FAILURES.get(failure)
+        evidence = control.works or address in control.tcp_ok
+        return {code} if code and evidence else set()
+    if step == "tls_handshake":
+        return _tls_codes(test_keys, address, failure, control)
+    if step in PROTOCOL_STEPS and control.works:
+        return {_protocol_code(step, failure)}
+    return set()
+
+
+def _dns_codes(test_keys: Mapping[str, Any], control: EndpointControl) -> set[str]:
+    failure = r.text(test_keys.get("dns_experiment_failure"))
+    code = DNS_FAILURES.get(failure or "")
+    return {code} if code and control.dns_ok else set()
+
+
+def judge(test_keys: Mapping[str, Any]) -> EndpointVerdict:
+    """The verdict of one endpoint record."""
+    control = read_control(test_keys)
+    reachable = test_keys.get("reachable") is True
+    failure = r.text(test_keys.get("failure"))
+    if failure is None and not reachable:  # an engine failure record: no endpoint keys
+        failure = r.text(test_keys.get("http_experiment_failure")) or "unknown_failure"
+    codes = _dns_codes(test_keys, control)
+    for outcome in r.entries(test_keys.get("x_endpoint_results")):
+        codes |= _outcome_codes(test_keys, outcome, control)
+    return EndpointVerdict(reachable=reachable, failure=None if reachable else failure,
+                           codes=tuple(sorted(codes)))
+
+
+def apply(test_keys: dict[str, Any]) -> Verdict:
+    """Write the verdict into ``test_keys``; return its identity for retries.
+
+    The identity's first element plays OONI's ``blocking`` role for the engine: False
+    when reachable, else the failure (so an unreachable endpoint is measured again).
+    """
+    verdict = judge(test_keys)
+    test_keys.update(verdict.as_dict())
+    return (False if verdict.reachable else verdict.failure), verdict.codes
