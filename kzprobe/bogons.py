@@ -19,6 +19,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -72,6 +73,12 @@ def to_address(ip: str | IPAddress) -> IPAddress | None:
     """An address object from text (brackets and zone index allowed), or None."""
     if not isinstance(ip, str):
         return ip
+    return _parse_address(ip) if len(ip) <= 64 else None
+
+
+@lru_cache(maxsize=8192)
+def _parse_address(ip: str) -> IPAddress | None:
+    """Cached: analysis parses the same few addresses many times per record."""
     text = ip.strip()
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]

@@ -163,6 +163,7 @@ _COMMANDS = {
     "measure": _cmd_measure,
     "run": _cmd_run,
     "check-config": _cmd_check_config,
+    "helper": _cmd_helper,
     "demo": _cmd_demo,
 }
 

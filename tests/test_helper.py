@@ -198,3 +198,34 @@ async def test_control_failure_never_blocks_the_measurement(
     assert keys["control"] is None
     assert keys["control_failure"] == "connection_refused"
     assert keys["requests"][0]["response"]["code"] == 200
+
+
+async def test_helper_command_serves_and_stops_on_sigterm(tmp_path) -> None:
+    """`kzprobe helper` listens on [helper] listen, answers GET /, exits 0 on SIGTERM."""
+    import signal
+    import sys
+
+    port = refused_port()
+    config = tmp_path / "helper.toml"
+    config.write_text(f'[helper]\nlisten = "127.0.0.1:{port}"\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kzprobe", "helper", "--config", str(config),
+        stderr=asyncio.subprocess.PIPE)
+    hello: dict[str, Any] = {}
+
+    async def answered() -> bool:
+        try:
+            async with aiohttp.ClientSession() as session, \
+                    session.get(f"http://127.0.0.1:{port}/") as resp:
+                hello.update(await resp.json())
+                return True
+        except aiohttp.ClientError:
+            return False
+
+    async with asyncio.timeout(20):
+        while not await answered():
+            await asyncio.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode == 0, err.decode()
+    assert hello["message"] == "Hello OONItarian!"

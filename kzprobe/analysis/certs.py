@@ -7,16 +7,16 @@ exception.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from kzprobe.analysis.records import body_bytes
@@ -69,16 +69,21 @@ def _sans(cert: x509.Certificate) -> tuple[str, ...]:
     return (*names, *addresses)
 
 
+@lru_cache(maxsize=4096)
 def cert_facts(der: bytes) -> CertFacts | None:
-    """Facts of one DER certificate, or None if it does not parse."""
+    """Facts of one DER certificate, or None if it does not parse.
+
+    Cached by DER (bounded): a sweep sees the same CDN and interception certificates many
+    times, and parsing is the costliest step of the analysis.
+    """
     if not der or len(der) > MAX_DER_BYTES:
         return None
     try:
         cert = x509.load_der_x509_certificate(der)
         return CertFacts(
             subject=_name(cert.subject), issuer=_name(cert.issuer), sans=_sans(cert),
-            sha256=cert.fingerprint(hashes.SHA256()).hex(),
-            sha1=cert.fingerprint(hashes.SHA1()).hex(),  # an identifier here, not a security check
+            sha256=hashlib.sha256(der).hexdigest(),
+            sha1=hashlib.sha1(der, usedforsecurity=False).hexdigest(),  # an identifier only
         )
     except Exception:  # cryptography raises assorted types on malformed DER; garbage is data
         return None

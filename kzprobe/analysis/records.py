@@ -10,6 +10,7 @@ import base64
 import binascii
 import math
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from kzprobe.bogons import to_address
@@ -113,6 +114,11 @@ def canonical_ip(value: Any) -> str | None:
     """The canonical text of an IP address, or None if ``value`` is not one."""
     if not isinstance(value, str) or len(value) > 64:
         return None
+    return _canonical_text(value)
+
+
+@lru_cache(maxsize=8192)
+def _canonical_text(value: str) -> str | None:
     address = to_address(value)
     return None if address is None else str(address)
 
