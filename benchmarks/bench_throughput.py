@@ -125,7 +125,9 @@ def _kzprobe(urls: list[str], concurrency: int, dns: str, cafile: Path, tmp: Pat
     targets = tmp / "targets.csv"
     targets.write_text("url,category_code,category_description,date_added,source,notes\n" +
                        "".join(f"{u},NEWS,News Media,2024-01-01,bench,\n" for u in urls))
-    control = f'[control]\nhelper_url = ["{helper}"]\nconcurrency = {concurrency}\n' if helper else ""
+    control = ""
+    if helper:
+        control = f'[control]\nhelper_url = ["{helper}"]\nconcurrency = {concurrency}\n'
     config = tmp / "kzprobe.toml"
     config.write_text(f"""
 [dns]

@@ -223,7 +223,7 @@ async def test_helper_command_serves_and_stops_on_sigterm(tmp_path) -> None:
             return False
 
     async with asyncio.timeout(20):
-        while not await answered():
+        while not await answered():  # noqa: ASYNC110 - the server is another process
             await asyncio.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     _, err = await asyncio.wait_for(proc.communicate(), 10)
