@@ -93,6 +93,10 @@ class Prober:
             max_field_size=16 * 1024,
             auto_decompress=True,
         )
+        # aiohttp retries an idempotent request once after a reset or disconnect; a
+        # measurement must record that first failure, not a second attempt (which would
+        # find the handed-over connection already gone).
+        self._session._retry_connection = False
         self.context = ProbeContext(
             config=config,
             verify_context=make_context(ca_file=config.tls.ca_file, alpn=alpn),
