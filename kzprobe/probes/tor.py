@@ -74,6 +74,8 @@ class LinkReply:
 
 def parse_reply(buffer: bytes) -> LinkReply | None:
     """VERSIONS, then cells up to CERTS; None while incomplete (caller bounds the wait)."""
+    if len(buffer) >= 3 and buffer[:3] != b"\x00\x00" + bytes([CMD_VERSIONS]):
+        return LinkReply((), None, len(buffer))  # not a Tor relay's first cell: judge now
     first = _cell_at(buffer, 0, 2)
     if first is None:
         return None
