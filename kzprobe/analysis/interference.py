@@ -208,10 +208,19 @@ def _lookups(ctx: Context) -> list[r.Entry]:
 
 
 def dns_failure_codes(ctx: Context) -> set[str]:
-    """NXDOMAIN, no-answer, SERVFAIL/REFUSED and timeouts the control did not see."""
+    """NXDOMAIN, no-answer, SERVFAIL/REFUSED and timeouts the control did not see.
+
+    An empty answer for one address family is no failure of a name that another lookup
+    resolved (a v4-only site has no AAAA records), at any redirect depth.
+    """
+    lookups = _lookups(ctx)
+    resolved = {q.get("hostname") for q in lookups if _answers(q)}
     codes = set()
-    for query in _lookups(ctx):
-        code = DNS_FAILURES.get(r.failure(query))
+    for query in lookups:
+        failure = r.failure(query)
+        if failure == "dns_no_answer" and query.get("hostname") in resolved:
+            continue
+        code = DNS_FAILURES.get(failure)
         if code and control_resolves(ctx, query):
             codes.add(code)
     return codes

@@ -147,3 +147,18 @@ def test_analyze_honours_not_bogon() -> None:
     rec.http(txid, URL, site, 443, body=PAGE)
     assert analyze(rec.keys, url=URL).x_dns_flags == 1
     assert analyze(rec.keys, url=URL, not_bogon=(LAB_NET,)).x_dns_flags == 0
+
+
+def test_empty_aaaa_of_a_resolved_redirect_host_is_no_failure() -> None:
+    """A v4-only redirect hop whose AAAA query is empty gets no dns.no_answer."""
+    rec = Record(URL).dns(H, (REAL,))
+    txid = https_flow(rec)
+    rec.http(txid, URL, REAL, 443, code=302, body="")
+    hop = "https://www.example.org/"
+    rec.dns("www.example.org", ("198.51.100.7",), depth=1, query_type="A")
+    rec.dns("www.example.org", failure="dns_no_answer", depth=1, query_type="AAAA")
+    txid = https_flow(rec, "198.51.100.7", sni="www.example.org", depth=1, url=hop)
+    rec.http(txid, hop, "198.51.100.7", 443, body=PAGE, depth=1)
+    result = run(full_control(rec))
+    assert "dns.no_answer" not in result.codes
+    assert result.codes == ()
