@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
+from kzprobe.config import Config
 from kzprobe.control import ControlResult
 from kzprobe.probes import dns, http, tcp, tls
 from kzprobe.probes.base import ProbeContext, Stopwatch, close_transport
@@ -282,7 +283,7 @@ def _start_control(flow: _Flow, target: Target, resolved: list[str]) -> None:
 SNI_CHECK_FAILURES = frozenset({"connection_reset", "generic_timeout_error", "eof_error"})
 
 
-def _needs_sni_check(shake: tls.TlsHandshake, cfg: Any) -> bool:
+def _needs_sni_check(shake: tls.TlsHandshake, cfg: Config) -> bool:
     if "depth=0" not in shake.tags:
         return False
     slow = shake.failure is None and shake.t - shake.t0 >= cfg.analysis.throttle_min_seconds
@@ -310,12 +311,25 @@ async def _sni_check(flow: _Flow, ip: str, port: int) -> None:
     flow.sni_checks.append(shake)
 
 
+def _slow_request(request: http.HttpTransaction, cfg: Config) -> bool:
+    """A first byte or a 64 KiB body window slower than the throttling threshold."""
+    limit = cfg.analysis.throttle_min_seconds
+    if request.ttfb is not None and request.ttfb >= limit:
+        return True
+    if request.response is None or not request.body_seconds:
+        return False
+    windows = max(1, -(-len(request.response.body) // (64 * 1024)))
+    return request.body_seconds / windows >= limit
+
+
 async def _run_sni_checks(flow: _Flow, target: Target) -> None:
     cfg = flow.ctx.config
     if target.scheme != "https":
         return
     addresses = {(c.ip, c.port) for h in flow.handshakes if _needs_sni_check(h, cfg)
                  for c in flow.connects if c.transaction_id == h.transaction_id}
+    addresses |= {(c.ip, c.port) for q in flow.requests if _slow_request(q, cfg)
+                  for c in flow.connects if c.transaction_id == q.transaction_id}
     await asyncio.gather(*(_sni_check(flow, ip, port) for ip, port in sorted(addresses)))
 
 

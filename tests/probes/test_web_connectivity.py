@@ -180,3 +180,23 @@ async def test_bodies_of_fine_pages_are_hashed_not_stored(measure, dns_server: D
     assert response["body"] == ""
     assert response["x_body_sha256"] == hashlib.sha256(kept["body"].encode()).hexdigest()
     assert response["x_body_length"] == len(kept["body"])
+
+
+async def test_body_throttled_by_sni_is_throttling(measure, dns_server: DnsServer,
+                                                   website: WebSite) -> None:
+    """A body slowed for the target SNI only: a benign-SNI check runs and shows throttling."""
+    from kzprobe.simnet.common import NameRules
+    from kzprobe.simnet.sni_filter import Action, SniFilter
+
+    rules = NameRules(Action("pass"), {"site.test": Action.parse("rate:32768")})
+    async with SniFilter(("127.0.0.1", 0), ("127.0.0.1", website.https_port),
+                         rules=rules) as box:
+        dns_server.zone["site.test"] = ["127.0.0.1"]
+        record = await measure(f"https://site.test:{box.address[1]}/big",
+                               limits={"body_bytes": 96 * 1024}, timeouts={"http": 8},
+                               analysis={"throttle_min_seconds": 1.0, "retries": 0})
+    keys = record["test_keys"]
+    assert keys["requests"][0]["x_body_seconds"] > 1.0
+    assert [c["server_name"] for c in keys["x_sni_checks"]] == ["example.com"]
+    assert keys["x_sni_checks"][0]["failure"] is None
+    assert keys["interference"] == ["throttling"]
