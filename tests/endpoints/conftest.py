@@ -16,12 +16,13 @@ from kzprobe.targets import parse_target
 from tests.conftest import make_config
 from tests.endpoints import daemons
 from tests.endpoints.censor import OUTSIDE
+from tests.servers import DnsServer
 
 Measure = Callable[..., Awaitable[dict[str, Any]]]
 
 
 def endpoint_config(ca_file: Path | None = None, helper_url: str | None = None,
-                    **sections: dict[str, object]) -> Config:
+                    dns: DnsServer | None = None, **sections: dict[str, object]) -> Config:
     """Short timeouts, loopback dialable, no re-measurement unless asked."""
     base: dict[str, dict[str, object]] = {
         "timeouts": {"connect": 2.0, "tls": 2.0, "control": 10.0, "measurement": 20.0},
@@ -31,7 +32,7 @@ def endpoint_config(ca_file: Path | None = None, helper_url: str | None = None,
         base["control"] = {"helper_url": [helper_url]}
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)
-    return make_config(ca_file=ca_file, **base)
+    return make_config(ca_file=ca_file, dns=dns, **base)
 
 
 @pytest.fixture
