@@ -1,0 +1,42 @@
+"""Service-test fixtures: the recording site, and daemon processes that never outlive a test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+from tests.service.harness import DaemonProcess, NotifySocket, Site
+
+StartDaemon = Callable[..., Awaitable[DaemonProcess]]
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[Site]:
+    server = Site()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def start_daemon(tmp_path: Path) -> AsyncIterator[StartDaemon]:
+    started: list[DaemonProcess] = []
+
+    async def start(config: Path, env: Mapping[str, str] | None = None) -> DaemonProcess:
+        log = tmp_path / f"daemon-{len(started)}.log"
+        daemon = await DaemonProcess(config, log, env).start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        await daemon.kill()
+
+
+@pytest.fixture
+async def notify_socket() -> AsyncIterator[NotifySocket]:
+    sock = NotifySocket().start()
+    yield sock
+    await sock.close()

@@ -1,0 +1,80 @@
+"""SIGHUP: a new target list takes over at the next sweep; a broken config changes nothing."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.servers import eventually
+from tests.service.conftest import StartDaemon
+from tests.service.harness import Site, daemon_config, interrupted, read_segments
+
+pytestmark = pytest.mark.slow
+
+
+async def test_sighup_with_new_targets_changes_what_is_measured(
+        tmp_path: Path, site: Site, start_daemon: StartDaemon) -> None:
+    """Reload mid-sweep: in-flight /a measurements finish and are kept, then only /b is measured."""
+    out = tmp_path / "out"
+    config = tmp_path / "c.toml"
+    daemon_config(config, urls=[site.url(f"/slow?s=1&a={i}") for i in range(4)], out=out)
+    daemon = await start_daemon(config)
+    await eventually(lambda: site.hits("/slow") >= 4)  # the first sweep is in flight
+    daemon_config(config, urls=[site.url(f"/b?i={i}") for i in range(3)], out=out)
+    daemon.signal(signal.SIGHUP)
+    await daemon.wait_event("config_applied")
+    a_after_reload = site.hits("/slow")
+    await eventually(lambda: site.hits("/b") >= 9)  # three sweeps of the new list
+    assert site.hits("/slow") == a_after_reload  # nothing of the old list started since
+    assert await daemon.stop() == 0
+    records = read_segments(out)
+    assert len(records) == len(site.seen)
+    assert not any(interrupted(r) for r in records)  # the reload dropped nothing in flight
+    reloaded = daemon.events("config_reloaded")
+    assert len(reloaded) == 1 and reloaded[0]["targets"] == 3
+
+
+async def test_sighup_with_a_broken_config_keeps_the_running_one(
+        tmp_path: Path, site: Site, start_daemon: StartDaemon) -> None:
+    """Invalid TOML, bad values, or an empty target list: a log line, and the old config runs on."""
+    out = tmp_path / "out"
+    config = tmp_path / "c.toml"
+    daemon_config(config, urls=[site.url("/a")], out=out)
+    daemon = await start_daemon(config)
+    await eventually(lambda: site.hits("/a") >= 1)
+    broken = ["[limits\nrate = 5\n",
+              "[limits]\nrate = -1\n[targets]\nurls = ['http://127.0.0.1/']\n",
+              "[targets]\nurls = []\n"]
+    for count, text in enumerate(broken, start=1):
+        config.write_text(text, encoding="utf-8")
+        daemon.signal(signal.SIGHUP)
+        failed = await daemon.wait_event("config_reload_failed", count=count)
+        assert failed["level"] == "error" and str(config) in failed["error"]
+    before = site.hits("/a")
+    await eventually(lambda: site.hits("/a") >= before + 2)  # still sweeping the old list
+    metrics = await daemon.metrics()
+    assert metrics['kzprobe_config_reloads_total{result=failure}'] == 3
+    assert metrics['kzprobe_config_reloads_total{result=success}'] == 0
+    assert daemon.events("config_applied") == []
+    assert await daemon.stop() == 0
+    assert {r["input"] for r in read_segments(out)} == {site.url("/a")}
+
+
+async def test_reload_of_restart_only_settings_is_reported_and_kept(
+        tmp_path: Path, site: Site, start_daemon: StartDaemon) -> None:
+    """A new output dir needs a restart: the reload says so; records keep going to the old dir."""
+    out, other = tmp_path / "out", tmp_path / "other"
+    config = tmp_path / "c.toml"
+    daemon_config(config, urls=[site.url("/a")], out=out)
+    daemon = await start_daemon(config)
+    await eventually(lambda: site.hits("/a") >= 1)
+    daemon_config(config, urls=[site.url("/c")], out=other)
+    daemon.signal(signal.SIGHUP)
+    warning = await daemon.wait_event("config_reload_needs_restart")
+    assert warning["keys"] == ["output.dir"]
+    await eventually(lambda: site.hits("/c") >= 2)
+    assert await daemon.stop() == 0
+    assert not other.exists()
+    assert site.url("/c") in {r["input"] for r in read_segments(out)}
