@@ -139,37 +139,41 @@ def parse_target(
     )
 
 
-def _check_host_param(value: str) -> None:
-    _encode_host(value)
+def _check_host_param(value: str) -> str:
+    return _encode_host(value)  # on the wire (SNI) as punycode, like the target host
 
 
-def _check_bool(value: str) -> None:
+def _check_bool(value: str) -> str:
     if value not in ("0", "1", "true", "false"):
         raise ValueError("expected 0, 1, true or false")
+    return value
 
 
-def _check_fingerprint(value: str) -> None:
+def _check_fingerprint(value: str) -> str:
     if len(value) != 40 or any(c not in string.hexdigits for c in value):
         raise ValueError("expected 40 hex digits (the relay's RSA identity fingerprint)")
+    return value.upper()
 
 
-def _check_key32(value: str) -> None:
+def _check_key32(value: str) -> str:
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("expected standard base64") from None
     if len(raw) != 32:
         raise ValueError(f"expected a 32-byte key, got {len(raw)} bytes")
+    return value
 
 
-def _check_abs_path(value: str) -> None:
+def _check_abs_path(value: str) -> str:
     if not PurePosixPath(value).is_absolute():
         raise ValueError("expected an absolute path")
+    return value
 
 
-# Parameters each endpoint scheme accepts, with their validators; names marked required
-# in ENDPOINT_REQUIRED must be present.
-ENDPOINT_PARAMS: dict[str, dict[str, Callable[[str], None]]] = {
+# Parameters each endpoint scheme accepts, with their validators (which return the
+# normalised value); names listed in ENDPOINT_REQUIRED must be present.
+ENDPOINT_PARAMS: dict[str, dict[str, Callable[[str], str]]] = {
     "tcp": {},
     "tls": {"sni": _check_host_param, "verify": _check_bool},
     "openvpn+tcp": {},
@@ -197,10 +201,9 @@ def _endpoint_params(scheme: str, query: str) -> tuple[tuple[str, str], ...]:
         if name in found:
             raise ValueError(f"parameter {name!r} given twice")
         try:
-            allowed[name](value)
-        except (ValueError, UnicodeError) as exc:
+            found[name] = allowed[name](value)
+        except (ValueError, UnicodeError, idna.IDNAError) as exc:
             raise ValueError(f"bad {name}: {exc}") from None
-        found[name] = value
     missing = [name for name in ENDPOINT_REQUIRED.get(scheme, ()) if name not in found]
     if missing:
         raise ValueError(f"{scheme}:// needs {', '.join(missing)}")

@@ -41,6 +41,7 @@ class UdpRelay(asyncio.DatagramProtocol):
         self.flows: dict[Any, asyncio.DatagramTransport] = {}
         self.dropped = 0
         self.port = 0
+        self._opening: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.front = transport  # type: ignore[assignment]
@@ -52,8 +53,10 @@ class UdpRelay(asyncio.DatagramProtocol):
         flow = self.flows.get(addr)
         if flow is not None:
             flow.sendto(data)
-        elif len(self.flows) < MAX_FLOWS:
-            asyncio.ensure_future(self._open(addr, data))
+        elif len(self.flows) + len(self._opening) < MAX_FLOWS:
+            task = asyncio.ensure_future(self._open(addr, data))
+            self._opening.add(task)
+            task.add_done_callback(self._opening.discard)
 
     async def _open(self, addr: Any, data: bytes) -> None:
         loop = asyncio.get_running_loop()

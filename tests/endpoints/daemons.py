@@ -93,8 +93,8 @@ def daemon(argv: list[str], log: Path, ready: Callable[[], bool],
            ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``argv`` with output to ``log`` until the block ends; always stopped."""
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     try:
         wait_until(ready, proc, log, timeout)
         yield proc
