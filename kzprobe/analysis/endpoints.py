@@ -50,13 +50,20 @@ class EndpointControl:
 
 @dataclass(frozen=True, slots=True)
 class EndpointVerdict:
+    """``blocking``/``accessible`` follow OONI's meaning: False/True when reachable; the
+    blocked step (``tcp_ip``, ``dns``, ``tls``, ``openvpn``...) and False with evidence of
+    interference; False/False ("down") when the control failed too; None/None unknown."""
+
     reachable: bool
     failure: str | None
     codes: tuple[str, ...]
+    blocking: str | bool | None = None
+    accessible: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"reachable": self.reachable, "failure": self.failure,
-                "interference": list(self.codes)}
+                "interference": list(self.codes), "blocking": self.blocking,
+                "accessible": self.accessible}
 
 
 def read_control(test_keys: Mapping[str, Any]) -> EndpointControl:
@@ -143,6 +150,18 @@ def _dns_codes(test_keys: Mapping[str, Any], control: EndpointControl) -> set[st
     return {code} if code and control.dns_ok else set()
 
 
+def _blocking(reachable: bool, codes: tuple[str, ...],
+              control: EndpointControl) -> tuple[str | bool | None, bool | None]:
+    if reachable:
+        return False, True
+    if codes:
+        family = codes[0].partition(".")[0]
+        return {"tcp": "tcp_ip"}.get(family, family), False
+    if control.present and not control.works and not control.tcp_ok:
+        return False, False  # down from outside too
+    return None, None
+
+
 def judge(test_keys: Mapping[str, Any]) -> EndpointVerdict:
     """The verdict of one endpoint record."""
     control = read_control(test_keys)
@@ -153,8 +172,10 @@ def judge(test_keys: Mapping[str, Any]) -> EndpointVerdict:
     codes = _dns_codes(test_keys, control)
     for outcome in r.entries(test_keys.get("x_endpoint_results")):
         codes |= _outcome_codes(test_keys, outcome, control)
+    ordered = tuple(sorted(codes))
+    blocking, accessible = _blocking(reachable, ordered, control)
     return EndpointVerdict(reachable=reachable, failure=None if reachable else failure,
-                           codes=tuple(sorted(codes)))
+                           codes=ordered, blocking=blocking, accessible=accessible)
 
 
 def apply(test_keys: dict[str, Any]) -> Verdict:

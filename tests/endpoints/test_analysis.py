@@ -88,3 +88,17 @@ def test_known_test_names() -> None:
     """The engine dispatches exactly the endpoint experiments' names here."""
     assert {"tcpconnect", "tlshandshake", "openvpn", "wireguard", "tor",
             "stunreachability"} == TEST_NAMES
+
+
+def test_blocking_and_accessible_follow_ooni_meaning() -> None:
+    """Reachable: not blocked, accessible; interference: the step; down everywhere: down."""
+    assert judge(_keys(None, None)).blocking is False
+    assert judge(_keys(None, None)).accessible is True
+    blocked = judge(_keys("connection_refused", "tcp_connect", control=TCP_ONLY))
+    assert (blocked.blocking, blocked.accessible) == ("tcp_ip", False)
+    proto = judge(_keys("generic_timeout_error", "openvpn_handshake", control=WORKS))
+    assert proto.blocking == "openvpn"
+    down = judge(_keys("generic_timeout_error", "stun_binding", control=DOWN))
+    assert (down.blocking, down.accessible) == (False, False)
+    unknown = judge(_keys("generic_timeout_error", "stun_binding"))
+    assert (unknown.blocking, unknown.accessible) == (None, None)
