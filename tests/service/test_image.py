@@ -1,0 +1,119 @@
+"""The container image really builds and runs: buildah from the Dockerfile, then commands
+inside it (chroot isolation shares the host's loopback, so it can measure a local site)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI
+from tests.service import image
+from tests.service.harness import Site
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _require_buildah() -> None:
+    reason = ""
+    if os.geteuid() != 0:
+        reason = "building the image needs root (buildah chroot isolation, debootstrap)"
+    elif missing := image.missing_tools():
+        reason = f"missing {', '.join(missing)} (apt-get install buildah podman debootstrap)"
+    if reason and IN_CI:
+        pytest.fail(reason)
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def built_image() -> str:
+    _require_buildah()
+    base = image.ensure_base()
+    tag = f"localhost/kzprobe-test:{uuid.uuid4().hex[:8]}"
+    seconds = image.build(ROOT, tag, base)
+    print(f"\nbuildah bud took {seconds:.1f} s")
+    yield tag  # type: ignore[misc]
+    subprocess.run(["buildah", "rmi", "-f", tag], capture_output=True, check=False)
+
+
+@pytest.fixture
+async def container(built_image: str) -> AsyncIterator[str]:
+    name = (await asyncio.to_thread(image.run, ["buildah", "from", built_image], 120)).stdout
+    yield name.strip()
+    await asyncio.to_thread(subprocess.run, ["buildah", "rm", name.strip()],
+                            capture_output=True, check=False)
+
+
+@pytest.fixture
+def cfg_dir() -> Iterator[Path]:
+    """A config directory the image's unprivileged user can read (pytest's tmp is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="kzprobe-image-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _config(directory: Path, name: str, text: str) -> Path:
+    path = directory / name
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o644)
+    return path
+
+
+async def _inside(container: str, *args: str, mounts: tuple[str, ...] = ()) -> str:
+    volumes = [arg for mount in mounts for arg in ("-v", mount)]
+    result = await asyncio.to_thread(image.run, ["buildah", "run", "--isolation", "chroot",
+                                                 *volumes, container, "--", *args], 180)
+    return result.stdout
+
+
+def test_image_config(built_image: str) -> None:
+    """Non-root user, volume, entrypoint/cmd, stop signal and a healthcheck on /healthz."""
+    out = image.run(["buildah", "inspect", "--type", "image", built_image], 60).stdout
+    info = json.loads(out)
+    config = info["Docker"]["config"]
+    assert config["User"] == "10001:10001"
+    assert config["Entrypoint"] == ["kzprobe"] and config["Cmd"] == ["run"]
+    assert config["StopSignal"] == "SIGTERM"
+    assert "/var/lib/kzprobe" in config["Volumes"]
+    assert "/healthz" in " ".join(config["Healthcheck"]["Test"])
+
+
+async def test_image_runs_version_check_config_and_measures_a_local_site(
+        container: str, site: Site, cfg_dir: Path) -> None:
+    """--version, the bundled /etc/kzprobe config validates, and a real measurement works."""
+    assert (await _inside(container, "kzprobe", "--version")).startswith("kzprobe ")
+    checked = await _inside(container, "kzprobe", "check-config", "config/kzprobe.toml")
+    assert "OK" in checked and "targets" in checked
+    _config(cfg_dir, "m.toml", '[analysis]\nnot_bogon = ["127.0.0.0/8"]\n')
+    out = await _inside(container, "kzprobe", "measure", "--config", "/cfg/m.toml",
+                        site.url("/inside"), mounts=(f"{cfg_dir}:/cfg:ro",))
+    record = json.loads(out)
+    assert record["input"] == site.url("/inside")
+    assert record["test_keys"]["requests"][0]["response"]["code"] == 200
+    assert site.seen == ["/inside"]
+
+
+async def test_image_daemon_writes_its_volume_as_the_unprivileged_user(
+        container: str, site: Site, cfg_dir: Path) -> None:
+    """`kzprobe run --once` as uid 10001 writes compressed segments under /var/lib/kzprobe."""
+    _config(cfg_dir, "run.toml",
+            '[analysis]\nnot_bogon = ["127.0.0.0/8"]\n[output]\ndir = "/var/lib/kzprobe"\n'
+            f'[targets]\nurls = ["{site.url("/a")}", "{site.url("/b")}"]\n')
+    await _inside(container, "kzprobe", "run", "--once", "--config", "/cfg/run.toml",
+                  mounts=(f"{cfg_dir}:/cfg:ro",))
+    listing = await _inside(container, "sh", "-c", "id -u; ls /var/lib/kzprobe")
+    uid, *files = listing.split()
+    assert uid == "10001"
+    assert len([f for f in files if f.endswith(".ndjson.gz")]) == 1
+    assert sorted(site.seen) == ["/a", "/b"]
