@@ -17,8 +17,8 @@ from typing import Any
 # say (needs the analysis wired into `kzprobe measure` and a control helper in the lab).
 # CHECK_KZPROBE_VERDICT: kzprobe's own keys (`interference`, `blockpage`, `tls_mitm_issuer`,
 # `sni_blocking_confirmed`); the interference codes written in test_lab_measure.py are proposals.
-CHECK_OONI_VERDICT = False
-CHECK_KZPROBE_VERDICT = False
+CHECK_OONI_VERDICT = True
+CHECK_KZPROBE_VERDICT = True
 # ---------------------------------------------------------------------------------------------
 
 Record = dict[str, Any]

@@ -323,9 +323,6 @@ def test_tls_delay_after_sni(lab: Lab, measure: Measure) -> None:
 # --------------------------------------------------------------------------- HTTP
 
 
-@pytest.mark.xfail(strict=True, reason="kzprobe records a mid-request RST as eof_error "
-                   "(aiohttp ServerDisconnectedError hides the ECONNRESET); the raw client "
-                   "sees ECONNRESET (test_lab_checks.py::test_http_rst_on_host)")
 def test_http_reset_on_host(lab: Lab, measure: Measure) -> None:
     """RST injected on the request's Host header: requests[0].failure is connection_reset."""
     record = measure(lab.url("http_rst", "http"), scenario="http_rst")
