@@ -67,6 +67,7 @@ class Flow:
     handshakes: list[tls.TlsHandshake] = field(default_factory=list)
     sni_checks: list[tls.TlsHandshake] = field(default_factory=list)
     events: list[NetEvent] = field(default_factory=list)
+    unverified: set[int] = field(default_factory=set)  # transactions handshaking with verify off
     next_tid: int = 1
 
     def transaction_id(self) -> int:
@@ -174,6 +175,11 @@ async def run(target: Target, ctx: ProbeContext, clock: Stopwatch, probe: ProbeA
     return keys
 
 
+def _shake(flow: Flow, shake: tls.TlsHandshake) -> dict[str, Any]:
+    """df-006, with ``no_tls_verify`` true where the chain was recorded but not verified."""
+    return {**shake.archival(), "no_tls_verify": shake.transaction_id in flow.unverified}
+
+
 def _keys(flow: Flow, outcomes: list[Outcome], protocol_key: str) -> dict[str, Any]:
     target = flow.target
     return {
@@ -181,11 +187,11 @@ def _keys(flow: Flow, outcomes: list[Outcome], protocol_key: str) -> dict[str, A
         "x_protocol": target.scheme,
         "queries": [q.archival() for q in flow.queries],
         "tcp_connect": [c.archival() for c in flow.connects],
-        "tls_handshakes": [h.archival() for h in flow.handshakes],
+        "tls_handshakes": [_shake(flow, h) for h in flow.handshakes],
         "network_events": [e.archival() for e in sorted(flow.events, key=lambda e: e.t0)],
         protocol_key: [dict(o.details) for o in outcomes if o.details],
         "x_endpoint_results": [o.archival() for o in outcomes],
-        "x_sni_checks": [h.archival() for h in flow.sni_checks],
+        "x_sni_checks": [_shake(flow, h) for h in flow.sni_checks],
         "control": None,
         "control_failure": None,
         "interference": [],
@@ -228,6 +234,8 @@ async def secure(flow: Flow, conn: Dialled, *, server_name: str, verify: bool,
     """TLS handshake on ``conn`` (recorded); closes the connection if it failed."""
     cfg = flow.ctx.config
     context = flow.ctx.verify_context if verify else flow.ctx.benign_context
+    if not verify:
+        flow.unverified.add(conn.tid)
     shake, tls_transport = await tls.handshake(
         conn.transport, conn.held, address=conn.address, server_name=server_name,
         context=context, timeout=cfg.timeouts.tls, clock=flow.clock,

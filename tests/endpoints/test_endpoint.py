@@ -61,7 +61,8 @@ async def test_untrusted_chain_fails_unless_verify_is_off(
         await site.close()
     assert strict["failure"] == "ssl_unknown_authority" and strict["interference"] == []
     assert strict["tls_handshakes"][0]["peer_certificates"]
-    assert lax["reachable"] is True
+    assert strict["tls_handshakes"][0]["no_tls_verify"] is False
+    assert lax["reachable"] is True and lax["tls_handshakes"][0]["no_tls_verify"] is True
 
 
 async def test_rst_on_sni_is_self_proving_tls_reset(measure: Measure, website: WebSite) -> None:
