@@ -119,6 +119,7 @@ class AnalysisConfig:
     benign_sni: str = "example.com"
     throttle_min_seconds: float = 2.0
     throttle_factor: float = 5.0
+    fingerprint_files: tuple[Path, ...] = ()  # extra OONI-format fingerprint CSVs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -396,14 +397,19 @@ def _parse_targets(s: _Section, base: Path | None) -> TargetConfig:
     return TargetConfig(urls=s.strings("urls", ()), files=files)
 
 
-def _parse_analysis(s: _Section) -> AnalysisConfig:
+def _parse_analysis(s: _Section, base: Path | None) -> AnalysisConfig:
     d = AnalysisConfig()
+    files = tuple(_resolve_path(base, f) for f in s.strings("fingerprint_files", ()))
+    for path in files:
+        if not path.is_file():
+            raise s.fail("fingerprint_files", f"no such file: {path}")
     return AnalysisConfig(
         not_bogon=_networks(s, "not_bogon"),
         retries=s.integer("retries", d.retries, minimum=0),
         benign_sni=s.string("benign_sni", d.benign_sni),
         throttle_min_seconds=s.number("throttle_min_seconds", d.throttle_min_seconds),
         throttle_factor=s.number("throttle_factor", d.throttle_factor, minimum=1.0),
+        fingerprint_files=files,
     )
 
 
@@ -491,7 +497,7 @@ _SECTIONS: dict[str, Callable[..., Any]] = {
     "service": _parse_service,
     "helper": _parse_helper,
 }
-_NEEDS_BASE = {"tls", "output", "targets", "helper"}
+_NEEDS_BASE = {"tls", "output", "targets", "helper", "analysis"}
 _FOREIGN_SECTIONS: set[str] = set()
 
 

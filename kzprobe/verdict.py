@@ -9,10 +9,12 @@ record before it is stored.
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import ipaddress
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from kzprobe.analysis import (
@@ -23,7 +25,14 @@ from kzprobe.analysis import (
     load_fingerprints,
     verdict_key,
 )
+from kzprobe.analysis.fingerprints import (
+    build_fingerprints,
+    bundled_directory,
+    read_all,
+    read_ooni_csv,
+)
 from kzprobe.config import Config
+from kzprobe.errors import ConfigError
 
 Verdict = tuple[Any, tuple[str, ...]]
 SCRUBBED = "[scrubbed]"
@@ -36,7 +45,10 @@ class Analyzer:
     def __init__(self, config: Config, fingerprints: FingerprintSet | None = None) -> None:
         self.not_bogon = config.analysis.not_bogon
         self.params = AnalysisParams.from_config(config.analysis, probe_cc=config.probe.cc)
-        self.fingerprints = fingerprints if fingerprints is not None else load_fingerprints()
+        if fingerprints is None:
+            files = config.analysis.fingerprint_files
+            fingerprints = with_local_fingerprints(files) if files else load_fingerprints()
+        self.fingerprints = fingerprints
 
     def apply(self, test_keys: dict[str, Any], url: str) -> Verdict:
         """Fill the verdict keys of ``test_keys`` in place; return the verdict's identity."""
@@ -51,6 +63,17 @@ class Analyzer:
                               config=self.params, url=url)
         test_keys.update(result.as_dict())
         return verdict_key(result)
+
+
+def with_local_fingerprints(paths: Sequence[Path]) -> FingerprintSet:
+    """The bundled sets plus local OONI-format CSVs (a blockpage seen only in one ISP)."""
+    signatures = read_all(bundled_directory())
+    for path in paths:
+        try:
+            signatures += read_ooni_csv(path.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise ConfigError(f"{path}: cannot read fingerprints: {exc}") from None
+    return build_fingerprints(signatures)
 
 
 def looks_blocked(verdict: Verdict) -> bool:

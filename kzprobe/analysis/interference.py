@@ -14,7 +14,7 @@ country) succeeded at the same step, or the evidence proves itself.
 | `dns.bogon` | an answer is a bogon (OONI's list, minus `not_bogon`) while another source — the control, or another resolver in this record — has public addresses for the name that do not include it. Self-proving: works without a control; a name that is bogon everywhere (misconfigured, like polito.it) gets no code |
 | `dns.inconsistent` | a depth-0 answer set shares no address with the control, no ASN, and no address of it passed a TLS handshake validated for the name, and it is not already explained by `dns.bogon`/`dns.blockpage` |
 | `dns.blockpage` | an answer (address or CNAME) is a known blocking answer in the DNS fingerprints (loopback and 0.0.0.0 excepted: they are `dns.bogon`). Self-proving |
-| `tcp.timeout` / `tcp.refused` / `tcp.reset` | a connect failed that way, while the control connected to the same `ip:port` (redirect hosts: the control fetched the page) |
+| `tcp.timeout` / `tcp.refused` / `tcp.reset` | a connect failed that way, while the control connected to the same `ip:port` (redirect hosts: the control fetched the page); `tcp.reset` also when the connection is reset as soon as data flows whatever the SNI (the target-SNI *and* the benign-SNI handshakes were reset while the control's worked: RST injection aimed at the address, not the name) |
 | `tls.reset` / `tls.timeout` / `tls.eof` | a handshake failed that way, while the control's handshake to the same address with the same SNI succeeded (redirect hosts: the control fetched the page) or, with no control data, while a benign-SNI handshake to the same address (`x_sni_checks`) reached the server |
 | `tls.mitm` | the chain contains a known interception CA (self-proving), or verification failed with `ssl_unknown_authority` where the control's handshake to the same address and SNI succeeded |
 | `http.reset` / `http.timeout` / `http.eof` | a request failed that way after its TCP/TLS connection succeeded, while the control fetched the page |
@@ -340,8 +340,16 @@ def tls_failure_codes(ctx: Context) -> set[str]:
         ok = control_tls(ctx, handshake)
         check = checks.get(_address(handshake) or "")
         if ok is True or (ok is None and check is not None and reached_server(check)):
-            codes.add(code)
+            codes.add(_reset_kind(code, check))
     return codes
+
+
+def _reset_kind(code: str, check: r.Entry | None) -> str:
+    """A reset that hits the benign-SNI handshake too does not depend on the name: it is
+    aimed at the address (IP/port RST injection), so it is ``tcp.reset``, not ``tls.reset``."""
+    if code == "tls.reset" and check is not None and r.failure(check) == "connection_reset":
+        return "tcp.reset"
+    return code
 
 
 @dataclass(frozen=True, slots=True)

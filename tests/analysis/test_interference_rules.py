@@ -162,3 +162,23 @@ def test_empty_aaaa_of_a_resolved_redirect_host_is_no_failure() -> None:
     result = run(full_control(rec))
     assert "dns.no_answer" not in result.codes
     assert result.codes == ()
+
+
+def test_reset_for_any_sni_is_tcp_reset() -> None:
+    """Target and benign SNI both reset while the control's handshake works: tcp.reset."""
+    rec = Record(URL).dns(H, (REAL,))
+    https_flow(rec, failure="connection_reset")
+    rec.sni_check(REAL, 443, failure="connection_reset")
+    result = run(full_control(rec))
+    assert result.codes == ("tcp.reset",)
+    assert result.sni_blocking_confirmed is False
+
+
+def test_reset_for_target_sni_only_is_tls_reset() -> None:
+    """Only the target SNI is reset (the benign one completes): tls.reset, SNI confirmed."""
+    rec = Record(URL).dns(H, (REAL,))
+    https_flow(rec, failure="connection_reset")
+    rec.sni_check(REAL, 443)
+    result = run(full_control(rec))
+    assert result.codes == ("tls.reset",)
+    assert result.sni_blocking_confirmed is True
