@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from kzprobe.simnet.blockpage import BlockpageProxy
+from kzprobe.simnet.blockpage import BLOCKPAGE_HTML, BlockpageProxy
 from kzprobe.simnet.common import NameRules, Service, parse_hostport
 from kzprobe.simnet.dns import Behaviour, DnsServer
 from kzprobe.simnet.mitm import MitmBox
@@ -43,6 +43,13 @@ def _read_json(path: Path) -> object:
         raise UsageError(f"{path}: {exc}") from None
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: {exc}") from None
+
+
 def _load(target: object, path: Path | None) -> None:
     if path is not None and isinstance(target, Reloadable):
         try:
@@ -62,6 +69,16 @@ def _hostport(spec: str) -> tuple[str, int]:
         return parse_hostport(spec)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _status(spec: str) -> int:
+    try:
+        status = int(spec)
+    except ValueError:
+        status = 0
+    if not 100 <= status <= 599:
+        raise argparse.ArgumentTypeError(f"not an HTTP status code: {spec!r}")
+    return status
 
 
 # --------------------------------------------------------------------------- builders
@@ -94,8 +111,9 @@ def _build_sni_filter(args: argparse.Namespace) -> SniFilter:
 
 
 def _build_blockpage(args: argparse.Namespace) -> BlockpageProxy:
+    html = BLOCKPAGE_HTML if args.html is None else _read_text(args.html)
     server = BlockpageProxy(args.listen, _upstream(args.upstream), tuple(args.block),
-                            block_all=args.block_all)
+                            html=html, status=args.status, block_all=args.block_all)
     _load(server, args.rules)
     return server
 
@@ -207,6 +225,10 @@ def _add_relay(p: argparse.ArgumentParser, upstream: str) -> None:
         p.add_argument("--blackhole-seconds", type=float, default=120.0)
     else:
         p.add_argument("--block-all", action="store_true")
+        p.add_argument("--html", type=Path, help="UTF-8 page to serve instead of the built-in "
+                       "KZ blockpage (e.g. one no fingerprint knows)")
+        p.add_argument("--status", type=_status, default=200,
+                       help="HTTP status of the blockpage response (default 200)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
