@@ -74,7 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("data"),
         help="directory for the NDJSON (default: ./data)",
     )
+    _add_report(sub)
     return parser
+
+
+_REPORT_TABLES = ("targets", "changes", "periods", "categories", "networks", "days",
+                  "mechanisms", "errors")
+
+
+def _add_report(sub: argparse._SubParsersAction[_Parser]) -> None:
+    report = sub.add_parser("report", help="what is blocked, since when, how, where, what changed")
+    report.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                        help="segment directories or files (.ndjson, .gz, .zst, .part)")
+    report.add_argument("--since", help="first UTC time to include (YYYY-MM-DD[ HH:MM:SS])")
+    report.add_argument("--until", help="UTC time to stop before (YYYY-MM-DD[ HH:MM:SS])")
+    report.add_argument("--format", default="table", choices=("table", "csv", "json", "html"))
+    report.add_argument("--table", default="targets", choices=_REPORT_TABLES,
+                        help="the table --format csv writes (default: targets)")
+    report.add_argument("--output", "-o", type=Path, help="write here instead of stdout")
+    report.add_argument("--export-parquet", type=Path, metavar="DIR",
+                        help="also write the measurements as Parquet, partitioned by day")
 
 
 def _load(path: Path) -> LoadedConfig:
@@ -159,12 +178,31 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_loop(run_demo(output), use_uvloop=not args.no_uvloop)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    try:
+        from kzprobe.report import command
+    except ImportError as exc:  # duckdb (and plotly for html) are the optional 'report' extra
+        message = f"report needs pip install 'kzprobe[report]' ({exc.name} missing)"
+        raise KzprobeError(message) from None
+    request = command.request_from(args.paths, since=args.since, until=args.until,
+                                   fmt=args.format, table=args.table,
+                                   export_parquet=args.export_parquet)
+    data = command.run(request)
+    if args.output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        command.write_output(data, args.output)
+    return EXIT_OK
+
+
 _COMMANDS = {
     "measure": _cmd_measure,
     "run": _cmd_run,
     "check-config": _cmd_check_config,
     "helper": _cmd_helper,
     "demo": _cmd_demo,
+    "report": _cmd_report,
 }
 
 

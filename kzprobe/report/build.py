@@ -1,0 +1,89 @@
+"""From segment paths to a :class:`Report`: scan once, then query the scanned table."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from kzprobe.report import scan, sql
+from kzprobe.report.model import TIME_FORMAT, ReadStats, Report, Table, Window
+
+HEATMAP_TARGETS = 150  # rows of the HTML heatmap: the most often blocked targets
+MEMORY_LIMIT = "1GB"  # DuckDB's own budget; beyond it the scanned table spills to disk
+
+TABLE_QUERIES: tuple[tuple[str, str], ...] = (
+    ("targets", sql.TARGETS),
+    ("changes", sql.CHANGES),
+    ("categories", sql.CATEGORIES),
+    ("networks", sql.NETWORKS),
+    ("days", sql.DAYS),
+    ("mechanisms", sql.MECHANISMS),
+    ("periods", sql.PERIODS),
+)
+
+
+@contextmanager
+def scanned(paths: Iterable[Path], window: Window, *, memory_limit: str = MEMORY_LIMIT,
+            threads: int | None = None) -> Iterator[tuple[duckdb.DuckDBPyConnection, ReadStats]]:
+    """A DuckDB connection whose table ``m`` holds the usable records, and the read stats.
+
+    Everything (DuckDB's spill files, copies of open segments) lives in a temporary
+    directory removed on exit.
+    """
+    with tempfile.TemporaryDirectory(prefix="kzprobe-report-") as name:
+        tmp = Path(name)
+        con = scan.connect(tmp, memory_limit=memory_limit, threads=threads)
+        try:
+            stats = scan.load(con, paths, window, tmp)
+            con.execute(sql.CREATE_STARTS)
+            con.execute(sql.CREATE_RUNS)
+            con.execute(sql.CREATE_TARGETS)
+            yield con, stats
+        finally:
+            con.close()
+
+
+def query(con: duckdb.DuckDBPyConnection, name: str, text: str,
+          params: list[Any] | None = None) -> Table:
+    """Run one query and keep its result as a named table."""
+    cursor = con.execute(text, params or [])
+    columns = tuple(d[0] for d in cursor.description or ())
+    return Table(name, columns, tuple(tuple(row) for row in cursor.fetchall()))
+
+
+def bucket_for(first_seen: str | None, last_seen: str | None) -> str:
+    """The heatmap's time step: hours for two days of data, days up to half a year, weeks."""
+    if first_seen is None or last_seen is None:
+        return "hour"
+    span = datetime.strptime(last_seen, TIME_FORMAT) - datetime.strptime(first_seen, TIME_FORMAT)
+    if span <= timedelta(days=2):
+        return "hour"
+    return "day" if span <= timedelta(days=183) else "week"
+
+
+def summarise(con: duckdb.DuckDBPyConnection, stats: ReadStats, window: Window, *,
+              heatmap: bool = False) -> Report:
+    """Every table of the report from the scanned records (and the heatmap's, if asked)."""
+    summary = query(con, "summary", sql.SUMMARY).records()[0]
+    summary.update(files=stats.files, open_segments=stats.open_segments,
+                   corrupt_lines=stats.corrupt_lines)
+    tables = [query(con, name, text) for name, text in TABLE_QUERIES]
+    if heatmap:
+        bucket = bucket_for(summary["first_seen"], summary["last_seen"])
+        summary["heatmap_bucket"] = bucket
+        tables.append(query(con, "heatmap", sql.HEATMAP, [bucket, HEATMAP_TARGETS]))
+    return Report(window=window, stats=stats, summary=summary, tables=tuple(tables))
+
+
+def build_report(paths: Iterable[Path], window: Window | None = None, *,
+                 memory_limit: str = MEMORY_LIMIT, heatmap: bool = False) -> Report:
+    """The report over every segment under ``paths`` within ``window`` (default: all)."""
+    window = window or Window()
+    with scanned(paths, window, memory_limit=memory_limit) as (con, stats):
+        return summarise(con, stats, window, heatmap=heatmap)

@@ -1,0 +1,180 @@
+"""``--format html``: one self-contained page (plotly.js inlined, no network to view it).
+
+Figures are Plotly (a maintained library, not hand-drawn SVG): a heatmap of the most
+often blocked targets over time, a timeline of each one's blocked periods, the blocked
+share per day and network, and blocked measurements by mechanism and category. Tables
+are bounded; the JSON and CSV formats carry every row.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import plotly.graph_objects as go  # type: ignore[import-untyped]
+import plotly.offline  # type: ignore[import-untyped]
+
+from kzprobe.report.model import TIME_FORMAT, Report, Table
+from kzprobe.report.render import blocked_now, errors_table
+
+MAX_TABLE_ROWS = 500
+MAX_TIMELINE_BARS = 5000
+_MIN_BAR = timedelta(minutes=5)  # a one-measurement period still shows
+_COLORSCALE = [[0.0, "#2e7d32"], [0.5, "#f9a825"], [1.0, "#c62828"]]
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; font-size: 0.85em; margin-bottom: 1em; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+.note { color: #666; font-size: 0.85em; }
+"""
+
+
+def _label(row: dict[str, Any]) -> str:
+    return f"{row['input']} [{row['probe_asn']}]"
+
+
+def _figure(fig: Any, div_id: str, height: int) -> str:
+    fig.update_layout(template="plotly_white", height=height, margin={"l": 10, "r": 10})
+    return str(fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
+                           default_height=f"{height}px", config={"displaylogo": False}))
+
+
+def heatmap(report: Report) -> str:
+    """Targets (rows) over time (columns), colour = share of measurements blocked."""
+    rows = report.table("heatmap").records()
+    if not rows:
+        return '<p class="note">Nothing was blocked in this window.</p>'
+    labels = list(dict.fromkeys(_label(r) for r in rows))
+    buckets = sorted({r["bucket"] for r in rows})
+    cells = {(_label(r), r["bucket"]): r["blocked"] / r["measurements"] for r in rows}
+    z = [[cells.get((label, b)) for b in buckets] for label in labels]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=buckets, y=labels, zmin=0, zmax=1, colorscale=_COLORSCALE,
+        colorbar={"title": {"text": "blocked"}},
+        hovertemplate="%{y}<br>%{x}<br>blocked %{z:.0%}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    fig.update_layout(title=f"Blocked share per {report.summary.get('heatmap_bucket')}")
+    return _figure(fig, "heatmap", 160 + 18 * len(labels))
+
+
+def _bar_span(row: dict[str, Any]) -> tuple[str, float]:
+    start = datetime.strptime(row["start"], TIME_FORMAT)
+    end = datetime.strptime(row["end"], TIME_FORMAT)
+    return row["start"], max(end - start, _MIN_BAR).total_seconds() * 1000
+
+
+def timeline(report: Report) -> str:
+    """One row per target of the heatmap: its blocked periods, coloured by mechanism."""
+    shown = {_label(r) for r in report.table("heatmap").records()}
+    periods = [r for r in report.table("periods").records()
+               if r["state"] == "blocked" and _label(r) in shown][:MAX_TIMELINE_BARS]
+    if not periods:
+        return ""
+    fig = go.Figure()
+    for mechanism in sorted({r["mechanism"] for r in periods}):
+        mine = [r for r in periods if r["mechanism"] == mechanism]
+        spans = [_bar_span(r) for r in mine]
+        fig.add_trace(go.Bar(
+            name=mechanism, orientation="h", y=[_label(r) for r in mine],
+            base=[s for s, _ in spans], x=[d for _, d in spans],
+            customdata=[[r["start"], r["end"]] for r in mine],
+            hovertemplate="%{y}<br>%{customdata[0]} .. %{customdata[1]} UTC<extra>"
+                          + html.escape(mechanism) + "</extra>"))
+    fig.update_xaxes(type="date")
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    fig.update_layout(title="Blocked periods (first to last blocked measurement)",
+                      barmode="overlay", legend_title_text="mechanism")
+    return _figure(fig, "timeline", 200 + 18 * len({_label(r) for r in periods}))
+
+
+def daily(report: Report) -> str:
+    """Blocked share of measurements per day, one line per probe network."""
+    rows = report.table("days").records()
+    fig = go.Figure()
+    for asn in sorted({str(r["probe_asn"]) for r in rows}):
+        mine = [r for r in rows if str(r["probe_asn"]) == asn]
+        fig.add_trace(go.Scatter(name=asn, x=[r["day"] for r in mine],
+                                 y=[r["blocked_share"] for r in mine], mode="lines+markers"))
+    fig.update_yaxes(range=[0, 1], tickformat=".0%", title="blocked")
+    fig.update_layout(title="Blocked share of measurements per day and network")
+    return _figure(fig, "daily", 360)
+
+
+def breakdown(report: Report) -> str:
+    """Blocked measurements per mechanism, stacked by category."""
+    rows = report.table("mechanisms").records()
+    if not rows:
+        return ""
+    fig = go.Figure()
+    for category in sorted({str(r["category_code"]) for r in rows}):
+        mine = [r for r in rows if str(r["category_code"]) == category]
+        fig.add_trace(go.Bar(name=category, x=[r["mechanism"] for r in mine],
+                             y=[r["measurements"] for r in mine]))
+    fig.update_layout(title="Blocked measurements by mechanism and category", barmode="stack",
+                      legend_title_text="category")
+    return _figure(fig, "breakdown", 420)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple):
+        return html.escape(", ".join(str(v) for v in value))
+    return html.escape(str(value))
+
+
+def html_table(table: Table, columns: Sequence[str] | None = None,
+               limit: int = MAX_TABLE_ROWS) -> str:
+    """A bounded HTML table; says how many rows were left out."""
+    names = list(columns or table.columns)
+    index = [table.columns.index(c) for c in names]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in names)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(row[i])}</td>" for i in index) + "</tr>"
+                   for row in table.rows[:limit])
+    more = len(table.rows) - limit
+    note = f'<p class="note">{more} more rows in --format json or csv.</p>' if more > 0 else ""
+    return f"<table><tr>{head}</tr>{body}</table>{note}"
+
+
+def _section(title: str, *parts: str) -> str:
+    return f"<h2>{html.escape(title)}</h2>" + "".join(parts)
+
+
+def _list(lines: Iterable[str]) -> str:
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f"<ul>{items}</ul>" if items else '<p class="note">None.</p>'
+
+
+def _summary(report: Report) -> str:
+    s = report.summary
+    return (f"<p>{s['records']} measurements of {s['urls']} URLs on {s['networks']} networks, "
+            f"{html.escape(str(s['first_seen']))} to {html.escape(str(s['last_seen']))} UTC; "
+            f"{s['files']} files ({s['open_segments']} open), {s['corrupt_lines']} corrupt "
+            f"lines. {s['targets_blocked_now']} targets blocked now; {s['changes']} changes.</p>")
+
+
+def to_html(report: Report) -> bytes:
+    """The whole page, with plotly.js inlined once."""
+    changes = report.table("changes")
+    latest = type(changes)(changes.name, changes.columns, tuple(reversed(changes.rows)))
+    body = "".join([
+        "<h1>kzprobe report</h1>", _summary(report),
+        _section("Blocked now", _list(blocked_now(report))),
+        _section("Targets over time", heatmap(report), timeline(report)),
+        _section("Per day and network", daily(report)),
+        _section("Mechanisms and categories", breakdown(report)),
+        _section("Changes (latest first)", html_table(latest)),
+        _section("Targets", html_table(report.table("targets"))),
+        _section("Networks", html_table(report.table("networks"))),
+        _section("Categories", html_table(report.table("categories"))),
+        _section("Unreadable lines", html_table(errors_table(report), limit=100)),
+    ])
+    script = plotly.offline.get_plotlyjs()
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>kzprobe report</title><style>{_STYLE}</style>"
+            f'<script type="text/javascript">{script}</script></head>'
+            f"<body>{body}</body></html>\n")
+    return page.encode()

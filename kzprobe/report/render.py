@@ -1,0 +1,121 @@
+"""Plain renderings of a report: a terminal summary, one CSV table, the whole as JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from kzprobe.report.model import Report, Table
+
+JSON_FORMAT_VERSION = 1
+CSV_TABLES = ("targets", "changes", "periods", "categories", "networks", "days",
+              "mechanisms", "errors")
+
+# The columns a terminal has room for; JSON and CSV carry every column.
+_TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "targets": ("input", "probe_asn", "category_code", "state", "mechanism", "since",
+                "measurements", "blocked_share", "blockpages", "mitm_issuers"),
+    "changes": ("at", "after", "input", "probe_asn", "from_state", "from_mechanism",
+                "to_state", "to_mechanism"),
+}
+_TEXT_TABLES = ("targets", "changes", "categories", "networks", "days", "mechanisms")
+_TEXT_MAX_WIDTH = 60
+
+
+def errors_table(report: Report) -> Table:
+    """The unusable lines as a table (file, line, reason)."""
+    rows = tuple((str(e.file), e.line, e.reason) for e in report.stats.errors)
+    return Table("errors", ("file", "line", "reason"), rows)
+
+
+def _window(report: Report) -> dict[str, str | None]:
+    since, until = report.window.since, report.window.until
+    return {"since": since.isoformat(sep=" ") if since else None,
+            "until": until.isoformat(sep=" ") if until else None}
+
+
+def to_json(report: Report) -> bytes:
+    """The whole report: summary, window, read errors and every table as row objects."""
+    document: dict[str, Any] = {
+        "kzprobe_report": JSON_FORMAT_VERSION,
+        "window": _window(report),
+        "summary": report.summary,
+        "errors": errors_table(report).records(),
+    }
+    for table in report.tables:
+        document[table.name] = table.records()
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple):
+        return ";".join(_cell(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def to_csv(report: Report, name: str) -> bytes:
+    """One table as CSV (lists joined with ``;``, null as empty)."""
+    table = errors_table(report) if name == "errors" else report.table(name)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(table.columns)
+    writer.writerows([_cell(v) for v in row] for row in table.rows)
+    return out.getvalue().encode()
+
+
+def blocked_now(report: Report) -> list[str]:
+    """One line per target blocked now, as a journalist would quote it."""
+    lines = []
+    for row in report.table("targets").records():
+        if row["state"] != "blocked":
+            continue
+        when = ("since the first measurement" if row["since_after"] is None
+                else f"changed after {row['since_after']} UTC")
+        lines.append(f"{row['input']} [{row['probe_asn']}]: blocked since {row['since']} UTC, "
+                     f"{row['mechanism']} ({when})")
+    return lines
+
+
+def _aligned(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [len(c) for c in columns]
+    for row in rows:
+        widths = [max(w, len(v)) for w, v in zip(widths, row, strict=True)]
+    widths = [min(w, _TEXT_MAX_WIDTH) for w in widths]
+    fmt = "  ".join(f"{{:<{w}.{w}}}" for w in widths)
+    return [fmt.format(*columns).rstrip()] + [fmt.format(*row).rstrip() for row in rows]
+
+
+def _text_table(table: Table) -> list[str]:
+    columns = _TEXT_COLUMNS.get(table.name, table.columns)
+    index = [table.columns.index(c) for c in columns]
+    rows = [[_cell(row[i]) for i in index] for row in table.rows]
+    return [f"== {table.name} ({len(rows)})", *_aligned(columns, rows), ""]
+
+
+def to_text(report: Report) -> bytes:
+    """A terminal summary: counts, targets blocked now, then the main tables."""
+    s = report.summary
+    lines = [
+        f"kzprobe report: {s['records']} records from {s['files']} files "
+        f"({s['open_segments']} open), {s['corrupt_lines']} corrupt lines",
+        f"measured {s['first_seen']} .. {s['last_seen']} UTC: {s['urls']} URLs on "
+        f"{s['networks']} networks, {s['targets_blocked_now']} blocked now, "
+        f"{s['changes']} changes",
+        "",
+        "== blocked now",
+        *blocked_now(report),
+        "",
+    ]
+    for name in _TEXT_TABLES:
+        lines += _text_table(report.table(name))
+    if report.stats.errors:
+        lines += _text_table(errors_table(report))
+    return "\n".join(lines).encode()

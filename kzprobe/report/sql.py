@@ -1,0 +1,264 @@
+"""The SQL of the report: one scan into table ``m``, then small queries over it.
+
+The state model (docs/report.md) lives here, in ``_STATE`` and ``_MECHANISM``:
+a record is *blocked* when kzprobe saw interference or OONI's ``blocking`` names a
+method; *down* when OONI says not blocked but not accessible either (the site failed
+for the control too); *accessible* when OONI says not blocked, or an endpoint was
+reachable; *unknown* otherwise. Change events follow the *decisive* records only
+(blocked or accessible), per target and probe network.
+"""
+
+from __future__ import annotations
+
+# Only these fields are materialised from each record: the reader skips the rest
+# (requests, certificates, bodies), which is what keeps the scan at DuckDB's own speed.
+_COLUMNS = """{
+    'input': 'JSON', 'measurement_start_time': 'VARCHAR',
+    'probe_asn': 'VARCHAR', 'probe_cc': 'VARCHAR', 'probe_network_name': 'VARCHAR',
+    'resolver_ip': 'VARCHAR', 'test_name': 'VARCHAR', 'test_version': 'VARCHAR',
+    'software_name': 'VARCHAR', 'software_version': 'VARCHAR', 'category_code': 'VARCHAR',
+    'test_runtime': 'DOUBLE', 'annotations': 'STRUCT(kzprobe_sweep VARCHAR)',
+    'test_keys': 'STRUCT(blocking JSON, accessible BOOLEAN, reachable BOOLEAN,
+        failure VARCHAR, interference VARCHAR[], blockpage VARCHAR, tls_mitm_issuer VARCHAR,
+        x_tls_mitm_known VARCHAR, sni_blocking_confirmed BOOLEAN,
+        dns_experiment_failure VARCHAR, http_experiment_failure VARCHAR,
+        x_attempts INTEGER, x_attempts_agreeing INTEGER)'
+}"""
+
+CREATE_TABLE = """
+CREATE OR REPLACE TABLE m (
+    measurement_start_time TIMESTAMP, input VARCHAR, probe_asn VARCHAR, probe_cc VARCHAR,
+    probe_network_name VARCHAR, resolver_ip VARCHAR, test_name VARCHAR, test_version VARCHAR,
+    software_name VARCHAR, software_version VARCHAR, category_code VARCHAR,
+    test_runtime DOUBLE, sweep_id VARCHAR, state VARCHAR, mechanism VARCHAR,
+    ooni_blocking VARCHAR, ooni_blocked BOOLEAN, accessible BOOLEAN, reachable BOOLEAN,
+    failure VARCHAR, interference VARCHAR[], blockpage VARCHAR, tls_mitm_issuer VARCHAR,
+    x_tls_mitm_known VARCHAR, sni_blocking_confirmed BOOLEAN,
+    dns_experiment_failure VARCHAR, http_experiment_failure VARCHAR,
+    x_attempts INTEGER, x_attempts_agreeing INTEGER, bad_file VARCHAR
+)"""
+
+_STATE = """CASE
+        WHEN len(interference) > 0 OR ooni_blocked THEN 'blocked'
+        WHEN ooni_blocked = false AND tk.accessible = false THEN 'down'
+        WHEN ooni_blocked = false OR tk.reachable THEN 'accessible'
+        ELSE 'unknown' END"""
+
+_MECHANISM = """CASE
+        WHEN len(interference) > 0 THEN array_to_string(interference, '+')
+        WHEN ooni_blocked THEN 'ooni.' || ooni_blocking END"""
+
+# $1 files, $2 since, $3 until. A row DuckDB could not read (corrupt JSON, not an object)
+# arrives all NULL; it and a record without input or time keep their file name in
+# bad_file so Python can find their line numbers.
+INSERT_SCAN = f"""
+INSERT INTO m BY NAME
+WITH src AS (
+    SELECT * FROM read_json($1, columns = {_COLUMNS}, format = 'newline_delimited',
+        ignore_errors = true, filename = true)
+), typed AS (
+    SELECT *, test_keys AS tk,
+        try_strptime(measurement_start_time, '%Y-%m-%d %H:%M:%S') AS ts,
+        CASE WHEN json_type(input) = 'VARCHAR' THEN input ->> '$' END AS url,
+        list_sort(coalesce(test_keys.interference, [])) AS interference,
+        CASE WHEN json_type(test_keys.blocking) = 'VARCHAR'
+             THEN test_keys.blocking ->> '$' END AS ooni_blocking,
+        CASE WHEN json_type(test_keys.blocking) = 'VARCHAR' THEN true
+             WHEN test_keys.blocking::VARCHAR = 'false' THEN false END AS ooni_blocked
+    FROM src
+), checked AS (
+    SELECT *, (url IS NOT NULL AND url <> '' AND ts IS NOT NULL) AS ok FROM typed
+)
+SELECT
+    ts AS measurement_start_time, url AS input, probe_asn, probe_cc, probe_network_name,
+    resolver_ip, test_name, test_version, software_name, software_version, category_code,
+    test_runtime, annotations.kzprobe_sweep AS sweep_id,
+    {_STATE} AS state,
+    {_MECHANISM} AS mechanism,
+    ooni_blocking, ooni_blocked, tk.accessible, tk.reachable, tk.failure, interference,
+    tk.blockpage, tk.tls_mitm_issuer, tk.x_tls_mitm_known, tk.sni_blocking_confirmed,
+    tk.dns_experiment_failure, tk.http_experiment_failure, tk.x_attempts,
+    tk.x_attempts_agreeing,
+    CASE WHEN ok THEN NULL ELSE filename END AS bad_file
+FROM checked
+WHERE NOT ok OR (($2::TIMESTAMP IS NULL OR ts >= $2::TIMESTAMP)
+                 AND ($3::TIMESTAMP IS NULL OR ts < $3::TIMESTAMP))
+"""
+
+FLAGGED_FILES = """
+SELECT bad_file FROM m WHERE bad_file IS NOT NULL GROUP BY bad_file ORDER BY bad_file"""
+
+_T = "'%Y-%m-%d %H:%M:%S'"
+
+# The decisive records at which a target's state starts: its first one, and each one
+# whose state (or, when blocked, whose set of interference codes) differs from the one
+# before. Ties in time are broken by state and mechanism so the answer is stable.
+CREATE_STARTS = """
+CREATE OR REPLACE TEMP TABLE starts AS
+WITH seq AS (
+    SELECT input, probe_asn, measurement_start_time AS ts, state, mechanism,
+        lag(state) OVER w AS prev_state, lag(mechanism) OVER w AS prev_mechanism,
+        lag(measurement_start_time) OVER w AS prev_ts
+    FROM m WHERE state IN ('blocked', 'accessible')
+    WINDOW w AS (PARTITION BY input, probe_asn
+                 ORDER BY measurement_start_time, state, mechanism)
+)
+SELECT * FROM seq
+WHERE prev_state IS NULL OR prev_state <> state OR prev_mechanism IS DISTINCT FROM mechanism
+"""
+
+# One row per run of a decisive state: from its first record to the last one before
+# the next change (or the target's last decisive record).
+CREATE_RUNS = """
+CREATE OR REPLACE TEMP TABLE runs AS
+WITH last_decisive AS (
+    SELECT input, probe_asn, max(measurement_start_time) AS last_ts
+    FROM m WHERE state IN ('blocked', 'accessible') GROUP BY ALL
+)
+SELECT s.input, s.probe_asn, s.state, s.mechanism, s.ts AS start_ts, s.prev_ts AS after_ts,
+    coalesce(lead(s.prev_ts) OVER (PARTITION BY s.input, s.probe_asn ORDER BY s.ts),
+             l.last_ts) AS end_ts
+FROM starts s JOIN last_decisive l USING (input, probe_asn)
+"""
+
+CREATE_TARGETS = """
+CREATE OR REPLACE TEMP TABLE targets AS
+WITH agg AS (
+    SELECT input, probe_asn,
+        arg_max(category_code, measurement_start_time)
+            FILTER (WHERE category_code IS NOT NULL) AS category_code,
+        arg_max(test_name, (measurement_start_time, test_name)) AS test_name,
+        count(*) AS measurements,
+        count(*) FILTER (WHERE state = 'blocked') AS blocked,
+        count(*) FILTER (WHERE ooni_blocked) AS ooni_blocked,
+        count(*) FILTER (WHERE len(interference) > 0) AS interference,
+        arg_max(state, (measurement_start_time, state, mechanism)) AS last_state,
+        arg_max(mechanism, (measurement_start_time, state, mechanism)) AS last_mechanism,
+        min(measurement_start_time) AS first_ts, max(measurement_start_time) AS last_ts,
+        min(measurement_start_time) FILTER (WHERE state = 'blocked') AS first_blocked_ts,
+        max(measurement_start_time) FILTER (WHERE state = 'blocked') AS last_blocked_ts,
+        list_sort(list_distinct(flatten(coalesce(list(string_split(mechanism, '+'))
+            FILTER (WHERE mechanism IS NOT NULL), [])))) AS mechanisms,
+        list_sort(coalesce(list(DISTINCT blockpage) FILTER (WHERE blockpage IS NOT NULL), []))
+            AS blockpages,
+        list_sort(coalesce(list(DISTINCT tls_mitm_issuer)
+            FILTER (WHERE tls_mitm_issuer IS NOT NULL), [])) AS mitm_issuers
+    FROM m GROUP BY input, probe_asn
+), current AS (
+    SELECT input, probe_asn, arg_max(state, ts) AS state, arg_max(mechanism, ts) AS mechanism,
+        max(ts) AS since_ts, arg_max(prev_ts, ts) AS since_after_ts
+    FROM starts GROUP BY input, probe_asn
+)
+SELECT a.*, coalesce(c.state, a.last_state) AS state, c.mechanism, c.since_ts, c.since_after_ts
+FROM agg a LEFT JOIN current c USING (input, probe_asn)
+"""
+
+
+def _ts(column: str, alias: str | None = None) -> str:
+    """A timestamp column as OONI's text (UTC), for JSON-ready rows."""
+    return f"strftime({column}, {_T}) AS {alias or column.removesuffix('_ts')}"
+
+
+def _share(count: str, total: str = "measurements") -> str:
+    return f"round({count} / {total}, 4) AS {count}_share"
+
+
+TARGETS = f"""
+SELECT input, probe_asn, category_code, test_name, measurements,
+    blocked, {_share('blocked')}, ooni_blocked, {_share('ooni_blocked')},
+    interference, {_share('interference')},
+    state, mechanism, {_ts('since_ts')}, {_ts('since_after_ts')},
+    last_state, last_mechanism, {_ts('first_ts', 'first_seen')}, {_ts('last_ts', 'last_seen')},
+    {_ts('first_blocked_ts')}, {_ts('last_blocked_ts')},
+    mechanisms, blockpages, mitm_issuers
+FROM targets
+ORDER BY state = 'blocked' DESC, input, probe_asn
+"""
+
+CHANGES = f"""
+SELECT input, probe_asn, prev_state AS from_state, prev_mechanism AS from_mechanism,
+    state AS to_state, mechanism AS to_mechanism,
+    {_ts('prev_ts', 'after')}, {_ts('ts', 'at')}
+FROM starts WHERE prev_state IS NOT NULL
+ORDER BY ts, input, probe_asn
+"""
+
+CATEGORIES = """
+SELECT category_code, count(*) AS targets,
+    count(*) FILTER (WHERE state = 'blocked') AS targets_blocked_now,
+    count(*) FILTER (WHERE blocked > 0) AS targets_ever_blocked,
+    sum(measurements)::BIGINT AS measurements, sum(blocked)::BIGINT AS blocked,
+    round(sum(blocked) / sum(measurements), 4) AS blocked_share
+FROM targets GROUP BY category_code
+ORDER BY targets_blocked_now DESC, blocked DESC, category_code NULLS LAST
+"""
+
+DAYS = """
+SELECT strftime(measurement_start_time::DATE, '%Y-%m-%d') AS day, probe_asn,
+    count(*) AS measurements,
+    count(*) FILTER (WHERE state = 'blocked') AS blocked,
+    round(count(*) FILTER (WHERE state = 'blocked') / count(*), 4) AS blocked_share,
+    count(*) FILTER (WHERE ooni_blocked) AS ooni_blocked,
+    count(*) FILTER (WHERE len(interference) > 0) AS interference,
+    count(DISTINCT input) AS targets,
+    count(DISTINCT input) FILTER (WHERE state = 'blocked') AS targets_blocked
+FROM m GROUP BY ALL ORDER BY day, probe_asn
+"""
+
+NETWORKS = f"""
+WITH agg AS (
+    SELECT probe_asn, arg_max(probe_cc, measurement_start_time) AS probe_cc,
+        arg_max(probe_network_name, measurement_start_time) AS probe_network_name,
+        count(*) AS measurements, count(*) FILTER (WHERE state = 'blocked') AS blocked,
+        count(DISTINCT input) AS targets,
+        min(measurement_start_time) AS first_ts, max(measurement_start_time) AS last_ts
+    FROM m GROUP BY probe_asn
+), now AS (
+    SELECT probe_asn, count(*) FILTER (WHERE state = 'blocked') AS targets_blocked_now
+    FROM targets GROUP BY probe_asn
+)
+SELECT probe_asn, probe_cc, probe_network_name, measurements, targets,
+    targets_blocked_now, blocked, {_share('blocked')},
+    {_ts('first_ts', 'first_seen')}, {_ts('last_ts', 'last_seen')}
+FROM agg JOIN now USING (probe_asn) ORDER BY probe_asn
+"""
+
+MECHANISMS = f"""
+WITH codes AS (
+    SELECT unnest(string_split(mechanism, '+')) AS mechanism, category_code, input,
+        probe_asn, measurement_start_time AS ts
+    FROM m WHERE mechanism IS NOT NULL
+)
+SELECT mechanism, category_code, count(*) AS measurements,
+    count(DISTINCT (input, probe_asn)) AS targets,
+    {_ts('min(ts)', 'first_seen')}, {_ts('max(ts)', 'last_seen')}
+FROM codes GROUP BY ALL ORDER BY measurements DESC, mechanism, category_code NULLS LAST
+"""
+
+SUMMARY = f"""
+SELECT count(*) AS records, count(DISTINCT input) AS urls,
+    count(DISTINCT probe_asn) AS networks,
+    {_ts('min(measurement_start_time)', 'first_seen')},
+    {_ts('max(measurement_start_time)', 'last_seen')},
+    (SELECT count(*) FROM targets WHERE state = 'blocked') AS targets_blocked_now,
+    (SELECT count(*) FROM starts WHERE prev_state IS NOT NULL) AS changes
+FROM m
+"""
+
+PERIODS = f"""
+SELECT input, probe_asn, state, mechanism, {_ts('start_ts', 'start')}, {_ts('end_ts', 'end')},
+    {_ts('after_ts', 'after')}
+FROM runs ORDER BY input, probe_asn, start_ts
+"""
+
+# $1 bucket ('hour', 'day', 'week'), $2 how many targets: the most often blocked ones.
+HEATMAP = f"""
+WITH top AS (
+    SELECT input, probe_asn, blocked FROM targets WHERE blocked > 0
+    ORDER BY blocked DESC, input, probe_asn LIMIT $2
+)
+SELECT input, probe_asn, {_ts('date_trunc($1, measurement_start_time)', 'bucket')},
+    count(*) AS measurements, count(*) FILTER (WHERE state = 'blocked') AS blocked
+FROM m JOIN top USING (input, probe_asn)
+GROUP BY ALL ORDER BY any_value(top.blocked) DESC, input, probe_asn, bucket
+"""
