@@ -145,6 +145,8 @@ class HelperConfig:
     rate_burst: int = 100
     max_endpoints: int = 16
     bind_address: str | None = None  # source address for the helper's own connections
+    client_timeout: float = 10.0  # a whole request must arrive within this (slowloris)
+    max_connections: int = 1024  # open client connections; more are closed on accept
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -449,6 +451,8 @@ def _parse_helper(s: _Section, base: Path | None) -> HelperConfig:
         rate_burst=s.integer("rate_burst", d.rate_burst),
         max_endpoints=s.integer("max_endpoints", d.max_endpoints),
         bind_address=_optional_ip(s, "bind_address"),
+        client_timeout=s.number("client_timeout", d.client_timeout),
+        max_connections=s.integer("max_connections", d.max_connections),
     )
 
 

@@ -19,6 +19,7 @@ import hmac
 import ipaddress
 import ssl
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -351,27 +352,67 @@ class HelperServer:
             return _json({"error": "deadline exceeded"}, status=504)
 
 
-async def start_helper(config: Config) -> tuple[web.AppRunner, str]:
-    """Serve the helper on ``[helper] listen`` (port 0 picks one); return runner and URL."""
+class _Refused(asyncio.Protocol):
+    """Closes a connection at once: the helper is at ``max_connections``."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+@dataclass(slots=True)
+class RunningHelper:
+    """A listening helper: its URL, and how to stop it."""
+
+    url: str
+    runner: web.AppRunner
+    server: asyncio.AbstractServer
+
+    async def cleanup(self) -> None:
+        self.server.close()
+        await self.runner.cleanup()
+
+
+def _server_ssl(config: Config) -> ssl.SSLContext | None:
+    helper = config.helper
+    if not (helper.tls_cert and helper.tls_key):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(helper.tls_cert), str(helper.tls_key))
+    return context
+
+
+async def start_helper(config: Config) -> tuple[RunningHelper, str]:
+    """Serve the helper on ``[helper] listen`` (port 0 picks one).
+
+    Slow clients are bounded twice: a connection that has not delivered a whole request
+    within ``client_timeout`` is closed (slowloris), and at most ``max_connections`` are
+    open at once (further ones are closed on accept).
+    """
     helper = config.helper
     host, _, port = helper.listen.rpartition(":")
-    ssl_context = None
-    if helper.tls_cert and helper.tls_key:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(str(helper.tls_cert), str(helper.tls_key))
-    runner = web.AppRunner(HelperServer(config).app(), handle_signals=False,
-                           access_log=None, shutdown_timeout=5.0)
+    context = _server_ssl(config)
+    runner = web.AppRunner(HelperServer(config).app(), handle_signals=False, access_log=None,
+                           shutdown_timeout=5.0, keepalive_timeout=helper.client_timeout)
     await runner.setup()
+    handlers = runner.server
+    assert handlers is not None
+
+    def accept() -> asyncio.BaseProtocol:
+        if len(handlers.connections) >= helper.max_connections:
+            return _Refused()
+        return handlers()
+
     try:
-        site = web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=ssl_context)
-        await site.start()
+        server = await asyncio.get_running_loop().create_server(
+            accept, host.strip("[]"), int(port), ssl=context, backlog=128,
+            ssl_handshake_timeout=helper.client_timeout if context else None)
     except BaseException:
         await runner.cleanup()
         raise
-    bound = runner.addresses[0]
+    bound = server.sockets[0].getsockname()
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    scheme = "https" if ssl_context else "http"
-    return runner, f"{scheme}://{shown}:{bound[1]}/"
+    url = f"{'https' if context else 'http'}://{shown}:{bound[1]}/"
+    return RunningHelper(url, runner, server), url
 
 
 def _json(data: Mapping[str, Any], *, status: int = 200) -> web.Response:

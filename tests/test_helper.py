@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -12,24 +13,21 @@ from aiohttp import web
 
 from kzprobe.config import Config
 from kzprobe.engine import Prober
-from kzprobe.helper import HelperServer
+from kzprobe.helper import RunningHelper, start_helper
 from kzprobe.targets import parse_target
 from tests.servers import DnsServer, WebSite, refused_port
 
 
-async def _start_helper(config: Config) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(HelperServer(config).app(), handle_signals=False, shutdown_timeout=1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}/"
+async def _start_helper(config: Config) -> tuple[RunningHelper, str]:
+    """The helper as `kzprobe helper` serves it (slow-client bounds included), port 0."""
+    return await start_helper(replace(config, helper=replace(config.helper,
+                                                             listen="127.0.0.1:0")))
 
 
 @pytest.fixture
 async def helper_factory(config_factory: Callable[..., Config], dns_server: DnsServer
                          ) -> AsyncIterator[Callable[..., Any]]:
-    runners: list[web.AppRunner] = []
+    runners: list[RunningHelper] = []
 
     async def start(**helper: object) -> str:
         config = config_factory(dns=dns_server, helper=helper)
@@ -229,3 +227,109 @@ async def test_helper_command_serves_and_stops_on_sigterm(tmp_path) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 10)
     assert proc.returncode == 0, err.decode()
     assert hello["message"] == "Hello OONItarian!"
+
+
+async def test_dns_rebinding_cannot_reach_a_refused_address(
+        config_factory: Callable[..., Config], website: WebSite) -> None:
+    """A name that answers an allowed address first and a refused one next is never dialled
+    at the refused one: every lookup's addresses pass the policy before any connect."""
+    from tests.servers import DnsServer as Dns
+
+    class Rebinding(Dns):
+        def reply(self, data: bytes) -> bytes | None:
+            self.zone["rebind.test"] = ["127.0.0.1"] if self.queries % 2 == 0 else ["127.0.0.9"]
+            return super().reply(data)
+
+    dns = Rebinding()
+    await dns.start()
+    try:
+        runner, url = await _start_helper(config_factory(
+            dns=dns, helper={"allow_nets": ["127.0.0.1/32"]}))
+        try:
+            for _ in range(3):
+                _, th = await _post(url, {"http_request":
+                                          f"http://rebind.test:{website.http_port}/"})
+                dialled = {key.rsplit(":", 1)[0] for key in th["tcp_connect"]}
+                assert dialled <= {"127.0.0.1"}
+        finally:
+            await runner.cleanup()
+    finally:
+        dns.close()
+
+
+async def test_redirect_into_a_refused_range_is_not_followed(
+        config_factory: Callable[..., Config], dns_server: DnsServer) -> None:
+    """An allowed site redirecting to a refused address: the helper stops, the target sees
+    nothing, and the private page is not echoed."""
+    secret_hits = 0
+
+    async def secret(request: web.Request) -> web.Response:
+        nonlocal secret_hits
+        secret_hits += 1
+        return web.Response(text="internal secret")
+
+    async def hop(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"http://127.0.0.3:{ports['secret']}/")
+
+    ports: dict[str, int] = {}
+    runners = []
+    for name, host, handler in (("secret", "127.0.0.3", secret), ("hop", "127.0.0.2", hop)):
+        app = web.Application()
+        app.router.add_get("/", handler)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1)
+        await runner.setup()
+        site = web.TCPSite(runner, host, 0)
+        await site.start()
+        ports[name] = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runners.append(runner)
+    helper, url = await _start_helper(config_factory(
+        dns=dns_server, helper={"allow_nets": ["127.0.0.2/32"]}))
+    try:
+        _, th = await _post(url, {"http_request": f"http://127.0.0.2:{ports['hop']}/"})
+    finally:
+        await helper.cleanup()
+        for runner in runners:
+            await runner.cleanup()
+    assert th["http_request"]["status_code"] == -1
+    assert th["http_request"]["failure"] == "dns_lookup_error"
+    assert secret_hits == 0
+    assert "secret" not in str(th)
+
+
+async def test_slow_clients_are_cut_off(config_factory: Callable[..., Config]) -> None:
+    """Slowloris: a request trickled a byte at a time is closed after client_timeout, and
+    connections beyond max_connections are closed on accept; real clients still get in."""
+    helper, url = await _start_helper(config_factory(
+        helper={"client_timeout": 1.0, "max_connections": 4}))
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        started = asyncio.get_running_loop().time()
+        closed_after = None
+        for byte in b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n":
+            try:
+                writer.write(bytes([byte]))
+                await writer.drain()
+            except ConnectionError:
+                break
+            await asyncio.sleep(0.1)
+            if reader.at_eof() or writer.transport.is_closing():
+                break
+        try:
+            await asyncio.wait_for(reader.read(), 5)
+        except (ConnectionError, TimeoutError):
+            pass
+        closed_after = asyncio.get_running_loop().time() - started
+        writer.close()
+        assert closed_after < 4.0
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+        extra_reader, extra_writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(extra_reader.read(), 2) == b""  # closed at once
+        extra_writer.close()
+        for _, w in idle:
+            w.close()
+        await asyncio.sleep(0.2)
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            assert resp.status == 200
+    finally:
+        await helper.cleanup()
