@@ -206,8 +206,10 @@ class SweepSummary:
 
 
 def _has_failure(record: dict[str, Any]) -> bool:
+    """A website whose DNS or fetch failed, or an endpoint that did not answer."""
     keys = record.get("test_keys", {})
-    return bool(keys.get("dns_experiment_failure") or keys.get("http_experiment_failure"))
+    return bool(keys.get("dns_experiment_failure") or keys.get("http_experiment_failure")
+                or keys.get("failure"))
 
 
 class Engine:
