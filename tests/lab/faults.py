@@ -7,9 +7,11 @@ Removing is idempotent; :func:`assert_clean` proves the router is back to honest
 
 Mechanisms: iptables on the router's FORWARD path (``-m string`` on the SNI / Host, RST via
 ``REJECT --reject-with tcp-reset``, blackhole via CONNMARK + DROP so the whole flow dies), SYN
-reject/drop by address; DNAT into userspace boxes on the router (``sni_filter`` for FIN and
-delay/throttle, which iptables cannot do and this kernel has no netem for; ``blockpage``;
-``mitm``); per-name rules of the ISP resolver (reloaded on SIGHUP).
+reject/drop by address, RST on any data to an address (``--tcp-flags PSH PSH``, whatever the
+SNI); DNAT into userspace boxes on the router (``sni_filter`` for FIN and delay/throttle,
+which iptables cannot do and this kernel has no netem for; ``blockpage`` with the
+fingerprinted KZ page or an unknown 403 notice; ``mitm``); per-name rules of the ISP
+resolver (reloaded on SIGHUP).
 """
 
 from __future__ import annotations
@@ -79,6 +81,13 @@ def syn(ip: str, target: tuple[str, ...]) -> Rule:
     return Rule(("-d", ip, "-p", "tcp", "--syn", "-j", *target))
 
 
+def data_to(ip: str, port: int, target: tuple[str, ...]) -> Rule:
+    """Any packet carrying data (PSH) to ``ip:port``, whatever name it carries: the handshake
+    completes, the first payload (any ClientHello) meets ``target``."""
+    return Rule(("-d", ip, "-p", "tcp", "--dport", str(port), "--tcp-flags", "PSH", "PSH",
+                 "-j", *target))
+
+
 def string_match(port: int, name: str, target: tuple[str, ...]) -> Rule:
     """Match the name anywhere in a packet to ``port`` (SNI in a ClientHello, Host header)."""
     return Rule(("-p", "tcp", "--dport", str(port), "-m", "string", "--algo", "bm",
@@ -109,7 +118,7 @@ class DnsRule:
     """A per-name rule of the ISP resolver; verified by asking the resolver from the client."""
 
     name: str  # wire (A-label) name
-    action: str  # nxdomain | servfail | bogus:IP | redirect:IP | silent
+    action: str  # nxdomain | servfail | no_answer | bogus:IP | redirect:IP | silent
 
     def install(self, lab: Lab) -> None:
         lab.isp_rules[self.name] = self.action
@@ -127,6 +136,7 @@ class DnsRule:
         expected: dict[str, Callable[[dict[str, Any]], bool]] = {
             "nxdomain": lambda r: r.get("rcode") == 3,
             "servfail": lambda r: r.get("rcode") == 2,
+            "no_answer": lambda r: r.get("rcode") == 0 and r.get("answers") == [],
             "silent": lambda r: r.get("error") == "TimeoutError",
             "bogus": lambda r: r.get("answers") == [arg],
             "redirect": lambda r: r.get("answers") == [arg],
@@ -251,6 +261,8 @@ def _dns_scenarios(lab: Lab) -> list[Scenario]:
                  (DnsRule(s["dns_nx"], "nxdomain"),)),
         Scenario("dns_servfail", "dns_servfail", "ISP resolver answers SERVFAIL",
                  (DnsRule(s["dns_servfail"], "servfail"),)),
+        Scenario("dns_no_answer", "dns_empty", "ISP resolver answers NOERROR, no records",
+                 (DnsRule(s["dns_empty"], "no_answer"),)),
         Scenario("dns_bogus", "dns_bogus", "ISP resolver answers 127.0.0.2",
                  (DnsRule(s["dns_bogus"], "bogus:127.0.0.2"),)),
         Scenario("dns_blockpage", "dns_blockpage", "ISP resolver answers the blockpage server",
@@ -271,6 +283,8 @@ def _tcp_tls_scenarios(lab: Lab) -> list[Scenario]:
                  (syn(ip["syn_reject"], RST),)),
         Scenario("syn_drop", "syn_drop", "SYN dropped (connect timeout)",
                  (syn(ip["syn_drop"], ("DROP",)),)),
+        Scenario("addr_rst", "addr_rst", "RST on the first data to the address:443, any SNI",
+                 (data_to(ip["addr_rst"], 443, RST),)),
         Scenario("tls_rst", "tls_rst", "RST on the ClientHello SNI (ECONNRESET)",
                  (string_match(443, s["tls_rst"], RST),)),
         Scenario("tls_blackhole", "tls_blackhole", "flow dropped after the SNI (timeout)",
@@ -297,6 +311,8 @@ def _http_scenarios(lab: Lab) -> list[Scenario]:
                  (divert(lab, ip["http_fin"], 80, "filter"),)),
         Scenario("http_blockpage", "http_blockpage", "transparent proxy serves the blockpage",
                  (divert(lab, ip["http_blockpage"], 80, "blockpage_proxy"),)),
+        Scenario("http_diff", "http_diff", "transparent proxy serves an unknown 403 notice",
+                 (divert(lab, ip["http_diff"], 80, "diff_proxy"),)),
         Scenario("throttle", "throttle", f"server bytes capped at {THROTTLE_RATE} B/s "
                  "after the SNI or Host", (divert(lab, ip["throttle"], 80, "filter"),
                                            divert(lab, ip["throttle"], 443, "filter"))),

@@ -54,6 +54,7 @@ class Lab:
             "filter": (topology.ROUTER_CLIENT_IP, servers.FILTER_PORT),
             "mitm": (topology.ROUTER_CLIENT_IP, servers.MITM_PORT),
             "blockpage_proxy": (topology.ROUTER_CLIENT_IP, servers.BLOCKPAGE_PROXY_PORT),
+            "diff_proxy": (topology.ROUTER_CLIENT_IP, servers.DIFF_PROXY_PORT),
         }
         self.control_url: str | None = None  # the control helper, once it runs
         self.control_missing = ""  # why there is no control helper

@@ -12,6 +12,8 @@ import base64
 from collections.abc import Sequence
 from typing import Any
 
+from .topology import BLOCKPAGE_IP
+
 # ---------------------------------------------------------------------------------------------
 # SWITCHES. CHECK_OONI_VERDICT: `blocking`/`accessible` as OONI Web Connectivity LTE 0.5.28 would
 # say (needs the analysis wired into `kzprobe measure` and a control helper in the lab).
@@ -22,6 +24,15 @@ CHECK_KZPROBE_VERDICT = True
 # ---------------------------------------------------------------------------------------------
 
 Record = dict[str, Any]
+
+# A local fingerprint file (OONI blocking-fingerprints CSV) naming the lab ISP's DNS blockpage
+# address, for kzprobe's `[analysis] fingerprint_files`: no bundled set knows 198.18.1.80.
+LOCAL_DNS_BLOCKPAGE = "lab.isp_dns_blockpage"
+LOCAL_DNS_FINGERPRINTS = (
+    "name,scope,other_names,location_found,pattern_type,pattern,confidence_no_fp,"
+    "expected_countries,source,exp_url,notes\n"
+    f"{LOCAL_DNS_BLOCKPAGE},isp,,dns,full,{BLOCKPAGE_IP},5,ZZ,lab,,\n"
+)
 
 
 def keys(record: Record) -> dict[str, Any]:

@@ -4,7 +4,8 @@ internet namespace: authoritative DNS on 198.18.2.2:53; one ``web`` process on 0
 serving every site by Host/SNI, each site on its own address (certificates from the public CA).
 router (the ISP): the ISP resolver on 198.18.1.1:53 (forwards to the authoritative one unless a
 scenario says otherwise), the ``sni-filter`` relay (FIN, delay, throttle), the ``blockpage``
-server (DNS-redirect target) and transparent proxy, the ``mitm`` box, and an honest
+server (DNS-redirect target) and transparent proxy, a second blockpage proxy serving a
+page no fingerprint knows (``http_diff``), the ``mitm`` box, and an honest
 transparent proxy for the ``dns_proxy`` scenario. Boxes on the router only see traffic a
 scenario DNATs to them.
 """
@@ -27,12 +28,21 @@ if TYPE_CHECKING:
 FILTER_PORT = 9400
 MITM_PORT = 9443
 BLOCKPAGE_PROXY_PORT = 9480
+DIFF_PROXY_PORT = 9481
 LARGE_SIZE = 2 * 1024 * 1024  # bigger than kzprobe's default body cap (512 KiB)
 THROTTLED_SIZE = 80 * 1024  # body of the throttled site: 2.5 s at faults.THROTTLE_RATE
 CLOSED_PORT = 8443  # nothing listens on it anywhere in the lab
 REDIRECT_HOPS = ("hops.lab.test", "hop-two.lab.test")  # -> open.lab.test
 NEED_PKI = ("web", "mitm")
-READY_TIMEOUT = 30.0  # generous: nine Python servers start at once on two cores
+# The http_diff scenario's page: an ISP notice that no fingerprint knows (checked in
+# test_lab_checks), served with a status the real site never sends.
+RESTRICTED_PHRASE = "Access to this resource is restricted"
+RESTRICTED_STATUS = 403
+RESTRICTED_HTML = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Notice</title></head>
+<body><p>{RESTRICTED_PHRASE}.</p></body></html>
+"""
+READY_TIMEOUT = 30.0  # generous: ten Python servers start at once on two cores
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +152,10 @@ def _plan(lab: Lab) -> list[tuple[str, str, str, list[str]]]:
         ("blockpage_proxy", n.router, "blockpage",
          ["--listen", f"{router}:{BLOCKPAGE_PROXY_PORT}", "--upstream", "original",
           "--block", lab.sites["http_blockpage"].ascii_host]),
+        ("diff_proxy", n.router, "blockpage",
+         ["--listen", f"{router}:{DIFF_PROXY_PORT}", "--upstream", "original",
+          "--block", lab.sites["http_diff"].ascii_host, "--html", str(w / "restricted.html"),
+          "--status", str(RESTRICTED_STATUS)]),
         ("mitm", n.router, "mitm", ["--listen", f"{router}:{MITM_PORT}", "--upstream",
                                     "original", "--pki", str(w / "pki")]),
         ("proxy_http", n.router, "sni-filter", ["--listen", f"{lab.proxy_ip}:80",
@@ -160,6 +174,7 @@ def _write_inputs(lab: Lab) -> None:
     _dump(w / "sites.json", site_specs())
     _dump(w / "filter.json", {"default": "pass", "rules": faults.relay_rules(lab)})
     _dump(lab.isp_rules_path, {"default": lab.isp_default, "rules": {}})
+    (w / "restricted.html").write_text(RESTRICTED_HTML, encoding="utf-8")
 
 
 def _dump(path: Path, data: Any) -> None:

@@ -11,9 +11,19 @@ from typing import Any
 
 import pytest
 
+from kzprobe.analysis.fingerprints import (
+    build_fingerprints,
+    load_fingerprints,
+    match_dns,
+    match_http,
+    read_ooni_csv,
+)
+from kzprobe.simnet.blockpage import BLOCKPAGE_HTML
+
 from . import faults, servers
 from .lab import Lab
 from .netns import LabError
+from .records import LOCAL_DNS_BLOCKPAGE, LOCAL_DNS_FINGERPRINTS
 
 pytestmark = pytest.mark.lab
 
@@ -133,6 +143,15 @@ def test_dns_bogus_answer(lab: Lab) -> None:
         assert lab.raw("resolve", lab.site("dns_bogus").ascii_host)["answers"] == ["127.0.0.2"]
 
 
+def test_dns_no_answer(lab: Lab) -> None:
+    """dns_no_answer: the ISP resolver answers NOERROR with no records; getaddrinfo fails."""
+    with lab.scenario("dns_no_answer"):
+        got = dns(lab, "dns_empty")
+        assert (got["rcode"], got["answers"]) == (0, [])
+        assert lab.raw("resolve", lab.site("dns_empty").ascii_host)["error"] == "gaierror"
+    assert dns(lab, "dns_empty")["answers"] == [lab.site("dns_empty").ip]
+
+
 def test_dns_silent(lab: Lab) -> None:
     """dns_silent: the ISP resolver never answers, so the query times out."""
     with lab.scenario("dns_silent"):
@@ -146,6 +165,15 @@ def test_dns_blockpage_redirect(lab: Lab) -> None:
         assert dns(lab, "dns_blockpage")["answers"] == [lab.blockpage_ip]
         got = http(lab, "dns_blockpage")
         assert got["status"] == 200 and "Страница заблокирована" in got["body"]
+
+
+def test_dns_blockpage_answer_is_known_only_to_the_local_file(lab: Lab) -> None:
+    """No bundled DNS fingerprint knows the blockpage address; the lab's local CSV row does."""
+    bundled = load_fingerprints()
+    local = build_fingerprints(read_ooni_csv(LOCAL_DNS_FINGERPRINTS))
+    assert match_dns(bundled, [lab.blockpage_ip]) is None
+    found = match_dns(local, [lab.blockpage_ip])
+    assert found is not None and found.name == LOCAL_DNS_BLOCKPAGE
 
 
 def test_dns_proxy_serves_the_real_page(lab: Lab) -> None:
@@ -171,6 +199,18 @@ def test_syn_drop(lab: Lab) -> None:
     with lab.scenario("syn_drop"):
         got = lab.raw("tcp", lab.site("syn_drop").ip, "443", timeout=T)
         assert got["error"] == "TimeoutError"
+
+
+def test_addr_rst_resets_every_name(lab: Lab) -> None:
+    """addr_rst: TCP connects, then any ClientHello to the address (site or benign SNI) is reset."""
+    site = lab.site("addr_rst")
+    with lab.scenario("addr_rst"):
+        assert lab.raw("tcp", site.ip, "443")["connected"] is True
+        assert tls(lab, "addr_rst")["errno"] == "ECONNRESET"
+        benign = lab.raw("tls", lab.site("open").ascii_host, "--ip", site.ip,
+                         "--cafile", str(lab.ca_file))
+        assert benign["errno"] == "ECONNRESET"
+    assert tls(lab, "addr_rst")["version"] == "TLSv1.3"
 
 
 # --------------------------------------------------------------------------- TLS faults
@@ -248,6 +288,23 @@ def test_http_blockpage(lab: Lab) -> None:
         got = http(lab, "http_blockpage")
         assert "Страница заблокирована" in got["body"]
     assert servers.page_title(lab.site("http_blockpage")) in http(lab, "http_blockpage")["body"]
+
+
+def test_http_diff(lab: Lab) -> None:
+    """http_diff: a transparent proxy answers the Host with a 403 notice no fingerprint knows."""
+    with lab.scenario("http_diff"):
+        got = http(lab, "http_diff")
+        assert got["status"] == servers.RESTRICTED_STATUS
+        assert servers.RESTRICTED_PHRASE in got["body"]
+    assert servers.page_title(lab.site("http_diff")) in http(lab, "http_diff")["body"]
+
+
+def test_restricted_notice_matches_no_fingerprint() -> None:
+    """The http_diff page is not a known blockpage (else kzprobe would say http.blockpage)."""
+    headers = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache"}
+    fingerprints = load_fingerprints()
+    assert match_http(fingerprints, servers.RESTRICTED_HTML.encode(), headers) is None
+    assert match_http(fingerprints, BLOCKPAGE_HTML.encode(), headers) is not None  # control
 
 
 def test_throttle(lab: Lab) -> None:

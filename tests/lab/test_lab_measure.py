@@ -20,6 +20,8 @@ import pytest
 from . import faults, servers
 from .lab import Lab
 from .records import (
+    LOCAL_DNS_BLOCKPAGE,
+    LOCAL_DNS_FINGERPRINTS,
     Record,
     answers,
     body_text,
@@ -201,6 +203,14 @@ def test_dns_servfail(lab: Lab, measure: Measure) -> None:
     expect_verdict(record, blocking="dns", accessible=False, interference=["dns.servfail"])
 
 
+def test_dns_no_answer(lab: Lab, measure: Measure) -> None:
+    """The ISP resolver answers NOERROR with no records: dns_no_answer, nothing dialled."""
+    record = measure(lab.url("dns_empty"), scenario="dns_no_answer")
+    assert keys(record)["dns_experiment_failure"] == "dns_no_answer"
+    assert answers(record) == [] and keys(record)["tcp_connect"] == []
+    expect_verdict(record, blocking="dns", accessible=False, interference=["dns.no_answer"])
+
+
 def test_dns_silent(lab: Lab, measure: Measure) -> None:
     """The ISP resolver never answers: generic_timeout_error."""
     record = measure(lab.url("dns_silent"), scenario="dns_silent")
@@ -241,6 +251,32 @@ def test_dns_redirect_to_blockpage(lab: Lab, measure: Measure) -> None:
                    blockpage=lambda name: bool(name))
 
 
+# The blockpage server listens on :80 only. Over HTTPS the DNS answer is the only evidence
+# (443 refused there and at the control); over HTTP the page matches a bundled fingerprint
+# too, and kzprobe names the page match in `blockpage` (interference.py: page before DNS).
+LOCAL_FP_CASES = {
+    "https": ("dns", False, ["dns.blockpage"], LOCAL_DNS_BLOCKPAGE),
+    "http": (False, True, ["dns.blockpage", "http.blockpage"], "cp.d_corp_kz_ps"),
+}
+
+
+@pytest.mark.parametrize("scheme", LOCAL_FP_CASES)
+def test_dns_redirect_to_blockpage_known_to_a_local_fingerprint(
+        lab: Lab, measure: Measure, tmp_path: Path, scheme: str) -> None:
+    """With a local fingerprint file naming the blockpage address, the answer is dns.blockpage."""
+    (tmp_path / "local.csv").write_text(LOCAL_DNS_FINGERPRINTS, encoding="utf-8")
+    record = measure(lab.url("dns_blockpage", scheme), scenario="dns_blockpage",
+                     analysis={"fingerprint_files": ["local.csv"]})  # next to the config
+    assert answers(record) == [lab.blockpage_ip]
+    blocking, accessible, codes, shown = LOCAL_FP_CASES[scheme]
+    if scheme == "https":
+        assert tcp_failures(record) == ["connection_refused"] and keys(record)["requests"] == []
+    else:
+        assert BLOCKPAGE_PHRASE in body_text(final_request(record))
+    expect_verdict(record, blocking=blocking, accessible=accessible, interference=codes,
+                   blockpage=shown)
+
+
 # --------------------------------------------------------------------------- TCP/IP
 
 
@@ -257,6 +293,17 @@ def test_syn_drop(lab: Lab, measure: Measure) -> None:
     record = measure(lab.url("syn_drop"), scenario="syn_drop")
     assert tcp_failures(record) == ["generic_timeout_error"]
     expect_verdict(record, blocking="tcp_ip", accessible=False, interference=["tcp.timeout"])
+
+
+def test_reset_aimed_at_the_address(lab: Lab, measure: Measure) -> None:
+    """Any data to the address draws an RST: the benign SNI is reset too, so it is tcp.reset."""
+    record = measure(lab.url("addr_rst"), scenario="addr_rst")
+    assert tcp_failures(record) == [None]
+    assert tls_failures(record) == ["connection_reset"]
+    assert keys(record)["requests"] == []
+    assert sni_checks(record) == [(lab.site("open").host, "connection_reset")]
+    expect_verdict(record, blocking="http-failure", accessible=False,
+                   interference=["tcp.reset"], sni_blocking_confirmed=False)
 
 
 # --------------------------------------------------------------------------- TLS
@@ -359,6 +406,18 @@ def test_http_blockpage_by_transparent_proxy(lab: Lab, measure: Measure) -> None
     # OONI LTE: no http-diff, for the reason given in test_dns_redirect_to_blockpage.
     expect_verdict(record, blocking=False, accessible=True,
                    interference=["http.blockpage"], blockpage=lambda name: bool(name))
+
+
+def test_http_diff_unknown_notice(lab: Lab, measure: Measure) -> None:
+    """A transparent proxy answers a 403 notice no fingerprint knows: http-diff, no blockpage."""
+    record = measure(lab.url("http_diff", "http"), scenario="http_diff")
+    assert answers(record) == [lab.site("http_diff").ip]
+    request = final_request(record)
+    assert request["failure"] is None
+    assert request["response"]["code"] == servers.RESTRICTED_STATUS
+    assert servers.RESTRICTED_PHRASE in body_text(request)
+    expect_verdict(record, blocking="http-diff", accessible=False, interference=["http.diff"],
+                   blockpage=None)
 
 
 def test_throttle_after_sni(lab: Lab, measure: Measure) -> None:

@@ -64,8 +64,10 @@ SITES: tuple[Site, ...] = (
     _site("dns_blockpage", "dnsbp.lab.test", 22),
     _site("dns_silent", "silent.lab.test", 23),
     _site("dns_servfail", "servfail.lab.test", 24),
+    _site("dns_empty", "empty.lab.test", 25),
     _site("syn_reject", "refused.lab.test", 30),
     _site("syn_drop", "dropped.lab.test", 31),
+    _site("addr_rst", "addr-rst.lab.test", 32),
     _site("tls_rst", "tls-rst.lab.test", 40),
     _site("tls_blackhole", "tls-hole.lab.test", 41),
     _site("tls_fin", "tls-fin.lab.test", 42),
@@ -76,6 +78,7 @@ SITES: tuple[Site, ...] = (
     _site("http_fin", "http-fin.lab.test", 52),
     _site("http_blockpage", "http-bp.lab.test", 53),
     _site("throttle", "crawl.lab.test", 54),
+    _site("http_diff", "http-diff.lab.test", 55),
 )
 
 
