@@ -9,7 +9,7 @@ are bounded; the JSON and CSV formats carry every row.
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -143,9 +143,13 @@ def _section(title: str, *parts: str) -> str:
     return f"<h2>{html.escape(title)}</h2>" + "".join(parts)
 
 
-def _list(lines: Iterable[str]) -> str:
-    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
-    return f"<ul>{items}</ul>" if items else '<p class="note">None.</p>'
+def _list(lines: Sequence[str], limit: int = MAX_TABLE_ROWS) -> str:
+    if not lines:
+        return '<p class="note">None.</p>'
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines[:limit])
+    more = len(lines) - limit
+    note = f'<p class="note">{more} more in --format json or csv.</p>' if more > 0 else ""
+    return f"<ul>{items}</ul>{note}"
 
 
 def _summary(report: Report) -> str:
@@ -162,10 +166,10 @@ def to_html(report: Report) -> bytes:
     latest = type(changes)(changes.name, changes.columns, tuple(reversed(changes.rows)))
     body = "".join([
         "<h1>kzprobe report</h1>", _summary(report),
-        _section("Blocked now", _list(blocked_now(report))),
         _section("Targets over time", heatmap(report), timeline(report)),
         _section("Per day and network", daily(report)),
         _section("Mechanisms and categories", breakdown(report)),
+        _section("Blocked now", _list(blocked_now(report))),
         _section("Changes (latest first)", html_table(latest)),
         _section("Targets", html_table(report.table("targets"))),
         _section("Networks", html_table(report.table("networks"))),

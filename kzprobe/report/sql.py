@@ -133,7 +133,7 @@ WITH agg AS (
         count(*) FILTER (WHERE ooni_blocked) AS ooni_blocked,
         count(*) FILTER (WHERE len(interference) > 0) AS interference,
         arg_max(state, (measurement_start_time, state, mechanism)) AS last_state,
-        arg_max(mechanism, (measurement_start_time, state, mechanism)) AS last_mechanism,
+        arg_max_null(mechanism, (measurement_start_time, state, mechanism)) AS last_mechanism,
         min(measurement_start_time) AS first_ts, max(measurement_start_time) AS last_ts,
         min(measurement_start_time) FILTER (WHERE state = 'blocked') AS first_blocked_ts,
         max(measurement_start_time) FILTER (WHERE state = 'blocked') AS last_blocked_ts,
@@ -145,11 +145,15 @@ WITH agg AS (
             FILTER (WHERE tls_mitm_issuer IS NOT NULL), [])) AS mitm_issuers
     FROM m GROUP BY input, probe_asn
 ), current AS (
-    SELECT input, probe_asn, arg_max(state, ts) AS state, arg_max(mechanism, ts) AS mechanism,
-        max(ts) AS since_ts, arg_max(prev_ts, ts) AS since_after_ts
+    SELECT input, probe_asn, max(ts) AS since_ts,
+        arg_max(state, (ts, state, mechanism)) AS state,
+        arg_max_null(mechanism, (ts, state, mechanism)) AS mechanism,
+        arg_max_null(prev_ts, (ts, state, mechanism)) AS since_after_ts,
+        count(*) FILTER (WHERE prev_state IS NOT NULL) AS changes
     FROM starts GROUP BY input, probe_asn
 )
-SELECT a.*, coalesce(c.state, a.last_state) AS state, c.mechanism, c.since_ts, c.since_after_ts
+SELECT a.*, coalesce(c.state, a.last_state) AS state, c.mechanism, c.since_ts, c.since_after_ts,
+    coalesce(c.changes, 0) AS changes
 FROM agg a LEFT JOIN current c USING (input, probe_asn)
 """
 
@@ -167,7 +171,7 @@ TARGETS = f"""
 SELECT input, probe_asn, category_code, test_name, measurements,
     blocked, {_share('blocked')}, ooni_blocked, {_share('ooni_blocked')},
     interference, {_share('interference')},
-    state, mechanism, {_ts('since_ts')}, {_ts('since_after_ts')},
+    state, mechanism, {_ts('since_ts')}, {_ts('since_after_ts')}, changes,
     last_state, last_mechanism, {_ts('first_ts', 'first_seen')}, {_ts('last_ts', 'last_seen')},
     {_ts('first_blocked_ts')}, {_ts('last_blocked_ts')},
     mechanisms, blockpages, mitm_issuers
@@ -251,14 +255,16 @@ SELECT input, probe_asn, state, mechanism, {_ts('start_ts', 'start')}, {_ts('end
 FROM runs ORDER BY input, probe_asn, start_ts
 """
 
-# $1 bucket ('hour', 'day', 'week'), $2 how many targets: the most often blocked ones.
+# $1 bucket ('hour', 'day', 'week'), $2 how many targets: those that changed most, then
+# the most often blocked.
 HEATMAP = f"""
 WITH top AS (
-    SELECT input, probe_asn, blocked FROM targets WHERE blocked > 0
-    ORDER BY blocked DESC, input, probe_asn LIMIT $2
+    SELECT input, probe_asn, changes, blocked FROM targets WHERE blocked > 0
+    ORDER BY changes DESC, blocked DESC, input, probe_asn LIMIT $2
 )
 SELECT input, probe_asn, {_ts('date_trunc($1, measurement_start_time)', 'bucket')},
     count(*) AS measurements, count(*) FILTER (WHERE state = 'blocked') AS blocked
 FROM m JOIN top USING (input, probe_asn)
-GROUP BY ALL ORDER BY any_value(top.blocked) DESC, input, probe_asn, bucket
+GROUP BY ALL
+ORDER BY any_value(top.changes) DESC, any_value(top.blocked) DESC, input, probe_asn, bucket
 """

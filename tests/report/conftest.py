@@ -1,0 +1,89 @@
+"""A fleet of two probes on two networks, with every kind of file and damage a report meets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.report.builders import endpoint, lines, web, write
+
+TWITTER, NEWS, MECH = "https://twitter.com/", "https://news.kz/", "https://mech.kz/"
+BLOCKPAGE, OONI_ONLY, DOWN = "http://blocked.kz/", "https://ooni-only.kz/", "https://down.kz/"
+VPN = "openvpn://vpn.example:1194/"
+
+
+def _probe_a_day1() -> list[dict[str, object]]:
+    """AS9198, 2024-03-01: twitter flips to blocked at 02:00, mech changes mechanism."""
+    out: list[dict[str, object]] = []
+    for hour in ("00", "01", "02"):
+        when = f"2024-03-01 {hour}:00:00"
+        if hour == "02":
+            out.append(web(TWITTER, when, category="GRP", blocking="http-failure",
+                           accessible=False, interference=["tls.timeout"]))
+        else:
+            out.append(web(TWITTER, when, category="GRP"))
+        out.append(web(NEWS, when, blocking="dns", accessible=False,
+                       interference=["dns.nxdomain"]))
+        mechanism = "tls.timeout" if hour == "02" else "tls.reset"
+        out.append(web(MECH, when, category="ANON", blocking="http-failure", accessible=False,
+                       interference=[mechanism]))
+        if hour == "00":
+            out.append(web(BLOCKPAGE, when, category="POLR", interference=["http.blockpage"],
+                           blockpage="cp.d_corp_kz_ps"))
+    return out
+
+
+def _probe_a_day2() -> list[dict[str, object]]:
+    """AS9198, 2024-03-02: news comes back, a site is down, the VPN endpoint recovers."""
+    return [
+        web(TWITTER, "2024-03-02 00:00:00", category="GRP", blocking="http-failure",
+            accessible=False, interference=["tls.timeout"]),
+        web(NEWS, "2024-03-02 00:00:00"),
+        web(DOWN, "2024-03-02 00:00:00", category="MISC", accessible=False),
+        endpoint(VPN, "2024-03-02 00:00:00", reachable=False,
+                 interference=["openvpn.handshake_timeout"]),
+        web(OONI_ONLY, "2024-03-02 01:00:00", category="HUMR", blocking="tcp_ip",
+            accessible=False),
+        endpoint(VPN, "2024-03-02 01:00:00", reachable=True),
+    ]
+
+
+def _probe_a_live() -> bytes:
+    """AS9198, the open segment: one whole sweep and a record torn mid-write."""
+    whole = lines([
+        web(TWITTER, "2024-03-03 00:00:00", category="GRP", blocking="http-failure",
+            accessible=False, interference=["tls.timeout"]),
+        web(NEWS, "2024-03-03 00:00:00", blocking=None, accessible=None),
+    ])
+    torn = orjson.dumps(web(TWITTER, "2024-03-03 01:00:00", category="GRP"))
+    return whole + torn[: len(torn) // 2]
+
+
+def _probe_b() -> bytes:
+    """AS206026 (plain, closed): interception all along; three corrupt lines and a blank one."""
+    def mitm(when: str) -> dict[str, object]:
+        return web(TWITTER, when, asn="AS206026", category="GRP", blocking="http-failure",
+                   accessible=False, interference=["tls.mitm"], mitm="Security Certificate")
+
+    return lines([
+        mitm("2024-03-01 00:30:00"), mitm("2024-03-01 01:30:00"),
+        b'{"input": "https://broken.kz/", "measurement_',
+        web(NEWS, "2024-03-01 02:30:00", asn="AS206026"),
+        b"[1, 2]",
+        b"",
+        b'{"input": "https://no-time.kz/"}',
+        mitm("2024-03-01 03:30:00"),
+    ])
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> list[Path]:
+    """Two data directories (one per probe) holding gzip, zstd, plain and a live .part."""
+    a, b = tmp_path / "probe-a", tmp_path / "probe-b"
+    write(a / "kz-20240301T000000Z-vps1-100-000001.ndjson.gz", lines(_probe_a_day1()))
+    write(a / "kz-20240302T000000Z-vps1-100-000002.ndjson.zst", lines(_probe_a_day2()))
+    write(a / "kz-20240303T000000Z-vps1-100-000003.ndjson.part", _probe_a_live())
+    write(b / "kz-20240301T000000Z-vps2-200-000001.ndjson", _probe_b())
+    return [a, b]

@@ -1,0 +1,74 @@
+"""``--format html``: one self-contained page that renders in headless Chromium, no errors."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kzprobe.report import build_report
+from kzprobe.report.html import to_html
+from tests.conftest import IN_CI
+from tests.report.builders import lines, web, write
+
+FIGURES = ("heatmap", "timeline", "daily", "breakdown")
+EVIL = 'https://evil.kz/"><script>console.error("injected")</script>'
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        if IN_CI:
+            pytest.fail("chromium is not installed (Debian package 'chromium')")
+        pytest.skip("chromium is not installed (Debian package 'chromium')")
+    return path
+
+
+def render(page: Path, profile: Path) -> tuple[str, list[str]]:
+    """The DOM after scripts ran, and the page's console messages (Chromium's log lines)."""
+    result = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=90, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
+    return result.stdout, console
+
+
+def test_the_console_check_catches_errors(tmp_path: Path) -> None:
+    """The harness sees a console error and a script exception (so its silence means something)."""
+    page = tmp_path / "broken.html"
+    page.write_text('<html><body><script>console.error("boom"); undefinedCall();</script>'
+                    "</body></html>")
+    _, console = render(page, tmp_path / "profile")
+    assert any('"boom"' in line for line in console)
+    assert any("undefinedCall is not defined" in line for line in console)
+
+
+def test_report_page_renders_every_figure_without_console_errors(
+        fleet: list[Path], tmp_path: Path) -> None:
+    """Plotly draws the heatmap, timeline, daily and breakdown figures; the console stays quiet."""
+    write(fleet[0] / "kz-20240304T000000Z-vps1-100-000004.ndjson",
+          lines([web(EVIL, "2024-03-04 00:00:00", interference=["dns.bogon"])]))
+    page = tmp_path / "report.html"
+    page.write_bytes(to_html(build_report(fleet, heatmap=True)))
+    dom, console = render(page, tmp_path / "profile")
+    assert console == []
+    for figure in FIGURES:
+        drawn = re.search(rf'<div id="{figure}" class="plotly-graph-div js-plotly-plot".*?'
+                          r'class="main-svg"', dom, re.S)
+        assert drawn, f"{figure} was not drawn"
+    assert "https://twitter.com/ [AS9198]: blocked since 2024-03-01 02:00:00 UTC" in dom
+    assert "&lt;script&gt;console.error" in dom
+
+
+def test_report_page_is_self_contained(fleet: list[Path]) -> None:
+    """No script, style or image is fetched: plotly.js is inlined, nothing points outside."""
+    page = to_html(build_report(fleet, heatmap=True)).decode()
+    assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", page)
+    assert "Plotly.newPlot" in page and len(page) > 3_000_000  # the library itself is inside
