@@ -12,7 +12,7 @@ country) succeeded at the same step, or the evidence proves itself.
 | `dns.servfail` | a resolver answered SERVFAIL or REFUSED, while the control resolved the name |
 | `dns.timeout` | a resolver timed out, while the control resolved the name |
 | `dns.bogon` | an answer is a bogon (OONI's list, minus `not_bogon`) while another source — the control, or another resolver in this record — has public addresses for the name that do not include it. Self-proving: works without a control; a name that is bogon everywhere (misconfigured, like polito.it) gets no code |
-| `dns.inconsistent` | a depth-0 answer set shares no address with the control, no ASN, and no address of it passed a TLS handshake validated for the name, and it is not already explained by `dns.bogon`/`dns.blockpage` |
+| `dns.inconsistent` | a depth-0 answer set shares no address with the control, no ASN, and no address of it passed a TLS handshake validated for the name, and it is not already explained by `dns.bogon`/`dns.blockpage`; not set when those addresses still served the real page (OONI `accessible`, no blockpage, no diff: a CDN, GeoDNS or an honest transparent proxy) |
 | `dns.blockpage` | an answer (address or CNAME) is a known blocking answer in the DNS fingerprints (loopback and 0.0.0.0 excepted: they are `dns.bogon`). Self-proving |
 | `tcp.timeout` / `tcp.refused` / `tcp.reset` | a connect failed that way, while the control connected to the same `ip:port` (redirect hosts: the control fetched the page); `tcp.reset` also when the connection is reset as soon as data flows whatever the SNI (the target-SNI *and* the benign-SNI handshakes were reset while the control's worked: RST injection aimed at the address, not the name) |
 | `tls.reset` / `tls.timeout` / `tls.eof` | a handshake failed that way, while the control's handshake to the same address with the same SNI succeeded (redirect hosts: the control fetched the page) or, with no control data, while a benign-SNI handshake to the same address (`x_sni_checks`) reached the server |
@@ -499,6 +499,10 @@ def interference(test_keys: Mapping[str, Any], *, oo: OoniKeys, fingerprints: Fi
         codes.add("http.blockpage")
     elif oo.blocking == "http-diff":
         codes.add("http.diff")
+    if oo.accessible is True and not codes & {"http.blockpage", "http.diff"}:
+        # Other addresses that led to the real page (a CDN, GeoDNS, an honest transparent
+        # proxy) are a difference, not interference.
+        codes.discard("dns.inconsistent")
     shown = page or dns_match
     return InterferenceResult(
         codes=tuple(sorted(codes)), blockpage=shown.name if shown else None,

@@ -12,7 +12,7 @@ from kzprobe.analysis.webconnectivity import analyze
 from kzprobe.config import AnalysisConfig
 
 from .builders import Record, control_page
-from .scenarios import PAGE, REAL, URL, H, full_control, https_flow
+from .scenarios import PAGE, REAL, REAL2, URL, H, full_control, https_flow
 
 LAB_NET = ipaddress.ip_network("198.18.0.0/15")
 FSET = build_fingerprints([
@@ -182,3 +182,15 @@ def test_reset_for_target_sni_only_is_tls_reset() -> None:
     result = run(full_control(rec))
     assert result.codes == ("tls.reset",)
     assert result.sni_blocking_confirmed is True
+
+
+def test_other_addresses_serving_the_real_page_are_not_interference() -> None:
+    """DNS differs from the control but the page fetched there matches it (CDN, GeoDNS,
+    honest proxy): OONI says accessible, kzprobe lists no dns.inconsistent."""
+    plain = "http://" + H + "/"
+    rec = Record(plain).dns(H, (REAL2,))  # not the control's REAL
+    txid = rec.tcp(REAL2, 80)
+    rec.http(txid, plain, REAL2, 80, body=PAGE)
+    result = run(full_control(rec, port=80))
+    assert result.blocking is False
+    assert result.codes == ()
