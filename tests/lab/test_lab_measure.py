@@ -105,6 +105,20 @@ def test_open_site_over_https(lab: Lab, measure: Measure) -> None:
     expect_verdict(record, blocking=False, accessible=True)
 
 
+def test_control_helper_unreachable(lab: Lab, measure: Measure) -> None:
+    """No helper answers (an unused lab address): control_failure recorded, the measurement
+    complete, no interference claimed without a control."""
+    dead = "http://198.18.2.250:8765/"
+    record = measure(lab.url("open", "http"), control={"helper_url": [dead]},
+                     timeouts={"control": 2.0})
+    tk = keys(record)
+    assert tk["control"] is None and tk["control_failure"] in (
+        "generic_timeout_error", "host_unreachable", "connection_refused")
+    _ok_fetch(record, servers.page_title(lab.site("open")))
+    # OONI: no control, cleartext page: undetermined (null/null); nothing to claim.
+    expect_verdict(record, blocking=None, accessible=None)
+
+
 def test_open_site_over_http(lab: Lab, measure: Measure) -> None:
     """A site that works over cleartext HTTP: no TLS handshake, a 200 with the real page."""
     record = measure(lab.url("open", "http"))
