@@ -8,6 +8,7 @@ key and (where known) line, so the CLI can print one line and exit 2.
 from __future__ import annotations
 
 import ipaddress
+import math
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -20,6 +21,7 @@ Compression = Literal["gzip", "zstd", "none"]
 StoreBodies = Literal["anomalous", "always", "never"]
 
 DEFAULT_CONFIG_PATH = Path("config/kzprobe.toml")
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB; never read /dev/zero or a 1 GB line whole
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,6 +209,8 @@ class _Section:
         self, key: str, default: float, *, minimum: float = 0.0, positive: bool = True
     ) -> float:
         value = float(self.get(key, (int, float), default))
+        if not math.isfinite(value):  # TOML has nan and inf; no deadline or rate is either
+            raise ConfigError(f"{self._key(key)}: must be a finite number, got {value:g}")
         if positive and value <= minimum:
             raise ConfigError(f"{self._key(key)}: must be > {minimum:g}, got {value:g}")
         if not positive and value < minimum:
@@ -272,7 +276,11 @@ def parse_resolver(spec: str) -> Resolver:
 
 
 def _resolve_path(base: Path | None, value: str) -> Path:
-    path = Path(value).expanduser()
+    path = Path(value)
+    try:
+        path = path.expanduser()
+    except RuntimeError:  # "~nosuchuser/...": left as written, reported as a missing file
+        pass
     if not path.is_absolute() and base is not None:
         path = base / path
     return path
@@ -292,10 +300,10 @@ def _networks(
 
 def _parse_probe(s: _Section) -> ProbeConfig:
     asn = s.string("asn", "AS0")
-    if not (asn.startswith("AS") and asn[2:].isdigit()):
+    if not (asn.startswith("AS") and asn[2:].isascii() and asn[2:].isdigit()):
         raise s.fail("asn", f"expected 'AS<number>', got {asn!r}")
     cc = s.string("cc", "ZZ")
-    if len(cc) != 2 or not cc.isalpha():
+    if len(cc) != 2 or not (cc.isascii() and cc.isalpha()):
         raise s.fail("cc", f"expected a two-letter country code, got {cc!r}")
     public_ip = s.string("public_ip", None)
     if public_ip is not None:
@@ -427,7 +435,8 @@ def _parse_control(s: _Section) -> ControlConfig:
 def _host_port(s: _Section, key: str, default: str) -> str:
     value: str = s.string(key, default)
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    # isascii: str.isdigit() is also true for "²", which int() rejects
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise s.fail(key, f"expected 'host:port', got {value!r}")
     return value
 
@@ -537,16 +546,27 @@ def parse_config(
     return LoadedConfig(config=Config(source=source, **parts), warnings=tuple(warnings), raw=data)
 
 
-def load_config(path: Path) -> LoadedConfig:
-    """Read and parse a TOML config file; relative paths in it are relative to the file."""
+def _read_config_text(path: Path) -> str:
+    """The file's text, read at most MAX_CONFIG_BYTES + 1 bytes (it may be /dev/zero)."""
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        with path.open("rb") as stream:
+            data = stream.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: config larger than {MAX_CONFIG_BYTES} bytes")
+        return data.decode("utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from None
+
+
+def load_config(path: Path) -> LoadedConfig:
+    """Read and parse a TOML config file; relative paths in it are relative to the file."""
+    text = _read_config_text(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nested array or table: [[[[...
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
     return parse_config(data, where=str(path), base=path.resolve().parent, source=path)

@@ -15,6 +15,7 @@ import ssl
 
 import aiodns.error
 import aiohttp
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 
 FAILURE_TIMEOUT = "generic_timeout_error"
 FAILURE_EOF = "eof_error"
@@ -126,16 +127,24 @@ def _classify_os(exc: OSError) -> str | None:
     return None
 
 
+def _classify_http_message(message: str) -> str:
+    """A response aiohttp's parser rejected: over its size limits, or malformed."""
+    lowered = message.lower()
+    if "too many headers" in lowered or "got more than" in lowered or "too long" in lowered:
+        return "http_header_too_large"
+    return "http_invalid_response"
+
+
 def _classify_aiohttp(exc: aiohttp.ClientError) -> str | None:
+    if isinstance(exc, aiohttp.ClientPayloadError) and isinstance(
+            exc.__cause__, ContentEncodingError):
+        return "http_invalid_response"  # a body that does not decode (bad gzip, br): no EOF
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
         return FAILURE_EOF
     if isinstance(exc, aiohttp.TooManyRedirects):
         return "http_too_many_redirects"
     if isinstance(exc, aiohttp.ClientResponseError):
-        message = str(exc.message).lower()
-        if "too many headers" in message or "got more than" in message or "too long" in message:
-            return "http_header_too_large"
-        return "http_invalid_response"
+        return _classify_http_message(str(exc.message))
     if isinstance(exc, aiohttp.ClientOSError | aiohttp.ClientConnectorError):
         cause = exc.__cause__ if isinstance(exc.__cause__, BaseException) else None
         if cause is not None:
@@ -161,6 +170,8 @@ def classify(exc: BaseException) -> str:
         return _ARES_FAILURES.get(code, "dns_server_misbehaving")
     if isinstance(exc, ssl.SSLError):
         return _classify_ssl(exc)
+    if isinstance(exc, HttpProcessingError):  # raised bare by aiohttp's pure-Python parser
+        return _classify_http_message(str(exc.message))
     if isinstance(exc, aiohttp.ClientError):
         mapped = _classify_aiohttp(exc)
         if mapped is not None:

@@ -19,6 +19,7 @@ from kzprobe.errors import classify
 from kzprobe.probes.base import Stopwatch
 
 MAX_ANSWERS = 64  # bound on stored records per query (hostile resolvers)
+MAX_CNAMES = 16  # of those, CNAMEs: a 100-hop chain must not crowd out the addresses
 _QTYPE_CODES = {1: "A", 28: "AAAA", 5: "CNAME"}
 
 
@@ -71,22 +72,30 @@ class DnsLookup:
         }
 
 
+def _parse_record(record: Any) -> DnsAnswer | None:
+    kind = _QTYPE_CODES.get(getattr(record, "type", 0))
+    data = getattr(record, "data", None)
+    if kind in ("A", "AAAA"):
+        value = getattr(data, "addr", None)
+    elif kind == "CNAME":
+        value = getattr(data, "cname", None)
+    else:
+        return None
+    if not (isinstance(value, str) and value):
+        return None
+    return DnsAnswer(answer_type=kind, value=value, ttl=getattr(record, "ttl", None))
+
+
 def _parse_records(records: Any) -> tuple[DnsAnswer, ...]:
-    answers = []
-    for record in list(records)[:MAX_ANSWERS]:
-        kind = _QTYPE_CODES.get(getattr(record, "type", 0))
-        data = getattr(record, "data", None)
-        if kind in ("A", "AAAA"):
-            value = getattr(data, "addr", None)
-        elif kind == "CNAME":
-            value = getattr(data, "cname", None)
-        else:
-            continue
-        if isinstance(value, str) and value:
-            answers.append(
-                DnsAnswer(answer_type=kind, value=value, ttl=getattr(record, "ttl", None))
-            )
-    return tuple(answers)
+    """At most MAX_CNAMES CNAMEs, then addresses up to MAX_ANSWERS records in all.
+
+    c-ares has already parsed the message (at most 64 KiB over TCP, a few thousand
+    records), so scanning all of it is bounded.
+    """
+    parsed = [answer for answer in map(_parse_record, records) if answer is not None]
+    cnames = [a for a in parsed if a.answer_type == "CNAME"][:MAX_CNAMES]
+    addresses = [a for a in parsed if a.answer_type != "CNAME"]
+    return tuple(cnames + addresses[: MAX_ANSWERS - len(cnames)])
 
 
 async def lookup_udp(

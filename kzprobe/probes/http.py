@@ -17,8 +17,9 @@ from typing import Any
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_exceptions import HttpProcessingError
 
-from kzprobe.errors import classify
+from kzprobe.errors import HttpFailure, classify
 from kzprobe.probes.base import Stopwatch, maybe_binary
 from kzprobe.probes.tcp import HeldProtocol
 
@@ -42,6 +43,24 @@ _handoff: contextvars.ContextVar[tuple[asyncio.Transport, HeldProtocol] | None] 
 )
 
 
+class _MeasuredHandler(ResponseHandler):
+    """aiohttp's protocol, but a body the parser rejects ends the body read at once.
+
+    aiohttp 3.14's C parser reports a malformed body (a garbage chunk-size line after
+    the headers) to the protocol only, and the body reader waits for the HTTP deadline:
+    the record would say timeout where the server sent garbage.
+    """
+
+    def set_exception(self, exc: BaseException, *args: Any, **kwargs: Any) -> None:
+        payload = self._payload
+        super().set_exception(exc, *args, **kwargs)
+        if (isinstance(exc, HttpProcessingError) and payload is not None
+                and payload.exception() is None and not payload.is_eof()):
+            failure = HttpFailure("http_invalid_response")
+            failure.__cause__ = exc
+            payload.set_exception(failure)
+
+
 class HandoffConnector(aiohttp.BaseConnector):
     """An aiohttp connector that uses the connection handed to it instead of dialling."""
 
@@ -55,7 +74,7 @@ class HandoffConnector(aiohttp.BaseConnector):
         transport, held = handed
         if transport.is_closing() or held.closed:
             raise ConnectionResetError(None, "connection closed before the request")
-        proto = ResponseHandler(asyncio.get_running_loop())
+        proto = _MeasuredHandler(asyncio.get_running_loop())
         transport.set_protocol(proto)
         proto.connection_made(transport)
         if held.early:
