@@ -28,6 +28,7 @@ class Retained:
 
     deleted: tuple[Path, ...] = ()
     freed_bytes: int = 0
+    remaining_bytes: int = 0  # this prefix's files after the pass (the open .part included)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +87,13 @@ def enforce(output: OutputConfig, now: float) -> Retained:
     if output.max_total_bytes is None and output.max_age_days is None:
         return Retained()
     deleted, freed = [], 0
-    for file in _victims(_scan(output.dir, output.prefix), output, now):
+    files = _scan(output.dir, output.prefix)
+    for file in _victims(files, output, now):
         try:
             os.unlink(file.path)
         except FileNotFoundError:
             continue
         deleted.append(file.path)
         freed += file.size
-    return Retained(deleted=tuple(deleted), freed_bytes=freed)
+    remaining = sum(f.size for f in files) - freed
+    return Retained(deleted=tuple(deleted), freed_bytes=freed, remaining_bytes=remaining)

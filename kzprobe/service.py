@@ -442,7 +442,8 @@ class Daemon:
             self.metrics.retention_deleted.inc(len(kept.deleted))
             self.metrics.retention_freed.inc(kept.freed_bytes)
             log.info("retention_deleted", segments=len(kept.deleted), bytes=kept.freed_bytes,
-                     oldest=kept.deleted[0].name)
+                     remaining_bytes=kept.remaining_bytes, oldest=kept.deleted[0].name,
+                     newest=kept.deleted[-1].name)
 
     def _status(self) -> str:
         stats = self.sink.stats
