@@ -31,6 +31,10 @@ from kzprobe.service import Daemon
 from kzprobe.targets import parse_target
 
 
+def _gzip_bytes(out: Path) -> int:
+    return sum(p.stat().st_size for p in out.glob("*.ndjson.gz"))
+
+
 async def _sweep(network: DemoNetwork, helper_url: str, mode: str, out: Path,
                  sweeps: int) -> tuple[int, int, int]:
     data = tomllib.loads(network.config_toml(out, helper_url=helper_url))
@@ -39,7 +43,7 @@ async def _sweep(network: DemoNetwork, helper_url: str, mode: str, out: Path,
     targets = [parse_target(t.url, origin="demo") for t in network.targets] * sweeps
     daemon = Daemon(config, targets)
     await daemon.serve(once=True)
-    on_disk = sum(p.stat().st_size for p in out.glob("*.ndjson.gz"))
+    on_disk = await asyncio.to_thread(_gzip_bytes, out)
     return daemon.sink.stats.records_written, daemon.sink.stats.bytes_written, on_disk
 
 
@@ -93,7 +97,7 @@ async def _pages(mode: str, out: Path, count: int) -> tuple[int, int, int]:
     finally:
         await runner.cleanup()
         await helper.cleanup()
-    on_disk = sum(p.stat().st_size for p in out.glob("*.ndjson.gz"))
+    on_disk = await asyncio.to_thread(_gzip_bytes, out)
     return daemon.sink.stats.records_written, daemon.sink.stats.bytes_written, on_disk
 
 
