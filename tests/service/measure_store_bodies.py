@@ -27,6 +27,7 @@ from aiohttp import web
 from kzprobe.config import parse_config
 from kzprobe.demo import DemoNetwork
 from kzprobe.helper import start_helper
+from kzprobe.logging import configure_logging
 from kzprobe.service import Daemon
 from kzprobe.targets import parse_target
 
@@ -132,4 +133,5 @@ async def _demo(sweeps: int) -> list[str]:
 
 
 if __name__ == "__main__":
+    configure_logging("warning")
     asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 5))

@@ -164,3 +164,20 @@ async def test_healthz_fails_when_no_sweep_finished_in_two_intervals(
     daemon.request_stop(signal.SIGTERM)
     daemon.request_stop(signal.SIGTERM)  # a second signal: do not wait for the slow page
     assert await task == 0
+
+
+@pytest.mark.slow
+async def test_taken_metrics_port_is_logged_and_measuring_goes_on(
+        tmp_path: Path, site: Site, start_daemon: StartDaemon) -> None:
+    """A metrics address already in use is an error in the log, not a daemon that will not run."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = daemon_config(tmp_path / "c.toml", urls=[site.url("/a")], out=tmp_path / "out",
+                               service={"metrics_listen": f"127.0.0.1:{port}"})
+        daemon = await start_daemon(config)
+        failed = await daemon.wait_event("metrics_unavailable")
+        assert failed["level"] == "error" and str(port) in failed["error"]
+        await daemon.wait_event("sweep_finished", count=2)
+        assert await daemon.stop() == 0

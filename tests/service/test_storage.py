@@ -18,7 +18,7 @@ from kzprobe.retention import PLAIN_GRACE_SECONDS, enforce
 from tests.conftest import IN_CI
 from tests.servers import eventually
 from tests.service.conftest import StartDaemon
-from tests.service.harness import Site, daemon_config, leftovers, read_segments
+from tests.service.harness import NotifySocket, Site, daemon_config, leftovers, read_segments
 
 TMPFS_BYTES = 1 << 20
 
@@ -53,8 +53,9 @@ def _fill(disk: Path, leave: int) -> Path:
 
 @pytest.mark.slow
 async def test_disk_full_pauses_probing_and_resumes_without_losing_records(
-        tmp_path: Path, tiny_disk: Path, site: Site, start_daemon: StartDaemon) -> None:
-    """ENOSPC: no crash, probing pauses, /healthz and metrics say so; space back: all written."""
+        tmp_path: Path, tiny_disk: Path, site: Site, start_daemon: StartDaemon,
+        notify_socket: NotifySocket) -> None:
+    """ENOSPC: no crash, probing pauses, /healthz, metrics and STATUS say so; then all written."""
     out = tiny_disk / "results"
     urls = [site.url(f"/p?i={i}") for i in range(4)]
     config = daemon_config(tmp_path / "c.toml", urls=urls, out=out,
@@ -62,7 +63,7 @@ async def test_disk_full_pauses_probing_and_resumes_without_losing_records(
                            output={"rotate_bytes": 16384, "compress": "gzip"})
     out.mkdir()
     filler = _fill(tiny_disk, leave=24 * 1024)
-    daemon = await start_daemon(config)
+    daemon = await start_daemon(config, {"NOTIFY_SOCKET": notify_socket.name})
     blocked = await daemon.wait_event("sink_blocked", timeout=30)
     assert blocked["error"].startswith("ENOSPC")
     status, body = await daemon.get("/healthz")
@@ -73,6 +74,7 @@ async def test_disk_full_pauses_probing_and_resumes_without_losing_records(
     paused_at = site.hits()
     await asyncio.sleep(2.5)
     assert site.hits() == paused_at  # paused: nothing measured that cannot be stored
+    await notify_socket.wait_for(lambda s: s.startswith("STATUS=PAUSED: cannot write (ENOSPC"))
     filler.unlink()
     await daemon.wait_event("sink_resumed", timeout=15)
     await eventually(lambda: site.hits() >= paused_at + 12)
