@@ -79,7 +79,8 @@ def _debootstrap_tarball() -> None:
     shutil.rmtree(root, ignore_errors=True)
     run(["debootstrap", "--variant=minbase", f"--include={PACKAGES}", SUITE, str(root),
          debian_mirror()], timeout=1800)
-    for leftover in (root / "var/cache/apt/archives").glob("*.deb"):
+    for leftover in [*(root / "var/cache/apt/archives").glob("*.deb"),
+                     *(root / "var/lib/apt/lists").glob("*_*")]:
         leftover.unlink()
     partial = BASE_TAR.with_suffix(".tmp")
     run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."], timeout=600)
