@@ -54,7 +54,8 @@ class Run:
         """One line for the README table (visible with ``pytest -s``)."""
         print(f"\nBOUND {name}: {self.seconds:.2f} s, heap peak {self.peak_bytes / 1e6:.1f} MB,"
               f" maxrss +{self.rss_growth / 1e6:.0f} MB,"
-              f" failure={self.keys['http_experiment_failure']!r}")
+              f" dns={self.keys['dns_experiment_failure']!r}"
+              f" http={self.keys['http_experiment_failure']!r}")
 
 
 def _maxrss() -> int:
