@@ -6,10 +6,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 import pytest
+import structlog
 
 from tests.service.harness import DaemonProcess, NotifySocket, Site
 
 StartDaemon = Callable[..., Awaitable[DaemonProcess]]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> None:
+    """In-process daemons log through structlog; an earlier in-process ``kzprobe.cli.main``
+    may have bound it to a capture stream pytest has since closed."""
+    structlog.reset_defaults()
 
 
 @pytest.fixture

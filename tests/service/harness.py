@@ -60,9 +60,7 @@ class Site:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        self.port = int(self.runner.addresses[0][1])
 
     async def close(self) -> None:
         if self.runner is not None:

@@ -36,13 +36,13 @@ def _require_buildah() -> None:
 
 
 @pytest.fixture(scope="module")
-def built_image() -> str:
+def built_image() -> Iterator[str]:
     _require_buildah()
     base = image.ensure_base()
     tag = f"localhost/kzprobe-test:{uuid.uuid4().hex[:8]}"
     seconds = image.build(ROOT, tag, base)
     print(f"\nbuildah bud took {seconds:.1f} s")
-    yield tag  # type: ignore[misc]
+    yield tag
     subprocess.run(["buildah", "rmi", "-f", tag], capture_output=True, check=False)
 
 

@@ -133,7 +133,11 @@ async def test_blocked_loop_fails_healthz_and_stops_watchdog_pings(
         await eventually(lambda: len(notify.pings) >= 2)
         url = f"http://{daemon.metrics_address}/healthz"
         seen: list[tuple[int, dict[str, object]]] = []
-        thread = threading.Thread(target=lambda: (time.sleep(1.6), seen.append(_get(url))))
+        def during_block() -> None:
+            time.sleep(1.6)
+            seen.append(_get(url))
+
+        thread = threading.Thread(target=during_block)
         thread.start()
         blocked = time.monotonic()
         time.sleep(2.2)  # noqa: ASYNC251 - the point: a callback that blocks the event loop
