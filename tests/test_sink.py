@@ -219,6 +219,37 @@ async def test_aclose_drains_backpressured_producers(tmp_path: Path) -> None:
     assert _leftovers(tmp_path) == []
 
 
+async def test_byte_bound_lets_an_oversized_record_through(tmp_path: Path) -> None:
+    """A record larger than queue_bytes is still written (alone), never deadlocked."""
+    sink = NdjsonSink(_out(tmp_path), queue_bytes=100, host="testhost")
+    await sink.start()
+
+    async def produce(worker: int) -> None:
+        for n in range(50):
+            await sink.write(orjson.dumps({"worker": worker, "n": n, "pad": "x" * 1000}))
+
+    async with asyncio.timeout(30):
+        await asyncio.gather(*(produce(w) for w in range(3)))
+        await sink.aclose()
+    records, errors = _read(tmp_path)
+    assert errors == []
+    for worker in range(3):
+        assert [r["n"] for r in records if r["worker"] == worker] == list(range(50))
+
+
+async def test_gzip_segments_are_one_standard_gzip_member(tmp_path: Path) -> None:
+    """Whatever gzip implementation compresses, the stdlib reads the segment back whole."""
+    sink = _sink(tmp_path, compress="gzip", rotate_bytes=64 * 1024)
+    await sink.start()
+    lines = [_rec(i, pad=i % 300) for i in range(2000)]
+    for line in lines:
+        await sink.write(line)
+    await sink.aclose()
+    segments = list_segments([tmp_path])
+    assert len(segments) > 5 and all(p.name.endswith(".gz") for p in segments)
+    assert b"".join(gzip.decompress(p.read_bytes()) for p in segments) == b"".join(lines)
+
+
 # --------------------------------------------------------------------------- recovery
 
 
@@ -381,6 +412,32 @@ async def test_disk_full_blocks_keeps_records_and_resumes(tiny_fs: Path) -> None
     assert _seqs(out) == list(range(150))
     events = [e["event"] for e in logs]
     assert events.index("sink_blocked") < events.index("sink_resumed")
+
+
+async def test_byte_bound_applies_backpressure_while_disk_full(tiny_fs: Path) -> None:
+    """With room for many records but few bytes, a blocked sink still stops the producer."""
+    (tiny_fs / "filler.bin").write_bytes(b"\0" * (200 * 1024))
+    out = tiny_fs / "out"
+    sink = NdjsonSink(_out(out), queue_size=100_000, queue_bytes=8 * 1024, host="testhost",
+                      retry_interval=0.05)
+    await sink.start()
+    accepted = 0
+
+    async def produce() -> None:
+        nonlocal accepted
+        for i in range(150):
+            await sink.write(_rec(i, pad=1000))
+            accepted += 1
+
+    producer = asyncio.create_task(produce())
+    await _until(lambda: sink.is_blocked)
+    assert await _pending(asyncio.shield(producer)), "the byte bound must stop the producer"
+    assert accepted < 150
+    (tiny_fs / "filler.bin").unlink()
+    async with asyncio.timeout(10):
+        await producer
+    await sink.aclose()
+    assert _seqs(out) == list(range(150))
 
 
 async def test_read_only_filesystem_blocks_then_resumes(tiny_fs: Path) -> None:

@@ -1,0 +1,127 @@
+"""Helpers shared by the benchmarks: realistic records, process readings, ratio summaries.
+
+Not part of kzprobe: imported by ``benchmarks/bench_*.py`` when they run as scripts
+(``python benchmarks/bench_writer.py`` puts this directory on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- /proc readings
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM (peak RSS) in KiB and Threads from /proc/<pid>/status."""
+    found: dict[str, int] = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "Threads"):
+                found[key] = int(value.split()[0])
+    return found
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+# --------------------------------------------------------------------------- ratios
+
+
+def summarise(ratios: Sequence[float]) -> str:
+    """``0.83x (median of 3 same-run pairs: 0.79 0.83 0.90)``."""
+    runs = " ".join(f"{r:.2f}" for r in ratios)
+    return f"{statistics.median(ratios):.2f}x (median of {len(ratios)} same-run pairs: {runs})"
+
+
+# --------------------------------------------------------------------------- records
+
+
+def demo_records() -> list[dict[str, Any]]:
+    """The records of one ``kzprobe demo`` sweep: every record shape kzprobe writes today.
+
+    The demo covers a plain site, HTTPS sites, DNS lies, SNI resets, timeouts, throttling,
+    a blockpage, TLS interception and a dead site, each with its control and verdicts.
+    """
+    with tempfile.TemporaryDirectory(prefix="kzprobe-bench-demo-") as tmp:
+        subprocess.run([sys.executable, "-m", "kzprobe", "demo", "--output", tmp],
+                       check=True, capture_output=True, cwd=REPO, timeout=120)
+        files = sorted(Path(tmp).glob("*.ndjson*"))
+        from kzprobe.segments import iter_records
+
+        return list(iter_records(files))
+
+
+def load_templates(path: Path | None) -> list[dict[str, Any]]:
+    if path is None:
+        return demo_records()
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def _fresh_leaf(keys: dict[str, Any], rng: random.Random) -> None:
+    """Each site has its own leaf certificate: replace the leaf's bytes, keep its length."""
+    for shake in (*keys.get("tls_handshakes", []), *keys.get("x_sni_checks", [])):
+        certs = shake.get("peer_certificates") or []
+        if certs:
+            size = len(base64.b64decode(certs[0]["data"]))
+            certs[0]["data"] = base64.b64encode(rng.randbytes(size)).decode()
+
+
+def vary(template: dict[str, Any], index: int, rng: random.Random) -> dict[str, Any]:
+    """A distinct record of the template's shape: another site, times and certificate."""
+    record = copy.deepcopy(template)
+    site = f"site{index:06d}.example"
+    text = orjson.dumps(record).decode()
+    host = record["input"].split("/")[2].split(":")[0]
+    record = orjson.loads(text.replace(host, site))
+    record["measurement_start_time"] = f"2026-01-{1 + index % 28:02d} {index % 24:02d}:00:00"
+    record["test_runtime"] = round(rng.uniform(0.05, 5.0), 6)
+    keys = record["test_keys"]
+    _fresh_leaf(keys, rng)
+    for step in ("queries", "tcp_connect", "tls_handshakes", "requests"):
+        for item in keys.get(step, []):
+            item["t0"], item["t"] = round(rng.uniform(0, 1), 6), round(rng.uniform(1, 3), 6)
+    return record
+
+
+def realistic_records(templates: Sequence[dict[str, Any]], count: int,
+                      seed: int = 1) -> list[dict[str, Any]]:
+    """``count`` distinct records cycling through the templates' shapes."""
+    rng = random.Random(seed)
+    return [vary(templates[i % len(templates)], i, rng) for i in range(count)]
+
+
+def cycle(pool: Sequence[dict[str, Any]], count: int) -> Iterator[dict[str, Any]]:
+    for i in range(count):
+        yield pool[i % len(pool)]
