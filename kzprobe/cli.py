@@ -94,6 +94,9 @@ def _add_report(sub: argparse._SubParsersAction[_Parser]) -> None:
     report.add_argument("--output", "-o", type=Path, help="write here instead of stdout")
     report.add_argument("--export-parquet", type=Path, metavar="DIR",
                         help="also write the measurements as Parquet, partitioned by day")
+    report.add_argument("--memory-limit", default="1GB", metavar="SIZE",
+                        help="DuckDB's memory budget; beyond it, spill to a temporary "
+                             "directory (default: 1GB)")
 
 
 def _load(path: Path) -> LoadedConfig:
@@ -186,7 +189,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise KzprobeError(message) from None
     request = command.request_from(args.paths, since=args.since, until=args.until,
                                    fmt=args.format, table=args.table,
-                                   export_parquet=args.export_parquet)
+                                   export_parquet=args.export_parquet,
+                                   memory_limit=args.memory_limit)
     data = command.run(request)
     if args.output is None:
         sys.stdout.buffer.write(data)

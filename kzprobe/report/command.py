@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,11 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kzprobe.report import parquet
-from kzprobe.report.build import scanned, summarise
+from kzprobe.report.build import MEMORY_LIMIT, scanned, summarise
 from kzprobe.report.model import Report, ReportError, Window
 from kzprobe.report.render import CSV_TABLES, to_csv, to_json, to_text
 
 FORMATS = ("table", "csv", "json", "html")
+_SIZE = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -26,6 +28,7 @@ class ReportRequest:
     format: str = "table"
     table: str = "targets"
     export_parquet: Path | None = None
+    memory_limit: str = MEMORY_LIMIT
 
 
 def parse_when(option: str, text: str) -> datetime:
@@ -71,7 +74,7 @@ def run(request: ReportRequest) -> bytes:
     """Scan once; export Parquet if asked; render the report."""
     if request.export_parquet is not None:
         parquet.check_target(request.export_parquet)
-    with scanned(request.paths, request.window) as (con, stats):
+    with scanned(request.paths, request.window, memory_limit=request.memory_limit) as (con, stats):
         if request.export_parquet is not None:
             parquet.export(con, request.export_parquet)
         report = summarise(con, stats, request.window, heatmap=request.format == "html")
@@ -95,8 +98,17 @@ def write_output(data: bytes, output: Path) -> None:
         raise ReportError(f"{output}: cannot write: {exc.strerror}") from None
 
 
+def check_memory_limit(text: str) -> str:
+    """A DuckDB size such as ``512MB`` or ``2GiB``."""
+    if not _SIZE.fullmatch(text.strip()):
+        raise ReportError(f"--memory-limit: not a size: {text!r} (e.g. 512MB, 2GB)")
+    return text.strip()
+
+
 def request_from(paths: Sequence[Path], *, since: str | None, until: str | None, fmt: str,
-                 table: str, export_parquet: Path | None) -> ReportRequest:
-    """A request from the command line's values, times checked."""
+                 table: str, export_parquet: Path | None,
+                 memory_limit: str = MEMORY_LIMIT) -> ReportRequest:
+    """A request from the command line's values, times and size checked."""
     return ReportRequest(paths=tuple(paths), window=make_window(since, until), format=fmt,
-                         table=table, export_parquet=export_parquet)
+                         table=table, export_parquet=export_parquet,
+                         memory_limit=check_memory_limit(memory_limit))

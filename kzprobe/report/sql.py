@@ -123,27 +123,32 @@ FROM starts s JOIN last_decisive l USING (input, probe_asn)
 
 CREATE_TARGETS = """
 CREATE OR REPLACE TEMP TABLE targets AS
-WITH agg AS (
+WITH g AS (  -- first a few rows per target (one per distinct verdict), then per target
+    SELECT input, probe_asn, state, mechanism, category_code, test_name, blockpage,
+        tls_mitm_issuer, ooni_blocked, len(interference) > 0 AS interfered, count(*) AS n,
+        min(measurement_start_time) AS first_ts, max(measurement_start_time) AS last_ts
+    FROM m GROUP BY ALL
+), agg AS (
     SELECT input, probe_asn,
-        arg_max(category_code, measurement_start_time)
-            FILTER (WHERE category_code IS NOT NULL) AS category_code,
-        arg_max(test_name, (measurement_start_time, test_name)) AS test_name,
-        count(*) AS measurements,
-        count(*) FILTER (WHERE state = 'blocked') AS blocked,
-        count(*) FILTER (WHERE ooni_blocked) AS ooni_blocked,
-        count(*) FILTER (WHERE len(interference) > 0) AS interference,
-        arg_max(state, (measurement_start_time, state, mechanism)) AS last_state,
-        arg_max_null(mechanism, (measurement_start_time, state, mechanism)) AS last_mechanism,
-        min(measurement_start_time) AS first_ts, max(measurement_start_time) AS last_ts,
-        min(measurement_start_time) FILTER (WHERE state = 'blocked') AS first_blocked_ts,
-        max(measurement_start_time) FILTER (WHERE state = 'blocked') AS last_blocked_ts,
+        arg_max(category_code, last_ts) FILTER (WHERE category_code IS NOT NULL)
+            AS category_code,
+        arg_max(test_name, (last_ts, test_name)) AS test_name,
+        sum(n)::BIGINT AS measurements,
+        coalesce(sum(n) FILTER (WHERE state = 'blocked'), 0)::BIGINT AS blocked,
+        coalesce(sum(n) FILTER (WHERE ooni_blocked), 0)::BIGINT AS ooni_blocked,
+        coalesce(sum(n) FILTER (WHERE interfered), 0)::BIGINT AS interference,
+        arg_max(state, (last_ts, state, mechanism)) AS last_state,
+        arg_max_null(mechanism, (last_ts, state, mechanism)) AS last_mechanism,
+        min(first_ts) AS first_ts, max(last_ts) AS last_ts,
+        min(first_ts) FILTER (WHERE state = 'blocked') AS first_blocked_ts,
+        max(last_ts) FILTER (WHERE state = 'blocked') AS last_blocked_ts,
         list_sort(list_distinct(flatten(coalesce(list(string_split(mechanism, '+'))
             FILTER (WHERE mechanism IS NOT NULL), [])))) AS mechanisms,
         list_sort(coalesce(list(DISTINCT blockpage) FILTER (WHERE blockpage IS NOT NULL), []))
             AS blockpages,
         list_sort(coalesce(list(DISTINCT tls_mitm_issuer)
             FILTER (WHERE tls_mitm_issuer IS NOT NULL), [])) AS mitm_issuers
-    FROM m GROUP BY input, probe_asn
+    FROM g GROUP BY input, probe_asn
 ), current AS (
     SELECT input, probe_asn, max(ts) AS since_ts,
         arg_max(state, (ts, state, mechanism)) AS state,
@@ -198,15 +203,19 @@ ORDER BY targets_blocked_now DESC, blocked DESC, category_code NULLS LAST
 """
 
 DAYS = """
-SELECT strftime(measurement_start_time::DATE, '%Y-%m-%d') AS day, probe_asn,
-    count(*) AS measurements,
-    count(*) FILTER (WHERE state = 'blocked') AS blocked,
-    round(count(*) FILTER (WHERE state = 'blocked') / count(*), 4) AS blocked_share,
-    count(*) FILTER (WHERE ooni_blocked) AS ooni_blocked,
-    count(*) FILTER (WHERE len(interference) > 0) AS interference,
-    count(DISTINCT input) AS targets,
-    count(DISTINCT input) FILTER (WHERE state = 'blocked') AS targets_blocked
-FROM m GROUP BY ALL ORDER BY day, probe_asn
+WITH d AS (  -- per day, network and target first, so distinct targets are a plain count
+    SELECT measurement_start_time::DATE AS day, probe_asn, input, count(*) AS n,
+        count(*) FILTER (WHERE state = 'blocked') AS b,
+        count(*) FILTER (WHERE ooni_blocked) AS o,
+        count(*) FILTER (WHERE len(interference) > 0) AS i
+    FROM m GROUP BY ALL
+)
+SELECT strftime(day, '%Y-%m-%d') AS day, probe_asn,
+    sum(n)::BIGINT AS measurements, sum(b)::BIGINT AS blocked,
+    round(sum(b) / sum(n), 4) AS blocked_share,
+    sum(o)::BIGINT AS ooni_blocked, sum(i)::BIGINT AS interference,
+    count(*) AS targets, count(*) FILTER (WHERE b > 0) AS targets_blocked
+FROM d GROUP BY d.day, probe_asn ORDER BY d.day, probe_asn
 """
 
 NETWORKS = f"""

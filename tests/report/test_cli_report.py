@@ -60,10 +60,11 @@ def test_table_says_what_is_blocked_since_when(
 @pytest.mark.parametrize(("args", "message"), [
     (["--since", "yesterday"], "--since: not a time: 'yesterday'"),
     (["--since", "2024-03-02", "--until", "2024-03-01"], "--since must be before --until"),
+    (["--memory-limit", "lots"], "--memory-limit: not a size: 'lots'"),
 ])
-def test_bad_times_are_one_line_exit_2(fleet: list[Path], args: list[str], message: str,
+def test_bad_options_are_one_line_exit_2(fleet: list[Path], args: list[str], message: str,
                                        capsysbinary: pytest.CaptureFixture[bytes]) -> None:
-    """A time that does not parse, or an empty window: one line on stderr, exit 2."""
+    """A time that does not parse, an empty window, a bad size: one line on stderr, exit 2."""
     code, out, err = _run(["report", *map(str, fleet), *args], capsysbinary)
     assert (code, out) == (2, b"")
     assert err.startswith(f"kzprobe: error: {message}") and err.count("\n") == 1
