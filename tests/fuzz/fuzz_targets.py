@@ -84,11 +84,11 @@ def main(argv: list[str]) -> None:
     import idna.uts46data  # noqa: F401  # dependencies uninstrumented: instrumenting
     import orjson  # noqa: F401  # idna's tables or aiohttp takes tens of seconds
 
-    import kzprobe.errors  # noqa: F401
+    import kzprobe.errors
 
     with atheris.instrument_imports():
-        import kzprobe.bogons  # noqa: F401
-        import kzprobe.segments  # noqa: F401
+        import kzprobe.bogons
+        import kzprobe.segments
         import kzprobe.targets  # noqa: F401
     atheris.Setup([argv[0], *argv[2:]], TARGETS[argv[1]])
     atheris.Fuzz()
