@@ -82,7 +82,18 @@ def run(request: ReportRequest) -> bytes:
 
 
 def write_output(data: bytes, output: Path) -> None:
-    """Write the report whole or not at all (a temporary file renamed into place)."""
+    """Write the report to a file whole or not at all (a temporary file renamed into place).
+
+    Anything that exists and is not a regular file (``/dev/null``, a FIFO, a terminal) is
+    written to as it is: renaming over it would replace the device with a file.
+    """
+    if output.exists() and not output.is_file():
+        try:
+            with open(output, "wb") as out:
+                out.write(data)
+        except OSError as exc:
+            raise ReportError(f"{output}: cannot write: {exc.strerror}") from None
+        return
     directory = output.parent if str(output.parent) else Path(".")
     try:
         handle, name = tempfile.mkstemp(prefix=f".{output.name}.", dir=directory)

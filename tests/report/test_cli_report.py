@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import orjson
@@ -77,3 +80,30 @@ def test_missing_path_is_one_line_exit_2(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert result.stderr == f"kzprobe: error: {tmp_path / 'nowhere'}: no such file or directory\n"
+
+
+def test_output_to_a_fifo_stays_a_fifo(fleet: list[Path], tmp_path: Path,
+                                       capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    """--output to something that is not a regular file writes into it, never replaces it."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    code, _, _ = _run(["report", *map(str, fleet), "--format", "json", "--output", str(fifo)],
+                      capsysbinary)
+    reader.join(timeout=30)
+    assert code == 0 and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert orjson.loads(received[0])["summary"]["records"] == 22
+
+
+def test_output_file_is_replaced_whole(fleet: list[Path], tmp_path: Path,
+                                       capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    """An existing report file is replaced by the new one, readable by others, no temp left."""
+    target = tmp_path / "report.json"
+    target.write_text("old")
+    code, _, _ = _run(["report", *map(str, fleet), "--format", "json", "-o", str(target)],
+                      capsysbinary)
+    assert code == 0 and orjson.loads(target.read_bytes())["summary"]["records"] == 22
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["probe-a", "probe-b", "report.json"]
