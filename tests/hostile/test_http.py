@@ -339,3 +339,59 @@ async def test_hostile_https_server_is_bounded_the_same_way(
 def _first(chunks: Iterator[bytes], count: int) -> list[bytes]:
     """The first ``count`` pieces of a bomb (64 MiB decoded: far over the cap)."""
     return [piece for _, piece in zip(range(count), chunks, strict=False)]
+
+
+# --------------------------------------------------------------------------- the command
+
+
+async def test_measure_command_survives_a_bomb_and_an_endless_body(
+        hostile, dns_server: DnsServer, tmp_path) -> None:
+    """`kzprobe measure` on a gzip bomb, an endless body and a trickle: exit 0, one record
+    each, and the whole process stays under 200 MB of RSS."""
+    import asyncio
+    import json
+    import sys
+
+    wire = sum(len(piece) for piece in bomb_chunks("gzip"))
+    holder: list[HostileServer] = []
+    bomb = await hostile(stream_body(
+        OK_HEAD + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % wire,
+        lambda: bomb_chunks("gzip"), holder))
+    holder.append(bomb)
+    endless = await hostile(respond_forever(OK_HEAD + b"\r\n", lambda: b"E" * 65536))
+    slow = await hostile(trickle(OK_HEAD + b"Content-Length: 9999\r\n\r\n", b"s"))
+    config = tmp_path / "c.toml"
+    config.write_text(f"""
+[dns]
+resolvers = ["{dns_server.address}"]
+query_aaaa = false
+[analysis]
+not_bogon = ["127.0.0.0/8"]
+retries = 0
+[timeouts]
+http = {HTTP_TIMEOUT}
+""")
+    wrapper = "\n".join([
+        "import resource, sys",
+        "from kzprobe.cli import main",
+        "try:",
+        "    code = main(sys.argv[1:])",
+        "finally:",
+        "    usage = resource.getrusage(resource.RUSAGE_SELF)",
+        "    print('maxrss_kib', usage.ru_maxrss, file=sys.stderr)",
+        "sys.exit(code)",
+    ])
+    urls = [f"http://h.test:{server.port}/" for server in (bomb, endless, slow)]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", wrapper, "measure", *urls, "--config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    records = [json.loads(line) for line in out.splitlines()]
+    failures = [r["test_keys"]["requests"][0]["failure"] for r in records]
+    assert failures == [None, None, "generic_timeout_error"]
+    assert all(r["test_keys"]["requests"][0]["response"]["body_is_truncated"]
+               for r in records[:2])
+    maxrss = int(err.decode().rsplit("maxrss_kib", 1)[1].split()[0]) * 1024
+    print(f"\nBOUND kzprobe measure (bomb, endless, trickle): maxrss {maxrss / 1e6:.0f} MB")
+    assert maxrss < 200 * 1024 * 1024
