@@ -68,7 +68,7 @@ def _bar_span(row: dict[str, Any]) -> tuple[str, float]:
 
 def timeline(report: Report) -> str:
     """One row per target of the heatmap: its blocked periods, coloured by mechanism."""
-    shown = {_label(r) for r in report.table("heatmap").records()}
+    shown = {_label(r) for r in report.table("heatmap").records()}  # the same targets
     periods = [r for r in report.table("periods").records()
                if r["state"] == "blocked" and _label(r) in shown][:MAX_TIMELINE_BARS]
     if not periods:
@@ -83,8 +83,10 @@ def timeline(report: Report) -> str:
             customdata=[[r["start"], r["end"]] for r in mine],
             hovertemplate="%{y}<br>%{customdata[0]} .. %{customdata[1]} UTC<extra>"
                           + html.escape(mechanism) + "</extra>"))
+    order = list(dict.fromkeys(_label(r) for r in report.table("heatmap").records()))
     fig.update_xaxes(type="date")
-    fig.update_yaxes(autorange="reversed", automargin=True)
+    fig.update_yaxes(categoryorder="array", categoryarray=order, autorange="reversed",
+                     automargin=True)
     fig.update_layout(title="Blocked periods (first to last blocked measurement)",
                       barmode="overlay", legend_title_text="mechanism")
     return _figure(fig, "timeline", 200 + 18 * len({_label(r) for r in periods}))

@@ -208,7 +208,7 @@ def load(con: duckdb.DuckDBPyConnection, paths: Iterable[Path], window: Window,
     records = con.execute("SELECT count(*) FROM m").fetchone()
     return ReadStats(files=len(listed), open_segments=len(files) - len(closed),
                      records=int(records[0]) if records else 0, corrupt_lines=errors.count,
-                     errors=tuple(errors.kept))
+                     errors=tuple(sorted(errors.kept, key=lambda e: (str(e.file), e.line))))
 
 
 def _rescan_flagged(con: duckdb.DuckDBPyConnection, copies: set[str], errors: ErrorLog) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from kzprobe.report import ReportError, Window, build_report
 from kzprobe.report import scan as scan_module
+from kzprobe.report.command import FORMATS, ReportRequest, run
 from kzprobe.segments import iter_lines
 from tests.report.builders import endpoint, lines, web, write
 
@@ -114,3 +115,15 @@ def test_no_segments_is_an_error(tmp_path: Path) -> None:
         build_report([tmp_path])
     with pytest.raises(ReportError, match="no such file"):
         build_report([tmp_path / "missing"])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_empty_window_still_renders(fleet: list[Path], fmt: str) -> None:
+    """No record in the window is a report of zeros in every format, not an error."""
+    window = Window(since=datetime(2030, 1, 1))
+    data = run(ReportRequest(paths=tuple(fleet), window=window, format=fmt))
+    report = build_report(fleet, window)
+    assert (report.summary["records"], report.summary["changes"]) == (0, 0)
+    assert all(not table.rows for table in report.tables)
+    assert data.startswith({"json": b"{", "csv": b"input,", "html": b"<!DOCTYPE html>",
+                            "table": b"kzprobe report: 0 records"}[fmt])
