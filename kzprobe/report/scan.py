@@ -27,9 +27,10 @@ from kzprobe.segments import MAX_LINE_BYTES, iter_lines, list_segments
 
 MAX_ERRORS_KEPT = 1000  # listed in the report; all of them are counted
 OPEN_SUFFIX = ".ndjson.part"
+_SUFFIXES = (".part", ".gz", ".zst", ".ndjson")  # stripped in this order
 _NAME_TIME = re.compile(r"-(\d{8}T\d{6}Z)-")
-# A record's measurement may start before its segment opened: by at most one measurement's
-# deadline (minutes). An hour of slack keeps file pruning safe.
+# A record's measurement may start before its segment opened (by at most one measurement's
+# deadline: minutes), and clocks get stepped. An hour of slack keeps file pruning safe.
 _START_SLACK = timedelta(hours=1)
 
 
@@ -130,16 +131,19 @@ def _segment_start(path: Path) -> datetime | None:
 
 
 def _writer(path: Path) -> str:
-    """The writer a segment came from: its name without start time and sequence number."""
-    return _NAME_TIME.sub("-", path.name.split(".", 1)[0]).rsplit("-", 1)[0]
+    """The writer a segment came from: prefix, host and pid (no start time, no sequence)."""
+    name = path.name
+    for suffix in _SUFFIXES:
+        name = name.removesuffix(suffix)
+    return _NAME_TIME.sub("-", name, count=1).rsplit("-", 1)[0]
 
 
 def prune(files: Sequence[Path], window: Window) -> list[Path]:
     """Drop segments that cannot hold records in the window, judged by their names.
 
     A segment starting more than an hour after ``until`` is skipped, and so is one whose
-    writer opened its next segment before ``since`` (records are written after they
-    start, and a writer fills one segment at a time).
+    writer opened its next segment more than an hour before ``since`` (records are
+    written after they start, and a writer fills one segment at a time).
     """
     starts = {path: start for path in files if (start := _segment_start(path)) is not None}
     by_writer: dict[tuple[Path, str], list[Path]] = {}
@@ -155,7 +159,8 @@ def prune(files: Sequence[Path], window: Window) -> list[Path]:
 def _may_overlap(start: datetime | None, end: datetime | None, window: Window) -> bool:
     if start is not None and window.until is not None and start - _START_SLACK >= window.until:
         return False
-    return not (end is not None and window.since is not None and end < window.since)
+    return not (end is not None and window.since is not None
+                and end + _START_SLACK < window.since)
 
 
 def list_files(paths: Iterable[Path]) -> list[Path]:

@@ -100,13 +100,18 @@ def test_segments_outside_the_window_are_not_read(tmp_path: Path) -> None:
           lines([web("https://a.kz/", _day(1)), corrupt]))
     write(tmp_path / "kz-20240302T000000Z-h-1-000002.ndjson",
           lines([web("https://a.kz/", _day(2, 12))]))
+    # two writers on a dotted host name (pids 7 and 8): 8 opening a segment says nothing of 7
+    write(tmp_path / "kz-20240301T000000Z-vps.example.kz-7-000001.ndjson",
+          lines([web("https://c.kz/", _day(2, 14))]))
+    write(tmp_path / "kz-20240302T000000Z-vps.example.kz-8-000001.ndjson",
+          lines([web("https://c.kz/", _day(2, 15))]))
     write(tmp_path / "kz-20240305T000000Z-h-1-000003.ndjson", lines([corrupt]))
     # another writer (pid 2) has no later segment: its file may hold anything, so it is read
     write(tmp_path / "kz-20240301T000000Z-h-2-000001.ndjson",
           lines([web("https://b.kz/", _day(2, 13))]))
     window = Window(since=datetime(2024, 3, 2, 12), until=datetime(2024, 3, 4))
     report = build_report([tmp_path], window)
-    assert (report.summary["records"], report.summary["corrupt_lines"]) == (2, 0)
+    assert (report.summary["records"], report.summary["corrupt_lines"]) == (4, 0)
 
 
 def test_no_segments_is_an_error(tmp_path: Path) -> None:
