@@ -149,7 +149,8 @@ class Prober:
                 return endpoints.apply(record["test_keys"])
             return self.analyzer.apply(record["test_keys"], target.url)
         except Exception as exc:  # a bug in analysis must not lose the observations
-            log.warning("analysis_crashed", url=target.url, error=repr(exc)[:200])
+            log.warning("analysis_crashed", error=repr(exc)[:200])
+            log.debug("analysis_crashed_target", url=target.url)
             record["test_keys"]["x_analysis_failure"] = classify(exc)
             return (None, ())
 
@@ -164,7 +165,8 @@ class Prober:
             # the task ends here with a record saying so, instead of vanishing.
             keys = _failure_keys(FAILURE_INTERRUPTED)
         except Exception as exc:  # a bug in one measurement must not stop the others
-            log.warning("measurement_crashed", url=target.url, error=repr(exc)[:200])
+            log.warning("measurement_crashed", error=repr(exc)[:200])
+            log.debug("measurement_crashed_target", url=target.url)
             keys = _failure_keys(classify(exc))
         return self._record(target, experiment, keys, started, clock, sweep_id)
 

@@ -21,6 +21,28 @@ _LEVELS = {
 }
 
 
+class StderrLogger:
+    """Writes each rendered line to the stream current at call time (``sys.stderr`` by
+    default), never to one captured at start-up, and never raises: a closed or broken
+    stderr loses a log line, not a measurement."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+
+    def msg(self, message: str | bytes) -> None:
+        stream = self._stream or sys.stderr
+        try:
+            if isinstance(message, bytes):
+                stream.buffer.write(message + b"\n")
+            else:
+                stream.write(message + "\n")
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
 def configure_logging(
     level: str = "info", *, stream: TextIO | None = None, json: bool | None = None
 ) -> None:
@@ -37,13 +59,12 @@ def configure_logging(
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ]
-        factory: structlog.typing.WrappedLogger = structlog.BytesLoggerFactory(out.buffer)
     else:
         processors.append(structlog.dev.ConsoleRenderer(colors=False))
-        factory = structlog.PrintLoggerFactory(out)
+    logger = StderrLogger(stream)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=factory,
+        logger_factory=lambda *_: logger,
         cache_logger_on_first_use=False,
     )
