@@ -25,7 +25,6 @@ import base64
 import gzip
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -151,8 +150,8 @@ def generate(out: Path, records: int) -> None:
     print(f"generated {sweeps * TARGETS * len(NETWORKS)} records in {segments} segments")
 
 
-def timed(argv: list[str]) -> tuple[float, int, bytes]:
-    """Wall seconds, peak RSS (bytes) and stdout of one process."""
+def timed(argv: list[str]) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (bytes) of one process."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
     assert proc.stdout is not None
@@ -161,8 +160,8 @@ def timed(argv: list[str]) -> tuple[float, int, bytes]:
     elapsed = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
-        raise SystemExit(f"{argv[:4]} exited {proc.returncode}")
-    return elapsed, usage.ru_maxrss * 1024, out
+        raise SystemExit(f"{argv[:4]} exited {proc.returncode}: {out[-500:]!r}")
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
 
 
 def duckdb_count(files: list[str], function: str) -> list[str]:
@@ -196,25 +195,25 @@ def main() -> None:
             "report": [sys.executable, "-m", "kzprobe", "report", str(data), "--format", "json",
                        "--output", str(Path(tmp) / "report.json")],
         }
-        runs: dict[str, list[tuple[float, int]]] = {name: [] for name in commands}
+        runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name in commands}
         for _ in range(args.repeat):
             for name, argv in commands.items():
-                elapsed, rss, _ = timed(argv)
-                runs[name].append((elapsed, rss))
-                print(f"  {name:8s} {elapsed:6.2f} s  peak RSS {rss / 2**20:6.0f} MiB", flush=True)
+                run = timed(argv)
+                runs[name].append(run)
+                print(f"  {name:8s} {run[0]:6.2f} s wall {run[1]:6.2f} s CPU "
+                      f"peak RSS {run[2] / 2**20:5.0f} MiB", flush=True)
         summary = orjson.loads((Path(tmp) / "report.json").read_bytes())["summary"]
-    best = {name: min(t for t, _ in r) for name, r in runs.items()}
-    median = {name: statistics.median(t for t, _ in r) for name, r in runs.items()}
-    peak = {name: max(m for _, m in r) for name, r in runs.items()}
     print(f"report: {summary['records']} records, {summary['changes']} changes, "
           f"{summary['targets_blocked_now']} targets blocked now")
-    for name in ("bare", "objects"):
-        print(f"report / {name}: {best['report'] / best[name]:.2f}x best "
-              f"({best['report']:.2f} s vs {best[name]:.2f} s), "
-              f"{median['report'] / median[name]:.2f}x median")
+    for index, what in ((0, "wall"), (1, "CPU")):
+        best = {name: min(r[index] for r in rs) for name, rs in runs.items()}
+        median = {name: statistics.median(r[index] for r in rs) for name, rs in runs.items()}
+        for name in ("bare", "objects"):
+            print(f"report / {name} ({what}): {best['report'] / best[name]:.2f}x best "
+                  f"({best['report']:.2f} s vs {best[name]:.2f} s), "
+                  f"{median['report'] / median[name]:.2f}x median")
+    peak = {name: max(r[2] for r in rs) for name, rs in runs.items()}
     print("peak RSS: " + ", ".join(f"{n} {m / 2**20:.0f} MiB" for n, m in peak.items()))
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print(f"children CPU total {usage.ru_utime + usage.ru_stime:.0f} s")
 
 
 if __name__ == "__main__":

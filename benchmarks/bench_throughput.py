@@ -1,14 +1,23 @@
 """Throughput: `kzprobe run --once` over N local HTTPS sites vs a raw aiodns + aiohttp loop.
 
-Both sides resolve every distinct name through the same local DNS server and fetch the page
-over a fresh TLS connection from the same nginx, with the same concurrency, in the same run;
-the ratio is what matters on a noisy shared machine. kzprobe additionally records every
-step, analyses each measurement and writes gzip NDJSON, as in production.
-
     .venv/bin/python benchmarks/bench_throughput.py [--urls 1000] [--concurrency 100]
-                                                    [--control]
+                                                    [--repeat 3] [--control] [--py-spy FILE]
 
-Needs nginx (Debian package `nginx-light` or `nginx`). Only 127.0.0.0/8 is contacted.
+N distinct names (site0.kz.bench ...) resolve through one local DNS server (kzprobe's
+simnet, dnslib) to 16 addresses 127.0.1.x, served by one nginx worker over TLS 1.3 with
+a throwaway CA. Both sides look up every name and fetch the page over a fresh TLS
+connection with the same concurrency; they alternate ``--repeat`` times in the same run
+and the median ratio of their rates is printed. kzprobe additionally records every step
+(DNS answers, TCP, TLS with the peer chain, HTTP), analyses each measurement (OONI keys
+and interference codes) and writes gzip NDJSON, as in production. Every kzprobe record is
+then checked (untimed): it loads with OONI's parser (``oonidata``) and carries its
+verdict. ``--control`` adds a run against a local ``kzprobe helper`` (which repeats DNS,
+TCP, TLS and the GET for each URL: twice the work on the same 2 cores).
+
+Rates are the sweep's own duration (the engine measuring N URLs), as the raw loop is
+timed; CPU is read from /proc for the same span. Needs nginx (Debian ``nginx-light`` or
+``nginx``). Only 127.0.0.0/8 is contacted. ``--py-spy FILE`` records kzprobe's profile
+(``py-spy record --format raw``; pip install py-spy).
 """
 
 from __future__ import annotations
@@ -17,24 +26,41 @@ import argparse
 import json
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trustme
+from common import (
+    child_pid,
+    cpu_seconds,
+    free_port,
+    py_spy_argv,
+    raw_loop,
+    summarise,
+    verify,
+)
 
 ADDRESSES = [f"127.0.1.{i}" for i in range(1, 17)]
 PAGE = "<html><head><title>Benchmark site</title></head><body>" + "x" * 2000 + "</body></html>"
 
 
-def _free_port() -> int:
-    import socket
+@dataclass(slots=True)
+class Run:
+    ok: int
+    seconds: float
+    cpu: float  # CPU seconds of the measuring process over the same span
+    process_seconds: float | None = None
+    records: list[dict[str, Any]] | None = None
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds
 
 
 def _nginx_conf(tmp: Path, port: int, cert: Path, key: Path) -> Path:
@@ -77,51 +103,16 @@ def _start(argv: list[str], ready: str | None = None) -> subprocess.Popen[str]:
     return proc
 
 
-RAW_LOOP = r'''
-import asyncio, json, ssl, sys, time
-import aiohttp, uvloop
-from aiohttp.resolver import AsyncResolver
-
-async def main(urls, concurrency, dns, cafile):
-    ctx = ssl.create_default_context(cafile=cafile)
-    resolver = AsyncResolver(nameservers=[dns])
-    connector = aiohttp.TCPConnector(force_close=True, use_dns_cache=False, resolver=resolver,
-                                     ssl=ctx, limit=0)
-    gate = asyncio.Semaphore(concurrency)
-    ok = 0
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async def one(url):
-            nonlocal ok
-            async with gate:
-                async with session.get(url, timeout=aiohttp.ClientTimeout(total=30)) as resp:
-                    await resp.read()
-                    ok += resp.status == 200
-        start = time.perf_counter()
-        await asyncio.gather(*(one(u) for u in urls))
-        return ok, time.perf_counter() - start
-
-urls = json.loads(open(sys.argv[1]).read())
-ok, elapsed = uvloop.run(main(urls, int(sys.argv[2]), sys.argv[3], sys.argv[4]))
-print(json.dumps({"ok": ok, "seconds": elapsed}))
-'''
+def _raw(urls: list[str], concurrency: int, dns: str, cafile: Path, tmp: Path) -> Run:
+    got = raw_loop(urls, concurrency, dns, cafile, tmp)
+    return Run(ok=got["ok"], seconds=got["seconds"], cpu=got["cpu"])
 
 
-def _raw(urls: list[str], concurrency: int, dns: str, cafile: Path, tmp: Path) -> dict[str, float]:
-    script = tmp / "raw.py"
-    script.write_text(RAW_LOOP)
-    url_file = tmp / "urls.json"
-    url_file.write_text(json.dumps(urls))
-    out = subprocess.run([sys.executable, str(script), str(url_file), str(concurrency), dns,
-                          str(cafile)], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"raw loop failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout)  # type: ignore[no-any-return]
-
-
-def _kzprobe(urls: list[str], concurrency: int, dns: str, cafile: Path, tmp: Path,
-             helper: str | None) -> dict[str, float]:
+def _kz_config(tmp: Path, urls: list[str], concurrency: int, dns: str, cafile: Path,
+               helper: str | None) -> Path:
+    """A config in its own directory ``tmp``; records go to ``tmp/out``."""
+    tmp.mkdir()
     out_dir = tmp / "out"
-    shutil.rmtree(out_dir, ignore_errors=True)
     targets = tmp / "targets.csv"
     targets.write_text("url,category_code,category_description,date_added,source,notes\n" +
                        "".join(f"{u},NEWS,News Media,2024-01-01,bench,\n" for u in urls))
@@ -129,6 +120,8 @@ def _kzprobe(urls: list[str], concurrency: int, dns: str, cafile: Path, tmp: Pat
     if helper:
         control = f'[control]\nhelper_url = ["{helper}"]\nconcurrency = {concurrency}\n'
     config = tmp / "kzprobe.toml"
+    # per_host = concurrency: 1,000 names share 16 addresses here, which the per-IP gate
+    # (default 4) would serialise; real targets are spread over many addresses.
     config.write_text(f"""
 [dns]
 resolvers = ["{dns}"]
@@ -144,28 +137,42 @@ per_host = {concurrency}
 not_bogon = ["127.0.0.0/8"]
 [output]
 dir = "{out_dir}"
+[service]
+metrics_listen = ""
 [targets]
 files = ["{targets}"]
 {control}""")
+    return config
+
+
+def _kzprobe(config: Path, py_spy: Path | None) -> Run:
+    argv = py_spy_argv(py_spy, [sys.executable, "-m", "kzprobe", "run", "--once", "--config",
+                                str(config)])
+    shutil.rmtree(config.parent / "out", ignore_errors=True)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "kzprobe", "run", "--once", "--config",
-                           str(config)], check=True, capture_output=True, text=True)
-    process_seconds = time.perf_counter() - start
-    sweep = next(json.loads(line) for line in done.stderr.splitlines()
-                 if '"sweep_finished"' in line)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    pid = child_pid(proc.pid) if py_spy is not None else proc.pid
+    cpu_start = sweep = None
+    for line in proc.stderr:
+        if '"daemon_ready"' in line:
+            cpu_start = cpu_seconds(pid)
+        elif '"sweep_finished"' in line:
+            cpu = cpu_seconds(pid) - (cpu_start or 0.0)
+            sweep = json.loads(line)
+    if proc.wait() != 0 or sweep is None:
+        raise RuntimeError(f"kzprobe run failed (exit {proc.returncode})")
     from kzprobe.segments import iter_records, list_segments
 
-    records = list(iter_records(list_segments([out_dir])))
+    records = list(iter_records(list_segments([config.parent / "out"])))
     ok = sum(1 for r in records
              if (r["test_keys"].get("requests") or [{}])[0].get("response", {}).get("code") == 200)
-    # The sweep's own duration (the engine measuring N URLs), as the raw loop is timed; the
-    # whole process (interpreter start, imports, closing and compressing files) is shown too.
-    return {"ok": ok, "seconds": sweep["duration_s"], "records": len(records),
-            "process_seconds": process_seconds}
+    return Run(ok=ok, seconds=sweep["duration_s"], cpu=cpu, records=records,
+               process_seconds=time.perf_counter() - start)
 
 
-def _helper(tmp: Path, dns: str, cafile: Path) -> tuple[subprocess.Popen[str], str]:
-    port = _free_port()
+def _helper(tmp: Path, dns: str, cafile: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
     config = tmp / "helper.toml"
     config.write_text(f"""
 [dns]
@@ -177,6 +184,7 @@ ca_file = "{cafile}"
 listen = "127.0.0.1:{port}"
 allow_nets = ["127.0.0.0/8"]
 max_in_flight = 10000
+max_connections = 10000
 rate_per_client = 100000
 rate_burst = 100000
 """)
@@ -186,54 +194,95 @@ rate_burst = 100000
     return proc, f"http://127.0.0.1:{port}/"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--urls", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=100)
-    parser.add_argument("--control", action="store_true", help="also run with a local helper")
-    args = parser.parse_args()
-    if shutil.which("nginx") is None:
-        sys.exit("nginx not found: apt-get install nginx-light")
-    tmp = Path(tempfile.mkdtemp(prefix="kzprobe-bench-"))
-    names = [f"site{i}.kz.bench" for i in range(args.urls)]
+def _pki(tmp: Path) -> tuple[Path, Path, Path]:
     ca = trustme.CA()
     leaf = ca.issue_cert("*.kz.bench")
     cafile, cert, key = tmp / "ca.pem", tmp / "cert.pem", tmp / "key.pem"
     ca.cert_pem.write_to_path(str(cafile))
     leaf.private_key_pem.write_to_path(str(key))
     cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    port, dns_port = _free_port(), _free_port()
+    return cafile, cert, key
+
+
+def _line(name: str, runs: list[Run], raw: list[Run], urls: int) -> str:
+    rate = statistics.median(r.rate for r in runs)
+    cpu_ms = min(r.cpu / max(r.ok, 1) * 1000 for r in runs)  # the least disturbed run
+    ratios = [k.rate / r.rate for k, r in zip(runs, raw, strict=True)]
+    ok = min(r.ok for r in runs)
+    return (f"{name:>16}: {ok}/{urls} ok, {rate:,.0f}/s ({rate * 60:,.0f}/min), "
+            f"CPU {cpu_ms:.2f} ms/measurement; ratio to raw {summarise(ratios)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--urls", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--control", action="store_true", help="also run with a local helper")
+    parser.add_argument("--py-spy", type=Path, help="record kzprobe's last run with py-spy")
+    args = parser.parse_args()
+    if shutil.which("nginx") is None:
+        sys.exit("nginx not found: apt-get install nginx-light")
+    tmp = Path(tempfile.mkdtemp(prefix="kzprobe-bench-"))
+    names = [f"site{i}.kz.bench" for i in range(args.urls)]
+    cafile, cert, key = _pki(tmp)
+    port, dns_port = free_port(), free_port()
     zone = {name: [ADDRESSES[i % len(ADDRESSES)]] for i, name in enumerate(names)}
     (tmp / "zone.json").write_text(json.dumps({"zone": zone, "default": "answer"}))
-    procs = [
+    procs: list[subprocess.Popen[Any]] = [
         _start(["nginx", "-c", str(_nginx_conf(tmp, port, cert, key))]),
         _start([sys.executable, "-m", "kzprobe.simnet", "dns", "--listen",
                 f"127.0.0.1:{dns_port}", "--rules", str(tmp / "zone.json")], ready="READY"),
     ]
     dns = f"127.0.0.1:{dns_port}"
     urls = [f"https://{name}:{port}/" for name in names]
+    results: dict[str, list[Run]] = {"raw": [], "kzprobe": [], "kzprobe+control": []}
     try:
         time.sleep(0.5)
-        raw = _raw(urls, args.concurrency, dns, cafile, tmp)
-        kz = _kzprobe(urls, args.concurrency, dns, cafile, tmp, None)
-        results = {"raw": raw, "kzprobe": kz}
+        plain = _kz_config(tmp / "plain", urls, args.concurrency, dns, cafile, None)
+        control = None
         if args.control:
             helper, helper_url = _helper(tmp, dns, cafile)
-            procs.append(helper)  # type: ignore[arg-type]
-            results["kzprobe+control"] = _kzprobe(urls, args.concurrency, dns, cafile, tmp,
-                                                  helper_url)
+            procs.append(helper)
+            control = _kz_config(tmp / "control", urls, args.concurrency, dns, cafile,
+                                 helper_url)
+        for turn in range(args.repeat):
+            spy = args.py_spy if turn == args.repeat - 1 else None
+            steps = [("raw", lambda: _raw(urls, args.concurrency, dns, cafile, tmp)),
+                     ("kzprobe", lambda: _kzprobe(plain, spy))]  # noqa: B023
+            for name, step in steps if turn % 2 == 0 else steps[::-1]:
+                results[name].append(step())
+            if control is not None:
+                results["kzprobe+control"].append(_kzprobe(control, None))
+        checked = [verify(runs[-1].records or [], args.urls)
+                   for name, runs in results.items() if name != "raw" and runs]
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
             proc.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
-    raw_rate = raw["ok"] / raw["seconds"]
-    for name, result in results.items():
-        rate = result["ok"] / result["seconds"]
-        extra = (f" (whole process {result['process_seconds']:.2f} s)"
-                 if "process_seconds" in result else "")
-        print(f"{name:>16}: {result['ok']}/{args.urls} ok in {result['seconds']:.2f} s{extra} = "
-              f"{rate:,.0f}/s ({rate * 60:,.0f}/min), ratio to raw {rate / raw_rate:.2f}x")
+    raw = results["raw"]
+    raw_rate = statistics.median(r.rate for r in raw)
+    raw_cpu = min(r.cpu / max(r.ok, 1) * 1000 for r in raw)
+    print(f"{'raw':>16}: {min(r.ok for r in raw)}/{args.urls} ok, {raw_rate:,.0f}/s "
+          f"({raw_rate * 60:,.0f}/min), CPU {raw_cpu:.2f} ms/measurement")
+    for name in ("kzprobe", "kzprobe+control"):
+        if results[name]:
+            print(_line(name, results[name], raw, args.urls))
+    print(f"{'checked':>16}: {'; '.join(checked)}")
+    print(_summary(results, args))
+
+
+def _summary(results: dict[str, list[Run]], args: argparse.Namespace) -> str:
+    raw, kz = results["raw"], results["kzprobe"]
+    ratios = [k.rate / r.rate for k, r in zip(kz, raw, strict=True)]
+    rate = statistics.median(r.rate for r in kz) * 60
+    line = (f"throughput: {args.urls:,} HTTPS URLs at concurrency {args.concurrency}: "
+            f"kzprobe {rate:,.0f}/min, {summarise(ratios)} the raw aiodns+aiohttp loop")
+    if results["kzprobe+control"]:
+        control = [k.rate / r.rate for k, r in zip(results["kzprobe+control"], raw, strict=True)]
+        line += f"; with a local helper {statistics.median(control):.2f}x"
+    return line
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ import base64
 import copy
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def py_spy_argv(output: Path | None, argv: list[str]) -> list[str]:
+    """``argv`` run under ``py-spy record`` (raw collapsed stacks, all threads), if asked."""
+    if output is None:
+        return argv
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return [spy, "record", "--threads", "--format", "raw", "-r", "200", "-o", str(output),
+            "--", *argv]
+
+
+def child_pid(parent: int) -> int:
+    """The (first) child of ``parent``: the profiled Python under py-spy."""
+    for _ in range(200):
+        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.05)
+    raise RuntimeError(f"process {parent} started no child")
+
+
 # --------------------------------------------------------------------------- ratios
 
 
@@ -63,6 +84,72 @@ def summarise(ratios: Sequence[float]) -> str:
     """``0.83x (median of 3 same-run pairs: 0.79 0.83 0.90)``."""
     runs = " ".join(f"{r:.2f}" for r in ratios)
     return f"{statistics.median(ratios):.2f}x (median of {len(ratios)} same-run pairs: {runs})"
+
+
+# --------------------------------------------------------------------------- the raw baseline
+
+RAW_LOOP = r'''
+import asyncio, json, resource, ssl, sys, time
+import aiohttp, uvloop
+from aiohttp.resolver import AsyncResolver
+
+async def main(urls, concurrency, dns, cafile):
+    ctx = ssl.create_default_context(cafile=cafile) if cafile != "-" else None
+    resolver = AsyncResolver(nameservers=[dns])
+    connector = aiohttp.TCPConnector(force_close=True, use_dns_cache=False, resolver=resolver,
+                                     ssl=ctx if ctx else True, limit=0)
+    gate = asyncio.Semaphore(concurrency)
+    ok = 0
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def one(url):
+            nonlocal ok
+            async with gate:
+                try:
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=60)) as resp:
+                        await resp.read()
+                        ok += resp.status == 200
+                except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                    pass
+        start, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(one(u) for u in urls))
+        return ok, time.perf_counter() - start, time.process_time() - cpu
+
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+urls = json.loads(open(sys.argv[1]).read())
+ok, elapsed, cpu = uvloop.run(main(urls, int(sys.argv[2]), sys.argv[3], sys.argv[4]))
+print(json.dumps({"ok": ok, "seconds": elapsed, "cpu": cpu}))
+'''
+
+
+def raw_loop(urls: list[str], concurrency: int, dns: str, cafile: Path | None,
+             tmp: Path) -> dict[str, Any]:
+    """The raw baseline: aiodns lookup + aiohttp GET on a fresh connection per URL, with
+    ``concurrency`` in flight, in its own process; returns ok, seconds and CPU seconds."""
+    script = tmp / "raw.py"
+    script.write_text(RAW_LOOP)
+    url_file = tmp / "urls.json"
+    url_file.write_text(orjson.dumps(urls).decode())
+    out = subprocess.run([sys.executable, str(script), str(url_file), str(concurrency), dns,
+                          str(cafile) if cafile else "-"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"raw loop failed: {out.stderr[-2000:]}")
+    return dict(orjson.loads(out.stdout))
+
+
+def verify(records: list[dict[str, Any]], expected: int) -> str:
+    """Every record loads with OONI's parser and carries both verdicts (run untimed)."""
+    from oonidata.dataclient import load_measurement
+
+    if len(records) != expected:
+        raise SystemExit(f"{len(records)} records for {expected} URLs")
+    for record in records:
+        parsed = load_measurement(msmt=record)
+        keys = record["test_keys"]
+        if type(parsed).__name__ != "WebConnectivity" or not {
+                "blocking", "accessible", "interference", "x_attempts"} <= keys.keys():
+            raise SystemExit(f"record without its verdict: {record['input']}")
+    return f"{len(records)} records load with oonidata and carry their verdicts"
 
 
 # --------------------------------------------------------------------------- records
