@@ -395,3 +395,54 @@ http = {HTTP_TIMEOUT}
     maxrss = int(err.decode().rsplit("maxrss_kib", 1)[1].split()[0]) * 1024
     print(f"\nBOUND kzprobe measure (bomb, endless, trickle): maxrss {maxrss / 1e6:.0f} MB")
     assert maxrss < 200 * 1024 * 1024
+
+
+async def _under_uvloop() -> dict[str, str | None]:
+    import asyncio
+
+    from tests.conftest import make_config
+
+    dns = DnsServer()
+    await dns.start()
+    dns.zone["h.test"] = ["127.0.0.1"]
+
+    async def late_garbage(reader: Any, writer: Any) -> None:
+        await read_request(reader)
+        writer.write(OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.write(b"ZZZZ\r\n")
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    behaviours = {
+        "gzip bomb": respond(OK_HEAD + b"Content-Encoding: gzip\r\n\r\n",
+                             *_first(bomb_chunks("gzip"), 64)),
+        "endless body": respond_forever(OK_HEAD + b"\r\n", lambda: b"U" * 65536),
+        "malformed chunk": late_garbage,
+        "1 MiB header line": respond(b"HTTP/1.1 200 OK\r\nX: " + b"a" * MIB + b"\r\n\r\n"),
+    }
+    prober = Prober(make_config(dns=dns, analysis={"retries": 0}))
+    found: dict[str, str | None] = {}
+    try:
+        for name, behaviour in behaviours.items():
+            server = HostileServer(behaviour)
+            await server.start()
+            run = await bounded(prober, f"http://h.test:{server.port}/")
+            assert run.seconds < SLACK and run.peak_bytes < MEMORY_BOUND
+            found[name] = run.request["failure"]
+            if name in ("gzip bomb", "endless body"):
+                assert len(_body_bytes(run.request["response"])) == BODY_LIMIT
+            await server.close()
+    finally:
+        await prober.aclose()
+        dns.close()
+    return found
+
+
+def test_same_bounds_under_uvloop() -> None:
+    """Under uvloop (the daemon's loop) bombs, endless bodies and garbage end the same way."""
+    uvloop = pytest.importorskip("uvloop")
+    assert uvloop.run(_under_uvloop()) == {
+        "gzip bomb": None, "endless body": None, "malformed chunk": "http_invalid_response",
+        "1 MiB header line": "http_header_too_large"}
