@@ -15,13 +15,16 @@ and exits non-zero. The ``check_*`` functions are importable without atheris.
 
 from __future__ import annotations
 
+import atexit
 import gzip
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 _TMP = Path(tempfile.mkdtemp(prefix="kzprobe-fuzz-"))
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 
 
 def check_csv(data: bytes) -> None:
