@@ -16,7 +16,8 @@ from types import FrameType
 
 import pytest
 
-from . import netns
+from . import endpoints, netns
+from .endpoints import EndpointServers
 from .lab import Lab
 
 _UNAVAILABLE: list[str] = []  # cached reason, so the check runs once per session
@@ -64,3 +65,23 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def lab_config(lab: Lab, tmp_path: Path) -> Path:
     """A kzprobe config for the client namespace with the lab's defaults."""
     return lab.write_config(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def lab_endpoints(lab: Lab) -> Iterator[EndpointServers]:
+    """The real endpoint daemons in the internet namespace, started on first use."""
+    servers = endpoints.start(lab)
+    try:
+        yield servers
+    finally:
+        endpoints.stop(lab, servers)
+
+
+def require_endpoint(servers: EndpointServers, key: str) -> None:
+    """Skip (under CI=true: fail) when the daemon serving ``key`` is not installed."""
+    reason = servers.missing.get(key)
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true: {reason}", pytrace=False)
+    pytest.skip(reason)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .netns import LabError, iptables, run
-from .topology import FAULT_CHAIN, NAT_CHAIN
+from .topology import ENDPOINTS, FAULT_CHAIN, NAT_CHAIN, Endpoint
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -101,6 +101,22 @@ def blackhole(port: int, name: str) -> tuple[Rule, ...]:
         string_match(port, name, ("CONNMARK", "--set-mark", BLACKHOLE_MARK)),
         string_match(port, name, ("DROP",)),
     )
+
+
+def udp_drop(ip: str, port: int) -> Rule:
+    """Every datagram to ``ip:port`` dropped (a UDP blackhole: no ICMP, the client times out)."""
+    return Rule(("-d", ip, "-p", "udp", "--dport", str(port), "-j", "DROP"))
+
+
+def port_syn(ip: str, port: int, target: tuple[str, ...]) -> Rule:
+    """A port block: SYNs to ``ip:port`` meet ``target`` (RST: refused; DROP: timeout)."""
+    return Rule(("-d", ip, "-p", "tcp", "--dport", str(port), "--syn", "-j", *target))
+
+
+def strings_to(ip: str, port: int, strings: tuple[str, ...], target: tuple[str, ...]) -> Rule:
+    """A packet to ``ip:port`` containing every one of ``strings`` (DPI on a ClientHello)."""
+    matches = [a for text in strings for a in ("-m", "string", "--algo", "bm", "--string", text)]
+    return Rule(("-d", ip, "-p", "tcp", "--dport", str(port), *matches, "-j", *target))
 
 
 def divert(lab: Lab, ip: str, port: int, box: str) -> Rule:
@@ -227,9 +243,10 @@ class Scenario:
     """A named censorship scenario against one site, with its expected raw symptom."""
 
     name: str
-    site: str  # key into lab.sites
+    site: str  # key into lab.sites ("" for endpoint scenarios)
     symptom: str
     faults: tuple[Fault, ...] = field(default_factory=tuple)
+    endpoints: tuple[str, ...] = ()  # endpoint scenarios: faults[i] is aimed at endpoints[i]
 
     def install(self, lab: Lab) -> None:
         try:
@@ -250,7 +267,7 @@ class Scenario:
 def catalog(lab: Lab) -> dict[str, Scenario]:
     """Every scenario the lab can apply, keyed by name."""
     return {sc.name: sc for sc in (*_dns_scenarios(lab), *_tcp_tls_scenarios(lab),
-                                   *_http_scenarios(lab))}
+                                   *_http_scenarios(lab), *endpoint_scenarios())}
 
 
 def _dns_scenarios(lab: Lab) -> list[Scenario]:
@@ -317,6 +334,51 @@ def _http_scenarios(lab: Lab) -> list[Scenario]:
                  "after the SNI or Host", (divert(lab, ip["throttle"], 80, "filter"),
                                            divert(lab, ip["throttle"], 443, "filter"))),
     ]
+
+
+TOR_SNI = ("www.", ".com")  # tor's ClientHello names are www.<random>.com: a DPI pattern
+
+
+def _endpoint_scenario(name: str, symptom: str,
+                       rules: dict[str, Callable[[Endpoint], Rule]]) -> Scenario:
+    """One fault per endpoint key, in order (rule counters are read back in that order)."""
+    by_key = {e.key: e for e in ENDPOINTS}
+    return Scenario(name, "", symptom, tuple(make(by_key[key]) for key, make in rules.items()),
+                    endpoints=tuple(rules))
+
+
+def endpoint_scenarios() -> list[Scenario]:
+    """Faults against the real endpoint daemons (:data:`topology.ENDPOINTS`)."""
+    def rst_on(*strings: str) -> Callable[[Endpoint], Rule]:
+        return lambda e: strings_to(e.ip, e.port, strings or (e.host,), RST)
+
+    def syn_to(target: tuple[str, ...]) -> Callable[[Endpoint], Rule]:
+        return lambda e: port_syn(e.ip, e.port, target)
+
+    def to_ip_port(e: Endpoint) -> Rule:
+        return udp_drop(e.ip, e.port)
+
+    def data_rst(e: Endpoint) -> Rule:
+        return data_to(e.ip, e.port, RST)
+
+    return [
+        _endpoint_scenario("ep_udp_drop", "UDP to the port dropped (timeout)",
+                           dict.fromkeys(("openvpn_udp", "stun", "wireguard"), to_ip_port)),
+        _endpoint_scenario("ep_port_reject", "RST to the SYN (ECONNREFUSED)",
+                           dict.fromkeys(("openvpn_tcp", "tcp"), syn_to(RST))),
+        _endpoint_scenario("ep_tls_rst", "RST on the ClientHello's SNI (ECONNRESET)",
+                           {"tor": rst_on(*TOR_SNI), "tls": rst_on()}),
+        _endpoint_scenario("ep_addr_rst", "RST on the first data to the address, any content",
+                           dict.fromkeys(("tor", "openvpn_tcp", "tls"), data_rst)),
+        _endpoint_scenario("ep_syn_drop", "SYN dropped (connect timeout)",
+                           dict.fromkeys(("tor", "tcp"), syn_to(("DROP",)))),
+    ]
+
+
+def rule_hits(lab: Lab) -> list[int]:
+    """Packets each rule of the router's filter fault chain matched, in chain order."""
+    out = iptables(lab.names.router, "-L", FAULT_CHAIN, "-v", "-x", "-n").stdout
+    return [int(line.split()[0]) for line in out.splitlines()[2:] if line.strip()]
 
 
 def relay_rules(lab: Lab) -> dict[str, str]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import faults, netns, services, tomlw
+from . import faults, netns, services, tomlw, topology
 from .netns import LAB_NET, LabError, iptables
 from .topology import HELPER_IP, INTERNET_IP, ROUTER_CLIENT_IP, SITES, Names, Site
 
@@ -168,7 +168,7 @@ def _plan(lab: Lab) -> list[tuple[str, str, str, list[str]]]:
 def _write_inputs(lab: Lab) -> None:
     """Zone, sites, relay rules and (empty) ISP rules files the servers read."""
     w = lab.workdir
-    zone = {s.ascii_host: [s.ip] for s in SITES}
+    zone = topology.zone()
     zone[REDIRECT_HOPS[1]] = [lab.sites["redirect"].ip]
     _dump(w / "auth-dns.json", {"default": "answer", "zone": zone})
     _dump(w / "sites.json", site_specs())

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,12 +88,13 @@ class Service:
 
 
 def spawn(ns: str, name: str, argv: Sequence[str], workdir: Path, *,
-          stderr_marker: str | None = None) -> Service:
+          stderr_marker: str | None = None, env: Mapping[str, str] | None = None) -> Service:
     """Start ``argv`` in ``ns`` without waiting; call :meth:`Service.wait_ready` next."""
     out, err = workdir / f"{name}.out", workdir / f"{name}.err"
     with out.open("wb") as fo, err.open("wb") as fe:
         proc = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=fo, stderr=fe,
-                                stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=lab_env())
+                                stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
+                                env={**lab_env(), **(env or {})})
     return Service(name=name, ns=ns, proc=proc, ready={}, stdout=out, stderr=err,
                    stderr_marker=stderr_marker)
 
@@ -106,7 +107,7 @@ def simnet_argv(component: str, args: Sequence[str]) -> list[str]:
 def _wait_ready(service: Service, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ready = _ready_line(service)
+        ready = ready_line(service)
         if ready is not None:
             return ready
         if not service.alive():
@@ -116,7 +117,7 @@ def _wait_ready(service: Service, timeout: float) -> dict[str, Any]:
     raise LabError(f"{service.name} not READY after {timeout}s:\n{service.log_tail()}")
 
 
-def _ready_line(service: Service) -> dict[str, Any] | None:
+def ready_line(service: Service) -> dict[str, Any] | None:
     """The READY payload, or ``{"log": line}`` for a matching stderr line; None: not yet."""
     if service.stderr_marker is not None:
         for line in service.stderr.read_text(errors="replace").splitlines():

@@ -5,8 +5,9 @@
     client 198.18.1.2 --veth-- 198.18.1.1 router 198.18.2.1 --veth-- 198.18.2.2 internet (+ sites)
 
 The router is the ISP (forwarding, ISP resolver, censorship); the internet namespace holds the
-authoritative DNS and the web sites. No route leads out of 198.18.0.0/15, and an egress guard
-chain in every namespace rejects and counts anything addressed elsewhere.
+authoritative DNS, the web sites and the endpoint daemons (:data:`ENDPOINTS`). No route leads
+out of 198.18.0.0/15, and an egress guard chain in every namespace rejects and counts anything
+addressed elsewhere.
 """
 
 from __future__ import annotations
@@ -82,15 +83,61 @@ SITES: tuple[Site, ...] = (
 )
 
 
-def _check_sites(sites: tuple[Site, ...]) -> None:
-    hosts = [s.ascii_host for s in sites]
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A non-web service in the internet namespace (a real daemon), on its own address."""
+
+    key: str
+    scheme: str  # the kzprobe endpoint URI scheme
+    host: str
+    ip: str
+    port: int
+    proto: str  # "tcp" | "udp": what the router's faults match
+    daemon: str  # the binary that serves it ("simnet": kzprobe.simnet web)
+
+    def uri(self, **params: str) -> str:
+        """``scheme://host:port[?params]`` (lab values need no percent-encoding)."""
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        return f"{self.scheme}://{self.host}:{self.port}" + (f"?{query}" if query else "")
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("openvpn_udp", "openvpn+udp", "vpn-udp.lab.test", "198.18.2.60", 1194, "udp",
+             "openvpn"),
+    Endpoint("openvpn_tcp", "openvpn+tcp", "vpn-tcp.lab.test", "198.18.2.61", 1194, "tcp",
+             "openvpn"),
+    Endpoint("tor", "tor", "relay.lab.test", "198.18.2.62", 9001, "tcp", "tor"),
+    Endpoint("stun", "stun", "stun.lab.test", "198.18.2.63", 3478, "udp", "turnserver"),
+    Endpoint("wireguard", "wireguard", "wg.lab.test", "198.18.2.64", 51820, "udp",
+             "wireguard-go"),
+    Endpoint("tcp", "tcp", "chat.lab.test", "198.18.2.65", 5222, "tcp", "simnet"),
+    Endpoint("tls", "tls", "chat.lab.test", "198.18.2.65", 5223, "tcp", "simnet"),
+)
+
+
+def zone(sites: tuple[Site, ...] = SITES,
+         endpoints: tuple[Endpoint, ...] = ENDPOINTS) -> dict[str, list[str]]:
+    """Every wire name the lab's authoritative DNS serves, with its address."""
+    names = {s.ascii_host: [s.ip] for s in sites}
+    for endpoint in endpoints:
+        names[endpoint.host] = [endpoint.ip]
+    return names
+
+
+def _check_names(sites: tuple[Site, ...], endpoints: tuple[Endpoint, ...]) -> None:
+    hosts = list(zone(sites, endpoints))
     for a in hosts:
         clash = [b for b in hosts if a != b and a in b]
         assert not clash, f"{a!r} is a substring of {clash}: string-match faults would leak"
     assert len({s.ip for s in sites}) == len(sites), "two sites share an address"
+    assert not {e.ip for e in endpoints} & {s.ip for s in sites}, "endpoint on a site address"
+    for endpoint in endpoints:
+        same = [e for e in endpoints if e.host == endpoint.host and e.ip != endpoint.ip]
+        assert not same, f"{endpoint.host} has two addresses"
+    assert len({(e.ip, e.port, e.proto) for e in endpoints}) == len(endpoints)
 
 
-_check_sites(SITES)
+_check_names(SITES, ENDPOINTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +207,8 @@ def _addresses(names: Names, sites: tuple[Site, ...]) -> None:
     _addr(names.router, names.veth("ri"), f"{ROUTER_INTERNET_IP}/24")
     _addr(names.internet, names.veth("i"), f"{INTERNET_IP}/24")
     _addr(names.internet, names.veth("i"), f"{HELPER_IP}/24")
-    for site in sites:
-        _addr(names.internet, names.veth("i"), f"{site.ip}/24")
+    for ip in dict.fromkeys([s.ip for s in sites] + [e.ip for e in ENDPOINTS]):
+        _addr(names.internet, names.veth("i"), f"{ip}/24")
 
 
 def _routes(names: Names) -> None:
