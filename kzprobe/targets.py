@@ -34,7 +34,8 @@ ENDPOINT_SCHEMES = ("tcp", "tls", "openvpn+tcp", "openvpn+udp", "wireguard", "to
 SUPPORTED_SCHEMES = WEB_SCHEMES + ENDPOINT_SCHEMES
 MAX_PARAM_BYTES = 1024
 MAX_LINE_BYTES = 64 * 1024
-MAX_FILE_BYTES = 256 * 1024 * 1024
+MAX_FILE_BYTES = 32 * 1024 * 1024  # Citizen Lab's global list is ~0.2 MiB; parsing is in memory
+MAX_NAME_BYTES = 253  # DNS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,8 +85,26 @@ def _encode_host(host: str) -> str:
             idna.decode(host)  # validates the punycode
         elif not all(labels) or any(len(label) > 63 for label in labels):
             raise ValueError(f"invalid host name {host!r}")
-        return host.lower()
-    return idna.encode(host, uts46=True).decode("ascii")
+        return _bounded(host.lower())
+    return _bounded(idna.encode(host, uts46=True).decode("ascii"))
+
+
+def _bounded(name: str) -> str:
+    if len(name) > MAX_NAME_BYTES:
+        raise ValueError(f"host name longer than {MAX_NAME_BYTES} bytes")
+    return name
+
+
+def _bracketed_name(netloc: str) -> bool:
+    """True for a bracketed literal that is not IPv6 (IPvFuture like ``[v1.fe]``)."""
+    start, end = netloc.find("["), netloc.find("]")
+    if start < 0 or end < start:
+        return False
+    try:
+        ipaddress.IPv6Address(netloc[start + 1:end])
+    except ValueError:
+        return True
+    return False
 
 
 def _netloc(host: str, port: int, default_port: int) -> str:
@@ -113,7 +132,9 @@ def parse_target(
     host = parts.hostname
     if not host:
         raise ValueError(f"no host in {raw!r}")
-    if any(c in host for c in " \t\r\n/\\@"):
+    if any(c in host for c in " \t\r\n/\\@%\x00") or _bracketed_name(parts.netloc):
+        # %-escapes and zone ids ("%25eth0") never reach a resolver or an interface
+        # name, and "[v1.fe]" (IPvFuture) is not a DNS name.
         raise ValueError(f"invalid host in {raw!r}")
     try:
         ascii_host = _encode_host(host)

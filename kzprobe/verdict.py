@@ -36,6 +36,7 @@ from kzprobe.errors import ConfigError
 
 Verdict = tuple[Any, tuple[str, ...]]
 SCRUBBED = "[scrubbed]"
+MAX_FINGERPRINT_BYTES = 16 * 1024 * 1024  # OONI's whole HTTP set is ~0.5 MiB
 _NOT_SCRUBBED = frozenset({"peer_certificates"})  # certificates are evidence, kept intact
 
 
@@ -70,6 +71,8 @@ def with_local_fingerprints(paths: Sequence[Path]) -> FingerprintSet:
     signatures = read_all(bundled_directory())
     for path in paths:
         try:
+            if path.stat().st_size > MAX_FINGERPRINT_BYTES:
+                raise ConfigError(f"{path}: fingerprint file larger than {MAX_FINGERPRINT_BYTES}")
             signatures += read_ooni_csv(path.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise ConfigError(f"{path}: cannot read fingerprints: {exc}") from None
@@ -116,7 +119,8 @@ def scrub(value: Any, needles: Sequence[str]) -> Any:
     if isinstance(value, dict):
         if value.get("format") == "base64" and isinstance(value.get("data"), str):
             return _scrub_binary(value, needles)
-        return {key: item if key in _NOT_SCRUBBED else scrub(item, needles)
+        return {_scrub_text(key, needles) if isinstance(key, str) else key:
+                item if key in _NOT_SCRUBBED else scrub(item, needles)
                 for key, item in value.items()}
     return value
 

@@ -233,7 +233,7 @@ def test_measure_rejects_bad_urls_before_measuring(tmp_path: Path, url: str,
     assert "argument URL 1" in line and expected in line
 
 
-# Inputs the parser accepts today but should not; each needs a fix in kzprobe/targets.py.
+# Inputs the parser once accepted but must not (fixed in kzprobe/targets.py).
 TARGET_PARSER_GAPS = [
     ("http://[fe80::1%25eth0]/", "an IPv6 zone id names a local interface: not a target"),
     ("http://[v1.fe]/", "an IPvFuture literal is accepted as the DNS name 'v1.fe'"),
@@ -245,7 +245,6 @@ TARGET_PARSER_GAPS = [
 
 @pytest.mark.parametrize(("url", "why"), TARGET_PARSER_GAPS,
                          ids=["zone-id", "ipvfuture", "percent-host", "nul-host", "long-name"])
-@pytest.mark.xfail(reason="accepted by kzprobe/targets.py today (reported)", strict=True)
 def test_unmeasurable_hosts_are_rejected(url: str, why: str) -> None:
     """Zone ids, IPvFuture, %-encoded or NUL hosts and over-long names are refused."""
     with pytest.raises(ValueError):

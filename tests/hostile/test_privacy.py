@@ -144,9 +144,6 @@ async def test_public_ip_is_scrubbed_everywhere_but_certificates(
         assert common_name == PUBLIC_IP  # certificates are evidence: kept byte for byte
 
 
-@pytest.mark.xfail(reason="verdict.scrub leaves dict keys alone, and a header *name* can carry "
-                          "the address (headers maps name -> value); needs a fix in verdict.py",
-                   strict=True)
 async def test_public_ip_in_a_header_name_is_scrubbed(
         config_factory: Callable[..., Config], dns_server: DnsServer, echo_site: tuple[int, int],
         helper_url: str) -> None:
