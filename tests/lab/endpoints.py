@@ -241,13 +241,15 @@ def _stun(lab: Lab, servers: EndpointServers, workdir: Path) -> None:
 
 
 def _bound(lab: Lab, proto: str, endpoint: Endpoint) -> Callable[[Service], bool]:
-    """The endpoint's socket is bound in the namespace (``ss``: coturn logs no listener line)."""
+    """A socket serves the endpoint's port in the namespace, on its address or the wildcard
+    (``ss``: coturn logs no listener line; wireguard-go binds 0.0.0.0)."""
     flag = "-ulnH" if proto == "udp" else "-tlnH"
+    wanted = {f"{ip}:{endpoint.port}" for ip in (endpoint.ip, "0.0.0.0", "*")}
 
     def check(_: Service) -> bool:
-        out = netns.run(["ss", flag, "src", f"{endpoint.ip}:{endpoint.port}"],
+        out = netns.run(["ss", flag, "sport", "=", f":{endpoint.port}"],
                         ns=lab.names.internet, check=False).stdout
-        return bool(out.strip())
+        return any(len(cols) > 3 and cols[3] in wanted for cols in map(str.split, out.splitlines()))
 
     return check
 
@@ -272,16 +274,15 @@ def _wireguard(lab: Lab, servers: EndpointServers, workdir: Path) -> None:
 
     def ready(service: Service) -> bool:
         if configured:
-            return True
+            return _bound(lab, "udp", endpoint)(service)
         assert servers.wg_socket is not None
         if not servers.wg_socket.exists():
             return False
         netns.run([wg, "set", ifname, "private-key", str(directory / "server.key"),
                    "listen-port", str(endpoint.port), "peer", client_pub, "allowed-ips",
                    "10.214.0.2/32"], ns=lab.names.internet)
-        netns.run(["ip", "link", "set", ifname, "up"], ns=lab.names.internet)
         configured.append(True)
-        return True
+        return False
 
     _spawn(lab, servers, "ep_wireguard", [path, ifname], ready,
            env={"WG_PROCESS_FOREGROUND": "1"})

@@ -12,6 +12,7 @@ daemon that was down.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from collections.abc import Callable
@@ -21,11 +22,12 @@ from typing import Any
 
 import pytest
 
-from . import faults
+from . import endpoints, faults, netns
 from .conftest import require_endpoint
 from .endpoints import EndpointServers
 from .lab import Lab
 from .records import Record, keys
+from .topology import ENDPOINTS, SITES
 
 pytestmark = pytest.mark.lab
 
@@ -163,6 +165,29 @@ def _verdict(run_scenario: RunScenario, servers: EndpointServers, scenario: str,
              key: str) -> dict[str, Any]:
     require_endpoint(servers, key)
     return _check(run_scenario(scenario), servers, key, EXPECTED[scenario][key])
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def test_endpoints_have_their_own_lab_addresses() -> None:
+    """Every endpoint sits on its own 198.18.2.x address, apart from the sites."""
+    lab_net = ipaddress.ip_network(netns.LAB_NET)
+    assert all(ipaddress.ip_address(e.ip) in lab_net for e in ENDPOINTS)
+    assert not {e.ip for e in ENDPOINTS} & {s.ip for s in SITES}
+    assert {e.key for e in ENDPOINTS} == set(EXPECTED["benign"])
+
+
+def test_tor_config_keeps_the_relay_private(tmp_path: Path) -> None:
+    """The lab's torrc is tests/endpoints' private bridge, moved to the lab address only."""
+    relay = next(e for e in ENDPOINTS if e.key == "tor")
+    text = endpoints.tor_config(relay, tmp_path)
+    lines = text.splitlines()
+    assert f"ORPort {relay.ip}:{relay.port}" in lines and f"Address {relay.ip}" in lines
+    assert "PublishServerDescriptor 0" in lines and "UseDefaultFallbackDirs 0" in lines
+    authorities = [line for line in lines if line.startswith("DirAuthority")]
+    assert len(authorities) == 1 and " 127.0.0.1:9 " in authorities[0]
+    assert not [line for line in lines if "Bridge " in line or "FallbackDir " in line]
 
 
 # --------------------------------------------------------------------------- benign
