@@ -165,7 +165,7 @@ def _summary(report: Report) -> str:
 def to_html(report: Report) -> bytes:
     """The whole page, with plotly.js inlined once."""
     changes = report.table("changes")
-    latest = type(changes)(changes.name, changes.columns, tuple(reversed(changes.rows)))
+    latest = Table(changes.name, changes.columns, tuple(reversed(changes.rows)))
     body = "".join([
         "<h1>kzprobe report</h1>", _summary(report),
         _section("Targets over time", heatmap(report), timeline(report)),
