@@ -11,7 +11,9 @@ reject/drop by address, RST on any data to an address (``--tcp-flags PSH PSH``, 
 SNI); DNAT into userspace boxes on the router (``sni_filter`` for FIN and delay/throttle,
 which iptables cannot do and this kernel has no netem for; ``blockpage`` with the
 fingerprinted KZ page or an unknown 403 notice; ``mitm``); per-name rules of the ISP
-resolver (reloaded on SIGHUP).
+resolver (reloaded on SIGHUP). Endpoint scenarios (``ep_*``) aim one rule at each endpoint
+daemon: UDP drop, SYN reject/drop on its port, RST on a name in the ClientHello or on any
+data to its address.
 """
 
 from __future__ import annotations
