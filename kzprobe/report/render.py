@@ -108,7 +108,7 @@ def to_text(report: Report) -> bytes:
         f"({s['open_segments']} open), {s['corrupt_lines']} corrupt lines",
         f"measured {s['first_seen']} .. {s['last_seen']} UTC: {s['urls']} URLs on "
         f"{s['networks']} networks, {s['targets_blocked_now']} blocked now, "
-        f"{s['changes']} changes",
+        f"{s['changes']} changes" if s["records"] else "no records in the window",
         "",
         "== blocked now",
         *blocked_now(report),
