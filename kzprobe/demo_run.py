@@ -88,4 +88,16 @@ async def _sweep(network: DemoNetwork, output: Path, helper_url: str, out: TextI
 
     code = await Daemon(config, targets, on_record=remember).serve(once=True)
     _print_summary(out, network.targets, records, output)
+    html = output / "report.html"
+    await asyncio.to_thread(_write_report, output, html)
+    out.write(f"HTML report: {html}  (and: kzprobe report {output})\n")
     return code
+
+
+def _write_report(segments: Path, html: Path) -> None:
+    """The sweep through `kzprobe report`, as a self-contained HTML file."""
+    from kzprobe.report import command
+
+    request = command.request_from([segments], since=None, until=None, fmt="html",
+                                   table="targets", export_parquet=None, memory_limit="256MB")
+    command.write_output(command.run(request), html)

@@ -116,8 +116,16 @@ def _tls_codes(test_keys: Mapping[str, Any], address: str, failure: str,
         codes.add("tls.mitm")
     code = TLS_FAILURES.get(failure)
     if code and (control.works or _sni_check_reached(test_keys, address)):
-        codes.add(code)
+        codes.add("tcp.reset" if code == "tls.reset" and _sni_check_reset(test_keys, address)
+                  else code)
     return codes
+
+
+def _sni_check_reset(test_keys: Mapping[str, Any], address: str) -> bool:
+    """The benign-SNI handshake to ``address`` was reset too: the RST is aimed at the
+    address, not the name (``tcp.reset``, as for websites)."""
+    return any(_address_key(c.get("address")) == address and r.failure(c) == "connection_reset"
+               for c in r.entries(test_keys.get("x_sni_checks")))
 
 
 def _protocol_code(step: str, failure: str) -> str:

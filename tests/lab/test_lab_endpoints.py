@@ -72,7 +72,8 @@ EXPECTED: dict[str, dict[str, Expect]] = {
     "ep_addr_rst": {
         "tor": blocked(RESET, "tls_handshake", "tls.reset", "tls"),
         "openvpn_tcp": blocked(RESET, "openvpn_handshake", "openvpn.reset", "openvpn"),
-        "tls": blocked(RESET, "tls_handshake", "tls.reset", "tls"),
+        # the benign SNI is reset too: aimed at the address, so tcp.reset as for websites
+        "tls": blocked(RESET, "tls_handshake", "tcp.reset", "tcp_ip"),
     },
     "ep_syn_drop": dict.fromkeys(("tor", "tcp"),
                                  blocked(TIMEOUT, "tcp_connect", "tcp.timeout", "tcp_ip")),
