@@ -14,6 +14,10 @@ from kzprobe.targets import Target
 DATA_FORMAT_VERSION = "0.2.0"
 
 
+_PLATFORM = platform.system().lower()
+_ARCHITECTURE = platform.machine()
+
+
 def ooni_time(epoch: float) -> str:
     """OONI's ``YYYY-MM-DD HH:MM:SS`` in UTC."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
@@ -35,21 +39,22 @@ def build_record(
     annotations = {
         "engine_name": "kzprobe",
         "engine_version": __version__,
-        "platform": platform.system().lower(),
-        "architecture": platform.machine(),
+        "platform": _PLATFORM,
+        "architecture": _ARCHITECTURE,
     }
     if target.category_code:
         annotations["category_code"] = target.category_code
     if sweep_id:
         annotations["kzprobe_sweep"] = sweep_id
     helper = config.control.helper_urls[0] if config.control.helper_urls else None
+    start_time = ooni_time(started)
     return {
         "annotations": annotations,
         "data_format_version": DATA_FORMAT_VERSION,
         "extensions": {"dnst": 0, "httpt": 0, "tcpconnect": 0, "tlshandshake": 0},
         "input": target.input,
-        "measurement_start_time": ooni_time(started),
-        "test_start_time": ooni_time(started),
+        "measurement_start_time": start_time,
+        "test_start_time": start_time,
         "options": [],
         "probe_asn": config.probe.asn,
         "probe_cc": config.probe.cc,

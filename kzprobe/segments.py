@@ -102,9 +102,19 @@ class _Reader(Protocol):
     def close(self) -> None: ...
 
 
+def _gzip_open(path: Path) -> _Reader:
+    """ISA-L's reader (package ``isal``, ~3x zlib's speed) where installed, else the stdlib's."""
+    try:
+        igzip = importlib.import_module("isal.igzip")
+    except ImportError:
+        return gzip.open(path, "rb")
+    reader: _Reader = igzip.open(path, "rb")
+    return reader
+
+
 def _open(path: Path) -> _Reader:
     if path.name.endswith(".gz"):
-        return gzip.open(path, "rb")
+        return _gzip_open(path)
     if path.name.endswith(".zst"):
         zstandard = importlib.import_module("zstandard")  # optional dependency
         raw = open(path, "rb")  # noqa: SIM115 -- closed with the reader (closefd)
