@@ -333,3 +333,28 @@ async def test_slow_clients_are_cut_off(config_factory: Callable[..., Config]) -
             assert resp.status == 200
     finally:
         await helper.cleanup()
+
+
+@pytest.mark.parametrize("address", [
+    "10.0.0.1", "172.16.5.4", "192.168.1.1", "127.0.0.1", "169.254.169.254", "100.64.0.1",
+    "224.0.0.251", "0.0.0.0", "255.255.255.255", "::1", "fc00::1", "fd12:3456::1", "fe80::1",
+    "::ffff:10.0.0.1", "::ffff:127.0.0.1", "167772161", "0x0a.0.0.1", "012.0.0.1", "10.1",
+])
+def test_dial_policy_refuses_special_purpose_addresses(address: str) -> None:
+    """Private, loopback, link-local (cloud metadata), CGNAT, multicast, ULA, mapped and
+    odd-spelled addresses are refused by default; allow_nets lifts exactly its range."""
+    import ipaddress
+
+    from kzprobe.helper import DialPolicy
+
+    assert DialPolicy(())(address) is False
+    everything = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+    assert DialPolicy(everything)(address) is True
+
+
+def test_dial_policy_allows_public_addresses() -> None:
+    """Public addresses are dialled (checked as strings only: nothing is contacted)."""
+    from kzprobe.helper import DialPolicy
+
+    assert DialPolicy(())("93.184.216.34") is True
+    assert DialPolicy(())("2606:2800:220:1:248:1893:25c8:1946") is True
