@@ -147,6 +147,9 @@ class HelperConfig:
     rate_burst: int = 100
     max_endpoints: int = 16
     bind_address: str | None = None  # source address for the helper's own connections
+    # WireGuard servers answer registered peers only: server public key -> this helper's
+    # registered (private_key_file, psk_file or None), used for wireguard:// controls.
+    wireguard_peers: tuple[tuple[str, Path, Path | None], ...] = ()
     client_timeout: float = 10.0  # a whole request must arrive within this (slowloris)
     max_connections: int = 1024  # open client connections; more are closed on accept
 
@@ -460,9 +463,29 @@ def _parse_helper(s: _Section, base: Path | None) -> HelperConfig:
         rate_burst=s.integer("rate_burst", d.rate_burst),
         max_endpoints=s.integer("max_endpoints", d.max_endpoints),
         bind_address=_optional_ip(s, "bind_address"),
+        wireguard_peers=_wireguard_peers(s, base),
         client_timeout=s.number("client_timeout", d.client_timeout),
         max_connections=s.integer("max_connections", d.max_connections),
     )
+
+
+def _wireguard_peers(s: _Section, base: Path | None) -> tuple[tuple[str, Path, Path | None], ...]:
+    peers = []
+    for index, entry in enumerate(s.get("wireguard_peers", list, [])):
+        where = f"wireguard_peers[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("public_key"), str) \
+                or not isinstance(entry.get("private_key_file"), str):
+            raise s.fail(where, "expected {public_key = \"...\", private_key_file = \"...\"}")
+        psk = entry.get("psk_file")
+        if psk is not None and not isinstance(psk, str):
+            raise s.fail(where, "psk_file must be a path")
+        files = [_resolve_path(base, entry["private_key_file"]),
+                 _resolve_path(base, psk) if psk else None]
+        for path in files:
+            if path is not None and not path.is_file():
+                raise s.fail(where, f"no such file: {path}")
+        peers.append((entry["public_key"], files[0], files[1]))
+    return tuple(peers)  # type: ignore[arg-type]
 
 
 def _optional_ip(s: _Section, key: str) -> str | None:

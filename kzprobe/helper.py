@@ -19,7 +19,7 @@ import hmac
 import ipaddress
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -146,6 +146,7 @@ class Helper:
         No HTTP request is made (``http_request`` is null).
         """
         clock = Stopwatch()
+        target = self._with_own_keys(target)
         addrs, dns_failure = await self._resolve(target, clock)
         endpoints = ([] if target.scheme in UDP_SCHEMES
                      else self._endpoints(target, request.get("tcp_connect"), addrs))
@@ -168,6 +169,20 @@ class Helper:
                            "failure": keys.get("failure"),
                            "failed_operation": keys.get("failed_operation")},
         }
+
+    def _with_own_keys(self, target: Target) -> Target:
+        """A wireguard:// control uses this helper's registered key for that server, if any
+        (without one the server stays silent and the control proves nothing)."""
+        if target.scheme != "wireguard":
+            return target
+        wanted = target.param("public_key")
+        for public_key, key_file, psk_file in self.config.helper.wireguard_peers:
+            if public_key == wanted:
+                extra = [("private_key_file", str(key_file))]
+                if psk_file is not None:
+                    extra.append(("psk_file", str(psk_file)))
+                return replace(target, params=(*target.params, *extra))
+        return target
 
     async def _resolve(self, target: Target, clock: Stopwatch) -> tuple[list[str], str | None]:
         if target.host_is_ip:

@@ -17,6 +17,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from kzprobe.control import ControlResult
 from kzprobe.errors import classify
@@ -118,6 +119,17 @@ async def resolve(flow: Flow) -> tuple[list[str], str | None]:
     return [], next((lk.failure for lk in lookups if lk.failure), "dns_no_answer")
 
 
+def control_uri(target: Target) -> str:
+    """The endpoint URI as the helper gets it: local key-file parameters stay here (the
+    helper uses keys of its own, ``[helper] wireguard_peers``)."""
+    params = [(k, v) for k, v in target.params if not k.endswith("_file")]
+    if len(params) == len(target.params):
+        return target.url
+    base = target.url.split("?", 1)[0]
+    return base + ("?" + "&".join(f"{k}={quote(v, safe='/+=:')}" for k, v in params)
+                   if params else "")
+
+
 def _start_control(flow: Flow, addresses: list[str]) -> asyncio.Task[ControlResult] | None:
     """Ask the helper about the same endpoint URI (a kzprobe helper runs the same
     experiment from outside; any OONI helper still answers the ``tcp_connect`` part)."""
@@ -127,7 +139,7 @@ def _start_control(flow: Flow, addresses: list[str]) -> asyncio.Task[ControlResu
     target = flow.target
     endpoints = [] if target.scheme in UDP_SCHEMES else [
         format_address(ip, target.port) for ip in addresses[:MAX_ADDRESSES]]
-    return asyncio.ensure_future(control.query(target.url, endpoints))
+    return asyncio.ensure_future(control.query(control_uri(target), endpoints))
 
 
 async def _probe_all(flow: Flow, addresses: list[str], probe: ProbeAddress) -> list[Outcome]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -72,15 +73,51 @@ async def test_missing_key_file_is_a_failure_not_a_crash(
     assert keys["reachable"] is False and keys["failed_operation"] == "wireguard_keys"
 
 
-async def test_udp_drop_with_registered_key_has_no_control(
+async def test_udp_drop_without_a_helper_key_has_no_evidence(
         measure: Measure, wireguard_server: WireGuardServer, helper_url: str) -> None:
-    """Dropped handshakes: timeout recorded; the helper refuses URIs naming key files (it must
-    not read paths a client names), so there is no control and no interference code."""
+    """Dropped handshakes, and a helper with no registered key of its own: the probe's key
+    file stays local (never sent), the helper's random key gets silence too, so there is no
+    evidence and no interference code."""
     async with udp_relay(wireguard_server.port, drop=True) as relay:
         record = await measure(_uri(wireguard_server, relay.port,
                                     wireguard_server.client_key_file), helper_url=helper_url)
     keys = record["test_keys"]
     assert keys["reachable"] is False and keys["failure"] == "generic_timeout_error"
     assert relay.dropped >= 3
-    assert keys["control"] is None and keys["control_failure"] == "http_request_failed"
+    assert keys["control_failure"] is None
+    assert keys["control"]["x_endpoint"]["reachable"] is False
+    assert str(wireguard_server.client_key_file) not in str(keys["control"])
     assert keys["interference"] == []
+
+
+async def test_udp_drop_with_a_helper_key_is_wireguard_timeout(
+        measure: Measure, wireguard_server: WireGuardServer, ca_file: Path) -> None:
+    """A helper with its own registered key ([helper] wireguard_peers) completes the handshake
+    from outside, so dropped handshakes here are wireguard.timeout."""
+    from aiohttp import web
+
+    from kzprobe.helper import HelperServer
+    from tests.conftest import make_config
+
+    from .censor import OUTSIDE
+
+    config = make_config(ca_file=ca_file, helper={
+        "allow_nets": ["127.0.0.0/8"], "bind_address": OUTSIDE,
+        "wireguard_peers": [{"public_key": wireguard_server.public_key,
+                             "private_key_file": str(wireguard_server.client_key_file)}]},
+        timeouts={"connect": 2.0, "tls": 2.0}, analysis={"not_bogon": ["127.0.0.0/8"]})
+    runner = web.AppRunner(HelperServer(config).app(), handle_signals=False, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    helper = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/"  # type: ignore[union-attr]
+    try:
+        async with udp_relay(wireguard_server.port, drop=True) as relay:
+            record = await measure(_uri(wireguard_server, relay.port,
+                                        wireguard_server.client_key_file), helper_url=helper)
+    finally:
+        await runner.cleanup()
+    keys = record["test_keys"]
+    assert keys["reachable"] is False
+    assert keys["control"]["x_endpoint"]["reachable"] is True
+    assert keys["interference"] == ["wireguard.timeout"]
