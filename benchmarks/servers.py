@@ -1,9 +1,11 @@
 """Cheap loopback servers for the concurrency and steady-state benchmarks (one process).
 
     python benchmarks/servers.py --port P --dns-port D [--addresses 2500] [--delay 1.0]
+                                 [--tls-port T --cert CHAIN.pem --key KEY.pem]
 
 * HTTP on ``--addresses`` loopback addresses 127.3.x.y (one listening socket each, same
   port): reads a request, answers 200 with a small page after ``--delay`` seconds, closes.
+  With ``--tls-port``, the same over TLS on that port too.
 * DNS on 127.0.0.1:D (UDP): ``s<n>.c.bench`` A -> address n mod ``--addresses``; AAAA ->
   an empty answer; anything else -> NXDOMAIN.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
+import ssl
 import struct
 
 import uvloop
@@ -113,11 +116,19 @@ def answer(data: bytes, count: int) -> bytes | None:
     return header + struct.pack("!HHHHH", 0x8180, 1, 1, 0, 0) + question + record
 
 
-async def serve(port: int, dns_port: int, count: int, delay: float) -> None:
+async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    servers = [await loop.create_server(lambda: SlowHttp(delay), host, port, backlog=4096)
+    count, delay = args.addresses, args.delay
+    servers = [await loop.create_server(lambda: SlowHttp(delay), host, args.port, backlog=4096)
                for host in addresses(count)]
-    await loop.create_datagram_endpoint(lambda: Dns(count), local_addr=("127.0.0.1", dns_port))
+    if args.tls_port:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(args.cert, args.key)
+        servers += [await loop.create_server(lambda: SlowHttp(delay), host, args.tls_port,
+                                             ssl=ctx, backlog=4096)
+                    for host in addresses(count)]
+    await loop.create_datagram_endpoint(lambda: Dns(count),
+                                        local_addr=("127.0.0.1", args.dns_port))
     print("READY", flush=True)
     try:
         await asyncio.Event().wait()
@@ -132,10 +143,13 @@ def main() -> None:
     parser.add_argument("--dns-port", type=int, required=True)
     parser.add_argument("--addresses", type=int, default=2500)
     parser.add_argument("--delay", type=float, default=1.0)
+    parser.add_argument("--tls-port", type=int)
+    parser.add_argument("--cert", help="PEM certificate chain for --tls-port")
+    parser.add_argument("--key", help="PEM private key for --tls-port")
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    uvloop.run(serve(args.port, args.dns_port, args.addresses, args.delay))
+    uvloop.run(serve(args))
 
 
 if __name__ == "__main__":
