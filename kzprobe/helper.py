@@ -147,6 +147,16 @@ class Helper:
         """
         clock = Stopwatch()
         target = self._with_own_keys(target)
+        if target.scheme == "wireguard" and target.param("private_key_file") is None:
+            # Servers answer registered peers only: without a key of its own the helper's
+            # silence would look like "down everywhere". Say it cannot judge instead.
+            return {"tcp_connect": {}, "tls_handshake": {}, "quic_handshake": {},
+                    "http_request": None, "http3_request": None,
+                    "dns": {"failure": None, "addrs": []}, "ip_info": {},
+                    "x_client_ip": client_ip,
+                    "x_endpoint": {"test_name": "wireguard", "reachable": None, "failure": None,
+                                   "failed_operation": None,
+                                   "x_note": "no registered WireGuard peer for this server"}}
         addrs, dns_failure = await self._resolve(target, clock)
         endpoints = ([] if target.scheme in UDP_SCHEMES
                      else self._endpoints(target, request.get("tcp_connect"), addrs))

@@ -72,6 +72,8 @@ def read_control(test_keys: Mapping[str, Any]) -> EndpointControl:
     if not isinstance(control, Mapping) or test_keys.get("control_failure"):
         return EndpointControl()
     endpoint = r.mapping(control.get("x_endpoint"))
+    if "reachable" in endpoint and endpoint["reachable"] is None:
+        return EndpointControl()  # the helper could not judge (e.g. no WireGuard key)
     tcp_ok = set()
     for address, value in r.mapping(control.get("tcp_connect")).items():
         parts = r.split_endpoint(address)
