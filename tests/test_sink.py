@@ -237,6 +237,19 @@ async def test_byte_bound_lets_an_oversized_record_through(tmp_path: Path) -> No
         assert [r["n"] for r in records if r["worker"] == worker] == list(range(50))
 
 
+async def test_a_lone_record_reaches_the_file_promptly(tmp_path: Path) -> None:
+    """Batching waits briefly for company, never long: a single record is on disk in 1 s."""
+    sink = _sink(tmp_path)
+    await sink.start()
+    await sink.write(_rec(1))
+    started = time.monotonic()
+    await _until(lambda: sink.stats.records_written == 1, timeout=1.0)
+    assert time.monotonic() - started < 1.0
+    [part] = _leftovers(tmp_path)
+    assert (tmp_path / part).read_bytes() == _rec(1)
+    await sink.aclose()
+
+
 async def test_gzip_segments_are_one_standard_gzip_member(tmp_path: Path) -> None:
     """Whatever gzip implementation compresses, the stdlib reads the segment back whole."""
     sink = _sink(tmp_path, compress="gzip", rotate_bytes=64 * 1024)
