@@ -51,8 +51,14 @@ async def test_metrics_move_with_measurements(tmp_path: Path, site: Site,
     first = await daemon.metrics()
     swept = int(first["kzprobe_sweep_duration_seconds_count"])
     await daemon.wait_event("sweep_finished", count=swept + 2)
-    second = await daemon.metrics()
-    results = {k: v for k, v in second.items() if k.startswith("kzprobe_measurements_total{")}
+    # Counted when handed to the writer, written a moment later: read until they agree.
+    for _ in range(50):
+        second = await daemon.metrics()
+        results = {k: v for k, v in second.items()
+                   if k.startswith("kzprobe_measurements_total{")}
+        if sum(results.values()) == second["kzprobe_records_written_total"]:
+            break
+        await asyncio.sleep(0.1)
     assert sum(results.values()) == second["kzprobe_records_written_total"] >= 9
     assert results["kzprobe_measurements_total{result=ok}"] >= 6
     assert second["kzprobe_bytes_written_total"] > first["kzprobe_bytes_written_total"] > 0
