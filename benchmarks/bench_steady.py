@@ -49,6 +49,7 @@ class Sample:
     fds: int
     threads: int
     measured: int  # measurements in the sweep that just ended
+    peak_mb: float  # highest RSS seen during the sweep (sampled every second)
 
 
 def _config(tmp: Path, urls: list[str], interval: float, dns: str, ca: Path,
@@ -92,7 +93,8 @@ def _pki(tmp: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-def _watch(proc: subprocess.Popen[str], started: float, samples: list[Sample]) -> None:
+def _watch(proc: subprocess.Popen[str], started: float, samples: list[Sample],
+           peak: list[float]) -> None:
     """Read the daemon's log; sample /proc at the end of every sweep."""
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -100,9 +102,20 @@ def _watch(proc: subprocess.Popen[str], started: float, samples: list[Sample]) -
             continue
         match = re.search(r'"measured": ?(\d+)', line)
         status = proc_status(proc.pid)
-        samples.append(Sample(at=time.perf_counter() - started, rss_mb=status["VmRSS"] / 1024,
+        rss = status["VmRSS"] / 1024
+        samples.append(Sample(at=time.perf_counter() - started, rss_mb=rss,
                               fds=open_fds(proc.pid), threads=status["Threads"],
-                              measured=int(match.group(1)) if match else 0))
+                              measured=int(match.group(1)) if match else 0,
+                              peak_mb=max(peak[0], rss)))
+        peak[0] = 0.0
+
+
+def _sample_rss(pid: int, peak: list[float]) -> None:
+    """Once a second: the highest RSS since the last sweep ended."""
+    try:
+        peak[0] = max(peak[0], proc_status(pid)["VmRSS"] / 1024)
+    except (OSError, KeyError):
+        pass
 
 
 def _lag_max(address: str) -> float:
@@ -119,12 +132,14 @@ def _run(config: Path, minutes: float, metrics: str) -> tuple[list[Sample], floa
                             cwd=REPO)
     started = time.perf_counter()
     samples: list[Sample] = []
-    reader = threading.Thread(target=_watch, args=(proc, started, samples), daemon=True)
+    peak = [0.0]
+    reader = threading.Thread(target=_watch, args=(proc, started, samples, peak), daemon=True)
     reader.start()
     try:
         while time.perf_counter() - started < minutes * 60:
             if proc.poll() is not None:
                 raise SystemExit(f"kzprobe exited early ({proc.returncode})")
+            _sample_rss(proc.pid, peak)
             time.sleep(1)
         lag = _lag_max(metrics)
         peak = proc_status(proc.pid)["VmHWM"]
@@ -133,18 +148,20 @@ def _run(config: Path, minutes: float, metrics: str) -> tuple[list[Sample], floa
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(120)
         reader.join(10)
-    return samples, elapsed, lag, peak
+    return [s for s in samples if s.at <= elapsed], elapsed, lag, peak  # not the stop's
 
 
 def _report(samples: list[Sample], elapsed: float, lag: float, peak_kb: int,
             args: argparse.Namespace, checked: str, records: int) -> str:
     """Per-sweep lines, then the one-line summary."""
-    lines = [f"sweep {i + 1} at {s.at:5.0f} s: {s.measured} measured, RSS {s.rss_mb:.0f} MB, "
-             f"{s.fds} fds, {s.threads} threads" for i, s in enumerate(samples)]
+    lines = [f"sweep {i + 1} at {s.at:5.0f} s: {s.measured} measured, RSS at its end "
+             f"{s.rss_mb:.0f} MB (peak during it {s.peak_mb:.0f} MB), {s.fds} fds, "
+             f"{s.threads} threads" for i, s in enumerate(samples)]
     if len(samples) <= WARMUP_SWEEPS:
         raise SystemExit("\n".join([*lines, "too few sweeps to judge: run longer"]))
     warm, after = samples[WARMUP_SWEEPS - 1], samples[WARMUP_SWEEPS:]
     growth = max(s.rss_mb for s in after) / warm.rss_mb
+    peak_growth = max(s.peak_mb for s in after) / warm.peak_mb
     fd_growth = max(s.fds for s in after) - warm.fds
     rate = records / elapsed * 60
     lines += [
@@ -152,8 +169,9 @@ def _report(samples: list[Sample], elapsed: float, lag: float, peak_kb: int,
         f"steady: {elapsed / 60:.1f} min of continuous mode, {records:,} records = "
         f"{rate:,.0f}/min ({rate / args.per_minute:.2f}x the {args.per_minute:,}/min asked); "
         f"RSS after warm-up {warm.rss_mb:.0f} MB -> max {max(s.rss_mb for s in after):.0f} MB "
-        f"= {growth:.3f}x (target <= 1.10x), fds {warm.fds} -> max "
-        f"{max(s.fds for s in after)} (growth {fd_growth:+d}, target 0), peak RSS "
+        f"= {growth:.3f}x (target <= 1.10x; in-sweep peaks {peak_growth:.3f}x), "
+        f"fds {warm.fds} -> max {max(s.fds for s in after)} (growth {fd_growth:+d}, target 0), "
+        f"peak RSS "
         f"{peak_kb / 1024:.0f} MB, loop lag max {lag * 1000:.0f} ms",
     ]
     return "\n".join(lines)
