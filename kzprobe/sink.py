@@ -1,6 +1,6 @@
 """The one writer of measurement files: NDJSON segments that survive crashes and full disks.
 
-One asyncio task drains a bounded queue and hands batches to a one-thread executor, so
+One asyncio task drains a bounded buffer and hands batches to a one-thread executor, so
 ``os.write``/``fdatasync`` never stall the event loop. Records go to
 ``<prefix>-<UTC start>-<host>-<pid>-<seq>.ndjson.part`` (O_APPEND); a segment is closed
 between records by size or age with fsync → close → ``link`` (never ``rename``, which would
@@ -169,7 +169,7 @@ def gzip_codec() -> tuple[Any, int]:
     """The zlib-compatible module and level gzip segments are made with.
 
     ISA-L (the ``isal`` package) where installed: its level 2 runs ~5x faster than zlib's
-    default level 6, for files ~20% larger (benchmarks/README.md). Either way the output
+    default level 6, for files ~23% larger (benchmarks/README.md). Either way the output
     is one standard gzip member.
     """
     try:
