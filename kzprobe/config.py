@@ -472,18 +472,19 @@ def _parse_helper(s: _Section, base: Path | None) -> HelperConfig:
 def _wireguard_peers(s: _Section, base: Path | None) -> tuple[tuple[str, Path, Path | None], ...]:
     peers = []
     for index, entry in enumerate(s.get("wireguard_peers", list, [])):
-        where = f"wireguard_peers[{index}]"
+        where = f"entry {index}"
         if not isinstance(entry, dict) or not isinstance(entry.get("public_key"), str) \
                 or not isinstance(entry.get("private_key_file"), str):
-            raise s.fail(where, "expected {public_key = \"...\", private_key_file = \"...\"}")
+            raise s.fail("wireguard_peers",
+                         f"{where}: expected {{public_key = \"...\", private_key_file = \"...\"}}")
         psk = entry.get("psk_file")
         if psk is not None and not isinstance(psk, str):
-            raise s.fail(where, "psk_file must be a path")
+            raise s.fail("wireguard_peers", f"{where}: psk_file must be a path")
         files = [_resolve_path(base, entry["private_key_file"]),
                  _resolve_path(base, psk) if psk else None]
         for path in files:
             if path is not None and not path.is_file():
-                raise s.fail(where, f"no such file: {path}")
+                raise s.fail("wireguard_peers", f"{where}: no such file: {path}")
         peers.append((entry["public_key"], files[0], files[1]))
     return tuple(peers)  # type: ignore[arg-type]
 
