@@ -332,7 +332,7 @@ class Daemon:
     # -- records
 
     async def _emit(self, record: dict[str, Any]) -> None:
-        await self.sink.write(orjson.dumps(record))
+        await self.sink.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
         self.metrics.observe(record)
         if self.on_record is not None:
             await self.on_record(record)
