@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextvars
+import ipaddress
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -70,6 +71,27 @@ class ProbeContext:
     control: ControlClient | None = None  # the test helper(s), when configured
     source_address: str | None = None  # local address to dial from (multi-homed hosts)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def is_ip_literal(host: str) -> bool:
+    """An IP address written as the host (no DNS needed)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def is_dialable(ip: str, ctx: ProbeContext) -> bool:
+    """The one dial rule. OONI never dials loopback; ``analysis.not_bogon`` lifts that for
+    labs and tests. The control helper passes its own, stricter policy (``may_dial``: no
+    special-purpose addresses)."""
+    if ctx.may_dial is not None:
+        return ctx.may_dial(ip)
+    addr = ipaddress.ip_address(ip)
+    if not (addr.is_loopback or addr.is_unspecified):
+        return True
+    return any(addr in net for net in ctx.config.analysis.not_bogon)
 
 
 class Experiment(Protocol):

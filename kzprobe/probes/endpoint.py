@@ -13,7 +13,6 @@ The verdict (``interference``) is added by :mod:`kzprobe.analysis.endpoints`.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,13 @@ from urllib.parse import quote
 from kzprobe.control import ControlResult
 from kzprobe.errors import classify
 from kzprobe.probes import dns, tcp, tls
-from kzprobe.probes.base import ProbeContext, Stopwatch, close_transport
+from kzprobe.probes.base import (
+    ProbeContext,
+    Stopwatch,
+    close_transport,
+    is_dialable,
+    is_ip_literal,
+)
 from kzprobe.probes.udp import NetEvent, format_address
 from kzprobe.targets import Target
 
@@ -79,29 +84,10 @@ class Flow:
 ProbeAddress = Callable[[Flow, str], Awaitable[Outcome]]
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def dialable(ip: str, ctx: ProbeContext) -> bool:
-    """The same rule as web_connectivity: loopback only where ``analysis.not_bogon`` says so;
-    the helper passes its own stricter policy."""
-    if ctx.may_dial is not None:
-        return ctx.may_dial(ip)
-    addr = ipaddress.ip_address(ip)
-    if not (addr.is_loopback or addr.is_unspecified):
-        return True
-    return any(addr in net for net in ctx.config.analysis.not_bogon)
-
-
 async def resolve(flow: Flow) -> tuple[list[str], str | None]:
     """The host's addresses from the first resolver (a literal IP is its own answer)."""
     host = flow.target.host
-    if _is_ip(host):
+    if is_ip_literal(host):
         return [host], None
     cfg = flow.ctx.config
     resolver = cfg.dns.resolvers[0]
@@ -170,7 +156,7 @@ async def run(target: Target, ctx: ProbeContext, clock: Stopwatch, probe: ProbeA
     control_task: asyncio.Task[ControlResult] | None = None
     try:
         resolved, dns_failure = await resolve(flow)
-        addresses = [ip for ip in resolved if dialable(ip, ctx)]
+        addresses = [ip for ip in resolved if is_dialable(ip, ctx)]
         control_task = _start_control(flow, addresses)
         outcomes = await _probe_all(flow, addresses, probe)
         control = await control_task if control_task is not None else None

@@ -9,7 +9,6 @@ each hop measured the same way, up to ``limits.max_redirects``.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
@@ -17,7 +16,13 @@ from urllib.parse import urljoin
 from kzprobe.config import Config
 from kzprobe.control import ControlResult
 from kzprobe.probes import dns, http, tcp, tls
-from kzprobe.probes.base import ProbeContext, Stopwatch, close_transport
+from kzprobe.probes.base import (
+    ProbeContext,
+    Stopwatch,
+    close_transport,
+    is_dialable,
+    is_ip_literal,
+)
 from kzprobe.targets import Target, parse_target
 
 MAX_ENDPOINTS = 8  # addresses dialled per hop (bounded even if DNS returns hundreds)
@@ -56,30 +61,9 @@ class _Flow:
         return self.next_transaction - 1
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _dialable(ip: str, ctx: ProbeContext) -> bool:
-    """OONI never dials loopback; ``analysis.not_bogon`` lifts that for labs and tests.
-
-    The control helper passes its own, stricter policy (no special-purpose addresses).
-    """
-    if ctx.may_dial is not None:
-        return ctx.may_dial(ip)
-    addr = ipaddress.ip_address(ip)
-    if not (addr.is_loopback or addr.is_unspecified):
-        return True
-    return any(addr in net for net in ctx.config.analysis.not_bogon)
-
-
 async def _resolve(flow: _Flow, host: str, depth: int) -> tuple[list[str], str | None]:
     """Addresses for ``host`` from every resolver, and the failure if there were none."""
-    if _is_ip(host):
+    if is_ip_literal(host):
         return [host], None
     if host in flow.resolved:
         return flow.resolved[host], None
@@ -157,7 +141,7 @@ async def _hop(flow: _Flow, target: Target, depth: int) -> http.HttpTransaction 
     if depth == 0:
         flow.dns_failure = dns_failure
         _start_control(flow, target, resolved)
-    addresses = [ip for ip in resolved if _dialable(ip, flow.ctx)]
+    addresses = [ip for ip in resolved if is_dialable(ip, flow.ctx)]
     if not addresses:
         # OONI: no GET without an address. At depth 0 the DNS keys say why; on a redirect
         # hop the hop's DNS failure is the HTTP failure. Addresses we may not dial
