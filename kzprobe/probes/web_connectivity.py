@@ -9,6 +9,7 @@ each hop measured the same way, up to ``limits.max_redirects``.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
@@ -95,43 +96,43 @@ async def _resolve(flow: _Flow, host: str, depth: int) -> tuple[list[str], str |
     return [], next((lk.failure for lk in lookups if lk.failure), "dns_no_answer")
 
 
-async def _open(
-    flow: _Flow, target: Target, ip: str, depth: int, winner: asyncio.Future[_Connection]
-) -> str | None:
-    """Connect (and handshake) to one address; offer the connection to carry the GET."""
+async def _dial(flow: _Flow, target: Target, ip: str, tid: int, tags: tuple[str, ...],
+                context: ssl.SSLContext | None) -> _Connection | str:
+    """Connect to ``ip`` (and, with a context, handshake with SNI = the URL host), recording
+    each step; the open connection, or the failure string of the step that failed."""
     cfg = flow.ctx.config
-    tid = flow.transaction_id()
+    result, transport, held = await tcp.connect(
+        ip, target.port, timeout=cfg.timeouts.connect, clock=flow.clock, transaction_id=tid,
+        tags=tags, source=flow.ctx.source_address)
+    flow.connects.append(result)
+    if transport is None or held is None:
+        return result.failure or "unknown_failure: no connection"
+    if context is None:
+        return _Connection(transport, held, ip, result.address, "", tid)
+    shake, tls_transport = await tls.handshake(
+        transport, held, address=result.address, server_name=target.host, context=context,
+        timeout=cfg.timeouts.tls, clock=flow.clock, max_chain_bytes=cfg.tls.max_chain_bytes,
+        transaction_id=tid, tags=tags)
+    flow.handshakes.append(shake)
+    if tls_transport is None:
+        await close_transport(transport)
+        return shake.failure or "unknown_failure: no handshake"
+    return _Connection(tls_transport, held, ip, result.address, shake.negotiated_protocol, tid)
+
+
+async def _open(flow: _Flow, target: Target, ip: str, depth: int,
+                winner: asyncio.Future[_Connection]) -> str | None:
+    """Connect (and handshake) to one address; offer the connection to carry the GET."""
+    context = flow.ctx.verify_context if target.scheme == "https" else None
     tags = (f"depth={depth}", "fetch_body=true")
     async with flow.ctx.host_limiter.slot(ip):
-        result, transport, held = await tcp.connect(
-            ip, target.port, timeout=cfg.timeouts.connect, clock=flow.clock, transaction_id=tid,
-            tags=tags, source=flow.ctx.source_address)
-        flow.connects.append(result)
-        if transport is None or held is None:
-            return result.failure
-        alpn = ""
-        if target.scheme == "https":
-            shake, tls_transport = await tls.handshake(
-                transport,
-                held,
-                address=result.address,
-                server_name=target.host,
-                context=flow.ctx.verify_context,
-                timeout=cfg.timeouts.tls,
-                clock=flow.clock,
-                max_chain_bytes=cfg.tls.max_chain_bytes,
-                transaction_id=tid,
-                tags=tags,
-            )
-            flow.handshakes.append(shake)
-            if tls_transport is None:
-                await close_transport(transport)
-                return shake.failure
-            transport, alpn = tls_transport, shake.negotiated_protocol
+        conn = await _dial(flow, target, ip, flow.transaction_id(), tags, context)
+    if isinstance(conn, str):
+        return conn
     if winner.done():
-        await close_transport(transport)
+        await close_transport(conn.transport)
     else:
-        winner.set_result(_Connection(transport, held, ip, result.address, alpn, tid))
+        winner.set_result(conn)
     return None
 
 
@@ -183,40 +184,16 @@ async def _get(flow: _Flow, target: Target, conn: _Connection, depth: int) -> ht
         )
 
 
-async def _fetch_fresh(
-    flow: _Flow, target: Target, conn: _Connection, depth: int
-) -> http.HttpTransaction | None:
+async def _fetch_fresh(flow: _Flow, target: Target, conn: _Connection,
+                       depth: int) -> http.HttpTransaction | None:
     """Re-dial with ALPN http/1.1 only, for servers that picked h2 in the measured handshake."""
     await close_transport(conn.transport)
-    ip = conn.ip
-    cfg = flow.ctx.config
-    tid = flow.transaction_id()
-    result, transport, held = await tcp.connect(
-        ip, target.port, timeout=cfg.timeouts.connect, clock=flow.clock, transaction_id=tid,
-        tags=(f"depth={depth}", "fetch_body=true", "alpn=http/1.1"),
-        source=flow.ctx.source_address)
-    flow.connects.append(result)
-    if transport is None or held is None:
-        flow.last_hop_failure = result.failure
+    tags = (f"depth={depth}", "fetch_body=true", "alpn=http/1.1")
+    fresh = await _dial(flow, target, conn.ip, flow.transaction_id(), tags,
+                        flow.ctx.http11_context)
+    if isinstance(fresh, str):
+        flow.last_hop_failure = fresh
         return None
-    shake, tls_transport = await tls.handshake(
-        transport,
-        held,
-        address=result.address,
-        server_name=target.host,
-        context=flow.ctx.http11_context,
-        timeout=cfg.timeouts.tls,
-        clock=flow.clock,
-        max_chain_bytes=cfg.tls.max_chain_bytes,
-        transaction_id=tid,
-        tags=(f"depth={depth}", "fetch_body=true", "alpn=http/1.1"),
-    )
-    flow.handshakes.append(shake)
-    if tls_transport is None:
-        await close_transport(transport)
-        flow.last_hop_failure = shake.failure
-        return None
-    fresh = _Connection(tls_transport, held, ip, result.address, shake.negotiated_protocol, tid)
     return await _get(flow, target, fresh, depth)
 
 

@@ -200,3 +200,36 @@ async def test_body_throttled_by_sni_is_throttling(measure, dns_server: DnsServe
     assert [c["server_name"] for c in keys["x_sni_checks"]] == ["example.com"]
     assert keys["x_sni_checks"][0]["failure"] is None
     assert keys["interference"] == ["throttling"]
+
+
+async def test_server_choosing_h2_is_fetched_over_a_fresh_http11_connection(
+        measure, dns_server: DnsServer, ca) -> None:
+    """The measured handshake offers h2: a server that picks it gets a second, http/1.1-only
+    connection for the GET (aiohttp speaks HTTP/1.1); both handshakes are recorded."""
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("h2.test").configure_cert(context)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2":
+            writer.close()
+            return
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    dns_server.zone["h2.test"] = ["127.0.0.1"]
+    try:
+        record = await measure(f"https://h2.test:{port}/")
+    finally:
+        server.close()
+    keys = record["test_keys"]
+    assert [h["negotiated_protocol"] for h in keys["tls_handshakes"]] == ["h2", "http/1.1"]
+    assert "alpn=http/1.1" in keys["tls_handshakes"][1]["tags"]
+    assert keys["requests"][0]["response"]["code"] == 200
+    assert keys["requests"][0]["transaction_id"] == keys["tls_handshakes"][1]["transaction_id"]
