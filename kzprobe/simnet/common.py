@@ -230,3 +230,16 @@ class Service:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.stop()
+
+
+class OneAddress:
+    """Mixin for services listening on one address (DNS server, relays, MITM box)."""
+
+    _address: HostPort | None = None  # set by start()
+
+    @property
+    def address(self) -> HostPort:
+        """The bound listening address (the port chosen when 0 was asked for)."""
+        if self._address is None:
+            raise RuntimeError("not started")
+        return self._address

@@ -37,6 +37,7 @@ from dnslib import AAAA, CNAME, QTYPE, RCODE, RR, A, DNSRecord
 from kzprobe.simnet.common import (
     HostPort,
     NameRules,
+    OneAddress,
     Service,
     TaskTracker,
     bind_tcp,
@@ -115,7 +116,7 @@ class Query:
     behaviour: str
 
 
-class DnsServer(Service):
+class DnsServer(OneAddress, Service):
     """UDP + TCP DNS server on one address; see the module docstring."""
 
     def __init__(self, listen: HostPort, *, zone: Zone | None = None,
@@ -165,12 +166,6 @@ class DnsServer(Service):
         await close_server(self._tcp_server, self._tracker)
         await self._tracker.cancel_all()
         self._tcp_server = None
-
-    @property
-    def address(self) -> HostPort:
-        if self._address is None:
-            raise RuntimeError("not started")
-        return self._address
 
     def addresses(self) -> dict[str, str]:
         found = {"udp": format_hostport(self.address)}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from kzprobe.simnet import relay
 from kzprobe.simnet.common import (
     HostPort,
+    OneAddress,
     Service,
     TaskTracker,
     bind_tcp,
@@ -39,7 +40,7 @@ class Intercepted:
     upstream_ok: bool
 
 
-class MitmBox(Service):
+class MitmBox(OneAddress, Service):
     """TLS terminator + re-encrypting relay; ``upstream="original"`` uses SO_ORIGINAL_DST."""
 
     def __init__(self, listen: HostPort, upstream: Upstream, chain: QaznetChain, *,
@@ -68,12 +69,6 @@ class MitmBox(Service):
     async def stop(self) -> None:
         await close_server(self._server, self._tracker)
         self._server = None
-
-    @property
-    def address(self) -> HostPort:
-        if self._address is None:
-            raise RuntimeError("not started")
-        return self._address
 
     def addresses(self) -> dict[str, str]:
         return {"tls": format_hostport(self.address)}

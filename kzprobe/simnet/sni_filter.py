@@ -29,6 +29,7 @@ from kzprobe.simnet import relay
 from kzprobe.simnet.common import (
     HostPort,
     NameRules,
+    OneAddress,
     Service,
     TaskTracker,
     bind_tcp,
@@ -89,7 +90,7 @@ class Seen:
     action: str
 
 
-class SniFilter(Service):
+class SniFilter(OneAddress, Service):
     """The TCP relay; see the module docstring. ``upstream="original"`` uses SO_ORIGINAL_DST."""
 
     def __init__(self, listen: HostPort, upstream: Upstream, *,
@@ -125,12 +126,6 @@ class SniFilter(Service):
     async def stop(self) -> None:
         await close_server(self._server, self._tracker)
         self._server = None
-
-    @property
-    def address(self) -> HostPort:
-        if self._address is None:
-            raise RuntimeError("not started")
-        return self._address
 
     def addresses(self) -> dict[str, str]:
         return {"tcp": format_hostport(self.address)}
