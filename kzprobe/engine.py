@@ -192,6 +192,7 @@ class Prober:
 
     async def aclose(self) -> None:
         await self._session.close()
+        await self.context.dns_channels.aclose()
         if self.context.control is not None:
             await self.context.control.aclose()
 

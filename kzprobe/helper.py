@@ -204,7 +204,9 @@ class Helper:
         else:
             lookups = list(await asyncio.gather(*(
                 dns.lookup_udp(target.host, qtype, resolver, timeout=cfg.timeouts.dns,
-                               tries=cfg.dns.tries, clock=clock) for qtype in ("A", "AAAA"))))
+                               tries=cfg.dns.tries, clock=clock,
+                               channels=self.prober.context.dns_channels)
+                for qtype in ("A", "AAAA"))))
         addrs = [a for lookup in lookups for a in lookup.addresses]
         failure = None if addrs else _th_dns_failure(lookups[0].failure)
         return list(dict.fromkeys(addrs)), failure

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from kzprobe.config import Config
     from kzprobe.control import ControlClient
+    from kzprobe.probes.dns import DnsChannels
     from kzprobe.ratelimit import HostLimiter
     from kzprobe.targets import Target
 
@@ -70,7 +71,14 @@ class ProbeContext:
     may_dial: Callable[[str], bool] | None = None  # the helper's SSRF guard; None: probe rules
     control: ControlClient | None = None  # the test helper(s), when configured
     source_address: str | None = None  # local address to dial from (multi-homed hosts)
+    dns_channels: DnsChannels = field(default_factory=lambda: _dns_channels())
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _dns_channels() -> DnsChannels:
+    from kzprobe.probes.dns import DnsChannels  # dns imports this module
+
+    return DnsChannels()
 
 
 def is_ip_literal(host: str) -> bool:

@@ -84,7 +84,8 @@ async def _resolve(flow: _Flow, host: str, depth: int) -> tuple[list[str], str |
             classic = index == 0 and qtype == "A"
             tags = (depth_tag, "classic") if classic else (depth_tag,)
             jobs.append(dns.lookup_udp(host, qtype, resolver, timeout=cfg.timeouts.dns,
-                                       tries=cfg.dns.tries, clock=flow.clock, tags=tags))
+                                       tries=cfg.dns.tries, clock=flow.clock, tags=tags,
+                                       channels=flow.ctx.dns_channels))
     lookups = await asyncio.gather(*jobs)
     flow.queries.extend(lookups)
     addresses: list[str] = []

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from kzprobe.config import parse_resolver
 from kzprobe.probes.base import Stopwatch
-from kzprobe.probes.dns import lookup_udp
+from kzprobe.probes.dns import DnsChannels, lookup_udp
 from tests.servers import DnsServer
 
 
@@ -66,3 +68,46 @@ async def test_changed_answer_is_seen_immediately(dns_server: DnsServer) -> None
     assert first.addresses == ["127.0.0.10"]
     assert second.addresses == ["127.0.0.11"]
     assert dns_server.queries == 2
+
+
+async def _pooled(server: DnsServer, channels: DnsChannels, name: str, qtype: str = "A"):
+    return await lookup_udp(name, qtype, parse_resolver(server.address), timeout=1.0,
+                            tries=1, clock=Stopwatch(), channels=channels)
+
+
+async def test_shared_channels_never_answer_from_cache(dns_server: DnsServer) -> None:
+    """A pooled channel asked the same question again hands over to a fresh one: it is asked."""
+    channels = DnsChannels()
+    dns_server.zone["flip.test"] = ["127.0.0.10"]
+    first = await _pooled(dns_server, channels, "flip.test")
+    dns_server.zone["flip.test"] = ["127.0.0.11"]
+    second = await _pooled(dns_server, channels, "FLIP.test")  # c-ares may key by case
+    third = await _pooled(dns_server, channels, "flip.test")
+    await channels.aclose()
+    assert [first.addresses, second.addresses, third.addresses] == [
+        ["127.0.0.10"], ["127.0.0.11"], ["127.0.0.11"]]
+    assert dns_server.queries == 3 and channels.created == 3
+
+
+async def test_distinct_questions_share_one_channel(dns_server: DnsServer) -> None:
+    """Many different names (and A/AAAA of one name) concurrently: one channel, all asked."""
+    channels = DnsChannels()
+    names = [f"n{i}.test" for i in range(60)]
+    for i, name in enumerate(names):
+        dns_server.zone[name] = [f"127.0.1.{i}"]
+    lookups = await asyncio.gather(*(_pooled(dns_server, channels, name, qtype)
+                                     for name in names for qtype in ("A", "AAAA")))
+    await channels.aclose()
+    a_answers = [lookup.addresses for lookup in lookups[::2]]
+    assert a_answers == [[f"127.0.1.{i}"] for i in range(60)]
+    assert channels.created == 1 and dns_server.queries == 120
+
+
+async def test_channel_rotates_after_its_question_budget(dns_server: DnsServer) -> None:
+    """The asked-questions set is bounded: a channel retires after its budget of lookups."""
+    channels = DnsChannels(queries_per_channel=5)
+    for i in range(12):
+        dns_server.zone[f"b{i}.test"] = ["127.0.0.5"]
+        assert (await _pooled(dns_server, channels, f"b{i}.test")).failure is None
+    await channels.aclose()
+    assert channels.created == 3
