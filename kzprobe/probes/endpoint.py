@@ -96,7 +96,8 @@ async def resolve(flow: Flow) -> tuple[list[str], str | None]:
     else:
         qtypes = ("A", "AAAA") if cfg.dns.query_aaaa else ("A",)
         jobs = [dns.lookup_udp(host, qtype, resolver, timeout=cfg.timeouts.dns,
-                               tries=cfg.dns.tries, clock=flow.clock) for qtype in qtypes]
+                               tries=cfg.dns.tries, clock=flow.clock,
+                               channels=flow.ctx.dns_channels) for qtype in qtypes]
     lookups = await asyncio.gather(*jobs)
     flow.queries.extend(lookups)
     addresses = list(dict.fromkeys(a for lookup in lookups for a in lookup.addresses))
