@@ -5,7 +5,8 @@ read at all is a :class:`TargetError`. Host names are IDNA-encoded here, once, s
 probe puts punycode on the wire.
 
 Besides http(s) URLs, a target can be an *endpoint* URI, ``scheme://host:port[?k=v&...]``
-(``tcp``, ``tls``, ``openvpn+tcp``, ``openvpn+udp``, ``wireguard``, ``tor``, ``stun``):
+(``tcp``, ``tls``, ``openvpn+tcp``, ``openvpn+udp``, ``wireguard``, ``tor``, ``obfs4``,
+``stun``):
 the port is required, there is no path, and each scheme accepts only its own parameters
 (:data:`ENDPOINT_PARAMS`), validated here so a typo fails at load time, not at 3 a.m.
 """
@@ -30,7 +31,8 @@ from kzprobe.errors import TargetError
 
 CSV_COLUMNS = ("url", "category_code", "category_description", "date_added", "source", "notes")
 WEB_SCHEMES = ("http", "https")
-ENDPOINT_SCHEMES = ("tcp", "tls", "openvpn+tcp", "openvpn+udp", "wireguard", "tor", "stun")
+ENDPOINT_SCHEMES = ("tcp", "tls", "openvpn+tcp", "openvpn+udp", "wireguard", "tor", "obfs4",
+                    "stun")
 SUPPORTED_SCHEMES = WEB_SCHEMES + ENDPOINT_SCHEMES
 MAX_PARAM_BYTES = 1024
 MAX_LINE_BYTES = 64 * 1024
@@ -186,6 +188,24 @@ def _check_key32(value: str) -> str:
     return value
 
 
+def _check_obfs4_cert(value: str) -> str:
+    """obfs4proxy's ``cert``: base64 (padding optional) of NODEID (20) | B (32); unpadded,
+    as in bridge lines."""
+    try:
+        raw = base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("expected base64 (the bridge line's cert=)") from None
+    if len(raw) != 52:
+        raise ValueError(f"expected 52 bytes (node id and public key), got {len(raw)}")
+    return value.rstrip("=")
+
+
+def _check_iat_mode(value: str) -> str:
+    if value not in ("0", "1", "2"):
+        raise ValueError("expected 0, 1 or 2")
+    return value
+
+
 def _check_abs_path(value: str) -> str:
     if not PurePosixPath(value).is_absolute():
         raise ValueError("expected an absolute path")
@@ -202,9 +222,11 @@ ENDPOINT_PARAMS: dict[str, dict[str, Callable[[str], str]]] = {
     "wireguard": {"public_key": _check_key32, "private_key_file": _check_abs_path,
                   "psk_file": _check_abs_path},
     "tor": {"fingerprint": _check_fingerprint, "sni": _check_host_param},
+    "obfs4": {"cert": _check_obfs4_cert, "iat-mode": _check_iat_mode},
     "stun": {},
 }
-ENDPOINT_REQUIRED: dict[str, tuple[str, ...]] = {"wireguard": ("public_key",)}
+ENDPOINT_REQUIRED: dict[str, tuple[str, ...]] = {"wireguard": ("public_key",),
+                                                 "obfs4": ("cert",)}
 
 
 def _endpoint_params(scheme: str, query: str) -> tuple[tuple[str, str], ...]:

@@ -20,6 +20,7 @@ REGISTRY: dict[str, str] = {
     "openvpn+udp": "kzprobe.probes.openvpn:OpenVpn",
     "wireguard": "kzprobe.probes.wireguard:WireGuard",
     "tor": "kzprobe.probes.tor:Tor",
+    "obfs4": "kzprobe.probes.obfs4:Obfs4",
     "stun": "kzprobe.probes.stun:StunReachability",
 }
 

@@ -7,6 +7,10 @@ verified but recorded; SNI a random ``www.<letters>.com`` like tor's own), then 
 identity certificate in ``CERTS`` gives the relay's fingerprint (SHA-1 of its PKCS#1
 public key), checked against ``fingerprint`` when given: a TLS server that is not the
 relay (a DPI box terminating TLS) cannot produce it.
+
+A link handshake that is reset, stalls or gets EOF is tried once more to the same address
+with the benign SNI (``x_sni_checks``, as for ``tls://``): if that one reaches the relay,
+the blocking keys on the name (tor's ``www.<random>.com`` pattern), not on the address.
 """
 
 from __future__ import annotations
@@ -24,7 +28,17 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from kzprobe.probes import stream
 from kzprobe.probes.base import ProbeContext, Stopwatch, close_transport
-from kzprobe.probes.endpoint import Dialled, Flow, Outcome, dial, protocol_failure, run, secure
+from kzprobe.probes.endpoint import (
+    SNI_CHECK_FAILURES,
+    Dialled,
+    Flow,
+    Outcome,
+    dial,
+    protocol_failure,
+    run,
+    secure,
+    sni_check,
+)
 from kzprobe.targets import Target
 
 CMD_VERSIONS = 7
@@ -159,6 +173,8 @@ class Tor:
         sni = flow.target.param("sni") or random_sni()
         shake, tls_transport = await secure(flow, conn, server_name=sni, verify=False)
         if tls_transport is None:
+            if shake.failure in SNI_CHECK_FAILURES:
+                await sni_check(flow, ip)
             return Outcome(address=conn.address, failure=shake.failure,
                            failed_operation="tls_handshake", t0=conn.connect.t0, t=shake.t)
         try:

@@ -10,6 +10,9 @@ by its fixture. None of them is configured to reach anything but 127.0.0.1:
   listens there), so its only outbound attempts are refused on loopback; the OR port
   serves TLS and the link protocol without bootstrapping.
 * ``turnserver`` (``coturn``): STUN only (``-S``), no TLS/DTLS, no CLI, listening on 127.0.0.1.
+* ``obfs4proxy`` (``obfs4proxy``): a managed pluggable-transport server (tor's PT protocol,
+  environment only), its obfs4 listener on 127.0.0.1 and its "OR port" a local socket that
+  only listens; it exits when its stdin closes. It reaches nothing else.
 * ``wireguard-go`` (``wireguard-go`` + ``wireguard-tools`` for ``wg``): the userspace
   implementation (the kernel module is not on every CI machine). WireGuard always binds
   the wildcard address, but with no peer endpoint configured it only ever answers the
@@ -35,7 +38,7 @@ import pytest
 import trustme
 
 IN_CI = os.environ.get("CI") == "true"
-PACKAGES = {"openvpn": "openvpn", "tor": "tor", "turnserver": "coturn",
+PACKAGES = {"openvpn": "openvpn", "tor": "tor", "turnserver": "coturn", "obfs4proxy": "obfs4proxy",
             "wireguard-go": "wireguard-go", "wg": "wireguard-tools"}
 
 
@@ -89,16 +92,22 @@ def tcp_listening(port: int) -> Callable[[], bool]:
 
 @contextlib.contextmanager
 def daemon(argv: list[str], log: Path, ready: Callable[[], bool],
-           env: dict[str, str] | None = None, timeout: float = 30.0
+           env: dict[str, str] | None = None, timeout: float = 30.0, *, stdin_pipe: bool = False
            ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``argv`` with output to ``log`` until the block ends; always stopped."""
+    """Run ``argv`` with output to ``log`` until the block ends; always stopped.
+
+    ``stdin_pipe``: stdin stays open until the end (pluggable transports exit when it closes).
+    """
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+                                stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+                                env={**os.environ, **(env or {})})
     try:
         wait_until(ready, proc, log, timeout)
         yield proc
     finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
         proc.terminate()
         try:
             proc.wait(10)
@@ -194,6 +203,45 @@ def tor_relay(directory: Path) -> Iterator[TorRelay]:
     with daemon([binary, "-f", str(torrc)], log,
                 lambda: fingerprint_file.exists() and tcp_listening(port)(), timeout=60):
         yield TorRelay(port, fingerprint_file.read_text().split()[1])
+
+
+# --------------------------------------------------------------------------- obfs4proxy
+
+
+@dataclass(frozen=True)
+class Obfs4Bridge:
+    port: int
+    cert: str  # the bridge line's cert= (unpadded base64 of NODEID | B)
+
+
+def obfs4_env(bind: str, orport: str, state: Path) -> dict[str, str]:
+    """tor's managed-transport environment for one obfs4 server listener."""
+    return {"TOR_PT_MANAGED_TRANSPORT_VER": "1", "TOR_PT_SERVER_TRANSPORTS": "obfs4",
+            "TOR_PT_SERVER_BINDADDR": f"obfs4-{bind}", "TOR_PT_ORPORT": orport,
+            "TOR_PT_STATE_LOCATION": str(state), "TOR_PT_EXIT_ON_STDIN_CLOSE": "1"}
+
+
+def bridge_cert(state: Path) -> str:
+    """The cert= of the bridge line obfs4proxy wrote in its state directory."""
+    line = next(x for x in (state / "obfs4_bridgeline.txt").read_text().splitlines()
+                if x.startswith("Bridge obfs4"))
+    return next(w for w in line.split() if w.startswith("cert=")).removeprefix("cert=")
+
+
+@contextlib.contextmanager
+def obfs4_bridge(directory: Path) -> Iterator[Obfs4Bridge]:
+    """obfs4proxy serving obfs4 on 127.0.0.1 (fresh identity), in front of a socket that
+    only listens (the handshake never needs the OR port behind it)."""
+    binary = require("obfs4proxy")
+    port = free_port()
+    log = directory / "obfs4proxy.log"
+    with socket.socket() as orport:
+        orport.bind(("127.0.0.1", 0))
+        orport.listen(64)
+        orport_address = f"127.0.0.1:{orport.getsockname()[1]}"
+        env = obfs4_env(f"127.0.0.1:{port}", orport_address, directory / "state")
+        with daemon([binary], log, log_says(log, "SMETHODS DONE"), env, stdin_pipe=True):
+            yield Obfs4Bridge(port, bridge_cert(directory / "state"))
 
 
 # --------------------------------------------------------------------------- coturn

@@ -46,7 +46,7 @@ def test_endpoint_uris_normalise(uri: str, url: str, params: tuple[tuple[str, st
     ("wireguard://a.example:51820?public_key=AAAA", "32-byte key"),
     (f"wireguard://a.example:1?public_key={KEY}&private_key_file=key", "absolute path"),
     ("tor://1.2.3.4:9001?fingerprint=XYZ", "40 hex digits"),
-    ("obfs4://1.2.3.4:443", "unsupported scheme"),
+    ("obfs4://1.2.3.4:443", "needs cert"),
 ])
 def test_bad_endpoint_uris_say_why(uri: str, reason: str) -> None:
     """Missing ports and bad or unknown parameters are a ValueError naming the problem."""

@@ -82,11 +82,41 @@ async def test_reset_on_sni_is_tls_reset(measure: Measure, tor_relay: TorRelay,
     assert keys["failed_operation"] == "tls_handshake"
     assert keys["control"]["x_endpoint"]["reachable"] is True
     assert keys["interference"] == ["tls.reset"]
+    assert [(c["server_name"], c["failure"]) for c in keys["x_sni_checks"]] == [
+        ("benign.test", None)]  # the benign SNI reached the relay: the name is blocked
+
+
+async def test_reset_on_every_name_is_tcp_reset(measure: Measure, tor_relay: TorRelay,
+                                                helper_url: str) -> None:
+    """RST whatever the SNI (the benign one too): aimed at the address, so tcp.reset."""
+    async with tcp_filter(tor_relay.port, default="reset") as box:
+        keys = (await measure(f"tor://127.0.0.1:{box.address[1]}", helper_url=helper_url)
+                )["test_keys"]
+    assert keys["failure"] == "connection_reset" and keys["failed_operation"] == "tls_handshake"
+    assert [c["failure"] for c in keys["x_sni_checks"]] == ["connection_reset"]
+    assert keys["interference"] == ["tcp.reset"] and keys["blocking"] == "tcp_ip"
+
+
+async def test_blackhole_on_tor_names_is_proved_by_the_benign_sni(measure: Measure,
+                                                                 tor_relay: TorRelay) -> None:
+    """Tor's names blackholed, the benign SNI answered: tls.timeout even without a control."""
+    async with tcp_filter(tor_relay.port, rules={"*.com": "blackhole"}) as box:
+        keys = (await measure(f"tor://127.0.0.1:{box.address[1]}"))["test_keys"]
+    assert keys["failure"] == "generic_timeout_error" and keys["control"] is None
+    assert [c["failure"] for c in keys["x_sni_checks"]] == [None]
+    assert keys["interference"] == ["tls.timeout"]
 
 
 async def test_blackholed_relay_without_control_has_no_code(measure: Measure,
                                                            tor_relay: TorRelay) -> None:
-    """A silent path and no control: tls timeout recorded, no interference claimed."""
-    async with tcp_filter(tor_relay.port, rules={"*.com": "blackhole"}) as box:
+    """Every name blackholed and no control: both timeouts recorded, no interference claimed."""
+    async with tcp_filter(tor_relay.port, default="blackhole") as box:
         keys = (await measure(f"tor://127.0.0.1:{box.address[1]}"))["test_keys"]
     assert keys["failure"] == "generic_timeout_error" and keys["interference"] == []
+    assert [c["failure"] for c in keys["x_sni_checks"]] == ["generic_timeout_error"]
+
+
+async def test_reachable_relay_needs_no_sni_check(measure: Measure, tor_relay: TorRelay) -> None:
+    """A link handshake that completes is not repeated with the benign SNI."""
+    keys = (await measure(f"tor://127.0.0.1:{tor_relay.port}"))["test_keys"]
+    assert keys["reachable"] is True and keys["x_sni_checks"] == []
