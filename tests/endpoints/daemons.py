@@ -214,11 +214,16 @@ class Obfs4Bridge:
     cert: str  # the bridge line's cert= (unpadded base64 of NODEID | B)
 
 
-def obfs4_env(bind: str, orport: str, state: Path) -> dict[str, str]:
-    """tor's managed-transport environment for one obfs4 server listener."""
-    return {"TOR_PT_MANAGED_TRANSPORT_VER": "1", "TOR_PT_SERVER_TRANSPORTS": "obfs4",
-            "TOR_PT_SERVER_BINDADDR": f"obfs4-{bind}", "TOR_PT_ORPORT": orport,
-            "TOR_PT_STATE_LOCATION": str(state), "TOR_PT_EXIT_ON_STDIN_CLOSE": "1"}
+def obfs4_env(bind: str, orport: str, state: Path, *, stdin_close: bool = True
+              ) -> dict[str, str]:
+    """tor's managed-transport environment for one obfs4 server listener (``stdin_close``:
+    it exits when its stdin closes)."""
+    env = {"TOR_PT_MANAGED_TRANSPORT_VER": "1", "TOR_PT_SERVER_TRANSPORTS": "obfs4",
+           "TOR_PT_SERVER_BINDADDR": f"obfs4-{bind}", "TOR_PT_ORPORT": orport,
+           "TOR_PT_STATE_LOCATION": str(state)}
+    if stdin_close:
+        env["TOR_PT_EXIT_ON_STDIN_CLOSE"] = "1"
+    return env
 
 
 def bridge_cert(state: Path) -> str:
@@ -240,7 +245,7 @@ def obfs4_bridge(directory: Path) -> Iterator[Obfs4Bridge]:
         orport.listen(64)
         orport_address = f"127.0.0.1:{orport.getsockname()[1]}"
         env = obfs4_env(f"127.0.0.1:{port}", orport_address, directory / "state")
-        with daemon([binary], log, log_says(log, "SMETHODS DONE"), env, stdin_pipe=True):
+        with daemon([binary], log, log_says(log, "SMETHOD obfs4 "), env, stdin_pipe=True):
             yield Obfs4Bridge(port, bridge_cert(directory / "state"))
 
 

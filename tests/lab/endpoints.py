@@ -10,6 +10,9 @@ moved from 127.0.0.1 to the endpoint's own address:
   one dummy directory authority at 127.0.0.1:9, the namespace's own loopback, where nothing
   listens). Besides those safeguards, the namespace has no route out of 198.18.0.0/15 and its
   egress guard rejects and counts anything else: the session fails if tor ever tried.
+* ``obfs4proxy``: an obfs4 bridge (managed pluggable transport, fresh identity) whose OR port
+  is the lab relay's, as a real bridge fronts its tor; only when ``topology.ENDPOINTS`` has
+  an ``obfs4`` endpoint.
 * ``turnserver`` (coturn): STUN only, no TLS/DTLS, no CLI.
 * ``wireguard-go`` + ``wg``: one registered peer, whose private key the client uses.
 * ``kzprobe.simnet web`` on chat.lab.test: plain TCP on 5222 (``tcp://``), TLS on 5223.
@@ -67,6 +70,7 @@ class EndpointServers:
     wg_public_key: str = ""
     wg_client_key: Path | None = None  # the registered peer's private key (client side)
     wg_socket: Path | None = None
+    obfs4_cert: str = ""
 
     def endpoint(self, key: str) -> Endpoint:
         return self.by_key[key]
@@ -81,6 +85,8 @@ class EndpointServers:
                                 private_key_file=str(self.wg_client_key))
         if key == "tls":
             return endpoint.uri(sni=endpoint.host)
+        if key == "obfs4":
+            return endpoint.uri(cert=self.obfs4_cert, **{"iat-mode": "0"})
         return endpoint.uri()
 
     @property
@@ -103,7 +109,7 @@ def start(lab: Lab) -> EndpointServers:
     workdir = lab.workdir / "endpoints"
     workdir.mkdir()
     try:
-        for starter in (_openvpn, _tor, _stun, _wireguard, _chat):
+        for starter in (_openvpn, _tor, _obfs4, _stun, _wireguard, _chat):
             starter(lab, servers, workdir)
         for daemon in servers.running.values():
             _wait(daemon)
@@ -223,6 +229,29 @@ def tor_config(endpoint: Endpoint, directory: Path) -> str:
     if missing:
         raise LabError(f"torrc lacks its safeguards {missing}: never start it")
     return text
+
+
+# --------------------------------------------------------------------------- obfs4proxy
+
+
+def _obfs4(lab: Lab, servers: EndpointServers, workdir: Path) -> None:
+    if "obfs4" not in servers.by_key:
+        return
+    path = _available(servers, "obfs4proxy", ("obfs4",))
+    if path is None:
+        return
+    endpoint, relay = servers.endpoint("obfs4"), servers.endpoint("tor")
+    state = workdir / "obfs4"
+    env = daemons.obfs4_env(f"{endpoint.ip}:{endpoint.port}", f"{relay.ip}:{relay.port}",
+                            state, stdin_close=False)  # a lab Service has no stdin to hold
+
+    def ready(service: Service) -> bool:
+        if not _log_has("SMETHOD obfs4 ")(service):  # not SMETHOD-ERROR
+            return False
+        servers.obfs4_cert = daemons.bridge_cert(state)
+        return True
+
+    _spawn(lab, servers, "ep_obfs4", [path], ready, env=env)
 
 
 # --------------------------------------------------------------------------- coturn
