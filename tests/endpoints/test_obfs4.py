@@ -286,7 +286,7 @@ async def test_wrong_cert_is_a_bounded_timeout(measure: Measure,
     assert keys["failed_operation"] == "obfs4_handshake"
     assert keys["x_obfs4_handshake"][0]["auth_verified"] is None
     assert keys["interference"] == []  # no control: silence is not evidence
-    assert TLS_TIMEOUT <= elapsed < TLS_TIMEOUT + 2.0
+    assert TLS_TIMEOUT <= elapsed < TLS_TIMEOUT + 3.0  # bounded: not the 30-90 s the bridge waits
 
 
 async def test_reset_is_obfs4_reset(measure: Measure, obfs4_bridge: daemons.Obfs4Bridge,
