@@ -7,6 +7,7 @@ Not part of kzprobe: imported by ``benchmarks/bench_*.py`` when they run as scri
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import os
 import random
@@ -56,6 +57,24 @@ def cpu_seconds(pid: int) -> float:
         fields = fh.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (all its threads'), e.g. kzprobe's analysis worker."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def worker_cpu_seconds(pid: int) -> float:
+    """CPU seconds so far of ``pid``'s child processes (kzprobe's analysis worker)."""
+    total = 0.0
+    for child in children(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(child)
+    return total
 
 
 def py_spy_argv(output: Path | None, argv: list[str]) -> list[str]:

@@ -122,6 +122,8 @@ class AnalysisConfig:
     throttle_min_seconds: float = 2.0
     throttle_factor: float = 5.0
     fingerprint_files: tuple[Path, ...] = ()  # extra OONI-format fingerprint CSVs
+    worker_process: bool = True  # judge in a process of its own, off the measuring loop
+    worker_timeout: float = 30.0  # seconds for one record's analysis before the worker is killed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -423,6 +425,8 @@ def _parse_analysis(s: _Section, base: Path | None) -> AnalysisConfig:
         throttle_min_seconds=s.number("throttle_min_seconds", d.throttle_min_seconds),
         throttle_factor=s.number("throttle_factor", d.throttle_factor, minimum=1.0),
         fingerprint_files=files,
+        worker_process=s.get("worker_process", bool, d.worker_process),
+        worker_timeout=s.number("worker_timeout", d.worker_timeout),
     )
 
 

@@ -19,10 +19,12 @@ from typing import Any
 import aiohttp
 import structlog
 
+from kzprobe import judging
 from kzprobe.analysis import endpoints
 from kzprobe.config import Config
 from kzprobe.control import ControlClient
 from kzprobe.errors import FAILURE_INTERRUPTED, classify
+from kzprobe.judging import ProcessJudge
 from kzprobe.probes import experiment_for
 from kzprobe.probes.base import ProbeContext, Stopwatch
 from kzprobe.probes.http import HandoffConnector
@@ -108,7 +110,9 @@ class Prober:
             source_address=source_address,
             control=self._control_client(config),
         )
-        self.analyzer = Analyzer(config)
+        self.analyzer = Analyzer(config)  # built here too: bad fingerprint files fail at start
+        self.judge = (ProcessJudge(config, timeout=config.analysis.worker_timeout)
+                      if config.analysis.worker_process else None)
 
     @staticmethod
     def _control_client(config: Config) -> ControlClient | None:
@@ -123,7 +127,7 @@ class Prober:
         attempts: list[tuple[dict[str, Any], Verdict]] = []
         for _ in range(1 + self.config.analysis.retries):
             record = await self._measure_once(target, sweep_id)
-            verdict = self._judge(record, target)
+            verdict = await self._judge(record, target)
             attempts.append((record, verdict))
             if not looks_blocked(verdict) or _interrupted(record):
                 break
@@ -139,20 +143,24 @@ class Prober:
         needles = public_ips(self.config, keys)
         return scrub(record, needles) if needles else record
 
-    def _judge(self, record: dict[str, Any], target: Target) -> Verdict:
+    async def _judge(self, record: dict[str, Any], target: Target) -> Verdict:
         test_name = record.get("test_name")
         if _interrupted(record) or (
                 test_name != "web_connectivity" and test_name not in endpoints.TEST_NAMES):
             return (None, ())
         try:
-            if test_name in endpoints.TEST_NAMES:
-                return endpoints.apply(record["test_keys"])
-            return self.analyzer.apply(record["test_keys"], target.url)
+            if self.judge is None:
+                return judging.judge(self.analyzer, test_name, record["test_keys"], target.url)
+            record["test_keys"], verdict = await self.judge.judge(
+                test_name, record["test_keys"], target.url)
+            return verdict
+        except asyncio.CancelledError:  # shutdown past its grace: the record still goes out
+            record["test_keys"]["x_analysis_failure"] = FAILURE_INTERRUPTED
         except Exception as exc:  # a bug in analysis must not lose the observations
             log.warning("analysis_crashed", error=repr(exc)[:200])
             log.debug("analysis_crashed_target", url=target.url)
-            record["test_keys"]["x_analysis_failure"] = classify(exc)
-            return (None, ())
+            record["test_keys"]["x_analysis_failure"] = judging.failure_of(exc)
+        return (None, ())
 
     async def _measure_once(self, target: Target, sweep_id: str | None) -> dict[str, Any]:
         experiment = experiment_for(target.scheme)
@@ -190,9 +198,26 @@ class Prober:
             sweep_id=sweep_id,
         )
 
+    async def start(self) -> None:
+        """Start the analysis worker before the first measurement needs it.
+
+        A worker that cannot start is logged and judging falls back to this loop: a
+        verdict computed here beats a record without one.
+        """
+        if self.judge is None:
+            return
+        try:
+            await self.judge.start()
+        except Exception as exc:
+            log.error("analysis_worker_failed", error=repr(exc)[:200], fallback="inline")
+            await self.judge.aclose()
+            self.judge = None
+
     async def aclose(self) -> None:
         await self._session.close()
         await self.context.dns_channels.aclose()
+        if self.judge is not None:
+            await self.judge.aclose()
         if self.context.control is not None:
             await self.context.control.aclose()
 

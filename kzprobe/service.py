@@ -68,6 +68,7 @@ async def measure_urls(config: Config, urls: list[str], out: TextIO = sys.stdout
     targets = [parse_target(url, origin=f"argv[{i}]") for i, url in enumerate(urls)]
     raise_nofile_limit()
     prober = Prober(config)
+    await prober.start()
     gate = asyncio.Semaphore(config.limits.concurrency)
 
     async def one(target: Target) -> dict[str, Any]:
@@ -208,7 +209,9 @@ class Daemon:
         return 0
 
     async def _start(self, *, once: bool) -> None:
-        self._set_engine(self._new_engine(Prober(self.config)))
+        prober = Prober(self.config)
+        await prober.start()
+        self._set_engine(self._new_engine(prober))
         if not once:
             self._start_metrics()
         self._background = [asyncio.create_task(coro, name=name) for name, coro in (
@@ -286,6 +289,7 @@ class Daemon:
                 inputs = await asyncio.to_thread(load_inputs, path)
             config = self._restartless(inputs.config)
             prober = Prober(config)
+            await prober.start()
         except Exception as exc:  # any bad config keeps the running one
             self.metrics.reloads.labels("failure").inc()
             log.error("config_reload_failed", path=str(path), error=str(exc) or repr(exc),
