@@ -371,9 +371,9 @@ def endpoint_scenarios() -> list[Scenario]:
         _endpoint_scenario("ep_tls_rst", "RST on the ClientHello's SNI (ECONNRESET)",
                            {"tor": rst_on(*TOR_SNI), "tls": rst_on()}),
         _endpoint_scenario("ep_addr_rst", "RST on the first data to the address, any content",
-                           dict.fromkeys(("tor", "openvpn_tcp", "tls"), data_rst)),
+                           dict.fromkeys(("tor", "openvpn_tcp", "tls", "obfs4"), data_rst)),
         _endpoint_scenario("ep_syn_drop", "SYN dropped (connect timeout)",
-                           dict.fromkeys(("tor", "tcp"), syn_to(("DROP",)))),
+                           dict.fromkeys(("tor", "tcp", "obfs4"), syn_to(("DROP",)))),
     ]
 
 

@@ -107,6 +107,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("openvpn_tcp", "openvpn+tcp", "vpn-tcp.lab.test", "198.18.2.61", 1194, "tcp",
              "openvpn"),
     Endpoint("tor", "tor", "relay.lab.test", "198.18.2.62", 9001, "tcp", "tor"),
+    Endpoint("obfs4", "obfs4", "bridge.lab.test", "198.18.2.66", 4443, "tcp", "obfs4proxy"),
     Endpoint("stun", "stun", "stun.lab.test", "198.18.2.63", 3478, "udp", "turnserver"),
     Endpoint("wireguard", "wireguard", "wg.lab.test", "198.18.2.64", 51820, "udp",
              "wireguard-go"),
