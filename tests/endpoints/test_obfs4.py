@@ -10,13 +10,16 @@ import hmac
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
+import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from oonidata.dataclient import load_measurement
 
 from kzprobe.probes import obfs4
+from kzprobe.report.build import build_report
 from kzprobe.targets import parse_target
 from tests.endpoints import daemons
 from tests.endpoints.censor import tcp_filter
@@ -301,3 +304,18 @@ async def test_reset_is_obfs4_reset(measure: Measure, obfs4_bridge: daemons.Obfs
     assert keys["failed_operation"] == "obfs4_handshake"
     assert keys["control"]["x_endpoint"]["reachable"] is True
     assert keys["interference"] == ["obfs4.reset"] and keys["blocking"] == "obfs4"
+
+
+async def test_bridge_records_appear_in_the_report(
+        measure: Measure, obfs4_bridge: daemons.Obfs4Bridge, helper_url: str,
+        tmp_path: Path) -> None:
+    """Reachable and reset bridge records, written as NDJSON, are rows of `kzprobe report`."""
+    good = f"obfs4://127.0.0.1:{obfs4_bridge.port}?cert={obfs4_bridge.cert}"
+    async with tcp_filter(obfs4_bridge.port, default="reset") as box:
+        bad = f"obfs4://127.0.0.1:{box.address[1]}?cert={obfs4_bridge.cert}"
+        records = [await measure(good, helper_url=helper_url),
+                   await measure(bad, helper_url=helper_url)]
+    (tmp_path / "obfs4.ndjson").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    rows = {row["input"]: row for row in build_report([tmp_path]).table("targets").records()}
+    assert rows[good]["state"] == "accessible" and rows[good]["test_name"] == "tor"
+    assert rows[bad]["state"] == "blocked" and rows[bad]["mechanism"] == "obfs4.reset"
