@@ -55,8 +55,7 @@ def _config(tmp: Path, urls: list[str], args: argparse.Namespace, dns: str,
     config = tmp / "kzprobe.toml"
     config.write_text(f"""
 [dns]
-resolvers = ["{dns}"]
-query_aaaa = false
+resolvers = ["{dns}"]  # A and AAAA (the default), as the raw loop's getaddrinfo asks
 [limits]
 rate = 1000000
 burst = {args.concurrency}

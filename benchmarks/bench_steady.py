@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
-from common import REPO, free_port, open_fds, proc_status, verify
+from common import REPO, children, family_rss_fds, free_port, proc_status, verify
 
 SERVERS = Path(__file__).with_name("servers.py")
 ADDRESSES = 250
@@ -45,11 +45,12 @@ WARMUP_SWEEPS = 2
 @dataclass(frozen=True, slots=True)
 class Sample:
     at: float  # seconds since start
-    rss_mb: float
-    fds: int
+    rss_mb: float  # the daemon and its analysis worker
+    fds: int  # the same two processes
     threads: int
     measured: int  # measurements in the sweep that just ended
     peak_mb: float  # highest RSS seen during the sweep (sampled every second)
+    worker_rss_mb: float = 0.0
 
 
 def _config(tmp: Path, urls: list[str], interval: float, dns: str, ca: Path,
@@ -60,8 +61,7 @@ def _config(tmp: Path, urls: list[str], interval: float, dns: str, ca: Path,
     config = tmp / "kzprobe.toml"
     config.write_text(f"""
 [dns]
-resolvers = ["{dns}"]
-query_aaaa = false
+resolvers = ["{dns}"]  # A and AAAA, the default
 [tls]
 ca_file = "{ca}"
 [limits]
@@ -102,18 +102,20 @@ def _watch(proc: subprocess.Popen[str], started: float, samples: list[Sample],
             continue
         match = re.search(r'"measured": ?(\d+)', line)
         status = proc_status(proc.pid)
-        rss = status["VmRSS"] / 1024
+        main_rss, main_fds, worker_rss, worker_fds = family_rss_fds(proc.pid)
+        rss = main_rss + worker_rss
         samples.append(Sample(at=time.perf_counter() - started, rss_mb=rss,
-                              fds=open_fds(proc.pid), threads=status["Threads"],
+                              fds=main_fds + worker_fds, threads=status["Threads"],
                               measured=int(match.group(1)) if match else 0,
-                              peak_mb=max(peak[0], rss)))
+                              peak_mb=max(peak[0], rss), worker_rss_mb=worker_rss))
         peak[0] = 0.0
 
 
 def _sample_rss(pid: int, peak: list[float]) -> None:
     """Once a second: the highest RSS since the last sweep ended."""
     try:
-        peak[0] = max(peak[0], proc_status(pid)["VmRSS"] / 1024)
+        main_rss, _, worker_rss, _ = family_rss_fds(pid)
+        peak[0] = max(peak[0], main_rss + worker_rss)
     except (OSError, KeyError):
         pass
 
@@ -142,7 +144,8 @@ def _run(config: Path, minutes: float, metrics: str) -> tuple[list[Sample], floa
             _sample_rss(proc.pid, peak)
             time.sleep(1)
         lag = _lag_max(metrics)
-        peak = proc_status(proc.pid)["VmHWM"]
+        peak = proc_status(proc.pid)["VmHWM"] + sum(  # daemon + analysis worker
+            proc_status(child)["VmHWM"] for child in children(proc.pid))
         elapsed = time.perf_counter() - started
     finally:
         os.kill(proc.pid, signal.SIGTERM)
@@ -155,7 +158,8 @@ def _report(samples: list[Sample], elapsed: float, lag: float, peak_kb: int,
             args: argparse.Namespace, checked: str, records: int) -> str:
     """Per-sweep lines, then the one-line summary."""
     lines = [f"sweep {i + 1} at {s.at:5.0f} s: {s.measured} measured, RSS at its end "
-             f"{s.rss_mb:.0f} MB (peak during it {s.peak_mb:.0f} MB), {s.fds} fds, "
+             f"{s.rss_mb:.0f} MB (of which the analysis worker {s.worker_rss_mb:.0f} MB; "
+             f"peak during it {s.peak_mb:.0f} MB), {s.fds} fds, "
              f"{s.threads} threads" for i, s in enumerate(samples)]
     if len(samples) <= WARMUP_SWEEPS:
         raise SystemExit("\n".join([*lines, "too few sweeps to judge: run longer"]))

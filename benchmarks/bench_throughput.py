@@ -126,8 +126,7 @@ def _kz_config(tmp: Path, urls: list[str], concurrency: int, dns: str, cafile: P
     # (default 4) would serialise; real targets are spread over many addresses.
     config.write_text(f"""
 [dns]
-resolvers = ["{dns}"]
-query_aaaa = false
+resolvers = ["{dns}"]  # A and AAAA (the default), as the raw loop's getaddrinfo asks
 [tls]
 ca_file = "{cafile}"
 [limits]
@@ -180,7 +179,6 @@ def _helper(tmp: Path, dns: str, cafile: Path) -> tuple[subprocess.Popen[bytes],
     config.write_text(f"""
 [dns]
 resolvers = ["{dns}"]
-query_aaaa = false
 [tls]
 ca_file = "{cafile}"
 [helper]

@@ -55,7 +55,7 @@ async def bench_sink(pool: list[dict[str, Any]], count: int, directory: Path,
     await sink.start()
     start = time.perf_counter()
     for rec in cycle(pool, count):
-        await sink.write(orjson.dumps(rec))  # as Daemon._emit does
+        await sink.write(orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE))  # as Daemon._emit
     await sink.aclose()
     return time.perf_counter() - start, sink.stats.segments_rotated
 

@@ -77,6 +77,18 @@ def worker_cpu_seconds(pid: int) -> float:
     return total
 
 
+def family_rss_fds(pid: int) -> tuple[float, int, float, int]:
+    """(RSS MB, open fds) of ``pid`` and, summed, of its children (kzprobe's analysis
+    worker): a leak in either process counts."""
+    status = proc_status(pid)
+    child_rss, child_fds = 0.0, 0
+    for child in children(pid):
+        with contextlib.suppress(OSError, KeyError):
+            child_rss += proc_status(child)["VmRSS"] / 1024
+            child_fds += open_fds(child)
+    return status["VmRSS"] / 1024, open_fds(pid), child_rss, child_fds
+
+
 def py_spy_argv(output: Path | None, argv: list[str]) -> list[str]:
     """``argv`` run under ``py-spy record`` (raw collapsed stacks, all threads), if asked."""
     if output is None:
