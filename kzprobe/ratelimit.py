@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 
 class TokenBucket:
@@ -61,19 +60,46 @@ class HostLimiter:
         self.per_host = per_host
         self._gates: dict[str, tuple[asyncio.Semaphore, int]] = {}
 
-    @asynccontextmanager
-    async def slot(self, ip: str) -> AsyncIterator[None]:
-        gate, users = self._gates.get(ip, (asyncio.Semaphore(self.per_host), 0))
+    def slot(self, ip: str) -> _Slot:
+        """``async with limiter.slot(ip):`` holds one of the IP's ``per_host`` slots."""
+        return _Slot(self, ip)
+
+    def _enter(self, ip: str) -> asyncio.Semaphore:
+        entry = self._gates.get(ip)
+        gate, users = entry if entry is not None else (asyncio.Semaphore(self.per_host), 0)
         self._gates[ip] = (gate, users + 1)
-        try:
-            async with gate:
-                yield
-        finally:
-            gate, users = self._gates[ip]
-            if users <= 1:
-                del self._gates[ip]  # bounded: only IPs in use are remembered
-            else:
-                self._gates[ip] = (gate, users - 1)
+        return gate
+
+    def _leave(self, ip: str) -> None:
+        gate, users = self._gates[ip]
+        if users <= 1:
+            del self._gates[ip]  # bounded: only IPs in use are remembered
+        else:
+            self._gates[ip] = (gate, users - 1)
 
     def __len__(self) -> int:
         return len(self._gates)
+
+
+class _Slot:
+    """One use of a :class:`HostLimiter` gate (a class, not a generator: two per measurement)."""
+
+    __slots__ = ("_gate", "_ip", "_limiter")
+
+    def __init__(self, limiter: HostLimiter, ip: str) -> None:
+        self._limiter, self._ip = limiter, ip
+        self._gate: asyncio.Semaphore | None = None
+
+    async def __aenter__(self) -> None:
+        gate = self._limiter._enter(self._ip)
+        try:
+            await gate.acquire()
+        except BaseException:
+            self._limiter._leave(self._ip)
+            raise
+        self._gate = gate
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._gate is not None:
+            self._gate.release()
+        self._limiter._leave(self._ip)

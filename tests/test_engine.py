@@ -56,6 +56,29 @@ async def test_host_limiter_bounds_concurrency_per_ip() -> None:
     assert len(limiter) == 0  # nothing remembered once idle
 
 
+async def test_host_limiter_cancelled_waiter_gives_its_place_back() -> None:
+    """A measurement cancelled while waiting for its IP's slot leaves no trace in the gate."""
+    limiter = HostLimiter(1)
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with limiter.slot("a"):
+            holding.set()
+            await release.wait()
+
+    first = asyncio.create_task(holder())
+    await holding.wait()
+    waiter = asyncio.create_task(holder())
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    release.set()
+    await first
+    assert len(limiter) == 0
+    async with limiter.slot("a"):  # the gate still opens
+        pass
+
+
 async def test_sweep_bounds_in_flight_and_emits_every_record(
         config_factory: Callable[..., Config], dns_server: DnsServer, website: WebSite) -> None:
     """`limits.concurrency` bounds measurements in flight; every target yields one record."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextvars
+import functools
 import ipaddress
 import ssl
 import time
@@ -96,10 +97,15 @@ def is_dialable(ip: str, ctx: ProbeContext) -> bool:
     special-purpose addresses)."""
     if ctx.may_dial is not None:
         return ctx.may_dial(ip)
+    addr = _loopback_or_unspecified(ip)
+    return addr is None or any(addr in net for net in ctx.config.analysis.not_bogon)
+
+
+@functools.lru_cache(maxsize=4096)
+def _loopback_or_unspecified(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The parsed address if loopback or unspecified, else None (cached: parsing is slow)."""
     addr = ipaddress.ip_address(ip)
-    if not (addr.is_loopback or addr.is_unspecified):
-        return True
-    return any(addr in net for net in ctx.config.analysis.not_bogon)
+    return addr if addr.is_loopback or addr.is_unspecified else None
 
 
 class Experiment(Protocol):

@@ -153,11 +153,12 @@ async def _hop(flow: _Flow, target: Target, depth: int) -> http.HttpTransaction 
             dns_failure if depth > 0 else None)
         return None
     winner: asyncio.Future[_Connection] = asyncio.get_running_loop().create_future()
-    opened = [
-        asyncio.ensure_future(_open(flow, target, ip, depth, winner))
-        for ip in addresses[:MAX_ENDPOINTS]
-    ]
-    failures = await asyncio.gather(*opened)
+    candidates = addresses[:MAX_ENDPOINTS]
+    if len(candidates) == 1:  # the common case: no task per address
+        failures = [await _open(flow, target, candidates[0], depth, winner)]
+    else:
+        failures = await asyncio.gather(
+            *(_open(flow, target, ip, depth, winner) for ip in candidates))
     if not winner.done():
         flow.last_hop_failure = next((f for f in failures if f), "unknown_failure: no endpoint")
         return None
