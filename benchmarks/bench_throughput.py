@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_throughput.py [--urls 1000] [--concurrency 100]
                                                     [--repeat 3] [--control] [--py-spy FILE]
 
-N distinct names (site0.kz.bench ...) resolve through one local DNS server (kzprobe's
-simnet, dnslib) to 16 addresses 127.0.1.x, served by one nginx worker over TLS 1.3 with
+N distinct names (s0.c.bench ...) resolve through one local DNS server (the lean one in
+``servers.py``; A and AAAA both sides) to 16 addresses 127.3.0.x, served by one nginx worker over TLS 1.3 with
 a throwaway CA. Both sides look up every name and fetch the page over a fresh TLS
 connection with the same concurrency; they alternate ``--repeat`` times in the same run
 and the median ratio of their rates is printed. kzprobe additionally records every step
@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import servers
 import trustme
 from common import (
     child_pid,
@@ -47,7 +48,8 @@ from common import (
     worker_cpu_seconds,
 )
 
-ADDRESSES = [f"127.0.1.{i}" for i in range(1, 17)]
+ADDRESS_COUNT = 16
+ADDRESSES = servers.addresses(ADDRESS_COUNT)  # 127.3.0.1-16: s<n>.c.bench -> n mod 16
 PAGE = "<html><head><title>Benchmark site</title></head><body>" + "x" * 2000 + "</body></html>"
 
 
@@ -197,7 +199,7 @@ rate_burst = 100000
 
 def _pki(tmp: Path) -> tuple[Path, Path, Path]:
     ca = trustme.CA()
-    leaf = ca.issue_cert("*.kz.bench")
+    leaf = ca.issue_cert("*.c.bench")
     cafile, cert, key = tmp / "ca.pem", tmp / "cert.pem", tmp / "key.pem"
     ca.cert_pem.write_to_path(str(cafile))
     leaf.private_key_pem.write_to_path(str(key))
@@ -228,15 +230,16 @@ def main() -> None:
     if shutil.which("nginx") is None:
         sys.exit("nginx not found: apt-get install nginx-light")
     tmp = Path(tempfile.mkdtemp(prefix="kzprobe-bench-"))
-    names = [f"site{i}.kz.bench" for i in range(args.urls)]
+    names = [f"s{i}.c.bench" for i in range(args.urls)]
     cafile, cert, key = _pki(tmp)
     port, dns_port = free_port(), free_port()
-    zone = {name: [ADDRESSES[i % len(ADDRESSES)]] for i, name in enumerate(names)}
-    (tmp / "zone.json").write_text(json.dumps({"zone": zone, "default": "answer"}))
     procs: list[subprocess.Popen[Any]] = [
         _start(["nginx", "-c", str(_nginx_conf(tmp, port, cert, key))]),
-        _start([sys.executable, "-m", "kzprobe.simnet", "dns", "--listen",
-                f"127.0.0.1:{dns_port}", "--rules", str(tmp / "zone.json")], ready="READY"),
+        # DNS from benchmarks/servers.py (hand-rolled on uvloop): a Python DNS library
+        # answering two queries per URL would spend the second core both sides need.
+        _start([sys.executable, str(Path(servers.__file__)), "--port", str(free_port()),
+                "--dns-port", str(dns_port), "--addresses", str(ADDRESS_COUNT)],
+               ready="READY"),
     ]
     dns = f"127.0.0.1:{dns_port}"
     urls = [f"https://{name}:{port}/" for name in names]
