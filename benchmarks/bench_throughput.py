@@ -113,7 +113,7 @@ def _raw(urls: list[str], concurrency: int, dns: str, cafile: Path, tmp: Path) -
 
 
 def _kz_config(tmp: Path, urls: list[str], concurrency: int, dns: str, cafile: Path,
-               helper: str | None) -> Path:
+               helper: str | None, worker_process: bool = True) -> Path:
     """A config in its own directory ``tmp``; records go to ``tmp/out``."""
     tmp.mkdir()
     out_dir = tmp / "out"
@@ -138,6 +138,7 @@ concurrency = {concurrency}
 per_host = {concurrency}
 [analysis]
 not_bogon = ["127.0.0.0/8"]
+worker_process = {str(worker_process).lower()}
 [output]
 dir = "{out_dir}"
 [service]
@@ -225,6 +226,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--control", action="store_true", help="also run with a local helper")
+    parser.add_argument("--inline-analysis", action="store_true",
+                        help="judge on the measuring loop ([analysis] worker_process = false)")
     parser.add_argument("--py-spy", type=Path, help="record kzprobe's last run with py-spy")
     args = parser.parse_args()
     if shutil.which("nginx") is None:
@@ -246,7 +249,8 @@ def main() -> None:
     results: dict[str, list[Run]] = {"raw": [], "kzprobe": [], "kzprobe+control": []}
     try:
         time.sleep(0.5)
-        plain = _kz_config(tmp / "plain", urls, args.concurrency, dns, cafile, None)
+        plain = _kz_config(tmp / "plain", urls, args.concurrency, dns, cafile, None,
+                           worker_process=not args.inline_analysis)
         control = None
         if args.control:
             helper, helper_url = _helper(tmp, dns, cafile)

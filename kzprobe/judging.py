@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import pickle
 import signal
 import struct
@@ -59,17 +60,36 @@ def frame(body: bytes) -> bytes:
 # ----------------------------------------------------------------------------- worker side
 
 
-def _read_exact(stream: IO[bytes], size: int) -> bytes | None:
-    data = stream.read(size)
-    return data if data is not None and len(data) == size else None
+class _Frames:
+    """Frames from a file descriptor, read in large chunks.
 
+    ``next_frame(block=False)`` says whether a whole request is already here, so the
+    worker can answer everything that queued up before one write (one wake-up of the
+    daemon's loop per batch, not per record).
+    """
 
-def _read_frame(stream: IO[bytes]) -> bytes | None:
-    header = _read_exact(stream, _HEADER.size)
-    if header is None:
-        return None
-    (size,) = _HEADER.unpack(header)
-    return _read_exact(stream, size) if size <= MAX_FRAME else None
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = bytearray()
+        self._eof = False
+
+    def next_frame(self, *, block: bool) -> bytes | None:
+        while True:
+            if len(self._buffer) >= _HEADER.size:
+                (size,) = _HEADER.unpack_from(self._buffer)
+                if size > MAX_FRAME:
+                    self._eof = True  # not our peer: stop
+                    return None
+                end = _HEADER.size + size
+                if len(self._buffer) >= end:
+                    body = bytes(self._buffer[_HEADER.size:end])
+                    del self._buffer[:end]
+                    return body
+            if self._eof or not block:
+                return None
+            chunk = os.read(self._fd, 1 << 20)
+            self._eof = not chunk
+            self._buffer += chunk
 
 
 def _answer(analyzer: Analyzer, request: bytes) -> bytes:
@@ -83,19 +103,22 @@ def _answer(analyzer: Analyzer, request: bytes) -> bytes:
         return orjson.dumps([rid, None, None, classify(exc)])
 
 
-def serve(requests: IO[bytes], answers: IO[bytes]) -> None:
-    """The worker's loop: blocking reads, one answer per request, until stdin closes."""
+def serve(requests: int, answers: IO[bytes]) -> None:
+    """The worker's loop until stdin closes: answer what has arrived, then write and wait."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon drains first, then closes us
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    first = _read_frame(requests)
+    frames = _Frames(requests)
+    first = frames.next_frame(block=True)
     if first is None:
         return
     config: Config = pickle.loads(first)
     analyzer = Analyzer(config)
     answers.write(frame(b"[]"))  # ready
     answers.flush()
-    while (request := _read_frame(requests)) is not None:
-        answers.write(frame(_answer(analyzer, request)))
+    while (request := frames.next_frame(block=True)) is not None:
+        while request is not None:
+            answers.write(frame(_answer(analyzer, request)))
+            request = frames.next_frame(block=False)
         answers.flush()
 
 
@@ -296,4 +319,5 @@ def failure_of(exc: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    with open(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False) as out:
+        serve(sys.stdin.fileno(), out)
