@@ -305,8 +305,12 @@ class Engine:
         while True:
             if self.stopping.is_set() and not force:
                 return
-            try:
-                await asyncio.wait_for(queue.put(item), timeout=1.0)
+            if not queue.full():
+                queue.put_nowait(item)
+                return
+            try:  # full: wait for room, looking at ``stopping`` every second
+                async with asyncio.timeout(1.0):
+                    await queue.put(item)
                 return
             except TimeoutError:
                 continue
