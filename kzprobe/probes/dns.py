@@ -125,7 +125,7 @@ class _OneQueryResolver(aiodns.DNSResolver):
         return False, pycares.Channel(sock_state_cb=sock_state, timeout=self._timeout, **kwargs)
 
 
-QUERIES_PER_CHANNEL = 512  # bounds the asked-questions set; a fresh channel after that
+QUERIES_PER_CHANNEL = 64  # then a fresh channel: bounds its questions set and its socket's backlog
 _Question = tuple[str, str]  # (lower-cased name, query type)
 _ChannelKey = tuple[str, float, int]  # (resolver, timeout, tries): fixed per channel
 
