@@ -91,7 +91,7 @@ async def test_shared_channels_never_answer_from_cache(dns_server: DnsServer) ->
 
 async def test_distinct_questions_share_one_channel(dns_server: DnsServer) -> None:
     """Many different names (and A/AAAA of one name) concurrently: one channel, all asked."""
-    channels = DnsChannels()
+    channels = DnsChannels(queries_per_channel=200)
     names = [f"n{i}.test" for i in range(60)]
     for i, name in enumerate(names):
         dns_server.zone[name] = [f"127.0.1.{i}"]
