@@ -4,15 +4,16 @@
                                                     [--repeat 3] [--control] [--py-spy FILE]
 
 N distinct names (s0.c.bench ...) resolve through one local DNS server (the lean one in
-``servers.py``; A and AAAA both sides) to 16 addresses 127.3.0.x, served by one nginx worker over TLS 1.3 with
-a throwaway CA. Both sides look up every name and fetch the page over a fresh TLS
-connection with the same concurrency; they alternate ``--repeat`` times in the same run
-and the median ratio of their rates is printed. kzprobe additionally records every step
-(DNS answers, TCP, TLS with the peer chain, HTTP), analyses each measurement (OONI keys
-and interference codes) and writes gzip NDJSON, as in production. Every kzprobe record is
-then checked (untimed): it loads with OONI's parser (``oonidata``) and carries its
-verdict. ``--control`` adds a run against a local ``kzprobe helper`` (which repeats DNS,
-TCP, TLS and the GET for each URL: twice the work on the same 2 cores).
+``servers.py``; A and AAAA both sides) to 16 addresses 127.3.0.x, served by one nginx
+worker over TLS 1.3 with a throwaway CA. Both sides look up every name and fetch the page
+over a fresh TLS connection with the same concurrency; they alternate ``--repeat`` times
+in the same run and the median ratio of their rates is printed. kzprobe additionally
+records every step (DNS answers, TCP, TLS with the peer chain, HTTP), analyses each
+measurement (OONI keys and interference codes) and writes gzip NDJSON, as in production.
+Every kzprobe record is then checked (untimed): it loads with OONI's parser (``oonidata``)
+and carries its verdict. ``--control`` adds a run against a local ``kzprobe helper``
+(which repeats DNS, TCP, TLS and the GET for each URL: twice the work on the same 2
+cores).
 
 Rates are the sweep's own duration (the engine measuring N URLs), as the raw loop is
 timed; CPU is read from /proc for the same span. Needs nginx (Debian ``nginx-light`` or
