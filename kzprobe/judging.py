@@ -17,6 +17,7 @@ its stdin closes (the daemon stopped or was killed).
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import os
 import pickle
@@ -37,6 +38,7 @@ log = structlog.get_logger("kzprobe.judging")
 
 _HEADER = struct.Struct("!I")
 MAX_FRAME = 256 * 1024 * 1024  # records are bounded far below this (body caps)
+DELIVER_BATCH = 64  # verdicts handed to waiting measurements per loop turn
 _ABSENT = object()
 
 
@@ -141,6 +143,8 @@ class _Link(asyncio.SubprocessProtocol):
         self.alive = True
         self._transport: asyncio.SubprocessTransport | None = None
         self._buffer = bytearray()
+        self._inbox: collections.deque[bytes] = collections.deque()
+        self._delivering = False
         self._outbox: list[bytes] = []
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -196,9 +200,26 @@ class _Link(asyncio.SubprocessProtocol):
             end = offset + _HEADER.size + size
             if len(self._buffer) < end:
                 break
-            self._deliver(bytes(self._buffer[offset + _HEADER.size:end]))
+            self._inbox.append(bytes(self._buffer[offset + _HEADER.size:end]))
             offset = end
         del self._buffer[:offset]
+        if self._inbox and not self._delivering:
+            self._delivering = True
+            self.loop.call_soon(self._deliver_some)
+
+    def _deliver_some(self) -> None:
+        """Resolve at most DELIVER_BATCH answers per loop turn.
+
+        A worker that was behind answers thousands at once; resolving them together would
+        wake thousands of measurements in one turn and hold every timer back (the timings
+        throttling verdicts use), so the rest wait for the next turn.
+        """
+        for _ in range(min(DELIVER_BATCH, len(self._inbox))):
+            self._deliver(self._inbox.popleft())
+        if self._inbox:
+            self.loop.call_soon(self._deliver_some)
+        else:
+            self._delivering = False
 
     def _deliver(self, body: bytes) -> None:
         answer = orjson.loads(body)
@@ -212,6 +233,8 @@ class _Link(asyncio.SubprocessProtocol):
 
     def process_exited(self) -> None:
         self.alive = False
+        while self._inbox:  # answers that arrived before the exit still count
+            self._deliver(self._inbox.popleft())
         if self._watchdog is not None:
             self._watchdog.cancel()
         for future, _ in self.pending.values():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import random
 import signal
 import sys
@@ -49,8 +50,17 @@ STATUS_EVERY = 5.0  # seconds between STATUS= refreshes (sent only when changed)
 RESTART_ONLY_OUTPUT = ("dir", "prefix", "rotate_bytes", "rotate_seconds", "compress",
                        "fsync_interval")
 
+# Python's cyclic GC runs a young collection every 700 container allocations (net) and,
+# now and then, one over everything alive. A measurement allocates thousands of dicts and
+# lists that plain reference counting frees; at 5,000 measurements in flight the default
+# spent 8 of 20 CPU seconds in the collector, with 0.3 s pauses (benchmark 2). Collecting
+# less often changes neither what is freed nor when, except for reference cycles.
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
 def run_loop(main: Coroutine[Any, Any, T], *, use_uvloop: bool = True) -> T:
     """Run ``main`` on a fresh loop (uvloop if installed); the only loop kzprobe creates."""
+    gc.set_threshold(*GC_THRESHOLDS)
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if use_uvloop:
         try:
@@ -219,6 +229,8 @@ class Daemon:
             ("kzprobe-heartbeat", self._heartbeat()),
             ("kzprobe-retention", self._retention_timer()),
         )]
+        gc.freeze()  # start-up objects (modules, targets, fingerprints) live for the run:
+        # keep them out of every later collection
         self.notifier.send("READY=1", f"STATUS={self._status()}")
         log.info("daemon_ready", targets=len(self.targets), metrics=self.metrics_address,
                  watchdog_s=self.systemd.watchdog_interval, notify=self.notifier.enabled)
