@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from kzprobe.probes import stream
 from kzprobe.probes.base import ProbeContext, Stopwatch, close_transport
 from kzprobe.probes.endpoint import Dialled, Flow, Outcome, dial, protocol_failure, run
+from kzprobe.probes.tor import ooni_targets
 from kzprobe.targets import Target
 
 # --------------------------------------------------------------------------- GF(2^255-19)
@@ -315,11 +316,7 @@ class Obfs4:
     async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch) -> dict[str, Any]:
         keys = await run(target, ctx, clock, self.probe_address,
                          protocol_key="x_obfs4_handshake")
-        keys["targets"] = {target.input: {
-            "target_address": keys["endpoint"], "target_protocol": "obfs4",
-            "target_name": None, "failure": keys["failure"],
-            "tcp_connect": keys["tcp_connect"], "tls_handshakes": [],
-            "network_events": keys["network_events"]}}
+        keys["targets"] = ooni_targets(target, keys, protocol="obfs4", name=None)
         return keys
 
     async def probe_address(self, flow: Flow, ip: str) -> Outcome:

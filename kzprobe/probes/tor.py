@@ -151,6 +151,16 @@ def _judge(reply: LinkReply, expected: str | None) -> tuple[str | None, str | No
     return None, fingerprint
 
 
+def ooni_targets(target: Target, keys: dict[str, Any], *, protocol: str,
+                 name: str | None) -> dict[str, Any]:
+    """OONI ``tor``'s ``targets`` map for one endpoint (``or_port``, ``obfs4``, ...)."""
+    return {target.input: {
+        "target_address": keys["endpoint"], "target_protocol": protocol,
+        "target_name": name, "failure": keys["failure"],
+        "tcp_connect": keys["tcp_connect"], "tls_handshakes": keys["tls_handshakes"],
+        "network_events": keys["network_events"]}}
+
+
 class Tor:
     """Tor OR-port reachability, one record per ``tor://`` endpoint (OONI ``tor`` shape)."""
 
@@ -159,11 +169,8 @@ class Tor:
 
     async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch) -> dict[str, Any]:
         keys = await run(target, ctx, clock, self.probe_address, protocol_key="x_tor_link")
-        keys["targets"] = {target.input: {
-            "target_address": keys["endpoint"], "target_protocol": "or_port",
-            "target_name": target.param("fingerprint"), "failure": keys["failure"],
-            "tcp_connect": keys["tcp_connect"], "tls_handshakes": keys["tls_handshakes"],
-            "network_events": keys["network_events"]}}
+        keys["targets"] = ooni_targets(target, keys, protocol="or_port",
+                                       name=target.param("fingerprint"))
         return keys
 
     async def probe_address(self, flow: Flow, ip: str) -> Outcome:
