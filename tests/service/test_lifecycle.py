@@ -126,3 +126,39 @@ async def test_kill_9_then_restart_leaves_no_corrupt_line(
     assert leftovers(out) == []
     assert 60 <= len(records) <= site.hits()
     assert all(r["test_keys"]["requests"][0]["response"]["code"] == 200 for r in records)
+
+
+def _worker_pids(daemon_pid: int) -> list[int]:
+    """The daemon's child processes: its analysis worker (``python -m kzprobe.judging``)."""
+    found = []
+    for task in Path(f"/proc/{daemon_pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"kzprobe.judging" in cmdline:
+                found.append(int(child))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    """Exited (and reaped, or a zombie nobody will ever run again)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+async def test_analysis_worker_never_outlives_its_daemon(
+        tmp_path: Path, site: Site, start_daemon: StartDaemon, how: str) -> None:
+    """The worker ignores SIGTERM (the daemon drains first) and exits when its pipe closes:
+    after a clean stop and after kill -9 of the daemon alike, no worker is left running."""
+    config = daemon_config(tmp_path / "c.toml", urls=[site.url("/a")], out=tmp_path / "out")
+    daemon = await start_daemon(config)
+    await daemon.wait_event("sweep_finished")
+    workers = _worker_pids(daemon.pid)
+    assert len(workers) == 1
+    if how == "sigterm":
+        assert await daemon.stop() == 0
+    else:
+        await daemon.kill()
+    await eventually(lambda: _gone(workers[0]), timeout=10)
