@@ -149,11 +149,14 @@ class Prober:
                 test_name != "web_connectivity" and test_name not in endpoints.TEST_NAMES):
             return (None, ())
         try:
-            if self.judge is None:
+            if self.judge is None or not self.judge.usable:
                 return judging.judge(self.analyzer, test_name, record["test_keys"], target.url)
             record["test_keys"], verdict = await self.judge.judge(
                 test_name, record["test_keys"], target.url)
             return verdict
+        except judging.WorkerUnavailable as exc:  # a crash loop: judge here from now on
+            log.error("analysis_worker_failed", error=str(exc), fallback="inline")
+            return await self._judge(record, target)
         except asyncio.CancelledError:  # shutdown past its grace: the record still goes out
             record["test_keys"]["x_analysis_failure"] = FAILURE_INTERRUPTED
         except Exception as exc:  # a bug in analysis must not lose the observations

@@ -39,11 +39,16 @@ log = structlog.get_logger("kzprobe.judging")
 _HEADER = struct.Struct("!I")
 MAX_FRAME = 256 * 1024 * 1024  # records are bounded far below this (body caps)
 DELIVER_BATCH = 64  # verdicts handed to waiting measurements per loop turn
+MAX_STARTS, RESTART_WINDOW = 10, 600.0  # more starts than this in the window: give up
 _ABSENT = object()
 
 
 class WorkerGone(Exception):
     """The analysis worker exited or was stopped before answering."""
+
+
+class WorkerUnavailable(WorkerGone):
+    """Workers keep dying: MAX_STARTS started within RESTART_WINDOW seconds."""
 
 
 def judge(analyzer: Analyzer, test_name: str, test_keys: dict[str, Any], url: str) -> Verdict:
@@ -262,7 +267,9 @@ class ProcessJudge:
         self._transport: asyncio.SubprocessTransport | None = None
         self._link: _Link | None = None
         self._starting: asyncio.Lock | None = None
+        self._starts: collections.deque[float] = collections.deque(maxlen=MAX_STARTS)
         self.started = 0  # workers started so far (tests, metrics)
+        self.usable = True  # False once workers kept dying (WorkerUnavailable)
 
     async def start(self, timeout: float = 60.0) -> None:
         """Start the worker now and wait until its fingerprints are built (else on first use)."""
@@ -300,6 +307,12 @@ class ProcessJudge:
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
+        now = loop.time()
+        if len(self._starts) == MAX_STARTS and now - self._starts[0] < RESTART_WINDOW:
+            self.usable = False
+            raise WorkerUnavailable(
+                f"{MAX_STARTS} analysis workers started within {RESTART_WINDOW:g} s")
+        self._starts.append(now)
         transport, link = await loop.subprocess_exec(
             lambda: _Link(self._timeout), sys.executable, "-m", "kzprobe.judging",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None)

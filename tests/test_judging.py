@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from kzprobe.config import parse_config
-from kzprobe.judging import ProcessJudge, failure_of, judge
+from kzprobe.engine import Prober
+from kzprobe.judging import MAX_STARTS, ProcessJudge, WorkerGone, failure_of, judge
+from kzprobe.targets import parse_target
 from kzprobe.verdict import Analyzer
 from tests.analysis.scenarios import all_scenarios
 from tests.analysis.test_ooni_qa import MEASUREMENTS
@@ -97,3 +100,30 @@ async def test_closed_judge_lets_its_worker_exit_cleanly() -> None:
     transport = worker._transport
     await worker.aclose()
     assert transport is not None and transport.get_returncode() == 0
+
+
+async def test_workers_that_keep_dying_hand_judging_back(tmp_path: Path) -> None:
+    """A worker that dies at start-up is restarted at most MAX_STARTS times in the window;
+    then the judge says so (WorkerUnavailable) and the prober judges on its own loop."""
+    extra = tmp_path / "local.csv"
+    extra.write_text("name,scope,pattern,expected_countries,source,exp_url,notes\n")
+    config = parse_config({"analysis": {"not_bogon": ["127.0.0.0/8"],
+                                        "fingerprint_files": [str(extra)]}}).config
+    prober = Prober(config)  # reads the file now; the workers, started later, cannot
+    extra.unlink()
+    name, url, keys = _cases()[0]
+    assert prober.judge is not None
+    failures = []
+    try:
+        for _ in range(MAX_STARTS):
+            with pytest.raises(WorkerGone) as caught:
+                await prober.judge.judge(name, copy.deepcopy(keys), url)
+            failures.append(caught.type)
+        record = {"test_name": name, "test_keys": copy.deepcopy(keys)}
+        verdict = await prober._judge(record, parse_target(url))
+    finally:
+        await prober.aclose()
+    assert failures == [WorkerGone] * MAX_STARTS and prober.judge.started == MAX_STARTS
+    assert not prober.judge.usable
+    assert verdict == judge(Analyzer(CONFIG), name, copy.deepcopy(keys), url)
+    assert "x_analysis_failure" not in record["test_keys"]
