@@ -201,6 +201,11 @@ class Prober:
             sweep_id=sweep_id,
         )
 
+    @property
+    def judging_in_worker(self) -> bool:
+        """Whether verdicts come from the analysis worker (else from this loop)."""
+        return self.judge is not None and self.judge.usable
+
     async def start(self) -> None:
         """Start the analysis worker before the first measurement needs it.
 

@@ -47,6 +47,8 @@ class Reading:
     targets: int
     loop_lag: float
     loop_lag_max: float
+    analysis_workers_started: int = 0
+    analysis_inline: bool = False
 
 
 def record_result(record: dict[str, Any]) -> str:
@@ -78,6 +80,9 @@ class _Mirror(Collector):
                              r.write_errors),
             "segments_rotated": ("Segments closed and published.", r.segments_rotated),
             "segments_compressed": ("Closed segments compressed.", r.segments_compressed),
+            "analysis_workers_started": ("Analysis worker processes started (more than one: "
+                                         "restarts after a crash or a stuck analysis).",
+                                         r.analysis_workers_started),
         }
         for name, (doc, value) in counters.items():
             yield CounterMetricFamily(f"kzprobe_{name}", doc, value=value)
@@ -89,6 +94,9 @@ class _Mirror(Collector):
             "targets": ("Targets in the current list.", r.targets),
             "event_loop_lag_seconds": ("How late the event loop runs a timer now.", r.loop_lag),
             "event_loop_lag_max_seconds": ("Worst event-loop lag since start.", r.loop_lag_max),
+            "analysis_inline": ("1 when verdicts are computed on the measuring loop (no "
+                                "worker: configured so, or workers kept dying).",
+                                int(r.analysis_inline)),
         }
         for name, (doc, number) in gauges.items():
             yield GaugeMetricFamily(f"kzprobe_{name}", doc, value=number)

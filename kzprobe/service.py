@@ -149,6 +149,7 @@ class Daemon:
         self._engine: Engine | None = None
         self._swap = threading.Lock()  # engine swaps vs. the metrics thread's reads
         self._retired_waits = 0
+        self._retired_workers = 0  # analysis workers started by probers replaced on reload
         self._signals = 0
         self._pending: _Pending | None = None
         self._reload_task: asyncio.Task[None] | None = None
@@ -279,6 +280,8 @@ class Daemon:
         with self._swap:
             if self._engine is not None:
                 self._retired_waits += self._engine.bucket.waits
+                judge = self._engine.prober.judge
+                self._retired_workers += judge.started if judge is not None else 0
             self._engine = engine
 
     async def _reload(self) -> None:
@@ -479,6 +482,8 @@ class Daemon:
         stats = self.sink.stats
         with self._swap:
             engine, retired = self._engine, self._retired_waits
+            workers = self._retired_workers
+        judge = engine.prober.judge if engine else None
         return Reading(
             in_flight=engine.in_flight if engine else 0,
             queue_depth=engine.queue_depth if engine else 0,
@@ -492,6 +497,8 @@ class Daemon:
             targets=len(self.targets),
             loop_lag=self.loop_watch.current_lag(),
             loop_lag_max=self.loop_watch.max_lag,
+            analysis_workers_started=workers + (judge.started if judge else 0),
+            analysis_inline=engine is None or not engine.prober.judging_in_worker,
         )
 
     def health_problems(self) -> list[str]:

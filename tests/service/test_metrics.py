@@ -21,7 +21,7 @@ from kzprobe.service import Daemon
 from kzprobe.targets import parse_target
 from tests.servers import eventually, refused_port
 from tests.service.conftest import StartDaemon
-from tests.service.harness import Site, daemon_config
+from tests.service.harness import Site, daemon_config, interrupted, read_segments
 
 
 def test_metrics_listen_defaults_to_loopback() -> None:
@@ -66,6 +66,8 @@ async def test_metrics_move_with_measurements(tmp_path: Path, site: Site,
     assert second["kzprobe_sweep_duration_seconds_count"] >= 3
     assert second["kzprobe_last_successful_sweep_timestamp_seconds"] >= time.time() - 10
     assert second["kzprobe_targets"] == 3 and second["kzprobe_writer_blocked"] == 0
+    assert second["kzprobe_analysis_workers_started_total"] == 1  # started once, never again
+    assert second["kzprobe_analysis_inline"] == 0
     for name in ("kzprobe_probes_in_flight", "kzprobe_queue_depth", "kzprobe_write_errors_total",
                  "kzprobe_segments_rotated_total", "kzprobe_control_failures_total",
                  "kzprobe_event_loop_lag_seconds", "process_open_fds"):
@@ -191,3 +193,20 @@ async def test_taken_metrics_port_is_logged_and_measuring_goes_on(
         assert failed["level"] == "error" and str(port) in failed["error"]
         await daemon.wait_event("sweep_finished", count=2)
         assert await daemon.stop() == 0
+
+
+async def test_inline_judging_is_visible_in_metrics(tmp_path: Path, site: Site,
+                                                    start_daemon: StartDaemon) -> None:
+    """`[analysis] worker_process = false`: no worker started, the inline gauge says so,
+    and records still carry their verdicts."""
+    config = daemon_config(tmp_path / "c.toml", urls=[site.url("/ok1")], out=tmp_path / "out",
+                           analysis={"worker_process": False})
+    daemon = await start_daemon(config)
+    await daemon.wait_event("sweep_finished")
+    metrics = await daemon.metrics()
+    assert await daemon.stop() == 0
+    assert metrics["kzprobe_analysis_inline"] == 1
+    assert metrics["kzprobe_analysis_workers_started_total"] == 0
+    judged = [r for r in read_segments(tmp_path / "out") if not interrupted(r)]
+    assert judged and all(r["test_keys"]["interference"] == [] and "blocking" in r["test_keys"]
+                          and "x_analysis_failure" not in r["test_keys"] for r in judged)
