@@ -64,6 +64,25 @@ def frame(body: bytes) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
+def take_frames(buffer: bytearray) -> list[bytes]:
+    """Remove the complete frames at the start of ``buffer`` and return their bodies.
+
+    The one parser for both ends; a length above MAX_FRAME is not our peer speaking.
+    """
+    bodies, offset = [], 0
+    while len(buffer) - offset >= _HEADER.size:
+        (size,) = _HEADER.unpack_from(buffer, offset)
+        if size > MAX_FRAME:
+            raise ValueError(f"analysis frame of {size} bytes exceeds {MAX_FRAME}")
+        end = offset + _HEADER.size + size
+        if len(buffer) < end:
+            break
+        bodies.append(bytes(buffer[offset + _HEADER.size:end]))
+        offset = end
+    del buffer[:offset]
+    return bodies
+
+
 # ----------------------------------------------------------------------------- worker side
 
 
@@ -78,25 +97,21 @@ class _Frames:
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._buffer = bytearray()
+        self._ready: collections.deque[bytes] = collections.deque()
         self._eof = False
 
     def next_frame(self, *, block: bool) -> bytes | None:
-        while True:
-            if len(self._buffer) >= _HEADER.size:
-                (size,) = _HEADER.unpack_from(self._buffer)
-                if size > MAX_FRAME:
-                    self._eof = True  # not our peer: stop
-                    return None
-                end = _HEADER.size + size
-                if len(self._buffer) >= end:
-                    body = bytes(self._buffer[_HEADER.size:end])
-                    del self._buffer[:end]
-                    return body
+        while not self._ready:
             if self._eof or not block:
                 return None
             chunk = os.read(self._fd, 1 << 20)
             self._eof = not chunk
             self._buffer += chunk
+            try:
+                self._ready.extend(take_frames(self._buffer))
+            except ValueError:  # not our peer: stop
+                self._eof = True
+        return self._ready.popleft()
 
 
 def _answer(analyzer: Analyzer, request: bytes) -> bytes:
@@ -189,9 +204,9 @@ class _Link(asyncio.SubprocessProtocol):
         else:
             self._arm()
 
-    def kill(self) -> None:
+    def kill(self, event: str = "analysis_worker_stuck") -> None:
         if self.alive and self._transport is not None:
-            log.warning("analysis_worker_stuck", timeout_s=self.timeout)
+            log.warning(event, timeout_s=self.timeout)
             self.alive = False
             self._transport.kill()
 
@@ -199,15 +214,11 @@ class _Link(asyncio.SubprocessProtocol):
         if fd != 1:
             return
         self._buffer += data
-        offset = 0
-        while len(self._buffer) - offset >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(self._buffer, offset)
-            end = offset + _HEADER.size + size
-            if len(self._buffer) < end:
-                break
-            self._inbox.append(bytes(self._buffer[offset + _HEADER.size:end]))
-            offset = end
-        del self._buffer[:offset]
+        try:
+            self._inbox.extend(take_frames(self._buffer))
+        except ValueError:  # garbage on its stdout: a worker we cannot trust any more
+            self.kill("analysis_worker_garbled")
+            return
         if self._inbox and not self._delivering:
             self._delivering = True
             self.loop.call_soon(self._deliver_some)

@@ -12,7 +12,16 @@ import pytest
 
 from kzprobe.config import parse_config
 from kzprobe.engine import Prober
-from kzprobe.judging import MAX_STARTS, ProcessJudge, WorkerGone, failure_of, judge
+from kzprobe.judging import (
+    MAX_FRAME,
+    MAX_STARTS,
+    ProcessJudge,
+    WorkerGone,
+    failure_of,
+    frame,
+    judge,
+    take_frames,
+)
 from kzprobe.targets import parse_target
 from kzprobe.verdict import Analyzer
 from tests.analysis.scenarios import all_scenarios
@@ -127,3 +136,13 @@ async def test_workers_that_keep_dying_hand_judging_back(tmp_path: Path) -> None
     assert not prober.judge.usable
     assert verdict == judge(Analyzer(CONFIG), name, copy.deepcopy(keys), url)
     assert "x_analysis_failure" not in record["test_keys"]
+
+
+def test_take_frames_splits_complete_frames_and_refuses_oversized_ones() -> None:
+    """Both ends' one parser: whole frames out, a partial one kept, a huge length refused."""
+    buffer = bytearray(frame(b"one") + frame(b"") + frame(b"three")[:5])
+    assert take_frames(buffer) == [b"one", b""]
+    buffer += frame(b"three")[5:]
+    assert take_frames(buffer) == [b"three"] and buffer == bytearray()
+    with pytest.raises(ValueError):
+        take_frames(bytearray((MAX_FRAME + 1).to_bytes(4, "big")))

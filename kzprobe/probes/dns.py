@@ -5,8 +5,8 @@ a long-lived channel would hand a monitor stale answers instead of asking. A fre
 channel per lookup never answers from cache but costs ~0.5 ms of CPU (channel set-up,
 and a pycares thread that destroys it and contends for the GIL): a third of an HTTPS
 measurement. :class:`DnsChannels` keeps both properties: a channel is shared until it
-would be asked a question it has already asked (then a fresh one takes over), so every
-lookup reaches the resolver and channels are made once per few hundred lookups.
+would be asked a question it has already asked, or has taken 64 (then a fresh one takes
+over), so every lookup reaches the resolver and a channel's cost is shared by up to 64.
 The ``system`` resolver goes through getaddrinfo, as OONI's does.
 """
 
