@@ -44,6 +44,7 @@ from common import (
     raw_loop,
     verify,
     worker_cpu_seconds,
+    write_targets,
 )
 
 SERVERS = Path(__file__).with_name("servers.py")
@@ -52,9 +53,7 @@ ADDRESSES = 2500
 
 def _config(tmp: Path, urls: list[str], args: argparse.Namespace, dns: str,
             metrics: str) -> Path:
-    targets = tmp / "targets.csv"
-    targets.write_text("url,category_code,category_description,date_added,source,notes\n" +
-                       "".join(f"{u},NEWS,News Media,2024-01-01,bench,\n" for u in urls))
+    targets = write_targets(tmp / "targets.csv", urls)
     config = tmp / "kzprobe.toml"
     config.write_text(f"""
 [dns]

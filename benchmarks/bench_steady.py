@@ -35,7 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
-from common import REPO, children, family_rss_fds, free_port, proc_status, verify
+from common import (
+    REPO,
+    children,
+    family_rss_fds,
+    free_port,
+    proc_status,
+    verify,
+    write_targets,
+)
 
 SERVERS = Path(__file__).with_name("servers.py")
 ADDRESSES = 250
@@ -55,9 +63,7 @@ class Sample:
 
 def _config(tmp: Path, urls: list[str], interval: float, dns: str, ca: Path,
             metrics: str) -> Path:
-    targets = tmp / "targets.csv"
-    targets.write_text("url,category_code,category_description,date_added,source,notes\n" +
-                       "".join(f"{u},NEWS,News Media,2024-01-01,bench,\n" for u in urls))
+    targets = write_targets(tmp / "targets.csv", urls)
     config = tmp / "kzprobe.toml"
     config.write_text(f"""
 [dns]

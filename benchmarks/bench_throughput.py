@@ -47,6 +47,7 @@ from common import (
     summarise,
     verify,
     worker_cpu_seconds,
+    write_targets,
 )
 
 ADDRESS_COUNT = 16
@@ -118,9 +119,7 @@ def _kz_config(tmp: Path, urls: list[str], concurrency: int, dns: str, cafile: P
     """A config in its own directory ``tmp``; records go to ``tmp/out``."""
     tmp.mkdir()
     out_dir = tmp / "out"
-    targets = tmp / "targets.csv"
-    targets.write_text("url,category_code,category_description,date_added,source,notes\n" +
-                       "".join(f"{u},NEWS,News Media,2024-01-01,bench,\n" for u in urls))
+    targets = write_targets(tmp / "targets.csv", urls)
     control = ""
     if helper:
         control = f'[control]\nhelper_url = ["{helper}"]\nconcurrency = {concurrency}\n'

@@ -59,6 +59,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def write_targets(path: Path, urls: Iterable[str]) -> Path:
+    """A Citizen Lab-format target list of ``urls`` (category NEWS) at ``path``."""
+    path.write_text("url,category_code,category_description,date_added,source,notes\n" +
+                    "".join(f"{u},NEWS,News Media,2024-01-01,bench,\n" for u in urls))
+    return path
+
+
 def children(pid: int) -> list[int]:
     """Direct children of ``pid`` (all its threads'), e.g. kzprobe's analysis worker."""
     found: list[int] = []
