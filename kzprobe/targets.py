@@ -188,15 +188,25 @@ def _check_key32(value: str) -> str:
     return value
 
 
-def _check_obfs4_cert(value: str) -> str:
-    """obfs4proxy's ``cert``: base64 (padding optional) of NODEID (20) | B (32); unpadded,
-    as in bridge lines."""
+OBFS4_CERT_BYTES = 52  # NODEID (20) | B (32)
+
+
+def decode_obfs4_cert(value: str) -> bytes:
+    """obfs4proxy's ``cert``: base64 (padding optional) of NODEID (20) | B (32)."""
     try:
         raw = base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("expected base64 (the bridge line's cert=)") from None
-    if len(raw) != 52:
-        raise ValueError(f"expected 52 bytes (node id and public key), got {len(raw)}")
+        raise ValueError("expected base64 (the bridge line's cert=); this is not base64") \
+            from None
+    if len(raw) != OBFS4_CERT_BYTES:
+        raise ValueError(f"expected {OBFS4_CERT_BYTES} bytes (node id and public key), "
+                         f"got {len(raw)} bytes")
+    return raw
+
+
+def _check_obfs4_cert(value: str) -> str:
+    """Valid, and unpadded as in bridge lines."""
+    decode_obfs4_cert(value)
     return value.rstrip("=")
 
 

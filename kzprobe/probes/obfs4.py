@@ -22,8 +22,6 @@ GF(2^255 - 19) with Python integers (no dependency offers them).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import secrets
@@ -38,7 +36,7 @@ from kzprobe.probes import stream
 from kzprobe.probes.base import ProbeContext, Stopwatch, close_transport
 from kzprobe.probes.endpoint import Dialled, Flow, Outcome, dial, protocol_failure, run
 from kzprobe.probes.tor import ooni_targets
-from kzprobe.targets import Target
+from kzprobe.targets import Target, decode_obfs4_cert
 
 # --------------------------------------------------------------------------- GF(2^255-19)
 
@@ -189,7 +187,6 @@ T_VERIFY = PROTOID + b":key_verify"
 MAX_HANDSHAKE = 8192
 MARK_LEN = MAC_LEN = 16
 REPR_LEN = AUTH_LEN = 32
-CERT_LEN = 52  # NODEID (20) | B (32)
 SERVER_MIN = REPR_LEN + AUTH_LEN + MARK_LEN + MAC_LEN
 # obfs4proxy's code derives 77 (server minimum + its 45-byte inline seed frame - 64); the
 # spec text says 85: the larger satisfies a server built from either.
@@ -207,12 +204,7 @@ class Bridge:
     @classmethod
     def from_cert(cls, cert: str) -> Bridge:
         """Unpadded standard base64 of NODEID | B (obfs4proxy's ``cert=``)."""
-        try:
-            raw = base64.b64decode(cert + "=" * (-len(cert) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("cert is not base64") from None
-        if len(raw) != CERT_LEN:
-            raise ValueError(f"cert is {len(raw)} bytes, not {CERT_LEN}")
+        raw = decode_obfs4_cert(cert)
         return cls(raw[:20], raw[20:])
 
     @property
