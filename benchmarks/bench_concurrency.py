@@ -42,6 +42,7 @@ from common import (
     proc_status,
     py_spy_argv,
     raw_loop,
+    raw_loop_sharded,
     verify,
     worker_cpu_seconds,
     write_targets,
@@ -118,7 +119,10 @@ def main() -> None:
     parser.add_argument("--urls", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=5_000)
     parser.add_argument("--delay", type=float, default=1.0)
-    parser.add_argument("--no-raw", action="store_true", help="skip the raw baseline")
+    parser.add_argument("--no-raw", action="store_true", help="skip the raw baselines")
+    parser.add_argument("--raw-processes", type=int, default=os.cpu_count() or 1,
+                        help="also run the raw loop split over this many processes "
+                        "(default: one per core; 1 = skip)")
     parser.add_argument("--py-spy", type=Path, help="record kzprobe's profile with py-spy")
     parser.add_argument("--keep", type=Path, help="copy the records to this directory")
     args = parser.parse_args()
@@ -134,6 +138,8 @@ def main() -> None:
         dns, metrics = f"127.0.0.1:{dns_port}", f"127.0.0.1:{metrics_port}"
         urls = [f"http://s{i}.c.bench:{port}/" for i in range(args.urls)]
         raw = None if args.no_raw else raw_loop(urls, args.concurrency, dns, None, tmp)
+        sharded = (None if args.no_raw or args.raw_processes < 2 else
+                   raw_loop_sharded(urls, args.concurrency, dns, args.raw_processes, tmp))
         started = time.perf_counter()
         kz = _kzprobe(_config(tmp, urls, args, dns, metrics), metrics, args.py_spy)
         process_s = time.perf_counter() - started
@@ -147,11 +153,12 @@ def main() -> None:
         server.send_signal(signal.SIGTERM)
         server.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
-    print(_report(args, kz, raw, records, process_s, checked))
+    print(_report(args, kz, raw, sharded, records, process_s, checked))
 
 
 def _report(args: argparse.Namespace, kz: dict[str, Any], raw: dict[str, Any] | None,
-            records: list[dict[str, Any]], process_s: float, checked: str) -> str:
+            sharded: dict[str, Any] | None, records: list[dict[str, Any]], process_s: float,
+            checked: str) -> str:
     ok = sum(1 for r in records
              if (r["test_keys"].get("requests") or [{}])[0].get("response", {}).get("code") == 200)
     ideal = args.urls / args.concurrency * args.delay
@@ -170,6 +177,11 @@ def _report(args: argparse.Namespace, kz: dict[str, Any], raw: dict[str, Any] | 
         lines.append(f"raw aiodns+aiohttp: {raw['ok']}/{args.urls} ok in {raw['seconds']:.1f} s, "
                      f"CPU {raw['cpu'] / args.urls * 1000:.2f} ms/request; "
                      f"kzprobe/raw wall {wall / raw['seconds']:.2f}x")
+    if sharded is not None:
+        lines.append(f"raw loop on {sharded['processes']} processes (every core): "
+                     f"{sharded['ok']}/{args.urls} ok in {sharded['seconds']:.1f} s = "
+                     f"{sharded['seconds'] / ideal:.2f}x ideal, CPU "
+                     f"{sharded['cpu'] / args.urls * 1000:.2f} ms/request")
     lines.append(
         f"concurrency: {args.urls:,} URLs answering after {args.delay:g} s, {args.concurrency:,} "
         f"in flight: kzprobe {wall:.1f} s = {wall / ideal:.2f}x the ideal {ideal:.1f} s "
@@ -177,7 +189,9 @@ def _report(args: argparse.Namespace, kz: dict[str, Any], raw: dict[str, Any] | 
         f"{_peak_mb(kz):.0f} MB (target <= 400), loop lag max "
         f"{kz['lag_max'] * 1000:.0f} ms" +
         (f"; raw loop {raw['seconds']:.1f} s = {raw['seconds'] / ideal:.2f}x ideal"
-         if raw else ""))
+         if raw else "") +
+        (f", on {sharded['processes']} processes {sharded['seconds'] / ideal:.2f}x"
+         if sharded else ""))
     return "\n".join(lines)
 
 

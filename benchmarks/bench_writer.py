@@ -32,10 +32,11 @@ from typing import Any
 import orjson
 from common import cycle, load_templates, realistic_records, summarise
 
+from kzprobe.codecs import gzip_codec
 from kzprobe.config import Compression, OutputConfig
 from kzprobe.segments import iter_records
 from kzprobe.service import run_loop
-from kzprobe.sink import NdjsonSink, gzip_codec
+from kzprobe.sink import NdjsonSink
 
 POOL = 2000
 

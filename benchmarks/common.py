@@ -131,7 +131,7 @@ import asyncio, json, resource, ssl, sys, time
 import aiohttp, uvloop
 from aiohttp.resolver import AsyncResolver
 
-async def main(urls, concurrency, dns, cafile):
+async def main(urls, concurrency, dns, cafile, sync):
     ctx = ssl.create_default_context(cafile=cafile) if cafile != "-" else None
     resolver = AsyncResolver(nameservers=[dns])
     connector = aiohttp.TCPConnector(force_close=True, use_dns_cache=False, resolver=resolver,
@@ -148,6 +148,9 @@ async def main(urls, concurrency, dns, cafile):
                         ok += resp.status == 200
                 except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
                     pass
+        if sync:  # one of several processes: start together
+            print("ready", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(one(u) for u in urls))
         return ok, time.perf_counter() - start, time.process_time() - cpu
@@ -155,7 +158,8 @@ async def main(urls, concurrency, dns, cafile):
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 urls = json.loads(open(sys.argv[1]).read())
-ok, elapsed, cpu = uvloop.run(main(urls, int(sys.argv[2]), sys.argv[3], sys.argv[4]))
+ok, elapsed, cpu = uvloop.run(main(urls, int(sys.argv[2]), sys.argv[3], sys.argv[4],
+                                   sys.argv[5:] == ["sync"]))
 print(json.dumps({"ok": ok, "seconds": elapsed, "cpu": cpu}))
 '''
 
@@ -173,6 +177,37 @@ def raw_loop(urls: list[str], concurrency: int, dns: str, cafile: Path | None,
     if out.returncode != 0:
         raise RuntimeError(f"raw loop failed: {out.stderr[-2000:]}")
     return dict(orjson.loads(out.stdout))
+
+
+def raw_loop_sharded(urls: list[str], concurrency: int, dns: str, processes: int,
+                     tmp: Path) -> dict[str, Any]:
+    """The raw loop split over ``processes`` processes (every n-th URL, an equal share of the
+    concurrency), started together once all are ready: what the libraries do on every core.
+    Returns ok, the wall seconds from the start to the last one done, and their CPU seconds."""
+    script = tmp / "raw.py"
+    script.write_text(RAW_LOOP)
+    procs = []
+    for index in range(processes):
+        url_file = tmp / f"urls-{index}.json"
+        url_file.write_text(orjson.dumps(urls[index::processes]).decode())
+        procs.append(subprocess.Popen(
+            [sys.executable, str(script), str(url_file), str(max(1, concurrency // processes)),
+             dns, "-", "sync"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+    for proc in procs:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("raw loop process did not start")
+    start = time.perf_counter()
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    results = [orjson.loads(proc.communicate()[0]) for proc in procs]
+    wall = time.perf_counter() - start
+    if any(proc.returncode for proc in procs):
+        raise RuntimeError("raw loop process failed")
+    return {"ok": sum(r["ok"] for r in results), "seconds": wall,
+            "cpu": sum(r["cpu"] for r in results), "processes": processes}
 
 
 def verify(records: Iterable[dict[str, Any]], expected: int | None) -> str:

@@ -16,9 +16,11 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
+
+from kzprobe import codecs
 
 MAX_LINE_BYTES = 64 << 20
 _CHUNK = 1 << 20
@@ -28,9 +30,15 @@ ErrorHandler = Callable[[Path, int, str], None]
 # suffix -> preference when twins of one segment exist (lower wins: the compressed copy
 # is complete by construction; a plain file may be mid-compression; a .part mid-publish)
 _KINDS: tuple[tuple[str, int], ...] = (
-    (".ndjson.gz", 0), (".ndjson.zst", 0), (".ndjson", 1), (".ndjson.part", 2),
+    (".ndjson.gz", 0), (".ndjson.zst", 0), (".ndjson", 1),
+    (".ndjson.part", 2), (".ndjson.gz.part", 2), (".ndjson.zst.part", 2),
 )
-_OPEN_SUFFIX = ".ndjson.part"
+OPEN_SUFFIX = ".part"
+
+
+def is_open(name: str) -> bool:
+    """True for a segment the writer still appends to (or a crash left unpublished)."""
+    return name.endswith(OPEN_SUFFIX)
 
 
 class _Bad(enum.Enum):
@@ -68,7 +76,7 @@ def _expand(path: Path, include_open: bool) -> list[Path]:
         found = [path]
     else:
         raise FileNotFoundError(f"{path}: no such file or directory")
-    return [p for p in found if include_open or not p.name.endswith(_OPEN_SUFFIX)]
+    return [p for p in found if include_open or not is_open(p.name)]
 
 
 def _choose(candidates: Iterable[Path]) -> list[Path]:
@@ -97,34 +105,32 @@ def list_segments(paths: Iterable[Path], *, include_open: bool = True) -> list[P
     return _choose(itertools.chain.from_iterable(_expand(Path(p), include_open) for p in paths))
 
 
-class _Reader(Protocol):
-    def read(self, size: int = ..., /) -> bytes: ...
-    def close(self) -> None: ...
-
-
-def _gzip_open(path: Path) -> _Reader:
+def _gzip_open(path: Path) -> codecs.Reader:
     """ISA-L's reader (package ``isal``, ~3x zlib's speed) where installed, else the stdlib's."""
     try:
         igzip = importlib.import_module("isal.igzip")
     except ImportError:
         return gzip.open(path, "rb")
-    reader: _Reader = igzip.open(path, "rb")
+    reader: codecs.Reader = igzip.open(path, "rb")
     return reader
 
 
-def _open(path: Path) -> _Reader:
+def _open(path: Path) -> codecs.Reader:
+    if is_open(path.name) and (method := codecs.method_of(path.name)) is not None:
+        raw = open(path, "rb")  # noqa: SIM115 -- closed with the reader
+        return codecs.open_partial(method, raw)  # no trailer yet: stop where it ends
     if path.name.endswith(".gz"):
         return _gzip_open(path)
     if path.name.endswith(".zst"):
         zstandard = importlib.import_module("zstandard")  # optional dependency
         raw = open(path, "rb")  # noqa: SIM115 -- closed with the reader (closefd)
-        reader: _Reader = zstandard.ZstdDecompressor().stream_reader(
+        reader: codecs.Reader = zstandard.ZstdDecompressor().stream_reader(
             raw, read_across_frames=True, closefd=True)
         return reader
     return open(path, "rb")
 
 
-def _split(stream: _Reader, cap: int) -> Iterator[bytes | _Bad]:
+def _split(stream: codecs.Reader, cap: int) -> Iterator[bytes | _Bad]:
     """Lines without their ``\\n``; TOO_LONG for one over ``cap``; TORN for an open tail."""
     pending = bytearray()
     over = False
@@ -165,7 +171,7 @@ def iter_lines(path: Path, *, on_error: ErrorHandler | None = None,
                 if line is _Bad.TOO_LONG:
                     report(path, lineno, f"line longer than {max_line_bytes} bytes")
                 elif line is _Bad.TORN:
-                    if not path.name.endswith(_OPEN_SUFFIX):
+                    if not is_open(path.name):
                         report(path, lineno, "torn last line (no trailing newline)")
                 else:
                     assert isinstance(line, bytes)

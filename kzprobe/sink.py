@@ -1,17 +1,18 @@
 """The one writer of measurement files: NDJSON segments that survive crashes and full disks.
 
 One asyncio task drains a bounded buffer and hands batches to a one-thread executor, so
-``os.write``/``fdatasync`` never stall the event loop. Records go to
-``<prefix>-<UTC start>-<host>-<pid>-<seq>.ndjson.part`` (O_APPEND); a segment is closed
-between records by size or age with fsync → close → ``link`` (never ``rename``, which would
-silently overwrite a closed segment) → unlink → fsync(dir), then compressed in a second
-thread so a slow gzip never delays writes. A crash loses at most the record being written,
-and startup recovery trims and publishes whatever a crash left behind.
+compression, ``os.write`` and ``fdatasync`` never stall the event loop. Records go to
+``<prefix>-<UTC start>-<host>-<pid>-<seq>.ndjson.gz.part`` (``.zst``, or plain with
+``compress = "none"``; O_APPEND), compressed as they are written: each batch ends at a
+flush point (:mod:`kzprobe.codecs`), so a crash loses at most the batch being written. A
+segment is closed between records by size or age with end of stream → fsync → close →
+``link`` (never ``rename``, which would silently overwrite a closed segment) → unlink →
+fsync(dir). Startup recovery trims or repairs whatever a crash left behind and
+publishes it.
 
 A failed write (ENOSPC, EROFS, EDQUOT, ...) is a state, not an error: the file is cut back
-to its last whole record, the rest stays in memory, ``wait_writable()`` blocks (so the
+to its last whole batch, the rest stays in memory, ``wait_writable()`` blocks (so the
 scheduler stops probing), and the write is retried until it works.
-Design: /work/shared/reference/reliability-perf.md §1 (kzprobe notes, 2026).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import os
 import re
 import socket
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +38,7 @@ from typing import Any, BinaryIO, Literal, TypeVar
 
 import structlog
 
+from kzprobe import codecs
 from kzprobe.config import Compression, OutputConfig
 from kzprobe.errors import ConfigError, KzprobeError
 
@@ -48,16 +49,16 @@ T = TypeVar("T")
 SEGMENT_SUFFIX = ".ndjson"
 PART_SUFFIX = ".part"
 TMP_SUFFIX = ".tmp"
-COMPRESSED_SUFFIXES: dict[Compression, str] = {"gzip": ".gz", "zstd": ".zst"}
+COMPRESSED_SUFFIXES = codecs.SUFFIXES
 
-_MAX_WRITE = 4 << 20  # bytes handed to one os.write
-_BATCH_BYTES = 1 << 20  # bytes taken from the buffer per executor round trip
+_PART_SUFFIXES = tuple(SEGMENT_SUFFIX + s + PART_SUFFIX
+                       for s in ("", *COMPRESSED_SUFFIXES.values()))
+_MAX_WRITE = 8 << 20  # uncompressed bytes per chunk: one compress call, one os.write
+_BATCH_BYTES = 8 << 20  # bytes taken from the buffer per executor round trip (few GIL trips)
 _LINGER = 0.05  # seconds a small batch waits for company (see NdjsonSink._next_item)
 _LINGER_BELOW = 64 << 10  # ... if it is smaller than this
 _COMPRESS_CHUNK = 16 << 20  # bytes per compressor call (see _compress_stream)
-_GZIP_LEVEL = 6  # zlib's default: level 9 costs ~3x the CPU for a few percent
-_ISAL_LEVEL = 2  # ISA-L's levels are 0-3; 3 halves the speed for ~5% smaller files
-_ZSTD_LEVEL = 3
+_MAX_LINE = 64 << 20  # recovery stops at a "line" this long: not a record of ours
 _ABANDON_GRACE = 5.0  # seconds aclose() waits for the I/O thread after giving up
 _SEQ_RE = re.compile(r"^(?P<head>.*-)(?P<seq>\d+)\.ndjson$")
 _HOST_RE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -104,9 +105,16 @@ def _next_name(name: str) -> str:
     return f"{match['head']}{seq:0{len(match['seq'])}d}{SEGMENT_SUFFIX}"
 
 
-def _name_taken(path: Path) -> bool:
-    """True if the name, or a compressed twin of it, already exists."""
-    return any(path.with_name(path.name + s).exists() for s in ("", *COMPRESSED_SUFFIXES.values()))
+def _name_taken(stem: Path) -> bool:
+    """True if the segment name ``stem`` (``....ndjson``), or a compressed twin, exists."""
+    return any(stem.with_name(stem.name + s).exists() for s in ("", *COMPRESSED_SUFFIXES.values()))
+
+
+def _split_codec(name: str) -> tuple[str, str]:
+    """``x.ndjson.gz`` -> (``x.ndjson``, ``.gz``); a plain name has an empty suffix."""
+    method = codecs.method_of(name)
+    suffix = COMPRESSED_SUFFIXES[method] if method is not None else ""
+    return name.removesuffix(suffix), suffix
 
 
 def _publish(part: Path) -> Path:
@@ -116,15 +124,16 @@ def _publish(part: Path) -> Path:
     restart in the same second with a reused pid, e.g. pid 1 in a container) moves on
     to the next sequence number instead of destroying a closed segment.
     """
-    final = part.with_name(part.name.removesuffix(PART_SUFFIX))
+    stem, suffix = _split_codec(part.name.removesuffix(PART_SUFFIX))
     for _ in range(10_000):
-        if not _name_taken(final):
+        final = part.with_name(stem + suffix)
+        if not _name_taken(part.with_name(stem)):
             try:
                 os.link(part, final)
                 break
             except FileExistsError:
                 pass
-        final = final.with_name(_next_name(final.name))
+        stem = _next_name(stem)
     else:
         raise FileExistsError(errno.EEXIST, "no free segment name", str(part))
     os.unlink(part)
@@ -164,47 +173,25 @@ def _require_codec(method: Compression) -> None:
         ) from None
 
 
-@functools.cache
-def gzip_codec() -> tuple[Any, int]:
-    """The zlib-compatible module and level gzip segments are made with.
-
-    ISA-L (the ``isal`` package) where installed: its level 2 runs ~5x faster than zlib's
-    default level 6, for files ~23% larger (benchmarks/README.md). Either way the output
-    is one standard gzip member.
-    """
-    try:
-        return importlib.import_module("isal.isal_zlib"), _ISAL_LEVEL
-    except ImportError:
-        return zlib, _GZIP_LEVEL
-
-
-def _compressor(method: Compression) -> Any:
-    if method == "gzip":
-        module, level = gzip_codec()
-        return module.compressobj(level, module.DEFLATED, 31)  # wbits 31: a gzip member
-    zstandard = importlib.import_module("zstandard")
-    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compressobj()
-
-
-def _compress_stream(method: Compression, src: BinaryIO, dst: BinaryIO) -> None:
+def _compress_stream(method: codecs.Method, src: BinaryIO, dst: BinaryIO) -> None:
     """Compress ``src`` into ``dst`` in a few large calls straight from the page cache.
 
     The codecs release the GIL while they work but must take it back after every call;
     with the event loop busy each retake can wait a whole switch interval (5 ms), so
     1 MiB calls ran the compressor several times slower than 16 MiB calls.
     """
-    comp = _compressor(method)
+    encoder = codecs.Encoder(method)
     size = os.fstat(src.fileno()).st_size
     if size:
         with mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as mapped, \
                 memoryview(mapped) as view:
             for start in range(0, size, _COMPRESS_CHUNK):
                 with view[start:start + _COMPRESS_CHUNK] as part:
-                    dst.write(comp.compress(part))
-    dst.write(comp.flush())
+                    dst.write(encoder.chunk(part))
+    dst.write(encoder.finish())
 
 
-def compress_segment(path: Path, method: Compression) -> Path:
+def compress_segment(path: Path, method: codecs.Method) -> Path:
     """Compress a closed segment to ``path.gz``/``.zst``, then remove the plain file.
 
     The compressed bytes go to a ``.tmp`` that is fsynced before it gets its final name,
@@ -248,10 +235,53 @@ def _recover_part(part: Path) -> Path | None:
         os.unlink(part)
         _fsync_dir(part.parent)
         return final
-    if _truncate_to_last_newline(part) == 0:
+    method = codecs.method_of(part.name)
+    kept = _truncate_to_last_newline(part) if method is None else _repair_stream(part, method)
+    if kept == 0:
         os.unlink(part)
         return None
     return _publish(part)
+
+
+def _repair_stream(part: Path, method: codecs.Method) -> int:
+    """Make a crashed compressed ``.part`` one complete stream of its whole records.
+
+    Its batches ended at flush points, so everything written decodes; what is missing
+    is the trailer, and perhaps part of a batch. The whole records are compressed anew
+    to a ``.tmp`` that then replaces the part. Returns the uncompressed bytes kept.
+    """
+    tmp = part.with_name(part.name + TMP_SUFFIX)
+    try:
+        with open(part, "rb") as raw, open(tmp, "xb") as dst:
+            kept = _recompress_whole_lines(codecs.open_partial(method, raw), dst,
+                                           codecs.Encoder(method))
+            dst.flush()
+            os.fsync(dst.fileno())
+        if kept:
+            os.replace(tmp, part)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return kept
+
+
+def _recompress_whole_lines(reader: codecs.Reader, dst: BinaryIO, encoder: codecs.Encoder) -> int:
+    """Copy the decodable whole lines of ``reader`` into ``dst`` through ``encoder``.
+
+    Corrupt data ends the copy like the end of the file does: what came before it is kept.
+    """
+    kept, carry = 0, b""
+    with contextlib.suppress(*codecs.decode_errors()):
+        while len(carry) <= _MAX_LINE and (chunk := reader.read(1 << 20)):
+            data = carry + chunk
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                dst.write(encoder.chunk(memoryview(data)[:cut]))
+                kept += cut
+            carry = data[cut:]
+    if kept:
+        dst.write(encoder.finish())
+    return kept
 
 
 def _plain_leftovers(directory: Path, prefix: str) -> list[Path]:
@@ -270,8 +300,8 @@ def recover_dir(directory: Path, prefix: str) -> _Recovery:
     """Clean up after a crash: remove ``*.tmp``, publish ``*.part``, find uncompressed segments."""
     for tmp in _ours(directory, prefix, TMP_SUFFIX):
         os.unlink(tmp)
-    published = [p for part in _ours(directory, prefix, SEGMENT_SUFFIX + PART_SUFFIX)
-                 if (p := _recover_part(part)) is not None]
+    parts = sorted(part for suffix in _PART_SUFFIXES for part in _ours(directory, prefix, suffix))
+    published = [p for part in parts if (p := _recover_part(part)) is not None]
     todo = _plain_leftovers(directory, prefix)
     _fsync_dir(directory)
     return _Recovery(published=tuple(published), uncompressed=tuple(todo))
@@ -302,15 +332,28 @@ def _lock_dir(directory: Path, prefix: str) -> int:
 
 
 @dataclass(slots=True)
+class _Chunk:
+    """Bytes for the open segment and the backlog records they carry, written all or nothing."""
+
+    data: bytes
+    records: int
+    size: int  # uncompressed bytes of those records
+
+
+@dataclass(slots=True)
 class _Segment:
     """The open ``.part`` file."""
 
     fd: int
     part: Path
     opened: float  # time.monotonic()
-    size: int = 0  # bytes of whole records on disk
+    encoder: codecs.Encoder | None  # None: plain, or the stream was finished
+    size: int = 0  # uncompressed bytes of whole records written
+    disk: int = 0  # bytes on disk that end at a record (or flush point): where a retry resumes
     records: int = 0
-    torn: bool = False  # a failed write may have left bytes past `size`
+    torn: bool = False  # a failed write may have left bytes past `disk`
+    finished: bool = False  # the compressed stream's end is written or pending: close next
+    pending: _Chunk | None = None  # prepared, not yet (wholly) written; retried first
 
 
 class _SegmentWriter:
@@ -329,23 +372,22 @@ class _SegmentWriter:
         self._seg: _Segment | None = None
         self._backlog: deque[bytes] = deque()
         self._closed: list[Path] = []  # fsynced and closed .part files not yet published
-        self._published: list[Path] = []
         self._last_sync = 0.0
         self._dirty = False
+        method = output.compress
+        self._codec_suffix = COMPRESSED_SUFFIXES[method] if method != "none" else ""
 
     @property
     def backlog_records(self) -> int:
         return len(self._backlog)
 
-    def run(self, op: Callable[[], object]) -> tuple[list[Path], Exception | None]:
-        """Run one operation; return the segments it published and the error, if any."""
-        error: Exception | None = None
+    def run(self, op: Callable[[], object]) -> Exception | None:
+        """Run one operation; return its error, if any."""
         try:
             op()
         except Exception as exc:  # any failure blocks and retries; nothing accepted is dropped
-            error = exc
-        published, self._published = self._published, []
-        return published, error
+            return exc
+        return None
 
     def write_lines(self, lines: Iterable[bytes]) -> None:
         self._backlog.extend(lines)
@@ -382,21 +424,32 @@ class _SegmentWriter:
         """Give up on the backlog, keep what is on disk; return how many records were lost."""
         lost = len(self._backlog)
         self._backlog.clear()
+        seg = self._seg
+        if seg is not None and seg.pending is not None and seg.pending.records:
+            seg.pending = None  # its records were the backlog's first
+            if seg.encoder is not None:  # the stream holds them: only recovery can end it
+                self._leave_to_recovery(seg)
+                return lost
         with contextlib.suppress(Exception):
             self.rotate()
         if self._seg is not None:  # could not even close it: leave the .part to recovery
-            with contextlib.suppress(OSError):
-                os.close(self._seg.fd)
-            self._seg = None
+            self._leave_to_recovery(self._seg)
         return lost
 
     # -- internals
+
+    def _leave_to_recovery(self, seg: _Segment) -> None:
+        """Close the fd, unpublished: the next start trims (or repairs) and publishes it."""
+        with contextlib.suppress(OSError):
+            os.close(seg.fd)
+        self._seg = None
 
     def _aged(self, seg: _Segment) -> bool:
         return time.monotonic() - seg.opened >= self._out.rotate_seconds
 
     def _must_rotate(self, seg: _Segment, next_len: int) -> bool:
-        return seg.size + next_len > self._out.rotate_bytes or self._aged(seg)
+        return (seg.finished or seg.size + next_len > self._out.rotate_bytes
+                or self._aged(seg))
 
     def _name(self, seq: int) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -411,7 +464,7 @@ class _SegmentWriter:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
         for _ in range(10_000):
             self._seq += 1
-            part = self._out.dir / (self._name(self._seq) + PART_SUFFIX)
+            part = self._out.dir / (self._name(self._seq) + self._codec_suffix + PART_SUFFIX)
             try:
                 fd = os.open(part, flags, 0o640)
             except FileExistsError:
@@ -425,7 +478,9 @@ class _SegmentWriter:
                 raise
             now = time.monotonic()
             self._last_sync = now
-            return _Segment(fd=fd, part=part, opened=now)
+            method = self._out.compress
+            encoder = codecs.Encoder(method) if method != "none" else None
+            return _Segment(fd=fd, part=part, opened=now, encoder=encoder)
         raise FileExistsError(errno.EEXIST, "no free segment name", str(self._out.dir))
 
     def _chunk(self, seg: _Segment) -> tuple[int, int]:
@@ -440,40 +495,64 @@ class _SegmentWriter:
         return count, total
 
     def _write_chunk(self, seg: _Segment) -> None:
-        if seg.torn:
-            self._trim(seg)
+        if seg.pending is None:
+            seg.pending = self._prepare(seg)
+        self._write_pending(seg)
+
+    def _prepare(self, seg: _Segment) -> _Chunk:
+        """The next records as the bytes to append (compressed up to a flush point)."""
         count, total = self._chunk(seg)
         data = b"".join(itertools.islice(self._backlog, count))
+        if seg.encoder is not None:
+            data = seg.encoder.chunk(data)
+        return _Chunk(data=data, records=count, size=total)
+
+    def _write_pending(self, seg: _Segment) -> None:
+        """Append the pending chunk whole, or cut the file back to where it was and raise."""
+        chunk = seg.pending
+        assert chunk is not None
+        if seg.torn:
+            self._trim(seg)
         done = 0
         try:
-            with memoryview(data) as view:
-                while done < total:
+            with memoryview(chunk.data) as view:
+                while done < len(view):
                     done += os.write(seg.fd, view[done:])
         except OSError:
             seg.torn = True
-            self._accept(seg, data.rfind(b"\n", 0, done) + 1)
             with contextlib.suppress(OSError):
                 self._trim(seg)
             raise
-        self._accept(seg, total)
+        seg.pending = None
+        seg.disk += len(chunk.data)
+        self._accept(seg, chunk)
 
-    def _accept(self, seg: _Segment, nbytes: int) -> None:
-        """Count the first ``nbytes`` of the chunk (whole records) as written."""
-        left = nbytes
-        count = 0
-        while left > 0:
-            left -= len(self._backlog.popleft())
-            count += 1
-        seg.size += nbytes
-        seg.records += count
-        self._stats.records_written += count
-        self._stats.bytes_written += nbytes
-        self._dirty = self._dirty or nbytes > 0
+    def _accept(self, seg: _Segment, chunk: _Chunk) -> None:
+        """Count the chunk's records (the backlog's first) as written."""
+        for _ in range(chunk.records):
+            self._backlog.popleft()
+        seg.size += chunk.size
+        seg.records += chunk.records
+        self._stats.records_written += chunk.records
+        self._stats.bytes_written += chunk.size
+        self._dirty = True
 
     def _trim(self, seg: _Segment) -> None:
         """Cut a torn tail off before appending again, so no half record sits mid-file."""
-        os.ftruncate(seg.fd, seg.size)
+        os.ftruncate(seg.fd, seg.disk)
         seg.torn = False
+
+    def _end_stream(self, seg: _Segment) -> None:
+        """Write what is pending and, for a compressed stream with records, its end."""
+        if seg.pending is not None:
+            self._write_pending(seg)
+        elif seg.torn:
+            self._trim(seg)
+        if seg.encoder is not None and seg.records:
+            seg.pending = _Chunk(data=seg.encoder.finish(), records=0, size=0)
+            seg.encoder = None
+            seg.finished = True
+            self._write_pending(seg)
 
     def _sync_if_due(self) -> None:
         now = time.monotonic()
@@ -486,8 +565,7 @@ class _SegmentWriter:
     def _close_segment(self) -> None:
         seg = self._seg
         assert seg is not None
-        if seg.torn:
-            self._trim(seg)
+        self._end_stream(seg)
         if seg.records:
             os.fsync(seg.fd)
             self._closed.append(seg.part)
@@ -506,7 +584,8 @@ class _SegmentWriter:
             self._closed.pop(0)
             self._seq = max(self._seq, self._seq_of(final))
             self._stats.segments_rotated += 1
-            self._published.append(final)
+            if codecs.method_of(final.name) is not None:
+                self._stats.segments_compressed += 1
 
     @staticmethod
     def _seq_of(path: Path) -> int:
@@ -651,9 +730,6 @@ class NdjsonSink:
         self._buffer = _Buffer(max_records=queue_size, max_bytes=queue_bytes)
         self._writer = _SegmentWriter(output, self._host, self.stats)
         self._io_pool: ThreadPoolExecutor | None = None
-        self._zip_pool: ThreadPoolExecutor | None = None
-        self._compressions: set[asyncio.Future[Path]] = set()
-        self._uncompressed: list[Path] = []  # compressions that failed; retried on resume
         self._writable = asyncio.Event()
         self._writable.set()
         self._task: asyncio.Task[None] | None = None
@@ -680,7 +756,6 @@ class NdjsonSink:
             raise RuntimeError("NdjsonSink.start() called twice")
         _require_codec(self._out.compress)
         self._io_pool = ThreadPoolExecutor(1, thread_name_prefix="kzprobe-sink")
-        self._zip_pool = ThreadPoolExecutor(1, thread_name_prefix="kzprobe-sink-zip")
         try:
             self._lock_fd = await self._io(_lock_dir, self._out.dir, self._out.prefix)
             found = await self._io(recover_dir, self._out.dir, self._out.prefix)
@@ -714,7 +789,6 @@ class NdjsonSink:
         except TimeoutError:
             await self._abandon()
         await self._release_producers()
-        await self._wait_compressions(deadline)
         await self._release()
         self._state = "closed"
         log.info("sink_closed", records=self.stats.records_written,
@@ -839,16 +913,15 @@ class NdjsonSink:
 
     async def _commit(self, op: Callable[[], object], retry: Callable[[], object]) -> None:
         """Run ``op``; on failure block, and run ``retry`` every retry_interval until it works."""
-        published, error = await self._io(self._writer.run, op)
+        error = await self._io(self._writer.run, op)
         while True:
-            self._compress_later(published)
             if error is None:
                 self._mark_writable()
                 return
             self._mark_blocked(error)
             if await self._stopped_within(self._retry_interval):
                 raise _GiveUp
-            published, error = await self._io(self._writer.run, retry)
+            error = await self._io(self._writer.run, retry)
 
     async def _stopped_within(self, delay: float) -> bool:
         try:
@@ -877,31 +950,8 @@ class NdjsonSink:
         self.stats.blocked = False
         self._writable.set()
         log.info("sink_resumed", blocked_seconds=round(time.monotonic() - self._blocked_since, 3))
-        retry, self._uncompressed = self._uncompressed, []
-        self._compress_later(retry)
 
     # -- compression
-
-    def _compress_later(self, paths: Iterable[Path]) -> None:
-        method = self._out.compress
-        if method == "none":
-            return
-        loop = asyncio.get_running_loop()
-        for path in paths:
-            fut = loop.run_in_executor(self._zip_pool, compress_segment, path, method)
-            self._compressions.add(fut)
-            fut.add_done_callback(functools.partial(self._compressed, path))
-
-    def _compressed(self, path: Path, fut: asyncio.Future[Path]) -> None:
-        self._compressions.discard(fut)
-        if fut.cancelled():
-            return
-        error = fut.exception()
-        if error is None:
-            self.stats.segments_compressed += 1
-            return
-        self._uncompressed.append(path)
-        log.warning("sink_compress_failed", path=str(path), error=_describe(error))
 
     async def _compress_leftovers(self, found: _Recovery) -> list[Path]:
         """Compress what a crash left plain; return the recovered segments' current paths."""
@@ -910,21 +960,13 @@ class NdjsonSink:
             return recovered
         for path in found.uncompressed:  # includes the segments just published
             try:
-                done = await self._zip(compress_segment, path, self._out.compress)
+                done = await self._io(compress_segment, path, self._out.compress)
             except OSError as exc:  # e.g. disk full: stays plain, compressed on a later start
                 log.warning("sink_compress_failed", path=str(path), error=_describe(exc))
                 continue
             self.stats.segments_compressed += 1
             recovered = [done if p == path else p for p in recovered]
         return recovered
-
-    async def _wait_compressions(self, deadline: float) -> None:
-        if not self._compressions:
-            return
-        remaining = max(0.0, deadline - asyncio.get_running_loop().time())
-        _, pending = await asyncio.wait(set(self._compressions), timeout=max(remaining, 1.0))
-        if pending:
-            log.warning("sink_compress_pending", segments=len(pending))
 
     # -- plumbing
 
@@ -976,9 +1018,8 @@ class NdjsonSink:
         await asyncio.sleep(0)
 
     async def _release(self) -> None:
-        for pool in (self._io_pool, self._zip_pool):
-            if pool is not None:
-                pool.shutdown(wait=False)
+        if self._io_pool is not None:
+            self._io_pool.shutdown(wait=False)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -989,6 +1030,3 @@ class NdjsonSink:
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io_pool, fn, *args)
-
-    async def _zip(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._zip_pool, fn, *args)

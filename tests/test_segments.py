@@ -11,6 +11,7 @@ import orjson
 import pytest
 import zstandard
 
+from kzprobe.codecs import Encoder
 from kzprobe.segments import iter_lines, iter_records, list_segments
 
 
@@ -168,3 +169,34 @@ def test_segment_compressed_after_listing_is_read_from_its_twin(tmp_path: Path) 
     os.unlink(plain)
     assert list(records) == [{"seq": 1}]
     assert errors == []
+
+
+@pytest.mark.parametrize("method", ["gzip", "zstd"])
+def test_open_compressed_segment_reads_to_its_last_flush(tmp_path: Path, method: str) -> None:
+    """An open .gz.part/.zst.part has no trailer yet: everything flushed is read, silently."""
+    encoder = Encoder("gzip" if method == "gzip" else "zstd")
+    part = tmp_path / f"a.ndjson{'.gz' if method == 'gzip' else '.zst'}.part"
+    data = encoder.chunk(_lines(*({"n": i} for i in range(1000)))) + encoder.chunk(b'{"n": 10')
+    part.write_bytes(data)
+    errors = Errors()
+    assert [r["n"] for r in iter_records([tmp_path], on_error=errors)] == list(range(1000))
+    assert errors == []
+
+
+def test_truncated_closed_gzip_is_still_reported(tmp_path: Path) -> None:
+    """Only an open part may lack its end: a closed .gz without its trailer is an error."""
+    encoder = Encoder("gzip")
+    (tmp_path / "a.ndjson.gz").write_bytes(encoder.chunk(_lines({"n": 1})))
+    errors = Errors()
+    list(iter_records([tmp_path], on_error=errors))
+    assert len(errors) == 1 and "unreadable" in errors[0][2]
+
+
+def test_open_gzip_part_with_zeroed_tail_keeps_what_decodes(tmp_path: Path) -> None:
+    """Zeros after the last flush (a power loss) are reported; the records before them read."""
+    encoder = Encoder("gzip")
+    part = tmp_path / "a.ndjson.gz.part"
+    part.write_bytes(encoder.chunk(_lines(*({"n": i} for i in range(50)))) + bytes(4096))
+    errors = Errors()
+    assert [r["n"] for r in iter_records([part], on_error=errors)] == list(range(50))
+    assert len(errors) == 1 and "invalid stored block" in errors[0][2]

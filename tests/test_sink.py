@@ -17,7 +17,10 @@ from typing import Any
 import orjson
 import pytest
 import structlog
+import zstandard
 
+from kzprobe.codecs import SUFFIXES as COMPRESSED
+from kzprobe.codecs import Encoder
 from kzprobe.config import Compression, OutputConfig
 from kzprobe.errors import ConfigError, KzprobeError
 from kzprobe.segments import iter_lines, iter_records, list_segments
@@ -58,6 +61,10 @@ def _seqs(directory: Path) -> list[int]:
 
 def _visible(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+
+
+def _parts(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.part"))
 
 
 def _leftovers(directory: Path) -> list[str]:
@@ -263,6 +270,67 @@ async def test_gzip_segments_are_one_standard_gzip_member(tmp_path: Path) -> Non
     assert b"".join(gzip.decompress(p.read_bytes()) for p in segments) == b"".join(lines)
 
 
+@pytest.mark.parametrize("compress", ["gzip", "zstd"])
+async def test_open_compressed_segment_is_readable_while_written(tmp_path: Path,
+                                                                  compress: Compression) -> None:
+    """Each batch ends at a flush point: every record written decodes before the segment closes."""
+    sink = _sink(tmp_path, compress=compress)
+    await sink.start()
+    for i in range(500):
+        await sink.write(_rec(i, pad=i % 200))
+    await _until(lambda: sink.stats.records_written == 500)
+    [part] = _parts(tmp_path)
+    assert part.name.endswith(f"{COMPRESSED[compress]}.part")
+    assert list(range(500)) == _seqs(tmp_path)  # read from the open .part, no error
+    for i in range(500, 600):
+        await sink.write(_rec(i))
+    await sink.aclose()
+    assert not part.exists() and _seqs(tmp_path) == list(range(600))
+    assert len(list_segments([tmp_path])) == 1
+
+
+def _stream(records: list[bytes], batch: int, method: Compression = "gzip") -> list[bytes]:
+    """The compressed chunks the sink would write for ``records``, ``batch`` per flush."""
+    encoder = Encoder("gzip" if method == "gzip" else "zstd")
+    return [encoder.chunk(b"".join(records[i:i + batch])) for i in range(0, len(records), batch)]
+
+
+@pytest.mark.parametrize("compress", ["gzip", "zstd"])
+@pytest.mark.parametrize("damage", ["cut mid-batch", "zero-filled tail", "no trailer"])
+async def test_recovery_repairs_a_crashed_compressed_part(tmp_path: Path, compress: Compression,
+                                                           damage: str) -> None:
+    """A .gz.part without its end becomes a complete file of every whole record it holds."""
+    records = [_rec(i, pad=i % 50) for i in range(300)]
+    chunks = _stream(records, 40, compress)
+    data = b"".join(chunks)
+    if damage == "cut mid-batch":
+        data = data[:-len(chunks[-1]) // 2]
+    elif damage == "zero-filled tail":  # blocks allocated but never written (power loss)
+        data += bytes(8192)
+    suffix = COMPRESSED[compress]
+    (tmp_path / _name(1, suffix + ".part")).write_bytes(data)
+    sink = _sink(tmp_path, compress=compress)
+    assert await sink.start() == [tmp_path / _name(1, suffix)]
+    await sink.aclose()
+    assert _visible(tmp_path) == [_name(1, suffix)]
+    raw = (tmp_path / _name(1, suffix)).read_bytes()
+    whole = (gzip.decompress(raw) if compress == "gzip"
+             else zstandard.ZstdDecompressor().decompressobj().decompress(raw))
+    kept = whole.count(b"\n")
+    assert whole == b"".join(records[:kept])  # a strict reader: the stream is complete
+    assert kept >= (260 if damage == "cut mid-batch" else 300)
+
+
+async def test_recovery_drops_a_compressed_part_without_a_whole_record(tmp_path: Path) -> None:
+    """Nothing decodable (a crash right after the header): the part is removed, not published."""
+    data = b"".join(_stream([_rec(0, pad=4000)], 1))
+    (tmp_path / _name(1, ".gz.part")).write_bytes(data[:30])
+    sink = _sink(tmp_path, compress="gzip")
+    assert await sink.start() == []
+    await sink.aclose()
+    assert _visible(tmp_path) == []
+
+
 # --------------------------------------------------------------------------- recovery
 
 
@@ -390,19 +458,27 @@ def _remount(mnt: Path, mode: str) -> None:
                    capture_output=True)
 
 
-async def test_disk_full_blocks_keeps_records_and_resumes(tiny_fs: Path) -> None:
-    """ENOSPC: the file ends on a whole record, nothing is lost, writing resumes with space."""
+def _noisy(seq: int) -> bytes:
+    """A ~1 KB record that compresses little, so that gzip output fills a disk too."""
+    record = {"seq": seq, "pad": os.urandom(500).hex()}
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
+@pytest.mark.parametrize("compress", ["none", "gzip"])
+async def test_disk_full_blocks_keeps_records_and_resumes(tiny_fs: Path,
+                                                          compress: Compression) -> None:
+    """ENOSPC: the file ends on a whole batch, nothing is lost, writing resumes with space."""
     filler = tiny_fs / "filler.bin"
     filler.write_bytes(b"\0" * (200 * 1024))
     out = tiny_fs / "out"
-    sink = _sink(out, queue_size=16)
+    sink = _sink(out, queue_size=16, compress=compress)
     await sink.start()
     accepted = 0
 
     async def produce() -> None:
         nonlocal accepted
         for i in range(150):
-            await sink.write(_rec(i, pad=1000))
+            await sink.write(_noisy(i))
             accepted += 1
 
     with structlog.testing.capture_logs() as logs:
@@ -413,9 +489,12 @@ async def test_disk_full_blocks_keeps_records_and_resumes(tiny_fs: Path) -> None
         assert accepted < 150
         assert sink.stats.last_error is not None and sink.stats.last_error.startswith("ENOSPC")
         [part] = list(out.glob("*.part"))
-        on_disk = part.read_bytes()
-        assert on_disk.endswith(b"\n") and len(on_disk) > 0
-        assert [n for n, _ in iter_lines(part)] == list(range(1, on_disk.count(b"\n") + 1))
+        errors: list[tuple[Path, int, str]] = []
+        on_disk = [orjson.loads(line)["seq"] for _, line in
+                   iter_lines(part, on_error=lambda *e: errors.append(e))]
+        assert on_disk == list(range(len(on_disk))) and on_disk and errors == []
+        if compress == "none":
+            assert part.read_bytes().endswith(b"\n")
         filler.unlink()
         async with asyncio.timeout(10):
             await sink.wait_writable()
@@ -477,11 +556,16 @@ async def test_read_only_filesystem_blocks_then_resumes(tiny_fs: Path) -> None:
     assert len(list_segments([out])) == 2
 
 
-async def test_aclose_gives_up_after_its_deadline_and_counts_losses(tiny_fs: Path) -> None:
-    """While the disk stays full, aclose(timeout) returns, logging exactly the records lost."""
+@pytest.mark.parametrize("compress", ["none", "gzip"])
+async def test_aclose_gives_up_after_its_deadline_and_counts_losses(
+        tiny_fs: Path, compress: Compression) -> None:
+    """While the disk stays full, aclose(timeout) returns, logging exactly the records lost.
+
+    (A compressed segment cut short is left as a .part for the next start to repair.)
+    """
     (tiny_fs / "filler.bin").write_bytes(b"\0" * (200 * 1024))
     out = tiny_fs / "out"
-    sink = _sink(out, queue_size=16)
+    sink = _sink(out, queue_size=16, compress=compress)
     await sink.start()
     accepted = 0
 
@@ -489,7 +573,7 @@ async def test_aclose_gives_up_after_its_deadline_and_counts_losses(tiny_fs: Pat
         nonlocal accepted
         try:
             for i in range(150):
-                await sink.write(_rec(i, pad=1000))
+                await sink.write(_noisy(i))
                 accepted += 1
         except RuntimeError:
             pass  # the sink gave up: this record was refused, not accepted
@@ -508,6 +592,11 @@ async def test_aclose_gives_up_after_its_deadline_and_counts_losses(tiny_fs: Pat
     assert [r["seq"] for r in records] == list(range(len(records)))
     [lost] = [e["lost"] for e in logs if e["event"] == "sink_records_lost"]
     assert lost > 0 and lost + len(records) == accepted
+    (tiny_fs / "filler.bin").unlink()
+    restarted = _sink(out, compress=compress)
+    await restarted.start()
+    await restarted.aclose()
+    assert _leftovers(out) == [] and _seqs(out) == [r["seq"] for r in records]
 
 
 async def test_segment_that_never_got_a_record_is_not_published(tiny_fs: Path) -> None:

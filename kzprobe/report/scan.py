@@ -23,10 +23,9 @@ import orjson
 
 from kzprobe.report import sql
 from kzprobe.report.model import TIME_FORMAT, ReadError, ReadStats, ReportError, Window
-from kzprobe.segments import MAX_LINE_BYTES, iter_lines, list_segments
+from kzprobe.segments import MAX_LINE_BYTES, is_open, iter_lines, list_segments
 
 MAX_ERRORS_KEPT = 1000  # listed in the report; all of them are counted
-OPEN_SUFFIX = ".ndjson.part"
 _SUFFIXES = (".part", ".gz", ".zst", ".ndjson")  # stripped in this order
 _NAME_TIME = re.compile(r"-(\d{8}T\d{6}Z)-")
 # A record's measurement may start before its segment opened (by at most one measurement's
@@ -201,7 +200,7 @@ def load(con: duckdb.DuckDBPyConnection, paths: Iterable[Path], window: Window,
     copies: list[Path] = []
     closed: list[Path] = []
     for path in files:
-        if path.name.endswith(OPEN_SUFFIX):
+        if is_open(path.name):
             copies.append(_copy_usable(path, tmp / f"open-{len(copies)}.ndjson", errors))
         else:
             closed.append(path)
