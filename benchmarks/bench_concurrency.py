@@ -137,12 +137,15 @@ def main() -> None:
             raise SystemExit("benchmarks/servers.py did not start")
         dns, metrics = f"127.0.0.1:{dns_port}", f"127.0.0.1:{metrics_port}"
         urls = [f"http://s{i}.c.bench:{port}/" for i in range(args.urls)]
+        server_cpu = cpu_seconds(server.pid)
         raw = None if args.no_raw else raw_loop(urls, args.concurrency, dns, None, tmp)
         sharded = (None if args.no_raw or args.raw_processes < 2 else
                    raw_loop_sharded(urls, args.concurrency, dns, args.raw_processes, tmp))
+        raw_server_cpu = cpu_seconds(server.pid) - server_cpu
         started = time.perf_counter()
         kz = _kzprobe(_config(tmp, urls, args, dns, metrics), metrics, args.py_spy)
         process_s = time.perf_counter() - started
+        kz["server_cpu"] = cpu_seconds(server.pid) - server_cpu - raw_server_cpu
         from kzprobe.segments import iter_records, list_segments
 
         records = list(iter_records(list_segments([tmp / "out"])))
@@ -170,7 +173,8 @@ def _report(args: argparse.Namespace, kz: dict[str, Any], raw: dict[str, Any] | 
         f"(+ analysis worker {kz['worker_cpu'] / args.urls * 1000:.2f} ms); "
         f"peak RSS {_peak_mb(kz):.0f} MB (daemon {kz['status']['VmHWM'] / 1024:.0f} + "
         f"analysis worker {kz['worker_hwm'] / 1024:.0f}); event-loop lag max "
-        f"{kz['lag_max'] * 1000:.0f} ms; fds at start {kz['fds_start']}",
+        f"{kz['lag_max'] * 1000:.0f} ms; fds at start {kz['fds_start']}; the servers' CPU "
+        f"{kz['server_cpu'] / args.urls * 1000:.2f} ms/measurement",
         f"checked: {checked}",
     ]
     if raw is not None:
