@@ -259,6 +259,7 @@ class _Link(asyncio.SubprocessProtocol):
         self.pending.clear()
         if not self.ready.done():
             self.ready.set_exception(WorkerGone("analysis worker exited while starting"))
+            self.ready.exception()  # seen: only start() awaits it, judge() may not have
         if not self.closed.done():
             self.closed.set_result(None)
 
