@@ -90,7 +90,8 @@ class _Scan:
 
     items: tuple[_Compiled, ...]
     literals: tuple[tuple[bytes, bytes, int, bool], ...]  # (anchor, piece, index, on page)
-    others: tuple[tuple[int, str | None], ...]  # (index, the one header it reads) to match
+    # (index, the one header it reads, a string any hit's header value contains) to match
+    others: tuple[tuple[int, str | None, str | None], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,18 +304,30 @@ def _grams(page: bytes) -> set[bytes] | None:
 
 def _scan(items: tuple[_Compiled, ...]) -> _Scan:
     literals: list[tuple[bytes, bytes, int, bool]] = []
-    others: list[tuple[int, str | None]] = []
+    others: list[tuple[int, str | None, str | None]] = []
     for index, item in enumerate(items):
         pieces = _literal_pieces(item)
         if pieces is None:
             location = item.signature.location
             others.append((index, location[len("header."):] if location.startswith("header.")
-                           else None))
+                           else None, _header_needle(item)))
         else:
             on_page = item.signature.location == "page"
             literals.extend((piece[:ANCHOR] if len(piece) >= ANCHOR else b"", piece, index,
                              on_page) for piece in pieces)
     return _Scan(items, tuple(literals), tuple(others))
+
+
+def _header_needle(item: _Compiled) -> str | None:
+    """A string every header value this signature hits contains (its pattern), if it has one.
+
+    Every header kind but ``regexp`` hits only a value that contains the pattern (equals,
+    starts with, contains), so one search of all values joined rules most of them out.
+    """
+    signature = item.signature
+    if not signature.location.startswith("header") or item.text_regex is not None:
+        return None
+    return signature.pattern
 
 
 def _first_hit(scan: _Scan, body: bytes, page: bytes, headers: Mapping[str, str],
@@ -324,11 +337,14 @@ def _first_hit(scan: _Scan, body: bytes, page: bytes, headers: Mapping[str, str]
                  if (grams is None or anchor in grams) and piece in (page if on_page else body)),
                 default=len(scan.items))
     names = {name.lower() for name in headers}
-    for index, header in scan.others:
+    values = "\n".join(headers.values())
+    for index, header, needle in scan.others:
         if index >= first:
             break
         if header is not None and header not in names:
             continue  # reads a header this response does not have: cannot hit
+        if needle is not None and needle not in values:
+            continue  # no header value contains its pattern: cannot hit
         if _hits(scan.items[index], body, page, headers):
             return scan.items[index]
     return scan.items[first] if first < len(scan.items) else None
