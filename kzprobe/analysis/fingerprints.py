@@ -12,8 +12,9 @@ Matching rules:
   then the rest), in source order within a scope; the first hit names the page.
 * Patterns read literally (OONI ``contains``, Citizen Lab, and every regex that is only
   literals joined by ``.*``) run as substring searches over the whole body snapshot, in
-  linear time. Other regexes see only the first :data:`REGEX_WINDOW` bytes, which bounds the
-  cost of any backtracking a pattern could cause.
+  linear time; those that are a single literal are all found in one Aho-Corasick pass.
+  Other regexes see only the first :data:`REGEX_WINDOW` bytes, which bounds the cost of any
+  backtracking a pattern could cause.
 * Text patterns with Cyrillic letters are also searched in windows-1251, which Russian and
   Kazakh blockpages are often served in.
 """
@@ -29,6 +30,9 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+import ahocorasick
 
 from kzprobe.analysis.records import canonical_ip
 
@@ -82,14 +86,20 @@ class _Compiled:
     text_regex: re.Pattern[str] | None = None
 
 
+# A literal's entry in the automaton: its length in bytes and the signatures it belongs to,
+# each as (priority index, True if it may occur anywhere in the page, not only the body).
+_Owners = tuple[int, tuple[tuple[int, bool], ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class _Scan:
-    """Signatures in priority order; those that are one literal on the body are indexed by
-    their first :data:`ANCHOR` bytes, so ~1,400 substring searches of every response become
-    set lookups plus a search for the few literals whose anchor occurs in it."""
+    """Signatures in priority order. Those that are one literal (or alternatives of one) are
+    found together by one Aho-Corasick pass over the response, where ~1,400 substring
+    searches of every response cost ~0.4 ms; the rest are tried in order, up to that hit."""
 
     items: tuple[_Compiled, ...]
-    literals: tuple[tuple[bytes, bytes, int, bool], ...]  # (anchor, piece, index, on page)
+    automaton: Any  # ahocorasick.Automaton over the literals (latin-1 text), or None
+    always: int  # the first index whose literal is empty (hits everything), else len(items)
     # (index, the one header it reads, a string any hit's header value contains) to match
     others: tuple[tuple[int, str | None, str | None], ...]
 
@@ -288,22 +298,8 @@ def _literal_pieces(item: _Compiled) -> tuple[bytes, ...] | None:
     return tuple(chain[0] for chain in item.chains)
 
 
-ANCHOR = 8  # bytes of a literal looked up among the response's n-grams before searching it
-_MAX_GRAMS_INPUT = 256 * 1024  # larger responses skip the prefilter (memory), same result
-
-
-def _grams(page: bytes) -> set[bytes] | None:
-    """Every ``ANCHOR``-byte window of ``page`` (the body is its suffix), and b"" for the
-    literals shorter than an anchor; None (no prefilter) for a large page."""
-    if len(page) > _MAX_GRAMS_INPUT:
-        return None
-    grams = {page[i:i + ANCHOR] for i in range(len(page) - ANCHOR + 1)}
-    grams.add(b"")
-    return grams
-
-
 def _scan(items: tuple[_Compiled, ...]) -> _Scan:
-    literals: list[tuple[bytes, bytes, int, bool]] = []
+    owners: dict[bytes, list[tuple[int, bool]]] = {}
     others: list[tuple[int, str | None, str | None]] = []
     for index, item in enumerate(items):
         pieces = _literal_pieces(item)
@@ -311,11 +307,37 @@ def _scan(items: tuple[_Compiled, ...]) -> _Scan:
             location = item.signature.location
             others.append((index, location[len("header."):] if location.startswith("header.")
                            else None, _header_needle(item)))
-        else:
-            on_page = item.signature.location == "page"
-            literals.extend((piece[:ANCHOR] if len(piece) >= ANCHOR else b"", piece, index,
-                             on_page) for piece in pieces)
-    return _Scan(items, tuple(literals), tuple(others))
+            continue
+        on_page = item.signature.location == "page"
+        for piece in pieces:
+            owners.setdefault(piece, []).append((index, on_page))
+    always = min((index for index, _ in owners.pop(b"", [])), default=len(items))
+    return _Scan(items, _automaton(owners), always, tuple(others))
+
+
+def _automaton(owners: Mapping[bytes, list[tuple[int, bool]]]) -> Any:
+    """Aho-Corasick over the literals; bytes as latin-1 text, one character per byte."""
+    if not owners:
+        return None
+    automaton = ahocorasick.Automaton()
+    for piece, found in owners.items():
+        entry: _Owners = (len(piece), tuple(found))
+        automaton.add_word(piece.decode("latin-1"), entry)
+    automaton.make_automaton()
+    return automaton
+
+
+def _first_literal(scan: _Scan, text: str, body_start: int) -> int:
+    """The first index whose literal occurs where it must (the body, or the whole page)."""
+    first = scan.always
+    if scan.automaton is None:
+        return first
+    for end, (length, found) in scan.automaton.iter(text):
+        in_body = end - length + 1 >= body_start
+        for index, on_page in found:
+            if index < first and (on_page or in_body):
+                first = index
+    return first
 
 
 def _header_needle(item: _Compiled) -> str | None:
@@ -331,11 +353,9 @@ def _header_needle(item: _Compiled) -> str | None:
 
 
 def _first_hit(scan: _Scan, body: bytes, page: bytes, headers: Mapping[str, str],
-               grams: set[bytes] | None) -> _Compiled | None:
+               text: str) -> _Compiled | None:
     """The first item, in priority order, that hits: what trying them one by one finds."""
-    first = min((index for anchor, piece, index, on_page in scan.literals
-                 if (grams is None or anchor in grams) and piece in (page if on_page else body)),
-                default=len(scan.items))
+    first = _first_literal(scan, text, len(page) - len(body))
     names = {name.lower() for name in headers}
     values = "\n".join(headers.values())
     for index, header, needle in scan.others:
@@ -361,10 +381,10 @@ def match_http(fset: FingerprintSet, body: bytes, headers: Mapping[str, str], *,
                probe_cc: str = "ZZ") -> Match | None:
     """The blockpage this response matches, or None (also when a false positive matches)."""
     page = render_page(body, headers)
-    grams = _grams(page)
-    if _first_hit(fset.false_positive_scan, body, page, headers, grams) is not None:
+    text = page.decode("latin-1")
+    if _first_hit(fset.false_positive_scan, body, page, headers, text) is not None:
         return None
-    item = _first_hit(fset.blockpage_scan, body, page, headers, grams)
+    item = _first_hit(fset.blockpage_scan, body, page, headers, text)
     return None if item is None else to_match(item.signature, probe_cc)
 
 
