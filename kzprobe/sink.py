@@ -284,6 +284,21 @@ def _recompress_whole_lines(reader: codecs.Reader, dst: BinaryIO, encoder: codec
     return kept
 
 
+def _recover_or_defer(part: Path) -> Path | None:
+    """``_recover_part``, except that a full disk leaves the part for a later start.
+
+    Repairing a compressed part writes a copy of it; with no room for that the sink must
+    still start (and wait for space like any write), not fail.
+    """
+    try:
+        return _recover_part(part)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        log.warning("sink_recovery_deferred", path=str(part), error=_describe(exc))
+        return None
+
+
 def _plain_leftovers(directory: Path, prefix: str) -> list[Path]:
     """Plain segments still to compress; those with a complete compressed twin are removed."""
     todo = []
@@ -301,7 +316,7 @@ def recover_dir(directory: Path, prefix: str) -> _Recovery:
     for tmp in _ours(directory, prefix, TMP_SUFFIX):
         os.unlink(tmp)
     parts = sorted(part for suffix in _PART_SUFFIXES for part in _ours(directory, prefix, suffix))
-    published = [p for part in parts if (p := _recover_part(part)) is not None]
+    published = [p for part in parts if (p := _recover_or_defer(part)) is not None]
     todo = _plain_leftovers(directory, prefix)
     _fsync_dir(directory)
     return _Recovery(published=tuple(published), uncompressed=tuple(todo))

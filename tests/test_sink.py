@@ -532,6 +532,27 @@ async def test_byte_bound_applies_backpressure_while_disk_full(tiny_fs: Path) ->
     assert _seqs(out) == list(range(150))
 
 
+async def test_full_disk_defers_repair_of_a_compressed_part(tiny_fs: Path) -> None:
+    """No room to rewrite a crashed .gz.part: the sink still starts; a later start repairs it."""
+    out = tiny_fs / "out"
+    out.mkdir()
+    records = [_noisy(i) for i in range(20)]
+    part = out / _name(1, ".gz.part")
+    part.write_bytes(b"".join(_stream(records, 5)))
+    _fill(tiny_fs / "filler.bin")
+    sink = _sink(out, compress="gzip")
+    with structlog.testing.capture_logs() as logs:
+        assert await sink.start() == []
+    await sink.aclose(timeout=0.5)
+    assert "sink_recovery_deferred" in [e["event"] for e in logs]
+    assert part.exists()
+    (tiny_fs / "filler.bin").unlink()
+    again = _sink(out, compress="gzip")
+    assert await again.start() == [out / _name(1, ".gz")]
+    await again.aclose()
+    assert _seqs(out) == list(range(20)) and _leftovers(out) == []
+
+
 async def test_read_only_filesystem_blocks_then_resumes(tiny_fs: Path) -> None:
     """EROFS (a read-only remount) blocks the sink until the filesystem is writable again."""
     out = tiny_fs / "out"
