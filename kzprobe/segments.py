@@ -116,18 +116,13 @@ def _gzip_open(path: Path) -> codecs.Reader:
 
 
 def _open(path: Path) -> codecs.Reader:
-    if is_open(path.name) and (method := codecs.method_of(path.name)) is not None:
-        raw = open(path, "rb")  # noqa: SIM115 -- closed with the reader
-        return codecs.open_partial(method, raw)  # no trailer yet: stop where it ends
-    if path.name.endswith(".gz"):
-        return _gzip_open(path)
-    if path.name.endswith(".zst"):
-        zstandard = importlib.import_module("zstandard")  # optional dependency
-        raw = open(path, "rb")  # noqa: SIM115 -- closed with the reader (closefd)
-        reader: codecs.Reader = zstandard.ZstdDecompressor().stream_reader(
-            raw, read_across_frames=True, closefd=True)
-        return reader
-    return open(path, "rb")
+    method = codecs.method_of(path.name)
+    if method is None:
+        return open(path, "rb")
+    if method == "gzip" and not is_open(path.name):
+        return _gzip_open(path)  # a closed member is complete: the fast reader
+    raw = open(path, "rb")  # noqa: SIM115 -- closed with the reader
+    return codecs.open_partial(method, raw)  # an open part has no trailer yet; zstd either way
 
 
 def _split(stream: codecs.Reader, cap: int) -> Iterator[bytes | _Bad]:

@@ -41,6 +41,7 @@ import structlog
 from kzprobe import codecs
 from kzprobe.config import Compression, OutputConfig
 from kzprobe.errors import ConfigError, KzprobeError
+from kzprobe.segments import MAX_LINE_BYTES  # recovery stops at a longer "line": not ours
 
 log = structlog.get_logger("kzprobe.sink")
 
@@ -58,7 +59,6 @@ _BATCH_BYTES = 8 << 20  # bytes taken from the buffer per executor round trip (f
 _LINGER = 0.05  # seconds a small batch waits for company (see NdjsonSink._next_item)
 _LINGER_BELOW = 64 << 10  # ... if it is smaller than this
 _COMPRESS_CHUNK = 16 << 20  # bytes per compressor call (see _compress_stream)
-_MAX_LINE = 64 << 20  # recovery stops at a "line" this long: not a record of ours
 _ABANDON_GRACE = 5.0  # seconds aclose() waits for the I/O thread after giving up
 _SEQ_RE = re.compile(r"^(?P<head>.*-)(?P<seq>\d+)\.ndjson$")
 _HOST_RE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -272,7 +272,7 @@ def _recompress_whole_lines(reader: codecs.Reader, dst: BinaryIO, encoder: codec
     """
     kept, carry = 0, b""
     with contextlib.suppress(*codecs.decode_errors()):
-        while len(carry) <= _MAX_LINE and (chunk := reader.read(1 << 20)):
+        while len(carry) <= MAX_LINE_BYTES and (chunk := reader.read(1 << 20)):
             data = carry + chunk
             cut = data.rfind(b"\n") + 1
             if cut:
@@ -389,8 +389,7 @@ class _SegmentWriter:
         self._closed: list[Path] = []  # fsynced and closed .part files not yet published
         self._last_sync = 0.0
         self._dirty = False
-        method = output.compress
-        self._codec_suffix = COMPRESSED_SUFFIXES[method] if method != "none" else ""
+        self._method: codecs.Method | None = None if output.compress == "none" else output.compress
 
     @property
     def backlog_records(self) -> int:
@@ -479,7 +478,8 @@ class _SegmentWriter:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
         for _ in range(10_000):
             self._seq += 1
-            part = self._out.dir / (self._name(self._seq) + self._codec_suffix + PART_SUFFIX)
+            suffix = COMPRESSED_SUFFIXES[self._method] if self._method else ""
+            part = self._out.dir / (self._name(self._seq) + suffix + PART_SUFFIX)
             try:
                 fd = os.open(part, flags, 0o640)
             except FileExistsError:
@@ -493,8 +493,7 @@ class _SegmentWriter:
                 raise
             now = time.monotonic()
             self._last_sync = now
-            method = self._out.compress
-            encoder = codecs.Encoder(method) if method != "none" else None
+            encoder = codecs.Encoder(self._method) if self._method else None
             return _Segment(fd=fd, part=part, opened=now, encoder=encoder)
         raise FileExistsError(errno.EEXIST, "no free segment name", str(self._out.dir))
 
