@@ -352,18 +352,34 @@ def _header_needle(item: _Compiled) -> str | None:
     return signature.pattern
 
 
-def _first_hit(scan: _Scan, body: bytes, page: bytes, headers: Mapping[str, str],
-               text: str) -> _Compiled | None:
+@dataclass(frozen=True, slots=True)
+class _Response:
+    """One response in every form the scans read, made once for both of them."""
+
+    body: bytes
+    headers: Mapping[str, str]
+    page: bytes  # render_page(body, headers)
+    text: str  # the page as latin-1, for the automaton
+    names: frozenset[str]  # header names, lower-cased
+    values: str  # every header value, joined by newlines
+
+    @classmethod
+    def of(cls, body: bytes, headers: Mapping[str, str]) -> _Response:
+        page = render_page(body, headers)
+        return cls(body, headers, page, page.decode("latin-1"),
+                   frozenset(name.lower() for name in headers), "\n".join(headers.values()))
+
+
+def _first_hit(scan: _Scan, response: _Response) -> _Compiled | None:
     """The first item, in priority order, that hits: what trying them one by one finds."""
-    first = _first_literal(scan, text, len(page) - len(body))
-    names = {name.lower() for name in headers}
-    values = "\n".join(headers.values())
+    body, page, headers = response.body, response.page, response.headers
+    first = _first_literal(scan, response.text, len(page) - len(body))
     for index, header, needle in scan.others:
         if index >= first:
             break
-        if header is not None and header not in names:
+        if header is not None and header not in response.names:
             continue  # reads a header this response does not have: cannot hit
-        if needle is not None and needle not in values:
+        if needle is not None and needle not in response.values:
             continue  # no header value contains its pattern: cannot hit
         if _hits(scan.items[index], body, page, headers):
             return scan.items[index]
@@ -380,11 +396,10 @@ def to_match(signature: Signature, probe_cc: str) -> Match:
 def match_http(fset: FingerprintSet, body: bytes, headers: Mapping[str, str], *,
                probe_cc: str = "ZZ") -> Match | None:
     """The blockpage this response matches, or None (also when a false positive matches)."""
-    page = render_page(body, headers)
-    text = page.decode("latin-1")
-    if _first_hit(fset.false_positive_scan, body, page, headers, text) is not None:
+    response = _Response.of(body, headers)
+    if _first_hit(fset.false_positive_scan, response) is not None:
         return None
-    item = _first_hit(fset.blockpage_scan, body, page, headers, text)
+    item = _first_hit(fset.blockpage_scan, response)
     return None if item is None else to_match(item.signature, probe_cc)
 
 
