@@ -184,8 +184,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     try:
         from kzprobe.report import command
-    except ImportError as exc:  # duckdb (and plotly for html) are the optional 'report' extra
-        message = f"report needs pip install 'kzprobe[report]' ({exc.name} missing)"
+    except ImportError as exc:  # duckdb is a dependency: a broken or partial install
+        message = (f"report: {exc.name} is not importable; reinstall kzprobe "
+                   f"(pip install --force-reinstall kzprobe)")
         raise KzprobeError(message) from None
     request = command.request_from(args.paths, since=args.since, until=args.until,
                                    fmt=args.format, table=args.table,

@@ -64,8 +64,8 @@ def render(report: Report, fmt: str, table: str) -> bytes:
         try:
             from kzprobe.report.html import to_html  # plotly is only needed here
         except ImportError as exc:
-            raise ReportError(f"--format html needs plotly: pip install 'kzprobe[report]' "
-                              f"({exc.name} missing)") from None
+            raise ReportError(f"--format html: {exc.name} is not importable; reinstall "
+                              f"kzprobe (pip install --force-reinstall kzprobe)") from None
         return to_html(report)
     return to_text(report)
 
