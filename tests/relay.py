@@ -69,6 +69,8 @@ class SegmentingRelay:
         self.connections += 1
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:  # close(): end here, since on 3.11 asyncio's own
+            writer.transport.abort()  # callback raises on a cancelled handler task
         finally:
             self._tasks.discard(task)
 
