@@ -285,6 +285,8 @@ async def test_probe_control_and_site_over_paced_paths(
     keys = record["test_keys"]
     assert keys["control_failure"] is None
     assert keys["control"]["http_request"]["status_code"] == 200
-    assert keys["requests"][0]["response"]["code"] == 200
+    response = keys["requests"][0]["response"]
+    assert response["code"] == 200 and response["body_is_truncated"] is False
+    assert response["body"].endswith("p" * 20_000 + "</body></html>")  # the whole page
     assert keys["accessible"] is True and keys["blocking"] is False
     assert site.segments_down >= 2 * 10 and control.segments_down >= 2  # both paths were paced
