@@ -7,7 +7,8 @@ relay listens on 127.0.0.1 (port 0), forwards to an upstream, and in both direct
 the stream into ``segment``-byte pieces sent separately (TCP_NODELAY) with ``pause``
 seconds between them. ``hold`` delays the first byte of each direction, so a peer's first
 read finds nothing. Buffers are bounded (one segment in flight per direction; reads stop
-while the far side does not drain) and every connection ends with its peer's ending.
+while the far side does not drain) and every connection ends with its peer's ending: EOF
+is passed on as a half-close (FIN), a reset or error as a reset (RST).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import asyncio
 import contextlib
 import socket
 from dataclasses import dataclass, field
+
+from kzprobe.simnet.relay import abort_with_rst
 
 
 @dataclass
@@ -94,8 +97,8 @@ class SegmentingRelay:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
         for end in (writer, up_writer):
-            if failed:
-                end.transport.abort()
+            if failed:  # a reset (or idle timeout) on one side is a reset on the other
+                abort_with_rst(end)
             else:
                 end.close()
                 with contextlib.suppress(Exception):

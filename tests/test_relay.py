@@ -98,3 +98,27 @@ async def test_relay_with_refused_upstream_closes_the_client() -> None:
             data = b""
         writer.close()
     assert data == b""
+
+
+async def test_relay_passes_a_reset_on_as_a_reset() -> None:
+    """An upstream RST reaches the client as an RST (ECONNRESET), not as a clean EOF."""
+    from tests.servers import reset_socket
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        reset_socket(writer)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        async with SegmentingRelay(server.sockets[0].getsockname()[1]) as relay:
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+            writer.write(b"x")
+            try:
+                await asyncio.wait_for(reader.read(), 5)
+                ending = "eof"
+            except ConnectionResetError:
+                ending = "reset"
+            writer.close()
+    finally:
+        server.close()
+    assert ending == "reset"
