@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 
 from kzprobe.errors import HttpFailure, classify
-from kzprobe.probes.http import REQUEST_HEADERS
+from kzprobe.probes.http import REQUEST_HEADERS, BodyTooLarge, read_whole
 
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 _FORWARDED = ("Accept", "Accept-Language", "User-Agent")
@@ -69,9 +69,12 @@ class ControlClient:
 
     async def _post(self, helper: str, payload: bytes) -> dict[str, Any]:
         async with self._session.post(helper, data=payload) as resp:
-            body = await resp.content.read(MAX_RESPONSE_BYTES + 1)
-            if resp.status != 200 or len(body) > MAX_RESPONSE_BYTES:
+            if resp.status != 200:
                 raise HttpFailure("http_request_failed")
+            try:
+                body = await read_whole(resp.content, MAX_RESPONSE_BYTES, resp.content_length)
+            except BodyTooLarge:
+                raise HttpFailure("http_request_failed") from None
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:

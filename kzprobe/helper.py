@@ -32,6 +32,7 @@ from kzprobe.engine import Prober
 from kzprobe.probes import dns, experiment_for, tcp, tls
 from kzprobe.probes.base import Stopwatch, close_transport
 from kzprobe.probes.endpoint import UDP_SCHEMES
+from kzprobe.probes.http import BodyTooLarge, read_whole
 from kzprobe.probes.web_connectivity import WebConnectivity
 from kzprobe.ratelimit import TokenBucket
 from kzprobe.targets import Target, parse_target
@@ -366,13 +367,13 @@ class HelperServer:
             return _json({"error": "request too large"}, status=413)
         try:
             async with asyncio.timeout(self.config.helper.deadline):
-                body = await request.content.read(limit + 1)
-                if len(body) > limit:
-                    return _json({"error": "request too large"}, status=413)
+                body = await read_whole(request.content, limit)
                 payload = orjson.loads(body)
                 if not isinstance(payload, dict):
                     raise BadRequest("expected a JSON object")
                 return _json(await self.helper.measure(payload, client))
+        except BodyTooLarge:
+            return _json({"error": "request too large"}, status=413)
         except (orjson.JSONDecodeError, BadRequest) as exc:
             return _json({"error": f"bad request: {exc}"[:200]}, status=400)
         except TimeoutError:

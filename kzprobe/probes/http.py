@@ -191,6 +191,29 @@ async def _read_body(response: aiohttp.ClientResponse, limit: int) -> tuple[byte
     return bytes(body), truncated
 
 
+class BodyTooLarge(Exception):
+    """A message body longer than its reader's cap."""
+
+
+async def read_whole(content: aiohttp.StreamReader, cap: int,
+                     declared: int | None = None) -> bytes:
+    """The whole body, to its end (Content-Length, last chunk or EOF), bounded by ``cap``.
+
+    One ``content.read(n)`` returns what has arrived so far: on a real path that is one
+    TCP segment, not the message. Raises :class:`BodyTooLarge` as soon as the body is
+    known to exceed ``cap`` (a ``declared`` Content-Length, or the cap + 1st byte), so at
+    most ``cap + 1`` bytes are ever held. The caller's deadline bounds the time.
+    """
+    if declared is not None and declared > cap:
+        raise BodyTooLarge
+    body = bytearray()
+    while chunk := await content.read(min(READ_CHUNK, cap + 1 - len(body))):
+        body += chunk
+        if len(body) > cap:
+            raise BodyTooLarge
+    return bytes(body)
+
+
 async def get(
     session: aiohttp.ClientSession,
     url: str,

@@ -42,6 +42,24 @@ RESTRICTED_HTML = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Notice</title></head>
 <body><p>{RESTRICTED_PHRASE}.</p></body></html>
 """
+# What real pages send besides the page: ~3 KB of headers (policy, cookies, tracing). They
+# make the control's THResponse (which carries the helper's fetched headers) several TCP
+# segments long, as it is on the internet; a one-segment read of it fails (tests/lab/
+# test_lab_shaped.py).
+REALISTIC_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; " + "; ".join(
+        f"script-src-elem https://static{i}.cdn.lab.test/assets/js/" for i in range(16)),
+    "Permissions-Policy": ", ".join(f"feature-{i}=()" for i in range(30)),
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains; preload",
+    "Set-Cookie": "session=" + "5f2b9c" * 40 + "; Path=/; Secure; HttpOnly; SameSite=Lax",
+    "Link": ", ".join(f"<https://static.cdn.lab.test/assets/bundle-{i}.css>; rel=preload; "
+                      "as=style" for i in range(8)),
+    "Server-Timing": ", ".join(f"edge{i};dur={i}.{i}" for i in range(20)),
+    "Report-To": '{"group":"default","max_age":31536000,"endpoints":[{"url":'
+                 '"https://reports.lab.test/r"}]}',
+    "X-Request-Id": "0123456789abcdef" * 4,
+    "Cache-Control": "private, no-cache, no-store, must-revalidate, max-age=0",
+}
 READY_TIMEOUT = 30.0  # generous: ten Python servers start at once on two cores
 
 
@@ -197,7 +215,7 @@ def _spec(site: Site) -> dict[str, Any]:
     }
     base = {"name": site.host, "kind": "page", "title": page_title(site),
             "body": f"The {site.key} site of the kzprobe lab.",
-            "headers": {"X-Lab-Site": site.key}}
+            "headers": {"X-Lab-Site": site.key, **REALISTIC_HEADERS}}
     base.update(special.get(site.key, {}))
     if base["kind"] != "page":
         base.pop("title"), base.pop("body")
