@@ -445,40 +445,41 @@ def _parse_analysis(s: _Section, base: Path | None) -> AnalysisConfig:
 MAX_TOKEN_BYTES = 4096
 _TOKEN_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))  # visible ASCII: a header value
 _HELPER_KEYS = frozenset({"url", "token", "token_file"})
+Fail = Callable[[str, str], ConfigError]  # (key in the table, message) -> the error
 
 
-def _check_token(s: _Section, key: str, token: str) -> str:
+def _check_token(fail: Fail, key: str, token: str) -> str:
     if not token or not set(token) <= _TOKEN_CHARS or len(token) > MAX_TOKEN_BYTES:
-        raise s.fail(key, "a token must be 1-4096 visible ASCII characters (no spaces)")
+        raise fail(key, "a token must be 1-4096 visible ASCII characters (no spaces)")
     return token
 
 
-def _read_token(s: _Section, key: str, path: Path) -> str:
+def _read_token(fail: Fail, path: Path) -> str:
     """A token from a file (a systemd credential, say): bounded, one line, at the edge."""
     try:
         with path.open("rb") as stream:
             data = stream.read(MAX_TOKEN_BYTES + 2)
     except OSError as exc:
-        raise s.fail(key, f"cannot read {path}: {exc.strerror}") from None
+        raise fail("token_file", f"cannot read {path}: {exc.strerror}") from None
     if len(data) > MAX_TOKEN_BYTES + 1:
-        raise s.fail(key, f"{path}: larger than {MAX_TOKEN_BYTES} bytes")
+        raise fail("token_file", f"{path}: larger than {MAX_TOKEN_BYTES} bytes")
     token = data.decode("ascii", errors="replace").strip()
     if not token:
-        raise s.fail(key, f"{path}: empty token file")
-    return _check_token(s, key, token)
+        raise fail("token_file", f"{path}: empty token file")
+    return _check_token(fail, "token_file", token)
 
 
-def _token(s: _Section, key: str, base: Path | None, table: Mapping[str, Any]) -> str | None:
+def _token(fail: Fail, base: Path | None, table: Mapping[str, Any]) -> str | None:
     """``token`` or ``token_file`` (not both) from ``table``; None when neither is set."""
     token, token_file = table.get("token"), table.get("token_file")
-    if token is not None and token_file is not None:
-        raise s.fail(key, "token or token_file, not both")
-    for value in (token, token_file):
+    for key, value in (("token", token), ("token_file", token_file)):
         if value is not None and not isinstance(value, str):
-            raise s.fail(key, f"expected a string, got {type(value).__name__}")
+            raise fail(key, f"expected a string, got {type(value).__name__}")
+    if token is not None and token_file is not None:
+        raise fail("token_file", "token or token_file, not both")
     if token_file is not None:
-        return _read_token(s, key, _resolve_path(base, token_file))
-    return None if token is None else _check_token(s, key, token)
+        return _read_token(fail, _resolve_path(base, token_file))
+    return None if token is None else _check_token(fail, "token", token)
 
 
 def _loopback_host(url: str) -> bool:
@@ -494,11 +495,11 @@ def _loopback_host(url: str) -> bool:
         return False
 
 
-def _control_helper(s: _Section, key: str, url: Any, token: str | None) -> ControlHelper:
+def _control_helper(fail: Fail, url: Any, token: str | None) -> ControlHelper:
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise s.fail(key, f"expected an http(s) URL, got {url!r}")
+        raise fail("url", f"expected an http(s) URL, got {url!r}")
     if token is not None and url.startswith("http://") and not _loopback_host(url):
-        raise s.fail(key, f"a token would cross the network in plain http to {url}: "
+        raise fail("url", f"a token would cross the network in plain http to {url}: "
                           "use https:// (plain http only to a loopback address)")
     return ControlHelper(url=url, token=token)
 
@@ -506,13 +507,16 @@ def _control_helper(s: _Section, key: str, url: Any, token: str | None) -> Contr
 def _helper_entries(s: _Section, base: Path | None) -> list[ControlHelper]:
     helpers = []
     for index, entry in enumerate(s.get("helpers", list, [])):
-        key = f"helpers entry {index}"
+        def fail(key: str, message: str, index: int = index) -> ConfigError:
+            return s.fail("helpers", f"entry {index} {key}: {message}")
+
         if not isinstance(entry, dict) or "url" not in entry:
-            raise s.fail(key, 'expected {url = "...", token = "..." or token_file = "..."}')
+            raise s.fail("helpers", f'entry {index}: expected {{url = "...", token = "..." '
+                                    'or token_file = "..."}')
         unknown = sorted(entry.keys() - _HELPER_KEYS)
         if unknown:
-            raise s.fail(key, f"unknown key {unknown[0]!r}")
-        helpers.append(_control_helper(s, key, entry["url"], _token(s, key, base, entry)))
+            raise s.fail("helpers", f"entry {index}: unknown key {unknown[0]!r}")
+        helpers.append(_control_helper(fail, entry["url"], _token(fail, base, entry)))
     return helpers
 
 
@@ -528,8 +532,9 @@ def _parse_control(s: _Section, base: Path | None) -> ControlConfig:
         raise s.fail("helper_token", "helper_token goes with exactly one helper_url; "
                                      "for several, give each its own token in helpers")
     if token is not None:
-        token = _check_token(s, "helper_token", token)
-    helpers = helpers or [_control_helper(s, "helper_url", url, token) for url in urls]
+        token = _check_token(lambda _, message: s.fail("helper_token", message), "", token)
+    helpers = helpers or [_control_helper(lambda _, message: s.fail("helper_url", message),
+                                          url, token) for url in urls]
     return ControlConfig(helpers=tuple(helpers),
                          concurrency=s.integer("concurrency", ControlConfig().concurrency))
 
@@ -570,7 +575,7 @@ def _parse_helper(s: _Section, base: Path | None) -> HelperConfig:
 
 def _helper_token(s: _Section, base: Path | None) -> str | None:
     s.used.update(("token", "token_file"))
-    return _token(s, "token", base, s.table)
+    return _token(s.fail, base, s.table)
 
 
 def _wireguard_peers(s: _Section, base: Path | None) -> tuple[tuple[str, Path, Path | None], ...]:
