@@ -161,8 +161,9 @@ def _cmd_helper(args: argparse.Namespace) -> int:
     from kzprobe.service import run_loop, serve_helper
 
     config = _load(args.config).config
+    systemd = SystemdEnv.from_environ(os.environ, os.getpid())
     try:
-        return run_loop(serve_helper(config), use_uvloop=not args.no_uvloop)
+        return run_loop(serve_helper(config, systemd), use_uvloop=not args.no_uvloop)
     except OSError as exc:  # e.g. the listen address is taken
         message = f"helper: cannot listen on {config.helper.listen}: {exc.strerror}"
         raise KzprobeError(message) from None

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from kzprobe.errors import ConfigError
 
@@ -127,10 +128,21 @@ class AnalysisConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ControlHelper:
+    """One control helper and the token sent to it (and to no other helper)."""
+
+    url: str
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ControlConfig:
-    helper_urls: tuple[str, ...] = ()
-    helper_token: str | None = None
+    helpers: tuple[ControlHelper, ...] = ()  # tried in order
     concurrency: int = 20  # control requests in flight (OONI's helpers answer 503 above 25)
+
+    @property
+    def helper_urls(self) -> tuple[str, ...]:
+        return tuple(helper.url for helper in self.helpers)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -430,12 +442,100 @@ def _parse_analysis(s: _Section, base: Path | None) -> AnalysisConfig:
     )
 
 
-def _parse_control(s: _Section) -> ControlConfig:
+MAX_TOKEN_BYTES = 4096
+_TOKEN_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))  # visible ASCII: a header value
+_HELPER_KEYS = frozenset({"url", "token", "token_file"})
+Fail = Callable[[str, str], ConfigError]  # (key in the table, message) -> the error
+
+
+def _check_token(fail: Fail, key: str, token: str) -> str:
+    if not token or not set(token) <= _TOKEN_CHARS or len(token) > MAX_TOKEN_BYTES:
+        raise fail(key, "a token must be 1-4096 visible ASCII characters (no spaces)")
+    return token
+
+
+def _read_token(fail: Fail, path: Path) -> str:
+    """A token from a file (a systemd credential, say): bounded, one line, at the edge."""
+    try:
+        with path.open("rb") as stream:
+            data = stream.read(MAX_TOKEN_BYTES + 2)
+    except OSError as exc:
+        raise fail("token_file", f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > MAX_TOKEN_BYTES + 1:
+        raise fail("token_file", f"{path}: larger than {MAX_TOKEN_BYTES} bytes")
+    token = data.decode("ascii", errors="replace").strip()
+    if not token:
+        raise fail("token_file", f"{path}: empty token file")
+    return _check_token(fail, "token_file", token)
+
+
+def _token(fail: Fail, base: Path | None, table: Mapping[str, Any]) -> str | None:
+    """``token`` or ``token_file`` (not both) from ``table``; None when neither is set."""
+    token, token_file = table.get("token"), table.get("token_file")
+    for key, value in (("token", token), ("token_file", token_file)):
+        if value is not None and not isinstance(value, str):
+            raise fail(key, f"expected a string, got {type(value).__name__}")
+    if token is not None and token_file is not None:
+        raise fail("token_file", "token or token_file, not both")
+    if token_file is not None:
+        return _read_token(fail, _resolve_path(base, token_file))
+    return None if token is None else _check_token(fail, "token", token)
+
+
+def _loopback_host(url: str) -> bool:
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:  # "http://[::1/": not a URL a token may go to
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _control_helper(fail: Fail, url: Any, token: str | None) -> ControlHelper:
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise fail("url", f"expected an http(s) URL, got {url!r}")
+    if token is not None and url.startswith("http://") and not _loopback_host(url):
+        raise fail("url", f"a token would cross the network in plain http to {url}: "
+                          "use https:// (plain http only to a loopback address)")
+    return ControlHelper(url=url, token=token)
+
+
+def _helper_entries(s: _Section, base: Path | None) -> list[ControlHelper]:
+    helpers = []
+    for index, entry in enumerate(s.get("helpers", list, [])):
+        def fail(key: str, message: str, index: int = index) -> ConfigError:
+            return s.fail("helpers", f"entry {index} {key}: {message}")
+
+        if not isinstance(entry, dict) or "url" not in entry:
+            raise s.fail("helpers", f'entry {index}: expected {{url = "...", token = "..." '
+                                    'or token_file = "..."}')
+        unknown = sorted(entry.keys() - _HELPER_KEYS)
+        if unknown:
+            raise s.fail("helpers", f"entry {index}: unknown key {unknown[0]!r}")
+        helpers.append(_control_helper(fail, entry["url"], _token(fail, base, entry)))
+    return helpers
+
+
+def _parse_control(s: _Section, base: Path | None) -> ControlConfig:
+    """``helpers`` (one token per URL), or the older ``helper_url`` + ``helper_token``:
+    a single helper_token is only unambiguous with a single helper_url."""
+    helpers = _helper_entries(s, base)
     urls = s.strings("helper_url", ())
-    for url in urls:
-        if not url.startswith(("http://", "https://")):
-            raise s.fail("helper_url", f"expected an http(s) URL, got {url!r}")
-    return ControlConfig(helper_urls=urls, helper_token=s.string("helper_token", None),
+    token = s.string("helper_token", None)
+    if helpers and (urls or token is not None):
+        raise s.fail("helpers", "helpers or helper_url/helper_token, not both")
+    if token is not None and len(urls) != 1:
+        raise s.fail("helper_token", "helper_token goes with exactly one helper_url; "
+                                     "for several, give each its own token in helpers")
+    if token is not None:
+        token = _check_token(lambda _, message: s.fail("helper_token", message), "", token)
+    helpers = helpers or [_control_helper(lambda _, message: s.fail("helper_url", message),
+                                          url, token) for url in urls]
+    return ControlConfig(helpers=tuple(helpers),
                          concurrency=s.integer("concurrency", ControlConfig().concurrency))
 
 
@@ -458,7 +558,7 @@ def _parse_helper(s: _Section, base: Path | None) -> HelperConfig:
         if path is not None and not path.is_file():
             raise s.fail(name, f"no such file: {path}")
     return HelperConfig(
-        listen=_host_port(s, "listen", d.listen), token=s.string("token", None),
+        listen=_host_port(s, "listen", d.listen), token=_helper_token(s, base),
         tls_cert=paths[0], tls_key=paths[1], allow_nets=_networks(s, "allow_nets"),
         max_in_flight=s.integer("max_in_flight", d.max_in_flight),
         max_body_bytes=s.integer("max_body_bytes", d.max_body_bytes, minimum=1024),
@@ -471,6 +571,11 @@ def _parse_helper(s: _Section, base: Path | None) -> HelperConfig:
         client_timeout=s.number("client_timeout", d.client_timeout),
         max_connections=s.integer("max_connections", d.max_connections),
     )
+
+
+def _helper_token(s: _Section, base: Path | None) -> str | None:
+    s.used.update(("token", "token_file"))
+    return _token(s.fail, base, s.table)
 
 
 def _wireguard_peers(s: _Section, base: Path | None) -> tuple[tuple[str, Path, Path | None], ...]:
@@ -538,7 +643,7 @@ _SECTIONS: dict[str, Callable[..., Any]] = {
     "service": _parse_service,
     "helper": _parse_helper,
 }
-_NEEDS_BASE = {"tls", "output", "targets", "helper", "analysis"}
+_NEEDS_BASE = {"tls", "output", "targets", "helper", "analysis", "control"}
 _FOREIGN_SECTIONS: set[str] = set()
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from kzprobe.config import ControlHelper
 from kzprobe.errors import HttpFailure, classify
 from kzprobe.probes.http import REQUEST_HEADERS, BodyTooLarge, read_whole
 
@@ -37,16 +38,21 @@ def th_request(url: str, endpoints: Sequence[str]) -> dict[str, Any]:
 
 
 class ControlClient:
-    """Posts THRequests to the configured helpers, in order, until one answers."""
+    """Posts THRequests to the configured helpers, in order, until one answers.
 
-    def __init__(self, urls: Sequence[str], *, token: str | None, timeout: float,
+    Each helper's token goes in that request only (never a session-wide header, never to
+    another helper), and redirects are not followed: a helper does not redirect, and a
+    redirect could carry the request (and its token) to a server nobody configured.
+    """
+
+    def __init__(self, helpers: Sequence[ControlHelper], *, timeout: float,
                  concurrency: int = 20) -> None:
-        self.urls = tuple(urls)
+        self.urls = tuple(helper.url for helper in helpers)
+        self._auth = [{"Authorization": f"Bearer {helper.token}"} if helper.token else {}
+                      for helper in helpers]
         self.timeout = timeout
         self._gate = asyncio.Semaphore(concurrency)
         headers = {"Content-Type": "application/json", "User-Agent": "kzprobe"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
         self._session = aiohttp.ClientSession(
             headers=headers, connector=aiohttp.TCPConnector(limit=64, use_dns_cache=True))
 
@@ -58,17 +64,18 @@ class ControlClient:
         payload = orjson.dumps(th_request(url, endpoints))
         failure = "control_unavailable"
         async with self._gate:
-            for helper in self.urls:
+            for helper, auth in zip(self.urls, self._auth, strict=True):
                 try:
                     async with asyncio.timeout(self.timeout):
-                        response = await self._post(helper, payload)
+                        response = await self._post(helper, payload, auth)
                     return ControlResult(response, None, helper)
                 except Exception as exc:
                     failure = classify(exc)
         return ControlResult(None, failure, None)
 
-    async def _post(self, helper: str, payload: bytes) -> dict[str, Any]:
-        async with self._session.post(helper, data=payload) as resp:
+    async def _post(self, helper: str, payload: bytes, auth: dict[str, str]) -> dict[str, Any]:
+        async with self._session.post(helper, data=payload, headers=auth,
+                                      allow_redirects=False) as resp:
             if resp.status != 200:
                 raise HttpFailure("http_request_failed")
             try:

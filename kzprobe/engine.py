@@ -118,8 +118,7 @@ class Prober:
     def _control_client(config: Config) -> ControlClient | None:
         if not config.control.helper_urls:
             return None
-        return ControlClient(config.control.helper_urls, token=config.control.helper_token,
-                             timeout=config.timeouts.control,
+        return ControlClient(config.control.helpers, timeout=config.timeouts.control,
                              concurrency=config.control.concurrency)
 
     async def measure(self, target: Target, *, sweep_id: str | None = None) -> dict[str, Any]:

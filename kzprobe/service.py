@@ -441,13 +441,7 @@ class Daemon:
     # -- around the loop: systemd, retention, metrics, health
 
     async def _heartbeat(self) -> None:
-        """WATCHDOG=1 from the loop itself (a blocked loop stops it) and STATUS refreshes."""
-        period = min(STATUS_EVERY, self.systemd.watchdog_interval or STATUS_EVERY)
-        while True:
-            if self.systemd.watchdog_interval is not None:
-                self.notifier.send("WATCHDOG=1")
-            self.notifier.status(self._status())
-            await asyncio.sleep(period)
+        await heartbeat(self.notifier, self.systemd, self._status)
 
     async def _retention_timer(self) -> None:
         while True:
@@ -520,8 +514,19 @@ class Daemon:
         ), stuck_after=self.loop_stuck_after)
 
 
-async def wait_for_stop_signal() -> int:
-    """Block until SIGTERM or SIGINT; return the signal number."""
+async def heartbeat(notifier: Notifier, systemd: SystemdEnv, status: Callable[[], str]) -> None:
+    """WATCHDOG=1 from the loop itself (a blocked loop stops it) and STATUS refreshes."""
+    period = min(STATUS_EVERY, systemd.watchdog_interval or STATUS_EVERY)
+    while True:
+        if systemd.watchdog_interval is not None:
+            notifier.send("WATCHDOG=1")
+        notifier.status(status())
+        await asyncio.sleep(period)
+
+
+async def wait_for_stop_signal(on_hangup: Callable[[], None] | None = None) -> int:
+    """Block until SIGTERM or SIGINT; return the signal number. SIGHUP calls ``on_hangup``
+    (when given) instead of ending the process."""
     loop = asyncio.get_running_loop()
     received: asyncio.Future[int] = loop.create_future()
 
@@ -529,25 +534,46 @@ async def wait_for_stop_signal() -> int:
         if not received.done():
             received.set_result(signum)
 
+    handled = (signal.SIGTERM, signal.SIGINT, *((signal.SIGHUP,) if on_hangup else ()))
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, note, signum)
+    if on_hangup is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         return await received
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in handled:
             loop.remove_signal_handler(signum)
 
 
-async def serve_helper(config: Config) -> int:
-    """``kzprobe helper``: serve the control protocol until SIGTERM/SIGINT."""
+def _helper_hangup() -> None:
+    # Python's default for SIGHUP is to die (exit 129), which systemd counts as a clean
+    # exit, so Restart=on-failure would leave the helper down. Nothing to reload in place:
+    # the listen socket, TLS key and a LoadCredential= token are fixed for the process.
+    log.warning("helper_sighup_ignored", hint="restart the helper to apply config changes")
+
+
+async def serve_helper(config: Config, systemd: SystemdEnv | None = None) -> int:
+    """``kzprobe helper``: serve the control protocol until SIGTERM/SIGINT (SIGHUP is ignored),
+    with the daemon's systemd notifications: READY=1 once listening, WATCHDOG=1, STOPPING=1."""
     from kzprobe.helper import start_helper
 
+    systemd = systemd or SystemdEnv()
+    notifier = Notifier(systemd.notify_socket)
     runner, url = await start_helper(config)
-    log.info("helper_listening", url=url)
+    log.info("helper_listening", url=url, watchdog_s=systemd.watchdog_interval,
+             notify=notifier.enabled)
+    notifier.send("READY=1", f"STATUS=listening on {url}")
+    beat = asyncio.create_task(heartbeat(notifier, systemd, lambda: f"listening on {url}"),
+                               name="kzprobe-helper-heartbeat")
     try:
-        await wait_for_stop_signal()
+        await wait_for_stop_signal(on_hangup=_helper_hangup)
+        notifier.send("STOPPING=1")
     finally:
+        beat.cancel()
+        await asyncio.gather(beat, return_exceptions=True)
         await runner.cleanup()
+        notifier.close()
     return 0
 
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from kzprobe.config import Config
+from kzprobe.config import Config, ControlHelper
 from kzprobe.control import MAX_RESPONSE_BYTES, ControlClient
 from kzprobe.engine import Prober
 from kzprobe.helper import RunningHelper, start_helper
@@ -105,7 +105,7 @@ async def fake_helper() -> AsyncIterator[int]:
 
 
 async def _query(url: str, timeout: float = 5.0) -> tuple[Any, float]:
-    client = ControlClient([url], token=None, timeout=timeout)
+    client = ControlClient([ControlHelper(url=url)], timeout=timeout)
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:

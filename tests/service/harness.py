@@ -102,16 +102,19 @@ def daemon_config(path: Path, *, urls: list[str], out: Path,
 class DaemonProcess:
     """``kzprobe run`` in a subprocess; its JSON log lines are read from a file."""
 
-    def __init__(self, config: Path, log: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, config: Path, log: Path, env: Mapping[str, str] | None = None,
+                 command: str = "run") -> None:
         self.config = config
         self.log = log
         self.env = {**os.environ, **(env or {})}
+        self.command = command  # "run", or "helper"
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> DaemonProcess:
         with self.log.open("ab") as err:
             self.proc = await asyncio.create_subprocess_exec(
-                *KZPROBE, "run", "--config", str(self.config), stdin=asyncio.subprocess.DEVNULL,
+                *KZPROBE, self.command, "--config", str(self.config),
+                stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL, stderr=err, env=self.env)
         return self
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -107,6 +108,17 @@ def build(context: Path, tag: str, base: str) -> float:
     run(["buildah", "bud", "--isolation", "chroot", "--format", "docker", "--layers=false",
          "--build-arg", f"BASE_IMAGE={base}", *mounts, "-t", tag, str(context)], timeout=1800)
     return time.monotonic() - started
+
+
+def podman_run_args() -> list[str]:
+    """``podman run`` options for the machine, not the image: runc when installed (crun
+    refuses a hybrid cgroup v1/v2 host), no healthcheck timer (that needs systemd), and
+    rlimits at or below this process's (podman's defaults raise them: CAP_SYS_RESOURCE)."""
+    nofile = min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 65536)
+    nproc = min(resource.getrlimit(resource.RLIMIT_NPROC)[0], 4096)
+    runtime = ["--runtime", "runc"] if shutil.which("runc") else []
+    return [*runtime, "run", "--no-healthcheck", "--ulimit", f"nofile={nofile}:{nofile}",
+            "--ulimit", f"nproc={nproc}:{nproc}"]
 
 
 if __name__ == "__main__":

@@ -83,7 +83,8 @@ def test_image_config(built_image: str) -> None:
     info = json.loads(out)
     config = info["Docker"]["config"]
     assert config["User"] == "10001:10001"
-    assert config["Entrypoint"] == ["kzprobe"] and config["Cmd"] == ["run"]
+    assert config["Entrypoint"] == ["kzprobe"]
+    assert config["Cmd"] == ["run", "--config", "/etc/kzprobe/kzprobe.toml"]
     assert config["StopSignal"] == "SIGTERM"
     assert "/var/lib/kzprobe" in config["Volumes"]
     assert "/healthz" in " ".join(config["Healthcheck"]["Test"])
@@ -91,9 +92,10 @@ def test_image_config(built_image: str) -> None:
 
 async def test_image_runs_version_check_config_and_measures_a_local_site(
         container: str, site: Site, cfg_dir: Path) -> None:
-    """--version, the bundled /etc/kzprobe config validates, and a real measurement works."""
+    """--version, the bundled example config validates, and a real measurement works."""
     assert (await _inside(container, "kzprobe", "--version")).startswith("kzprobe ")
-    checked = await _inside(container, "kzprobe", "check-config", "config/kzprobe.toml")
+    checked = await _inside(container, "kzprobe", "check-config",
+                            "/usr/share/kzprobe/config/kzprobe.toml")
     assert "OK" in checked and "targets" in checked
     _config(cfg_dir, "m.toml", '[analysis]\nnot_bogon = ["127.0.0.0/8"]\n')
     out = await _inside(container, "kzprobe", "measure", "--config", "/cfg/m.toml",
@@ -116,4 +118,62 @@ async def test_image_daemon_writes_its_volume_as_the_unprivileged_user(
     uid, *files = listing.split()
     assert uid == "10001"
     assert len([f for f in files if f.endswith(".ndjson.gz")]) == 1
+    assert sorted(site.seen) == ["/a", "/b"]
+
+
+# The docker run line the Dockerfile documents, minus --init/--restart (podman run --rm here).
+# --read-only-tmpfs=false: podman would mount a writable /tmp and /run; docker does not.
+HARDENED = ("--cap-drop", "ALL", "--read-only", "--read-only-tmpfs=false",
+            "--security-opt", "no-new-privileges")
+
+
+def _podman(image_name: str, *args: str, network: str = "none", mounts: tuple[str, ...] = (),
+            timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    volumes = [arg for mount in mounts for arg in ("-v", mount)]
+    return subprocess.run(["podman", *image.podman_run_args(), "--rm", "--network", network,
+                           *HARDENED, *volumes, image_name, *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+async def test_bare_run_has_no_config_and_exits_2_with_one_line(
+        built_image: str, container: str) -> None:
+    """No deployment config is baked in (a bare run would sweep the internet from wherever it
+    runs): the default command exits 2 with one line naming the config it needs. (No network
+    for the bare run: even a regression that baked a config in could not reach anything.)"""
+    baked = await _inside(container, "sh", "-c",
+                          "ls -A /etc/kzprobe; ls /usr/share/kzprobe/config/targets")
+    assert baked.split()[0] == "00-LEGEND-category_codes.csv"  # /etc/kzprobe is empty
+    result = await asyncio.to_thread(_podman, built_image)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert "/etc/kzprobe/kzprobe.toml: config file not found" in result.stderr
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A host directory for the volume, owned by the image's uid 10001."""
+    path = Path(tempfile.mkdtemp(prefix="kzprobe-image-data-"))
+    os.chown(path, 10001, 10001)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _segments(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.glob("*.ndjson.gz"))
+
+
+async def test_image_runs_with_no_capabilities_read_only_and_no_new_privileges(
+        built_image: str, site: Site, cfg_dir: Path, data_dir: Path) -> None:
+    """`kzprobe run --once` under the documented docker run flags (--cap-drop ALL, --read-only,
+    no-new-privileges): it measures a local site and writes its volume, exit 0."""
+    _config(cfg_dir, "kzprobe.toml",
+            '[analysis]\nnot_bogon = ["127.0.0.0/8"]\n'
+            f'[targets]\nurls = ["{site.url("/a")}", "{site.url("/b")}"]\n'
+            '[output]\ndir = "/var/lib/kzprobe"\n')
+    result = await asyncio.to_thread(
+        _podman, built_image, "run", "--once", "--config", "/etc/kzprobe/kzprobe.toml",
+        network="host", mounts=(f"{cfg_dir}:/etc/kzprobe:ro", f"{data_dir}:/var/lib/kzprobe"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(_segments(data_dir)) == 1
     assert sorted(site.seen) == ["/a", "/b"]
