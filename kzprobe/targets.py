@@ -28,6 +28,7 @@ import idna
 
 from kzprobe.bogons import parse_ip_loose
 from kzprobe.errors import TargetError
+from kzprobe.localfiles import LocalFileError, MissingFileError, TooLargeError, read_regular
 
 CSV_COLUMNS = ("url", "category_code", "category_description", "date_added", "source", "notes")
 WEB_SCHEMES = ("http", "https")
@@ -295,15 +296,14 @@ def _csv_rows(text: str) -> Iterator[tuple[int, list[str] | str]]:
 
 def read_target_file(path: Path) -> tuple[list[Target], list[str]]:
     """Read a Citizen Lab CSV; return the targets and one warning per skipped row."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise TargetError(f"{path}: target list too large ({size} bytes)")
-        data = path.read_bytes()
-    except FileNotFoundError:
+    try:  # a regular file only, at most MAX_FILE_BYTES + 1 read: never /dev/zero or a FIFO
+        data = read_regular(path, MAX_FILE_BYTES, "target list")
+    except MissingFileError:
         raise TargetError(f"{path}: target list not found") from None
-    except OSError as exc:
-        raise TargetError(f"{path}: cannot read target list: {exc.strerror or exc}") from None
+    except TooLargeError as exc:
+        raise TargetError(f"{path}: target list too large ({exc.size} bytes)") from None
+    except LocalFileError as exc:
+        raise TargetError(str(exc)) from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
