@@ -47,6 +47,7 @@ FORCED_CLOSE_TIMEOUT = 2.0  # ... after a second stop signal
 RELOAD_TIMEOUT = 60.0  # reading and parsing the config and target lists on SIGHUP
 RETENTION_EVERY = 60.0  # seconds between retention passes (also after every sweep)
 STATUS_EVERY = 5.0  # seconds between STATUS= refreshes (sent only when changed)
+EXIT_RECORDS_LOST = 3  # stopped, but accepted records could not be written (disk full)
 # Output settings bound to the open writer: a reload logs that they need a restart.
 RESTART_ONLY_OUTPUT = ("dir", "prefix", "rotate_bytes", "rotate_seconds", "compress",
                        "fsync_interval")
@@ -254,7 +255,12 @@ class Daemon:
             await self._loop(once=once)
         finally:
             await self._shutdown()
-        log.info("stopped", records=self.sink.stats.records_written)
+        stats = self.sink.stats
+        if stats.records_lost:  # systemd and scripts must see it: not a clean stop
+            log.error("stopped", records=stats.records_written, records_lost=stats.records_lost,
+                      error=stats.last_error, exit_code=EXIT_RECORDS_LOST)
+            return EXIT_RECORDS_LOST
+        log.info("stopped", records=stats.records_written)
         return 0
 
     async def _start(self, *, once: bool) -> None:
@@ -286,6 +292,8 @@ class Daemon:
                 await prober.aclose()
         timeout = FORCED_CLOSE_TIMEOUT if self.force_exit else CLOSE_TIMEOUT
         await self.sink.aclose(timeout=timeout)
+        if self.sink.stats.records_lost:
+            self.notifier.send(f"STATUS={self._status()}")
         self._remove_signals()
         await self._stop_metrics()
         self.notifier.close()
@@ -509,6 +517,9 @@ class Daemon:
     def _status(self) -> str:
         stats = self.sink.stats
         written = f"{stats.records_written} records written"
+        if stats.records_lost:
+            return (f"STOPPED: {stats.records_lost} records lost, could not write "
+                    f"({stats.last_error}); {written}")
         if self.stop_requested.is_set():
             return f"stopping: finishing measurements in flight; {written}"
         if stats.blocked:

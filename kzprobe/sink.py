@@ -75,6 +75,7 @@ class SinkStats:
     write_errors: int = 0
     last_error: str | None = None
     blocked: bool = False
+    records_lost: int = 0  # accepted, then given up on at close (the disk stayed full)
 
 
 # --------------------------------------------------------------------------- file helpers
@@ -1041,6 +1042,7 @@ class NdjsonSink:
                 lost += await self._io(self._writer.abandon)
         except TimeoutError:
             lost += self._writer.backlog_records
+        self.stats.records_lost += lost
         log.error("sink_records_lost", lost=lost, error=self.stats.last_error,
                   dir=str(self._out.dir))
 
