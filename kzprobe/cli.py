@@ -1,7 +1,9 @@
 """Command line: the edge where arguments, files and the environment become a Config.
 
 This is the only module that calls ``sys.exit`` or turns errors into exit codes:
-0 success (even when sites are blocked), 2 bad input (one line on stderr, no traceback).
+0 success (even when sites are blocked), 2 bad input (one line on stderr, no traceback),
+3 ``run`` stopped but records it had accepted could not be written (the disk stayed full;
+the log's ``sink_records_lost`` and the unit's STATUS= give the count).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -17,12 +18,26 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from kzprobe.errors import ConfigError
+from kzprobe.localfiles import LocalFileError, MissingFileError, read_regular
 
 Compression = Literal["gzip", "zstd", "none"]
 StoreBodies = Literal["anomalous", "always", "never"]
 
 DEFAULT_CONFIG_PATH = Path("config/kzprobe.toml")
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB; never read /dev/zero or a 1 GB line whole
+# Files a config names are read whole, bounded (kzprobe.localfiles): regular files only.
+MAX_CA_FILE_BYTES = 16 << 20  # certifi's bundle is ~0.3 MiB
+MAX_CERT_FILE_BYTES = 1 << 20  # the helper's certificate chain or key
+MAX_KEY_FILE_BYTES = 256  # a WireGuard key file: one base64 line (probes.wireguard reads 256)
+MAX_FINGERPRINT_BYTES = 16 * 1024 * 1024  # one local fingerprint CSV
+# Upper bounds of numbers: every key has one, so no value makes a loop of 2**63 workers,
+# an overflowing timer or a deadline nobody will see. Keys with a meaning get tighter ones.
+DEFAULT_MAX_NUMBER = 1e9
+DEFAULT_MAX_INTEGER = 1 << 50  # 1 PiB, as a byte count
+DAY = 86400.0
+MAX_TIMEOUT = DAY
+MAX_BYTES = 1 << 40  # 1 TiB: a segment size, a retention budget
+MAX_ALPN_BYTES = 255  # RFC 7301: a protocol name is 1..255 bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,6 +219,7 @@ class _Section:
         self.name = name
         self.table = table
         self.used: set[str] = set()
+        self.warnings: list[str] = []
 
     def _key(self, key: str) -> str:
         return f"{self.where}: [{self.name}] {key}"
@@ -223,7 +239,8 @@ class _Section:
         return value
 
     def number(
-        self, key: str, default: float, *, minimum: float = 0.0, positive: bool = True
+        self, key: str, default: float, *, minimum: float = 0.0, positive: bool = True,
+        maximum: float = DEFAULT_MAX_NUMBER,
     ) -> float:
         value = float(self.get(key, (int, float), default))
         if not math.isfinite(value):  # TOML has nan and inf; no deadline or rate is either
@@ -232,12 +249,17 @@ class _Section:
             raise ConfigError(f"{self._key(key)}: must be > {minimum:g}, got {value:g}")
         if not positive and value < minimum:
             raise ConfigError(f"{self._key(key)}: must be >= {minimum:g}, got {value:g}")
+        if value > maximum:
+            raise ConfigError(f"{self._key(key)}: must be <= {maximum:g}, got {value:g}")
         return value
 
-    def integer(self, key: str, default: int, *, minimum: int = 1) -> int:
+    def integer(self, key: str, default: int, *, minimum: int = 1,
+                maximum: int = DEFAULT_MAX_INTEGER) -> int:
         value = self.get(key, int, default)
         if value < minimum:
             raise ConfigError(f"{self._key(key)}: must be >= {minimum}, got {value}")
+        if value > maximum:
+            raise ConfigError(f"{self._key(key)}: must be <= {maximum}, got {value}")
         return int(value)
 
     def string(self, key: str, default: Any) -> Any:
@@ -262,6 +284,17 @@ class _Section:
 
     def fail(self, key: str, message: str) -> ConfigError:
         return ConfigError(f"{self._key(key)}: {message}")
+
+    def warn(self, key: str, message: str) -> None:
+        """A value that works but is dangerous: check-config prints it (--strict fails)."""
+        self.warnings.append(f"{self._key(key)}: {message}")
+
+    def read_file(self, key: str, path: Path, limit: int, what: str) -> bytes:
+        """A file the config names: a regular file of at most ``limit`` bytes, read now."""
+        try:
+            return read_regular(path, limit, what)
+        except LocalFileError as exc:
+            raise self.fail(key, str(exc)) from None
 
     def unknown_keys(self) -> list[str]:
         return [
@@ -347,36 +380,60 @@ def _parse_dns(s: _Section) -> DnsConfig:
     return DnsConfig(
         resolvers=tuple(resolvers),
         query_aaaa=s.get("query_aaaa", bool, True),
-        tries=s.integer("tries", 1),
+        tries=s.integer("tries", 1, maximum=10),
     )
 
 
 def _parse_tls(s: _Section, base: Path | None) -> TlsConfig:
     ca = s.string("ca_file", None)
     ca_path = _resolve_path(base, ca) if ca else None
-    if ca_path is not None and not ca_path.is_file():
-        raise s.fail("ca_file", f"no such file: {ca_path}")
+    alpn = _alpn(s)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_path is not None:
+        data = s.read_file("ca_file", ca_path, MAX_CA_FILE_BYTES, "CA file")
+        try:  # what the prober does at start (probes.tls.make_context), done here
+            context.load_verify_locations(cadata=data.decode("ascii"))
+        except (ssl.SSLError, UnicodeDecodeError, ValueError) as exc:
+            raise s.fail("ca_file", f"{ca_path}: not a PEM certificate bundle ({exc})") from None
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
     return TlsConfig(
         ca_file=ca_path,
-        alpn=s.strings("alpn", ("h2", "http/1.1")),
-        max_chain_bytes=s.integer("max_chain_bytes", 256 * 1024, minimum=1024),
+        alpn=alpn,
+        max_chain_bytes=s.integer("max_chain_bytes", 256 * 1024, minimum=1024,
+                                  maximum=64 << 20),
     )
+
+
+def _alpn(s: _Section) -> tuple[str, ...]:
+    """RFC 7301 protocol names: 1..255 bytes each; printable ASCII (what OpenSSL is given)."""
+    alpn = s.strings("alpn", ("h2", "http/1.1"))
+    for name in alpn:
+        if not 0 < len(name) <= MAX_ALPN_BYTES or not _printable_ascii(name):
+            raise s.fail("alpn", f"each entry is 1..{MAX_ALPN_BYTES} printable ASCII "
+                                 f"characters, got {name[:40]!r}")
+    return alpn
+
+
+def _printable_ascii(text: str) -> bool:
+    return text.isascii() and text.isprintable()
 
 
 def _parse_timeouts(s: _Section) -> TimeoutConfig:
     d = TimeoutConfig()
-    return TimeoutConfig(**{f.name: s.number(f.name, getattr(d, f.name)) for f in fields(d)})
+    return TimeoutConfig(**{f.name: s.number(f.name, getattr(d, f.name), maximum=MAX_TIMEOUT)
+                            for f in fields(d)})
 
 
 def _parse_limits(s: _Section) -> LimitConfig:
     d = LimitConfig()
     return LimitConfig(
-        rate=s.number("rate", d.rate),
-        burst=s.integer("burst", d.burst),
-        concurrency=s.integer("concurrency", d.concurrency),
-        per_host=s.integer("per_host", d.per_host),
-        body_bytes=s.integer("body_bytes", d.body_bytes, minimum=1024),
-        max_redirects=s.integer("max_redirects", d.max_redirects, minimum=0),
+        rate=s.number("rate", d.rate, maximum=1e6),
+        burst=s.integer("burst", d.burst, maximum=1_000_000),
+        concurrency=s.integer("concurrency", d.concurrency, maximum=100_000),  # one task each
+        per_host=s.integer("per_host", d.per_host, maximum=100_000),
+        body_bytes=s.integer("body_bytes", d.body_bytes, minimum=1024, maximum=1 << 30),
+        max_redirects=s.integer("max_redirects", d.max_redirects, minimum=0, maximum=100),
     )
 
 
@@ -384,38 +441,49 @@ def _parse_schedule(s: _Section) -> ScheduleConfig:
     jitter = s.number("jitter", 0.1, positive=False)
     if jitter >= 1:
         raise s.fail("jitter", "must be a fraction below 1")
-    return ScheduleConfig(interval=s.number("interval", 3600.0), jitter=jitter)
+    return ScheduleConfig(interval=s.number("interval", 3600.0, maximum=30 * DAY), jitter=jitter)
 
 
 def _parse_output(s: _Section, base: Path | None) -> OutputConfig:
     d = OutputConfig()
     prefix = s.string("prefix", d.prefix)
-    if not prefix or "/" in prefix or prefix.startswith("."):
-        raise s.fail("prefix", f"must be a plain file-name prefix, got {prefix!r}")
+    # a file name, also in logs and shell loops: no "/", no control character (NUL, newline)
+    if not prefix or "/" in prefix or prefix.startswith(".") or len(prefix) > 64 \
+            or not prefix.isprintable():
+        raise s.fail("prefix", f"must be a plain file-name prefix (up to 64 printable "
+                               f"characters), got {prefix!r}")
+    directory = s.string("dir", str(d.dir))
+    if "\x00" in directory:
+        raise s.fail("dir", f"must be a path, got {directory!r}")
     return OutputConfig(
-        dir=_resolve_path(base, s.string("dir", str(d.dir))),
-        rotate_bytes=s.integer("rotate_bytes", d.rotate_bytes, minimum=1024),
-        rotate_seconds=s.number("rotate_seconds", d.rotate_seconds),
+        dir=_resolve_path(base, directory),
+        rotate_bytes=s.integer("rotate_bytes", d.rotate_bytes, minimum=1024, maximum=MAX_BYTES),
+        rotate_seconds=s.number("rotate_seconds", d.rotate_seconds, maximum=7 * DAY),
         compress=s.choice("compress", d.compress, ("gzip", "zstd", "none")),  # type: ignore[arg-type]
-        fsync_interval=s.number("fsync_interval", d.fsync_interval),
+        fsync_interval=s.number("fsync_interval", d.fsync_interval, maximum=DAY),
         store_bodies=s.choice(
             "store_bodies",
             d.store_bodies,  # type: ignore[arg-type]
             ("anomalous", "always", "never"),
         ),
         prefix=prefix,
-        max_total_bytes=_optional_positive(s, "max_total_bytes", int),
-        max_age_days=_optional_positive(s, "max_age_days", (int, float)),
+        max_total_bytes=_optional_positive(s, "max_total_bytes", int, 1 << 50),
+        max_age_days=_optional_positive(s, "max_age_days", (int, float), 100 * 365),
     )
 
 
-def _optional_positive(s: _Section, key: str, kind: type | tuple[type, ...]) -> Any:
+def _optional_positive(s: _Section, key: str, kind: type | tuple[type, ...],
+                       maximum: float) -> Any:
     """An optional limit: absent or 0 means off, otherwise it must be positive."""
     value = s.get(key, kind, None)
     if value is None or value == 0:
         return None
+    if not math.isfinite(value):
+        raise s.fail(key, f"must be a finite number, got {value}")
     if value < 0:
         raise s.fail(key, f"must be > 0 (or 0 for off), got {value}")
+    if value > maximum:
+        raise s.fail(key, f"must be <= {maximum:g}, got {value}")
     return value
 
 
@@ -427,18 +495,19 @@ def _parse_targets(s: _Section, base: Path | None) -> TargetConfig:
 def _parse_analysis(s: _Section, base: Path | None) -> AnalysisConfig:
     d = AnalysisConfig()
     files = tuple(_resolve_path(base, f) for f in s.strings("fingerprint_files", ()))
-    for path in files:
-        if not path.is_file():
-            raise s.fail("fingerprint_files", f"no such file: {path}")
+    for path in files:  # read at start too (verdict.with_local_fingerprints), the same way
+        s.read_file("fingerprint_files", path, MAX_FINGERPRINT_BYTES, "fingerprint file")
     return AnalysisConfig(
         not_bogon=_networks(s, "not_bogon"),
-        retries=s.integer("retries", d.retries, minimum=0),
+        retries=s.integer("retries", d.retries, minimum=0, maximum=100),
         benign_sni=s.string("benign_sni", d.benign_sni),
-        throttle_min_seconds=s.number("throttle_min_seconds", d.throttle_min_seconds),
-        throttle_factor=s.number("throttle_factor", d.throttle_factor, minimum=1.0),
+        throttle_min_seconds=s.number("throttle_min_seconds", d.throttle_min_seconds,
+                                      maximum=MAX_TIMEOUT),
+        throttle_factor=s.number("throttle_factor", d.throttle_factor, minimum=1.0,
+                                 maximum=1e6),
         fingerprint_files=files,
         worker_process=s.get("worker_process", bool, d.worker_process),
-        worker_timeout=s.number("worker_timeout", d.worker_timeout),
+        worker_timeout=s.number("worker_timeout", d.worker_timeout, maximum=MAX_TIMEOUT),
     )
 
 
@@ -457,12 +526,9 @@ def _check_token(fail: Fail, key: str, token: str) -> str:
 def _read_token(fail: Fail, path: Path) -> str:
     """A token from a file (a systemd credential, say): bounded, one line, at the edge."""
     try:
-        with path.open("rb") as stream:
-            data = stream.read(MAX_TOKEN_BYTES + 2)
-    except OSError as exc:
-        raise fail("token_file", f"cannot read {path}: {exc.strerror}") from None
-    if len(data) > MAX_TOKEN_BYTES + 1:
-        raise fail("token_file", f"{path}: larger than {MAX_TOKEN_BYTES} bytes")
+        data = read_regular(path, MAX_TOKEN_BYTES + 1, "token file")  # + 1: a final newline
+    except LocalFileError as exc:
+        raise fail("token_file", str(exc)) from None
     token = data.decode("ascii", errors="replace").strip()
     if not token:
         raise fail("token_file", f"{path}: empty token file")
@@ -554,12 +620,10 @@ def _parse_helper(s: _Section, base: Path | None) -> HelperConfig:
     if bool(cert) != bool(key):
         raise s.fail("tls_cert", "tls_cert and tls_key go together")
     paths = [_resolve_path(base, p) if p else None for p in (cert, key)]
-    for name, path in zip(("tls_cert", "tls_key"), paths, strict=True):
-        if path is not None and not path.is_file():
-            raise s.fail(name, f"no such file: {path}")
+    _check_server_tls(s, paths[0], paths[1])
     return HelperConfig(
         listen=_host_port(s, "listen", d.listen), token=_helper_token(s, base),
-        tls_cert=paths[0], tls_key=paths[1], allow_nets=_networks(s, "allow_nets"),
+        tls_cert=paths[0], tls_key=paths[1], allow_nets=_allow_nets(s),
         max_in_flight=s.integer("max_in_flight", d.max_in_flight),
         max_body_bytes=s.integer("max_body_bytes", d.max_body_bytes, minimum=1024),
         deadline=s.number("deadline", d.deadline),
@@ -592,10 +656,47 @@ def _wireguard_peers(s: _Section, base: Path | None) -> tuple[tuple[str, Path, P
         files = [_resolve_path(base, entry["private_key_file"]),
                  _resolve_path(base, psk) if psk else None]
         for path in files:
-            if path is not None and not path.is_file():
-                raise s.fail("wireguard_peers", f"{where}: no such file: {path}")
+            if path is not None:
+                s.read_file("wireguard_peers", path, MAX_KEY_FILE_BYTES, f"{where}: key file")
         peers.append((entry["public_key"], files[0], files[1]))
     return tuple(peers)  # type: ignore[arg-type]
+
+
+def _check_server_tls(s: _Section, cert: Path | None, key: Path | None) -> None:
+    """The helper's certificate and key: regular files, bounded, and a working pair."""
+    if cert is None or key is None:
+        return
+    s.read_file("tls_cert", cert, MAX_CERT_FILE_BYTES, "certificate file")
+    s.read_file("tls_key", key, MAX_CERT_FILE_BYTES, "key file")
+    try:  # what the helper does at start; the files were just checked to be regular
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cert), str(key))
+    except (ssl.SSLError, OSError) as exc:
+        raise s.fail("tls_cert", f"{cert}, {key}: not a usable certificate and key ({exc})") \
+            from None
+
+
+# allow_nets lets the helper dial special-purpose addresses: its SSRF guard is off there.
+ALLOW_NETS_MIN_PREFIX = {4: 8, 6: 16}  # shorter is an error: the guard off for a continent
+ALLOW_NETS_WARN_PREFIX = {4: 16, 6: 48}  # shorter is allowed, with a warning
+# IPv6 prefixes whose addresses embed any IPv4 address (mapped, compatible, NAT64, 6to4,
+# Teredo): covering one of these wholesale opens every IPv4 address, loopback included.
+_EMBEDS_IPV4 = tuple(ipaddress.ip_network(n) for n in (
+    "::ffff:0:0/96", "::/96", "64:ff9b::/96", "2002::/16", "2001::/32"))
+
+
+def _allow_nets(s: _Section) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    nets = _networks(s, "allow_nets")
+    for net in nets:
+        embeds = isinstance(net, ipaddress.IPv6Network) and any(
+            net.supernet_of(block) for block in _EMBEDS_IPV4)  # type: ignore[arg-type]
+        if net.prefixlen < ALLOW_NETS_MIN_PREFIX[net.version] or embeds:
+            raise s.fail("allow_nets", f"{net} is too wide: it turns the helper's guard "
+                                       f"against private and special addresses (SSRF) off; "
+                                       f"list the networks the helper must reach")
+        if net.prefixlen < ALLOW_NETS_WARN_PREFIX[net.version]:
+            s.warn("allow_nets", f"{net} opens {net.num_addresses} addresses to the helper, "
+                                 f"past its SSRF guard; is so wide a network meant?")
+    return nets
 
 
 def _optional_ip(s: _Section, key: str) -> str | None:
@@ -623,10 +724,27 @@ def _listen_ip(s: _Section, key: str, default: str) -> str:
 
 
 def _parse_service(s: _Section) -> ServiceConfig:
+    metrics_listen = _listen_ip(s, "metrics_listen", "127.0.0.1:9108")
+    exposure = metrics_exposure(metrics_listen)
+    if exposure:
+        s.warn("metrics_listen", f"{metrics_listen!r} serves unauthenticated metrics and "
+                                 f"/healthz on {exposure}; publish it on loopback only "
+                                 f"(as the container docs do) or firewall it")
     return ServiceConfig(
-        shutdown_grace=s.number("shutdown_grace", 20.0),
-        metrics_listen=_listen_ip(s, "metrics_listen", "127.0.0.1:9108"),
+        shutdown_grace=s.number("shutdown_grace", 20.0, maximum=3600.0),
+        metrics_listen=metrics_listen,
     )
+
+
+def metrics_exposure(listen: str) -> str | None:
+    """Where an ``ip:port`` listener is reachable beyond this host, or None for loopback."""
+    if not listen:
+        return None
+    host = listen.rpartition(":")[0].strip("[]")
+    address = ipaddress.ip_address(host)
+    if address.is_loopback:
+        return None
+    return "every address" if address.is_unspecified else f"the non-loopback address {host}"
 
 
 _SECTIONS: dict[str, Callable[..., Any]] = {
@@ -675,6 +793,7 @@ def parse_config(
         table = data.get(name, {})
         section = _Section(where, name, table if isinstance(table, dict) else {})
         parts[name] = parser(section, base) if name in _NEEDS_BASE else parser(section)
+        warnings.extend(section.warnings)
         warnings.extend(section.unknown_keys())
     return LoadedConfig(config=Config(source=source, **parts), warnings=tuple(warnings), raw=data)
 
@@ -682,14 +801,12 @@ def parse_config(
 def _read_config_text(path: Path) -> str:
     """The file's text, read at most MAX_CONFIG_BYTES + 1 bytes (it may be /dev/zero)."""
     try:
-        with path.open("rb") as stream:
-            data = stream.read(MAX_CONFIG_BYTES + 1)
-        if len(data) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: config larger than {MAX_CONFIG_BYTES} bytes")
-        return data.decode("utf-8-sig")
-    except FileNotFoundError:
+        return read_regular(path, MAX_CONFIG_BYTES, "config").decode("utf-8-sig")
+    except MissingFileError:
         raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except LocalFileError as exc:
+        raise ConfigError(str(exc)) from None
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from None
 
 

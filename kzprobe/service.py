@@ -13,6 +13,7 @@ Prometheus metrics and ``/healthz`` from a thread, event-loop lag, retention.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import random
@@ -29,7 +30,7 @@ import orjson
 import structlog
 
 from kzprobe import retention
-from kzprobe.config import Config, load_config
+from kzprobe.config import Config, load_config, metrics_exposure
 from kzprobe.engine import Engine, Prober, SweepSummary, raise_nofile_limit
 from kzprobe.errors import KzprobeError
 from kzprobe.health import HealthInputs, LoopWatch, problems
@@ -46,6 +47,7 @@ FORCED_CLOSE_TIMEOUT = 2.0  # ... after a second stop signal
 RELOAD_TIMEOUT = 60.0  # reading and parsing the config and target lists on SIGHUP
 RETENTION_EVERY = 60.0  # seconds between retention passes (also after every sweep)
 STATUS_EVERY = 5.0  # seconds between STATUS= refreshes (sent only when changed)
+EXIT_RECORDS_LOST = 3  # stopped, but accepted records could not be written (disk full)
 # Output settings bound to the open writer: a reload logs that they need a restart.
 RESTART_ONLY_OUTPUT = ("dir", "prefix", "rotate_bytes", "rotate_seconds", "compress",
                        "fsync_interval")
@@ -101,6 +103,36 @@ async def measure_urls(config: Config, urls: list[str], out: TextIO = sys.stdout
     finally:
         await prober.aclose()
     return 0
+
+
+async def blocking_io(call: Callable[[], T]) -> T:
+    """``call()`` in a daemon thread of its own, awaited.
+
+    For file reads that may block in the kernel (an open() on a hung network file system):
+    asyncio.to_thread's pool is joined when the loop closes, so one stuck thread would keep
+    a stopped daemon from exiting. A daemon thread is abandoned at exit instead.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(result: T | None, error: BaseException | None) -> None:
+        if future.done():  # the waiter gave up (timeout, shutdown)
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result, error = call(), None
+        except BaseException as exc:  # handed to the waiter
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(deliver, result, error)
+
+    threading.Thread(target=work, name="kzprobe-blocking-io", daemon=True).start()
+    return await future
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +255,12 @@ class Daemon:
             await self._loop(once=once)
         finally:
             await self._shutdown()
-        log.info("stopped", records=self.sink.stats.records_written)
+        stats = self.sink.stats
+        if stats.records_lost:  # systemd and scripts must see it: not a clean stop
+            log.error("stopped", records=stats.records_written, records_lost=stats.records_lost,
+                      error=stats.last_error, exit_code=EXIT_RECORDS_LOST)
+            return EXIT_RECORDS_LOST
+        log.info("stopped", records=stats.records_written)
         return 0
 
     async def _start(self, *, once: bool) -> None:
@@ -255,6 +292,8 @@ class Daemon:
                 await prober.aclose()
         timeout = FORCED_CLOSE_TIMEOUT if self.force_exit else CLOSE_TIMEOUT
         await self.sink.aclose(timeout=timeout)
+        if self.sink.stats.records_lost:
+            self.notifier.send(f"STATUS={self._status()}")
         self._remove_signals()
         await self._stop_metrics()
         self.notifier.close()
@@ -263,6 +302,10 @@ class Daemon:
         listen = self.config.service.metrics_listen
         if not listen:
             return
+        exposure = metrics_exposure(listen)
+        if exposure:  # check-config warns too (an error under --strict)
+            log.warning("metrics_exposed", listen=listen, reachable_on=exposure,
+                        note="metrics and /healthz have no authentication")
         server = MetricsServer(self.metrics.registry, self.health_problems)
         try:
             self.metrics_address = server.start(listen)
@@ -308,7 +351,7 @@ class Daemon:
         assert path is not None
         try:
             async with asyncio.timeout(RELOAD_TIMEOUT):
-                inputs = await asyncio.to_thread(load_inputs, path)
+                inputs = await blocking_io(lambda: load_inputs(path))
             config = self._restartless(inputs.config)
             prober = Prober(config)
             await prober.start()
@@ -468,6 +511,9 @@ class Daemon:
     def _status(self) -> str:
         stats = self.sink.stats
         written = f"{stats.records_written} records written"
+        if stats.records_lost:
+            return (f"STOPPED: {stats.records_lost} records lost, could not write "
+                    f"({stats.last_error}); {written}")
         if self.stop_requested.is_set():
             return f"stopping: finishing measurements in flight; {written}"
         if stats.blocked:

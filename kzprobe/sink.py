@@ -75,9 +75,44 @@ class SinkStats:
     write_errors: int = 0
     last_error: str | None = None
     blocked: bool = False
+    records_lost: int = 0  # accepted, then given up on at close (the disk stayed full)
 
 
 # --------------------------------------------------------------------------- file helpers
+
+
+FILE_MODE = 0o640  # segments and the lock: the service's group may read, nobody else
+DIR_MODE = 0o750  # directories the sink creates
+
+
+def _create(path: Path, flags: int = os.O_WRONLY) -> int:
+    """A new file (O_EXCL), mode FILE_MODE whatever the umask (0 would give 0666)."""
+    fd = os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _create_file(path: Path) -> BinaryIO:
+    """:func:`_create` as a binary file object (what ``open(path, "xb")`` was)."""
+    return os.fdopen(_create(path), "wb")
+
+
+def _make_dirs(directory: Path) -> None:
+    """``mkdir -p`` whose new directories are DIR_MODE whatever the umask; existing ones
+    (the operator's) are left as they are."""
+    missing = []
+    for path in (directory, *directory.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by someone else: theirs
+            os.mkdir(path, DIR_MODE)
+            os.chmod(path, DIR_MODE)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -200,7 +235,7 @@ def compress_segment(path: Path, method: codecs.Method) -> Path:
     final = path.with_name(path.name + COMPRESSED_SUFFIXES[method])
     tmp = final.with_name(final.name + TMP_SUFFIX)
     try:
-        with open(path, "rb") as src, open(tmp, "xb") as dst:
+        with open(path, "rb") as src, _create_file(tmp) as dst:
             _compress_stream(method, src, dst)
             dst.flush()
             os.fsync(dst.fileno())
@@ -252,7 +287,7 @@ def _repair_stream(part: Path, method: codecs.Method) -> int:
     """
     tmp = part.with_name(part.name + TMP_SUFFIX)
     try:
-        with open(part, "rb") as raw, open(tmp, "xb") as dst:
+        with open(part, "rb") as raw, _create_file(tmp) as dst:
             kept = _recompress_whole_lines(codecs.open_partial(method, raw), dst,
                                            codecs.Encoder(method))
             dst.flush()
@@ -329,8 +364,9 @@ def _lock_dir(directory: Path, prefix: str) -> int:
     remount of the results filesystem would fail with EBUSY.
     """
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / f".{prefix}.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        _make_dirs(directory)
+        fd = os.open(directory / f".{prefix}.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC,
+                     FILE_MODE)
     except OSError as exc:
         raise KzprobeError(f"{directory}: cannot use output directory: {_describe(exc)}") from None
     try:
@@ -475,13 +511,12 @@ class _SegmentWriter:
         return self._seg
 
     def _open_new(self) -> _Segment:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
         for _ in range(10_000):
             self._seq += 1
             suffix = COMPRESSED_SUFFIXES[self._method] if self._method else ""
             part = self._out.dir / (self._name(self._seq) + suffix + PART_SUFFIX)
             try:
-                fd = os.open(part, flags, 0o640)
+                fd = _create(part, os.O_WRONLY | os.O_APPEND)
             except FileExistsError:
                 continue
             try:
@@ -1007,6 +1042,7 @@ class NdjsonSink:
                 lost += await self._io(self._writer.abandon)
         except TimeoutError:
             lost += self._writer.backlog_records
+        self.stats.records_lost += lost
         log.error("sink_records_lost", lost=lost, error=self.stats.last_error,
                   dir=str(self._out.dir))
 

@@ -9,6 +9,12 @@ Besides http(s) URLs, a target can be an *endpoint* URI, ``scheme://host:port[?k
 ``stun``):
 the port is required, there is no path, and each scheme accepts only its own parameters
 (:data:`ENDPOINT_PARAMS`), validated here so a typo fails at load time, not at 3 a.m.
+
+Hosts are read as a browser reads them (WHATWG URL): in http(s) a backslash is a slash, so
+``http://h.test\\@evil.test/`` measures h.test; control characters and the forbidden host
+code points are refused; a host whose last label is a number is IPv4 (hex, octal and short
+forms such as ``0x7f.1`` normalised to the dotted quad, what the browser dials) or invalid
+(``256.0.0.1``, ``1.2.3.4.5``, ``foo.123``), never a name to look up.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import idna
 
 from kzprobe.bogons import parse_ip_loose
 from kzprobe.errors import TargetError
+from kzprobe.localfiles import LocalFileError, MissingFileError, TooLargeError, read_regular
 
 CSV_COLUMNS = ("url", "category_code", "category_description", "date_added", "source", "notes")
 WEB_SCHEMES = ("http", "https")
@@ -71,6 +78,20 @@ class Target:
         return True
 
 
+# WHATWG URL "forbidden domain code points": C0 controls, space, DEL and these.
+_FORBIDDEN_HOST = frozenset(chr(c) for c in range(0x21)) | frozenset('\x7f#%/:<>?@[\\]^|')
+
+
+def _ends_in_a_number(host: str) -> bool:
+    """WHATWG's ends-in-a-number checker: then the host is IPv4, or invalid."""
+    last = host.split(".")[-1]
+    if not last:
+        return False
+    if last.isascii() and last.isdigit():
+        return True
+    return last[:2] in ("0x", "0X") and all(c in string.hexdigits for c in last[2:])
+
+
 def _encode_host(host: str) -> str:
     host = host.rstrip(".")
     try:
@@ -81,6 +102,10 @@ def _encode_host(host: str) -> str:
     loose = parse_ip_loose(host)
     if loose is not None:  # 2130706433, 0177.0.0.1, 0x7f.1: what browsers dial, normalised
         return str(loose)
+    if _ends_in_a_number(host):  # 256.0.0.1, 1.2.3.4.5, foo.123: no DNS name either
+        raise ValueError(f"{host!r} ends in a number but is not a valid IPv4 address")
+    if any(c in _FORBIDDEN_HOST for c in host):
+        raise ValueError(f"forbidden character in host {host!r}")
     if host.isascii():
         labels = host.lower().split(".")
         if any(label.startswith("xn--") for label in labels):
@@ -123,6 +148,9 @@ def parse_target(
         raise ValueError("empty URL")
     if "://" not in raw:
         raise ValueError(f"no scheme in {raw!r}")
+    scheme = raw.partition("://")[0].lower()
+    if scheme in WEB_SCHEMES:
+        raw = _backslashes_as_slashes(raw)
     parts: SplitResult = urlsplit(raw)
     scheme = parts.scheme.lower()
     if scheme not in SUPPORTED_SCHEMES or (origin == "redirect" and scheme not in WEB_SCHEMES):
@@ -134,7 +162,8 @@ def parse_target(
     host = parts.hostname
     if not host:
         raise ValueError(f"no host in {raw!r}")
-    if any(c in host for c in " \t\r\n/\\@%\x00") or _bracketed_name(parts.netloc):
+    if any(c in host for c in " \t\r\n/\\@%\x00") or "\\" in parts.netloc \
+            or _bracketed_name(parts.netloc):
         # %-escapes and zone ids ("%25eth0") never reach a resolver or an interface
         # name, and "[v1.fe]" (IPvFuture) is not a DNS name.
         raise ValueError(f"invalid host in {raw!r}")
@@ -160,6 +189,14 @@ def parse_target(
         category_code=category_code,
         origin=origin,
     )
+
+
+def _backslashes_as_slashes(url: str) -> str:
+    """WHATWG URL, special schemes: "\\" before the query is "/" (so in
+    ``http://h.test\\@evil.test/`` the host is h.test, as a browser sees it)."""
+    scheme, sep, rest = url.partition("://")
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    return scheme + sep + rest[:cut].replace("\\", "/") + rest[cut:]
 
 
 def _check_host_param(value: str) -> str:
@@ -279,31 +316,70 @@ def _endpoint_target(raw: str, parts: SplitResult, scheme: str, host: str, port:
                   category_code=category_code, origin=origin, params=params)
 
 
+class _Lines:
+    """Physical lines fed to csv.reader one at a time, so a row can be re-read from any line."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = io.StringIO(text, newline="").readlines()  # ends kept: \n, \r\n or \r
+        self.next = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        if self.next >= len(self.lines):
+            raise StopIteration
+        self.next += 1
+        return self.lines[self.next - 1]
+
+
+_UNTERMINATED = "unterminated quote (a quoted field runs on past its line)"
+_QUOTE_ERRORS = ("unexpected end of data", "expected after '\"'")
+
+
+def _swallowed_a_line(row: list[str]) -> bool:
+    """A quoted field ran past its line: a stray quote, unless the row is still well-formed
+    (a quoted note may hold a line break; a URL never does)."""
+    return len(row) != len(CSV_COLUMNS) or any(c in row[0] for c in "\r\n")
+
+
 def _csv_rows(text: str) -> Iterator[tuple[int, list[str] | str]]:
-    """Rows with their line numbers; a row the csv module rejects yields the reason."""
-    reader = csv.reader(io.StringIO(text, newline=""))
-    while True:
+    """Rows with their line numbers; a row the csv module rejects yields the reason.
+
+    A quote opened and never closed makes csv read on into the following lines (merging
+    rows into one bogus URL): that line is reported and reading resumes at the next one.
+    """
+    lines = _Lines(text)
+    # strict: text after a closing quote, or a quote still open at the end, is an error
+    reader = csv.reader(lines, strict=True)
+    while lines.next < len(lines.lines):
+        start = lines.next
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:  # e.g. a field over the csv module's limit: skip that row
-            yield reader.line_num, f"malformed CSV row: {exc}"
-            continue
-        yield reader.line_num, row
+            quoting = any(sign in str(exc) for sign in _QUOTE_ERRORS)
+            yield start + 1, _UNTERMINATED if quoting else f"malformed CSV row: {exc}"
+        else:
+            if not (lines.next - start > 1 and _swallowed_a_line(row)):
+                yield start + 1, row
+                continue
+            yield start + 1, _UNTERMINATED
+        lines.next = start + 1  # the rows after the bad line are read on their own
+        reader = csv.reader(lines, strict=True)  # a fresh parser: no state left over
 
 
 def read_target_file(path: Path) -> tuple[list[Target], list[str]]:
     """Read a Citizen Lab CSV; return the targets and one warning per skipped row."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise TargetError(f"{path}: target list too large ({size} bytes)")
-        data = path.read_bytes()
-    except FileNotFoundError:
+    try:  # a regular file only, at most MAX_FILE_BYTES + 1 read: never /dev/zero or a FIFO
+        data = read_regular(path, MAX_FILE_BYTES, "target list")
+    except MissingFileError:
         raise TargetError(f"{path}: target list not found") from None
-    except OSError as exc:
-        raise TargetError(f"{path}: cannot read target list: {exc.strerror or exc}") from None
+    except TooLargeError as exc:
+        raise TargetError(f"{path}: target list too large ({exc.size} bytes)") from None
+    except LocalFileError as exc:
+        raise TargetError(str(exc)) from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -33,6 +33,7 @@ from kzprobe.analysis.fingerprints import (
 )
 from kzprobe.config import Config
 from kzprobe.errors import ConfigError
+from kzprobe.localfiles import LocalFileError, read_regular
 
 Verdict = tuple[Any, tuple[str, ...]]
 SCRUBBED = "[scrubbed]"
@@ -70,11 +71,10 @@ def with_local_fingerprints(paths: Sequence[Path]) -> FingerprintSet:
     """The bundled sets plus local OONI-format CSVs (a blockpage seen only in one ISP)."""
     signatures = read_all(bundled_directory())
     for path in paths:
-        try:
-            if path.stat().st_size > MAX_FINGERPRINT_BYTES:
-                raise ConfigError(f"{path}: fingerprint file larger than {MAX_FINGERPRINT_BYTES}")
-            signatures += read_ooni_csv(path.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        try:  # a regular file, read bounded (a FIFO or /dev/zero is refused, not waited on)
+            data = read_regular(path, MAX_FINGERPRINT_BYTES, "fingerprint file")
+            signatures += read_ooni_csv(data.decode("utf-8-sig"))
+        except (LocalFileError, UnicodeDecodeError, csv.Error) as exc:
             raise ConfigError(f"{path}: cannot read fingerprints: {exc}") from None
     return build_fingerprints(signatures)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kzprobe.config import (
@@ -153,3 +153,62 @@ def test_values_that_used_to_crash_or_pass(name: str, key: str, value: Any, mess
     """Regressions found here: each is now a ConfigError naming the key."""
     with pytest.raises(ConfigError, match=rf"\[{name}\] {key}: .*{message}"):
         parse_config({name: {key: value}}, where="p.toml")
+
+
+# Values near every bound and every format rule, for the startup property below.
+STARTUP_VALUES = st.one_of(
+    st.sampled_from([0, 1, 2, 255, 256, 1024, 100_000, 100_001, 10**9, 2**40, 2**50, 2**62,
+                     2**63 - 1, 0.5, 86400.0, 86401.0, 1e6, 1e9, 1e300]),
+    st.sampled_from(["", "h2", "http/1.1", "x" * 255, "x" * 256, "h2\u00e9", "kz", "kz\n",
+                     "kz\x00", "ca.pem", "notpem.txt", "0.0.0.0:0", "127.0.0.1:0", "[::1]:0",
+                     "10.0.0.0/8", "0.0.0.0/0", "::ffff:0:0/96", "127.0.0.1/32", "gzip"]),
+    st.lists(st.sampled_from(["", "h2", "x" * 255, "x" * 256, "10.0.0.0/8", "::/0",
+                              "127.0.0.0/8", "notpem.txt", "ca.pem"]), max_size=3),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(ALL_KEYS), STARTUP_VALUES, max_size=3))
+# Configs check-config used to accept and ``run`` crashed on (always tried first):
+@example({("tls", "ca_file"): "notpem.txt"})
+@example({("tls", "alpn"): [""]})
+@example({("tls", "alpn"): ["x" * 256]})
+@example({("tls", "alpn"): ["h2\u00e9"]})
+@example({("output", "prefix"): "kz\x00"})
+def test_what_check_config_accepts_run_starts_with(values: dict[tuple[str, str], Any]) -> None:
+    """A config the parser (check-config) accepts never fails ``run``'s start-up: the prober
+    with its TLS contexts and fingerprints, the engine, the writer, the helper's context."""
+    import asyncio
+
+    import certifi
+
+    from kzprobe.engine import Engine, Prober
+    from kzprobe.helper import _server_ssl
+    from kzprobe.sink import NdjsonSink
+
+    data: dict[str, dict[str, Any]] = {"analysis": {"worker_process": False}}
+    for (name, key), value in values.items():
+        data.setdefault(name, {})[key] = value
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        (base / "ca.pem").write_bytes(Path(certifi.where()).read_bytes())
+        (base / "notpem.txt").write_text("not a certificate\n")
+        loaded = _parses_or_config_error(data, base=base)
+        if loaded is None:
+            return
+        config = loaded.config
+
+        async def start() -> None:
+            prober = Prober(config)
+            try:
+                Engine(prober, _discard)
+                NdjsonSink(config.output)
+                _server_ssl(config)
+            finally:
+                await prober.aclose()
+
+        asyncio.run(start())
+
+
+async def _discard(record: dict[str, Any]) -> None:
+    return None

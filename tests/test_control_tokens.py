@@ -3,6 +3,7 @@ to a non-loopback host, and a control request never follows a redirect (real loo
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,10 +147,12 @@ def test_tokens_over_https_or_to_loopback_are_accepted(url: str) -> None:
 
 
 def test_bad_token_files_are_config_errors(tmp_path: Path) -> None:
-    """Missing, empty or oversized token files are one-line config errors."""
+    """Missing, empty, oversized or non-regular token files are one-line config errors."""
     (tmp_path / "empty").write_text("\n")
     (tmp_path / "huge").write_text("x" * 100_000)
-    for name, message in (("missing", "cannot read"), ("empty", "empty"), ("huge", "larger")):
+    os.mkfifo(tmp_path / "fifo")  # must not block the config read
+    for name, message in (("missing", "no such file"), ("empty", "empty"), ("huge", "larger"),
+                          ("fifo", "not a regular file")):
         with pytest.raises(ConfigError, match=message):
             _config({"helpers": [{"url": "https://a.example/", "token_file": name}]}, tmp_path)
 

@@ -653,3 +653,48 @@ async def test_aclose_with_producers_still_waiting_loses_nothing_accepted(tmp_pa
         await asyncio.gather(*producers)
     assert accepted
     assert sorted(_seqs(tmp_path)) == sorted(accepted)
+
+
+# --------------------------------------------------------------------------- file modes
+
+
+@pytest.fixture(params=[0, 0o022, 0o077], ids=["umask-0", "umask-022", "umask-077"])
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    old = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(old)
+
+
+def _modes(directory: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mode & 0o777 for p in directory.iterdir()
+            if not p.name.startswith(".")}
+
+
+@pytest.mark.parametrize("compress", ["none", "gzip", "zstd"])
+async def test_files_are_0640_and_directories_0750_whatever_the_umask(
+        tmp_path: Path, umask: int, compress: Compression) -> None:
+    """Segments (open, closed, compressed, repaired after a crash) are 0640 and the output
+    directories the sink creates are 0750, under umask 0, 022 or 077."""
+    out = tmp_path / "new" / "out"
+    out.mkdir(parents=True, mode=0o700)
+    suffix = COMPRESSED.get(compress, "")
+    crashed = out / _name(1, suffix + ".part")  # a crash left it, 0640 as the sink made it
+    records = [_rec(i) for i in range(50)]
+    crashed.write_bytes(b"".join(_stream(records, 10, compress)) if suffix
+                        else b"".join(records) + b'{"torn')
+    crashed.chmod(0o640)
+    out.chmod(0o750)
+    fresh = tmp_path / "made" / "by" / "sink"
+    for directory in (out, fresh):
+        sink = _sink(directory, compress=compress)
+        await sink.start()
+        await sink.write(_rec(99))
+        await _until(lambda d=directory: any(p.name.endswith(".part") for p in d.iterdir()))
+        assert set(_modes(directory).values()) == {0o640}  # the open segment too
+        await sink.aclose()
+        modes = _modes(directory)
+        assert modes and set(modes.values()) == {0o640}, {k: oct(v) for k, v in modes.items()}
+    for made in (tmp_path / "made", tmp_path / "made" / "by", fresh):
+        assert made.stat().st_mode & 0o777 == 0o750, made

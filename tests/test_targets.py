@@ -106,3 +106,76 @@ def test_parse_target_never_raises_anything_but_value_error(text: str) -> None:
     assert target.scheme in ("http", "https")
     assert target.host and target.url.startswith(target.scheme + "://")
     assert 0 < target.port < 65536
+
+
+def test_unterminated_quote_is_reported_and_the_rows_after_it_are_kept(tmp_path: Path) -> None:
+    """A stray opening quote used to swallow the next row into one bogus URL: now that line
+    is skipped with a file:line warning and every following row is read on its own."""
+    path = tmp_path / "list.csv"
+    path.write_text(HEADER + '"https://a.test/,NEWS,News,2020-01-01,cl,\n'
+                    '"https://b.test/",NEWS,News,2020-01-01,cl,\n'
+                    "https://c.test/,NEWS,News,2020-01-01,cl,\n"
+                    'https://d.test/,NEWS,News,2020-01-01,cl,"two\nlines"\n'
+                    "https://e.test/,NEWS,News,2020-01-01,cl,\n", encoding="utf-8")
+    targets, warnings = read_target_file(path)
+    assert [t.url for t in targets] == ["https://b.test/", "https://c.test/",
+                                        "https://d.test/", "https://e.test/"]
+    assert [t.origin for t in targets] == [f"{path}:{n}" for n in (3, 4, 5, 7)]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{path}:2: unterminated quote")
+
+
+def test_unterminated_quote_on_the_last_row(tmp_path: Path) -> None:
+    """A quote opened on the last line and never closed: that row is reported, others kept."""
+    path = tmp_path / "list.csv"
+    path.write_text(HEADER + "https://a.test/,NEWS,News,2020-01-01,cl,\n"
+                    'https://b.test/,NEWS,News,2020-01-01,cl,"note\n', encoding="utf-8")
+    targets, warnings = read_target_file(path)
+    assert [t.url for t in targets] == ["https://a.test/"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{path}:3:")
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "path"),
+    [
+        ("http://h.test\\@evil.test/", "h.test", "/@evil.test/"),
+        ("https://h.test\\evil.test", "h.test", "/evil.test"),
+        ("http://h.test:8080\\x?a=\\b", "h.test", "/x?a=\\b"),
+        ("http://u@h.test/", "h.test", "/"),
+    ],
+)
+def test_backslash_ends_the_host_as_in_browsers(url: str, host: str, path: str) -> None:
+    """WHATWG URL: in http(s), "\\" is "/", so the host is what a browser would dial."""
+    target = parse_target(url)
+    assert (target.host, target.path) == (host, path)
+
+
+@pytest.mark.parametrize("url", [
+    "http://h\x01.test/", "http://h\x7f.test/", "http://h.test\x00/", "http://h\x1b.test/",
+    "http://h<x.test/", "http://h>x.test/", "http://h^x.test/", "http://h|x.test/",
+    "tcp://h\x01.test:443", "tcp://h.test\\@evil.test:443",
+])
+def test_forbidden_host_code_points_are_rejected(url: str) -> None:
+    """Control characters and WHATWG's forbidden host code points never reach a resolver."""
+    with pytest.raises(ValueError, match="invalid host"):
+        parse_target(url)
+
+
+@pytest.mark.parametrize("url", [
+    "http://256.0.0.1/", "http://1.2.3.4.5/", "http://1.2.3.09/", "http://foo.123/",
+    "http://0x100000000/", "http://1.2.3.256/", "http://h.0x1/", "https://4294967296/",
+])
+def test_hosts_ending_in_a_number_are_ipv4_or_invalid(url: str) -> None:
+    """WHATWG: a host whose last label is a number is an IPv4 address; if that address is
+    invalid the URL is, never a DNS name to look up."""
+    with pytest.raises(ValueError, match="IPv4"):
+        parse_target(url)
+
+
+@pytest.mark.parametrize(("url", "host"), [
+    ("http://0x7f.1/", "127.0.0.1"), ("http://0177.0.0.1/", "127.0.0.1"),
+    ("http://127.1/", "127.0.0.1"), ("http://1.2.3.4./", "1.2.3.4"),
+    ("http://123.test/", "123.test"), ("http://a.b1/", "a.b1"),
+])
+def test_other_ipv4_spellings_are_normalised(url: str, host: str) -> None:
+    """Hex, octal and short forms are what browsers dial: normalised to the dotted quad."""
+    assert parse_target(url).host == host

@@ -24,7 +24,6 @@ import os
 import struct
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from kzprobe.errors import classify
+from kzprobe.localfiles import LocalFileError, read_regular
 from kzprobe.probes import udp
 from kzprobe.probes.base import ProbeContext, Stopwatch
 from kzprobe.probes.endpoint import Flow, Outcome, run
@@ -138,8 +138,11 @@ class Initiation:
 
 
 def _read_key(path: str) -> bytes:
-    with Path(path).open("rb") as handle:
-        raw = base64.b64decode(handle.read(MAX_KEY_FILE).strip(), validate=True)
+    try:  # a regular file only: a FIFO named in a target list must not block a thread
+        data = read_regular(path, MAX_KEY_FILE, "WireGuard key file")
+    except LocalFileError as exc:
+        raise OSError(str(exc)) from None
+    raw = base64.b64decode(data.strip(), validate=True)
     if len(raw) != 32:
         raise ValueError("a WireGuard key file holds one base64 32-byte key")
     return raw

@@ -210,3 +210,23 @@ async def test_inline_judging_is_visible_in_metrics(tmp_path: Path, site: Site,
     judged = [r for r in read_segments(tmp_path / "out") if not interrupted(r)]
     assert judged and all(r["test_keys"]["interference"] == [] and "blocking" in r["test_keys"]
                           and "x_analysis_failure" not in r["test_keys"] for r in judged)
+
+
+async def test_metrics_on_every_address_is_logged_loudly_at_start(
+        tmp_path: Path, site: Site, start_daemon: StartDaemon) -> None:
+    """metrics_listen on 0.0.0.0: a warning in the log at start (unauthenticated metrics).
+
+    The port is held by a socket that never listens, so nothing is exposed by the test."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("0.0.0.0", 0))
+    try:
+        listen = f"0.0.0.0:{holder.getsockname()[1]}"
+        config = daemon_config(tmp_path / "c.toml", urls=[site.url("/a")], out=tmp_path / "out",
+                               service={"metrics_listen": listen})
+        daemon = await start_daemon(config)
+        exposed = await daemon.wait_event("metrics_exposed")
+        assert exposed["level"] == "warning" and exposed["listen"] == listen
+        assert "every address" in exposed["reachable_on"]
+        assert await daemon.stop() == 0
+    finally:
+        holder.close()

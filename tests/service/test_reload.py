@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from kzprobe.service import blocking_io, run_loop
 from tests.servers import eventually
 from tests.service.conftest import StartDaemon
 from tests.service.harness import Site, daemon_config, interrupted, read_segments
@@ -78,3 +84,53 @@ async def test_reload_of_restart_only_settings_is_reported_and_kept(
     assert await daemon.stop() == 0
     assert not other.exists()
     assert site.url("/c") in {r["input"] for r in read_segments(out)}
+
+
+def _rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return int(next(line.split()[1] for line in status if line.startswith("VmRSS:")))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+async def test_sighup_with_a_target_list_that_is_not_a_file_then_sigterm_exits(
+        kind: str, tmp_path: Path, site: Site, start_daemon: StartDaemon) -> None:
+    """A FIFO or /dev/zero as the new target list: the reload fails at once without reading
+    it (no memory growth, no thread stuck in open()), and SIGTERM still stops the daemon."""
+    out = tmp_path / "out"
+    config = tmp_path / "c.toml"
+    daemon_config(config, urls=[site.url("/a")], out=out)
+    daemon = await start_daemon(config)
+    await eventually(lambda: site.hits("/a") >= 1)
+    target = Path("/dev/zero")
+    if kind == "fifo":
+        target = tmp_path / "list.csv"
+        os.mkfifo(target)
+    daemon_config(config, urls=[], out=out, targets={"files": [str(target)]})
+    daemon.signal(signal.SIGHUP)
+    failed = await daemon.wait_event("config_reload_failed", timeout=10)
+    assert "not a regular file" in failed["error"]
+    assert _rss_kib(daemon.pid) < 400 * 1024  # /dev/zero read whole grew the daemon by ~250 MB/s
+    started = time.monotonic()
+    assert await daemon.stop(timeout=20) == 0
+    assert time.monotonic() - started < 15
+
+
+def test_reload_io_stuck_in_the_kernel_does_not_hold_up_exit() -> None:
+    """Reload I/O blocked for good (an open() on a hung file system) must not keep the
+    process from exiting: asyncio.to_thread's pool is joined when the loop closes."""
+    gate = threading.Event()
+    release = threading.Timer(8.0, gate.set)  # the stuck call ends by itself after 8 s
+    release.start()
+
+    async def reload_that_gives_up() -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await blocking_io(gate.wait)
+
+    started = time.monotonic()
+    try:
+        run_loop(reload_that_gives_up(), use_uvloop=False)
+        assert time.monotonic() - started < 3
+    finally:
+        release.cancel()
+        gate.set()

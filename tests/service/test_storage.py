@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -164,3 +165,31 @@ async def test_daemon_applies_retention_while_running(
     assert metrics["kzprobe_bytes_written_total"] > 2 * 20_000  # so there was work to do
     survivors = sorted(p.name for p in out.glob("kz*"))
     assert survivors and all(name > passes[-1]["newest"] for name in survivors)
+
+
+@pytest.mark.slow
+async def test_stop_while_the_disk_stays_full_exits_3_and_says_how_many_were_lost(
+        tmp_path: Path, tiny_disk: Path, site: Site, start_daemon: StartDaemon,
+        notify_socket: NotifySocket) -> None:
+    """Stopped while records cannot be written: they are lost, and the exit code (3, not 0),
+    the log and the unit's STATUS say so, with the count."""
+    out = tiny_disk / "results"
+    urls = [site.url(f"/p?i={i}") for i in range(4)]
+    config = daemon_config(tmp_path / "c.toml", urls=urls, out=out,
+                           schedule={"interval": 0.2, "jitter": 0},
+                           output={"rotate_bytes": 16384, "compress": "gzip"})
+    out.mkdir()
+    _fill(tiny_disk, leave=24 * 1024)
+    daemon = await start_daemon(config, {"NOTIFY_SOCKET": notify_socket.name})
+    await daemon.wait_event("sink_blocked", timeout=30)
+    await eventually(lambda: site.hits() >= 4)  # some records wait for the disk
+    daemon.signal(signal.SIGTERM)
+    await daemon.wait_event("stop_requested")
+    daemon.signal(signal.SIGTERM)  # a second signal: give up on the disk within seconds
+    assert await daemon.wait(timeout=30) == 3
+    lost = (await daemon.wait_event("sink_records_lost"))["lost"]
+    assert lost > 0
+    stopped = daemon.events("stopped")[-1]
+    assert stopped["level"] == "error" and stopped["records_lost"] == lost
+    status = await notify_socket.wait_for(lambda s: s.startswith("STATUS=STOPPED:"))
+    assert f"{lost} records lost" in status
