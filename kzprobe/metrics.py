@@ -25,7 +25,8 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from kzprobe import __version__
-from kzprobe.errors import FAILURE_INTERRUPTED, KzprobeError
+from kzprobe.errors import KzprobeError
+from kzprobe.outcome import is_interrupted
 
 SWEEP_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
 _REQUEST_TIMEOUT = 5.0  # seconds a scraper may take to send its request
@@ -54,7 +55,7 @@ class Reading:
 def record_result(record: dict[str, Any]) -> str:
     """One word for a record: ``interrupted``, ``anomaly``, ``failure`` or ``ok``."""
     keys = record.get("test_keys") or {}
-    if keys.get("http_experiment_failure") == FAILURE_INTERRUPTED:
+    if is_interrupted(record):
         return "interrupted"
     if keys.get("interference") or keys.get("blocking") not in (False, None):
         return "anomaly"

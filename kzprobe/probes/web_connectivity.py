@@ -330,6 +330,25 @@ class WebConnectivity:
             keys["x_control_helper"] = control.helper_url
         return keys
 
+    def failure_keys(self, target: Target, failure: str) -> dict[str, Any]:
+        """A record without observations: ``failure`` as the http_experiment_failure."""
+        return {
+            "queries": [],
+            "tcp_connect": [],
+            "tls_handshakes": [],
+            "requests": [],
+            "dns_experiment_failure": None,
+            "http_experiment_failure": failure,
+            "control": None,
+            "control_failure": None,
+            "blocking": None,
+            "accessible": None,
+            "agent": "redirect",
+            "retries": None,
+            "socksproxy": None,
+            "client_resolver": None,
+        }
+
 
 def _test_keys(flow: _Flow) -> dict[str, Any]:
     final = flow.requests[-1] if flow.requests else None
