@@ -25,7 +25,7 @@ from kzprobe.config import Config
 from kzprobe.control import ControlClient
 from kzprobe.errors import FAILURE_INTERRUPTED, classify
 from kzprobe.judging import ProcessJudge
-from kzprobe.outcome import is_interrupted
+from kzprobe.outcome import is_interrupted, outcome
 from kzprobe.probes import experiment_for
 from kzprobe.probes.base import ProbeContext, Stopwatch
 from kzprobe.probes.http import HandoffConnector
@@ -214,16 +214,18 @@ class SweepSummary:
     targets: int = 0
     measured: int = 0
     failures: int = 0
+    anomalies: int = 0
     interrupted: int = 0
     started: float = field(default_factory=time.monotonic)
     duration: float = 0.0
 
-
-def _has_failure(record: dict[str, Any]) -> bool:
-    """A website whose DNS or fetch failed, or an endpoint that did not answer."""
-    keys = record.get("test_keys", {})
-    return bool(keys.get("dns_experiment_failure") or keys.get("http_experiment_failure")
-                or keys.get("failure"))
+    def add(self, record: Mapping[str, Any]) -> None:
+        """Count one measured record by its :func:`~kzprobe.outcome.outcome`."""
+        self.measured += 1
+        word = outcome(record)
+        self.failures += word == "failure"
+        self.anomalies += word == "anomaly"
+        self.interrupted += word == "interrupted"
 
 
 class Engine:
@@ -316,8 +318,5 @@ class Engine:
                 record = await task
             finally:
                 self._measuring.discard(task)
-            if is_interrupted(record):
-                summary.interrupted += 1
-            summary.measured += 1
-            summary.failures += _has_failure(record)
+            summary.add(record)
             await self.emit(record)
