@@ -28,6 +28,7 @@ from kzprobe.probes.base import (
     is_dialable,
     is_ip_literal,
 )
+from kzprobe.probes.resolve import resolve as resolve_host
 from kzprobe.probes.udp import NetEvent, format_address
 from kzprobe.targets import Target
 
@@ -85,25 +86,13 @@ ProbeAddress = Callable[[Flow, str], Awaitable[Outcome]]
 
 
 async def resolve(flow: Flow) -> tuple[list[str], str | None]:
-    """The host's addresses from the first resolver (a literal IP is its own answer)."""
+    """The host's addresses from every resolver (a literal IP is its own answer)."""
     host = flow.target.host
     if is_ip_literal(host):
         return [host], None
-    cfg = flow.ctx.config
-    resolver = cfg.dns.resolvers[0]
-    if resolver.is_system:
-        jobs = [dns.lookup_system(host, timeout=cfg.timeouts.dns, clock=flow.clock)]
-    else:
-        qtypes = ("A", "AAAA") if cfg.dns.query_aaaa else ("A",)
-        jobs = [dns.lookup_udp(host, qtype, resolver, timeout=cfg.timeouts.dns,
-                               tries=cfg.dns.tries, clock=flow.clock,
-                               channels=flow.ctx.dns_channels) for qtype in qtypes]
-    lookups = await asyncio.gather(*jobs)
-    flow.queries.extend(lookups)
-    addresses = list(dict.fromkeys(a for lookup in lookups for a in lookup.addresses))
-    if addresses:
-        return addresses, None
-    return [], next((lk.failure for lk in lookups if lk.failure), "dns_no_answer")
+    found = await resolve_host(host, flow.ctx, flow.clock)
+    flow.queries.extend(found.lookups)
+    return found.addresses, found.failure
 
 
 def control_uri(target: Target) -> str:
