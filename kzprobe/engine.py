@@ -25,6 +25,7 @@ from kzprobe.config import Config
 from kzprobe.control import ControlClient
 from kzprobe.errors import FAILURE_INTERRUPTED, classify
 from kzprobe.judging import ProcessJudge
+from kzprobe.outcome import is_interrupted, outcome
 from kzprobe.probes import experiment_for
 from kzprobe.probes.base import ProbeContext, Stopwatch
 from kzprobe.probes.http import HandoffConnector
@@ -56,29 +57,6 @@ def raise_nofile_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             return hard
     return soft
-
-
-def _interrupted(record: Mapping[str, Any]) -> bool:
-    return bool(record["test_keys"].get("http_experiment_failure") == FAILURE_INTERRUPTED)
-
-
-def _failure_keys(failure: str) -> dict[str, Any]:
-    return {
-        "queries": [],
-        "tcp_connect": [],
-        "tls_handshakes": [],
-        "requests": [],
-        "dns_experiment_failure": None,
-        "http_experiment_failure": failure,
-        "control": None,
-        "control_failure": None,
-        "blocking": None,
-        "accessible": None,
-        "agent": "redirect",
-        "retries": None,
-        "socksproxy": None,
-        "client_resolver": None,
-    }
 
 
 class Prober:
@@ -128,7 +106,7 @@ class Prober:
             record = await self._measure_once(target, sweep_id)
             verdict = await self._judge(record, target)
             attempts.append((record, verdict))
-            if not looks_blocked(verdict) or _interrupted(record):
+            if not looks_blocked(verdict) or is_interrupted(record):
                 break
         index, agreeing = choose([verdict for _, verdict in attempts])
         record, verdict = attempts[index]
@@ -144,7 +122,7 @@ class Prober:
 
     async def _judge(self, record: dict[str, Any], target: Target) -> Verdict:
         test_name = record.get("test_name")
-        if _interrupted(record) or (
+        if is_interrupted(record) or (
                 test_name != "web_connectivity" and test_name not in endpoints.TEST_NAMES):
             return (None, ())
         try:
@@ -173,11 +151,11 @@ class Prober:
         except asyncio.CancelledError:
             # Only the engine cancels a measurement task (shutdown past its grace period):
             # the task ends here with a record saying so, instead of vanishing.
-            keys = _failure_keys(FAILURE_INTERRUPTED)
+            keys = experiment.failure_keys(target, FAILURE_INTERRUPTED)
         except Exception as exc:  # a bug in one measurement must not stop the others
             log.warning("measurement_crashed", error=repr(exc)[:200])
             log.debug("measurement_crashed_target", url=target.url)
-            keys = _failure_keys(classify(exc))
+            keys = experiment.failure_keys(target, classify(exc))
         return self._record(target, experiment, keys, started, clock, sweep_id)
 
     def _record(
@@ -235,16 +213,18 @@ class SweepSummary:
     targets: int = 0
     measured: int = 0
     failures: int = 0
+    anomalies: int = 0
     interrupted: int = 0
     started: float = field(default_factory=time.monotonic)
     duration: float = 0.0
 
-
-def _has_failure(record: dict[str, Any]) -> bool:
-    """A website whose DNS or fetch failed, or an endpoint that did not answer."""
-    keys = record.get("test_keys", {})
-    return bool(keys.get("dns_experiment_failure") or keys.get("http_experiment_failure")
-                or keys.get("failure"))
+    def add(self, record: Mapping[str, Any]) -> None:
+        """Count one measured record by its :func:`~kzprobe.outcome.outcome`."""
+        self.measured += 1
+        word = outcome(record)
+        self.failures += word == "failure"
+        self.anomalies += word == "anomaly"
+        self.interrupted += word == "interrupted"
 
 
 class Engine:
@@ -337,8 +317,5 @@ class Engine:
                 record = await task
             finally:
                 self._measuring.discard(task)
-            if record["test_keys"].get("http_experiment_failure") == FAILURE_INTERRUPTED:
-                summary.interrupted += 1
-            summary.measured += 1
-            summary.failures += _has_failure(record)
+            summary.add(record)
             await self.emit(record)

@@ -29,10 +29,11 @@ from aiohttp import web
 from kzprobe.bogons import is_special_purpose, parse_ip_loose
 from kzprobe.config import Config
 from kzprobe.engine import Prober
-from kzprobe.probes import dns, experiment_for, tcp, tls
+from kzprobe.probes import experiment_for, tcp, tls
 from kzprobe.probes.base import Stopwatch, close_transport
 from kzprobe.probes.endpoint import UDP_SCHEMES
 from kzprobe.probes.http import BodyTooLarge, read_whole
+from kzprobe.probes.resolve import resolve
 from kzprobe.probes.web_connectivity import WebConnectivity
 from kzprobe.ratelimit import TokenBucket
 from kzprobe.targets import Target, parse_target
@@ -198,19 +199,8 @@ class Helper:
     async def _resolve(self, target: Target, clock: Stopwatch) -> tuple[list[str], str | None]:
         if target.host_is_ip:
             return [], None
-        cfg = self.config
-        resolver = cfg.dns.resolvers[0]
-        if resolver.is_system:
-            lookups = [await dns.lookup_system(target.host, timeout=cfg.timeouts.dns, clock=clock)]
-        else:
-            lookups = list(await asyncio.gather(*(
-                dns.lookup_udp(target.host, qtype, resolver, timeout=cfg.timeouts.dns,
-                               tries=cfg.dns.tries, clock=clock,
-                               channels=self.prober.context.dns_channels)
-                for qtype in ("A", "AAAA"))))
-        addrs = [a for lookup in lookups for a in lookup.addresses]
-        failure = None if addrs else _th_dns_failure(lookups[0].failure)
-        return list(dict.fromkeys(addrs)), failure
+        found = await resolve(target.host, self.prober.context, clock)
+        return found.addresses, _th_dns_failure(found.failure)
 
     def _endpoints(self, target: Target, requested: Any, addrs: list[str]) -> list[tuple[str, int]]:
         """Probe-supplied and resolved endpoints, restricted to the protocol's ports and policy."""

@@ -25,7 +25,8 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from kzprobe import __version__
-from kzprobe.errors import FAILURE_INTERRUPTED, KzprobeError
+from kzprobe.errors import KzprobeError
+from kzprobe.outcome import OUTCOMES, outcome
 
 SWEEP_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
 _REQUEST_TIMEOUT = 5.0  # seconds a scraper may take to send its request
@@ -49,18 +50,6 @@ class Reading:
     loop_lag_max: float
     analysis_workers_started: int = 0
     analysis_inline: bool = False
-
-
-def record_result(record: dict[str, Any]) -> str:
-    """One word for a record: ``interrupted``, ``anomaly``, ``failure`` or ``ok``."""
-    keys = record.get("test_keys") or {}
-    if keys.get("http_experiment_failure") == FAILURE_INTERRUPTED:
-        return "interrupted"
-    if keys.get("interference") or keys.get("blocking") not in (False, None):
-        return "anomaly"
-    if keys.get("dns_experiment_failure") or keys.get("http_experiment_failure"):
-        return "failure"
-    return "ok"
 
 
 class _Mirror(Collector):
@@ -127,7 +116,7 @@ class Metrics:
                                        "Bytes freed by retention.", registry=reg)
         Gauge("kzprobe_build_info", "kzprobe version.", ["version"],
               registry=reg).labels(__version__).set(1)
-        for result in ("ok", "anomaly", "failure", "interrupted"):
+        for result in OUTCOMES:
             self.measurements.labels(result)  # export zeros, so rates work from the start
         for result in ("success", "failure"):
             self.reloads.labels(result)
@@ -136,7 +125,7 @@ class Metrics:
 
     def observe(self, record: dict[str, Any]) -> None:
         """Count one written record."""
-        self.measurements.labels(record_result(record)).inc()
+        self.measurements.labels(outcome(record)).inc()
         keys = record.get("test_keys") or {}
         for code in _codes(keys.get("interference")):
             self.interference.labels(code).inc()

@@ -446,6 +446,7 @@ class Daemon:
             targets=summary.targets,
             measured=summary.measured,
             failures=summary.failures,
+            anomalies=summary.anomalies,
             interrupted=summary.interrupted,
             complete=complete,
             duration_s=round(summary.duration, 3),

@@ -12,16 +12,14 @@ import pytest
 from kzprobe.config import Config
 from kzprobe.engine import Engine, Prober
 from kzprobe.probes import REGISTRY, experiment_for
+from kzprobe.probes.web_connectivity import WebConnectivity
 from kzprobe.ratelimit import HostLimiter, TokenBucket
 from kzprobe.targets import parse_target
 from tests.servers import DnsServer, WebSite, eventually
 
 
-class _Exploding:
+class _Exploding(WebConnectivity):
     """An experiment with a bug: the engine must turn it into a record and go on."""
-
-    test_name = "web_connectivity"
-    test_version = "0.0.0"
 
     async def measure(self, target: Any, ctx: Any, clock: Any) -> dict[str, Any]:
         raise RuntimeError("bug in probe for 203.0.113.9")

@@ -120,6 +120,11 @@ class Experiment(Protocol):
         """Return the experiment's ``test_keys``; failures are recorded inside, never raised."""
         ...
 
+    def failure_keys(self, target: Target, failure: str) -> dict[str, Any]:
+        """The ``test_keys`` of a run that ended before it could write its own (the
+        deadline, a crash, shutdown): the experiment's record shape, holding ``failure``."""
+        ...
+
 
 async def close_transport(transport: asyncio.BaseTransport | None) -> None:
     """Abort a transport without waiting for a TLS close_notify the peer may never send."""

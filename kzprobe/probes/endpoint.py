@@ -28,6 +28,7 @@ from kzprobe.probes.base import (
     is_dialable,
     is_ip_literal,
 )
+from kzprobe.probes.resolve import resolve as resolve_host
 from kzprobe.probes.udp import NetEvent, format_address
 from kzprobe.targets import Target
 
@@ -85,25 +86,13 @@ ProbeAddress = Callable[[Flow, str], Awaitable[Outcome]]
 
 
 async def resolve(flow: Flow) -> tuple[list[str], str | None]:
-    """The host's addresses from the first resolver (a literal IP is its own answer)."""
+    """The host's addresses from every resolver (a literal IP is its own answer)."""
     host = flow.target.host
     if is_ip_literal(host):
         return [host], None
-    cfg = flow.ctx.config
-    resolver = cfg.dns.resolvers[0]
-    if resolver.is_system:
-        jobs = [dns.lookup_system(host, timeout=cfg.timeouts.dns, clock=flow.clock)]
-    else:
-        qtypes = ("A", "AAAA") if cfg.dns.query_aaaa else ("A",)
-        jobs = [dns.lookup_udp(host, qtype, resolver, timeout=cfg.timeouts.dns,
-                               tries=cfg.dns.tries, clock=flow.clock,
-                               channels=flow.ctx.dns_channels) for qtype in qtypes]
-    lookups = await asyncio.gather(*jobs)
-    flow.queries.extend(lookups)
-    addresses = list(dict.fromkeys(a for lookup in lookups for a in lookup.addresses))
-    if addresses:
-        return addresses, None
-    return [], next((lk.failure for lk in lookups if lk.failure), "dns_no_answer")
+    found = await resolve_host(host, flow.ctx, flow.clock)
+    flow.queries.extend(found.lookups)
+    return found.addresses, found.failure
 
 
 def control_uri(target: Target) -> str:
@@ -180,10 +169,8 @@ def _shake(flow: Flow, shake: tls.TlsHandshake) -> dict[str, Any]:
 
 
 def _keys(flow: Flow, outcomes: list[Outcome], protocol_key: str) -> dict[str, Any]:
-    target = flow.target
-    return {
-        "endpoint": format_address(target.host, target.port),
-        "x_protocol": target.scheme,
+    keys = _empty_keys(flow.target, protocol_key)
+    keys.update({
         "queries": [q.archival() for q in flow.queries],
         "tcp_connect": [c.archival() for c in flow.connects],
         "tls_handshakes": [_shake(flow, h) for h in flow.handshakes],
@@ -191,10 +178,61 @@ def _keys(flow: Flow, outcomes: list[Outcome], protocol_key: str) -> dict[str, A
         protocol_key: [dict(o.details) for o in outcomes if o.details],
         "x_endpoint_results": [o.archival() for o in outcomes],
         "x_sni_checks": [_shake(flow, h) for h in flow.sni_checks],
+    })
+    return keys
+
+
+def _empty_keys(target: Target, protocol_key: str) -> dict[str, Any]:
+    return {
+        "endpoint": format_address(target.host, target.port),
+        "x_protocol": target.scheme,
+        "queries": [],
+        "tcp_connect": [],
+        "tls_handshakes": [],
+        "network_events": [],
+        protocol_key: [],
+        "x_endpoint_results": [],
+        "x_sni_checks": [],
         "control": None,
         "control_failure": None,
         "interference": [],
     }
+
+
+def failure_keys(target: Target, failure: str, protocol_key: str) -> dict[str, Any]:
+    """The keys of a run the engine ended (deadline, crash, shutdown): the endpoint shape
+    with no observations, unreachable, ``failed_operation`` OONI's ``top_level`` (no step
+    of the endpoint failed; the run as a whole did)."""
+    keys = _empty_keys(target, protocol_key)
+    keys.update(reachable=False, failure=failure, failed_operation="top_level",
+                dns_experiment_failure=None, blocking=None, accessible=None)
+    return keys
+
+
+class EndpointExperiment:
+    """What the endpoint experiments share: :func:`run` with the experiment's
+    ``probe_address``, and the same record shape when the engine ends a run early.
+
+    An experiment names its exchange's key (``protocol_key``) and may add keys of its own
+    derived from the common ones (:meth:`finish`), in both cases.
+    """
+
+    test_name: str
+    test_version: str
+    protocol_key: str
+
+    async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch) -> dict[str, Any]:
+        keys = await run(target, ctx, clock, self.probe_address, protocol_key=self.protocol_key)
+        return self.finish(target, keys)
+
+    def failure_keys(self, target: Target, failure: str) -> dict[str, Any]:
+        return self.finish(target, failure_keys(target, failure, self.protocol_key))
+
+    def finish(self, target: Target, keys: dict[str, Any]) -> dict[str, Any]:
+        return keys
+
+    async def probe_address(self, flow: Flow, ip: str) -> Outcome:
+        raise NotImplementedError
 
 
 # --------------------------------------------------------------------------- shared steps
@@ -265,14 +303,12 @@ async def sni_check(flow: Flow, ip: str) -> None:
 # --------------------------------------------------------------------------- tcp:// tls://
 
 
-class TcpConnect:
+class TcpConnect(EndpointExperiment):
     """``tcp://host:port``: does a TCP connection open (OONI urlgetter's ``tcpconnect://``)."""
 
     test_name = "tcpconnect"
     test_version = "0.1.0"
-
-    async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch) -> dict[str, Any]:
-        return await run(target, ctx, clock, self.probe_address, protocol_key="x_tcp")
+    protocol_key = "x_tcp"
 
     async def probe_address(self, flow: Flow, ip: str) -> Outcome:
         conn = await dial(flow, ip)
@@ -286,7 +322,7 @@ def _truthy(value: str | None, default: bool) -> bool:
     return default if value is None else value in ("1", "true")
 
 
-class TlsHandshake:
+class TlsHandshake(EndpointExperiment):
     """``tls://host:port?sni=NAME&verify=0``: a TLS handshake, the peer chain recorded.
 
     ``sni`` defaults to the host (none for a literal IP); ``verify=0`` records the chain
@@ -296,9 +332,7 @@ class TlsHandshake:
 
     test_name = "tlshandshake"
     test_version = "0.1.0"
-
-    async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch) -> dict[str, Any]:
-        return await run(target, ctx, clock, self.probe_address, protocol_key="x_tls")
+    protocol_key = "x_tls"
 
     async def probe_address(self, flow: Flow, ip: str) -> Outcome:
         target = flow.target

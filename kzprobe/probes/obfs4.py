@@ -33,8 +33,15 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from kzprobe.probes import stream
-from kzprobe.probes.base import ProbeContext, Stopwatch, close_transport
-from kzprobe.probes.endpoint import Dialled, Flow, Outcome, dial, protocol_failure, run
+from kzprobe.probes.base import close_transport
+from kzprobe.probes.endpoint import (
+    Dialled,
+    EndpointExperiment,
+    Flow,
+    Outcome,
+    dial,
+    protocol_failure,
+)
 from kzprobe.probes.tor import ooni_targets
 from kzprobe.targets import Target, decode_obfs4_cert
 
@@ -298,16 +305,15 @@ def check_reply(hello: ClientHello, reply: bytes) -> str | None:
 # --------------------------------------------------------------------------- experiment
 
 
-class Obfs4:
+class Obfs4(EndpointExperiment):
     """obfs4 bridge reachability, recorded as OONI's ``tor`` test records an obfs4 target
     (``targets[...]["target_protocol"] == "obfs4"``)."""
 
     test_name = "tor"
     test_version = "0.1.0"
+    protocol_key = "x_obfs4_handshake"
 
-    async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch) -> dict[str, Any]:
-        keys = await run(target, ctx, clock, self.probe_address,
-                         protocol_key="x_obfs4_handshake")
+    def finish(self, target: Target, keys: dict[str, Any]) -> dict[str, Any]:
         keys["targets"] = ooni_targets(target, keys, protocol="obfs4", name=None)
         return keys
 

@@ -18,8 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from kzprobe.probes import stream, udp
-from kzprobe.probes.base import ProbeContext, Stopwatch, close_transport
-from kzprobe.probes.endpoint import Dialled, Flow, Outcome, dial, protocol_failure, run
+from kzprobe.probes.base import close_transport
+from kzprobe.probes.endpoint import (
+    Dialled,
+    EndpointExperiment,
+    Flow,
+    Outcome,
+    dial,
+    protocol_failure,
+)
 from kzprobe.targets import Target
 
 P_CONTROL_HARD_RESET_CLIENT_V2 = 7
@@ -92,14 +99,14 @@ def _details(flow: Flow, ip: str, transport: str, failure: str | None, reply: by
     }
 
 
-class OpenVpn:
+class OpenVpn(EndpointExperiment):
     """One OpenVPN hard-reset exchange per address, over TCP or UDP (by scheme)."""
 
     test_name = "openvpn"
     test_version = "0.1.0"
+    protocol_key = "openvpn_handshake"
 
-    async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch) -> dict[str, Any]:
-        keys = await run(target, ctx, clock, self.probe_address, protocol_key="openvpn_handshake")
+    def finish(self, target: Target, keys: dict[str, Any]) -> dict[str, Any]:
         keys["success"] = keys["reachable"]  # OONI openvpn's name for it
         return keys
 

@@ -13,9 +13,7 @@ import struct
 from typing import Any
 
 from kzprobe.probes import udp
-from kzprobe.probes.base import ProbeContext, Stopwatch
-from kzprobe.probes.endpoint import Flow, Outcome, protocol_failure, run
-from kzprobe.targets import Target
+from kzprobe.probes.endpoint import EndpointExperiment, Flow, Outcome, protocol_failure
 
 MAGIC_COOKIE = 0x2112A442
 BINDING_REQUEST = 0x0001
@@ -66,14 +64,12 @@ def _details(flow: Flow, address: str, reply: bytes | None, failure: str | None,
             "x_response_type": kind, "x_mapped_address_family": _mapped_family(attrs)}
 
 
-class StunReachability:
+class StunReachability(EndpointExperiment):
     """One Binding request per address (retransmitted as RFC 5389 clients do)."""
 
     test_name = "stunreachability"
     test_version = "0.4.0"
-
-    async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch) -> dict[str, Any]:
-        return await run(target, ctx, clock, self.probe_address, protocol_key="x_stun")
+    protocol_key = "x_stun"
 
     async def probe_address(self, flow: Flow, ip: str) -> Outcome:
         transaction_id = os.urandom(12)

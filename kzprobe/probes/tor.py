@@ -27,15 +27,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from kzprobe.probes import stream
-from kzprobe.probes.base import ProbeContext, Stopwatch, close_transport
+from kzprobe.probes.base import close_transport
 from kzprobe.probes.endpoint import (
     SNI_CHECK_FAILURES,
     Dialled,
+    EndpointExperiment,
     Flow,
     Outcome,
     dial,
     protocol_failure,
-    run,
     secure,
     sni_check,
 )
@@ -161,14 +161,14 @@ def ooni_targets(target: Target, keys: dict[str, Any], *, protocol: str,
         "network_events": keys["network_events"]}}
 
 
-class Tor:
+class Tor(EndpointExperiment):
     """Tor OR-port reachability, one record per ``tor://`` endpoint (OONI ``tor`` shape)."""
 
     test_name = "tor"
     test_version = "0.1.0"
+    protocol_key = "x_tor_link"
 
-    async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch) -> dict[str, Any]:
-        keys = await run(target, ctx, clock, self.probe_address, protocol_key="x_tor_link")
+    def finish(self, target: Target, keys: dict[str, Any]) -> dict[str, Any]:
         keys["targets"] = ooni_targets(target, keys, protocol="or_port",
                                        name=target.param("fingerprint"))
         return keys

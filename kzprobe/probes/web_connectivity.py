@@ -24,6 +24,7 @@ from kzprobe.probes.base import (
     is_dialable,
     is_ip_literal,
 )
+from kzprobe.probes.resolve import resolve
 from kzprobe.targets import Target, parse_target
 
 MAX_ENDPOINTS = 8  # addresses dialled per hop (bounded even if DNS returns hundreds)
@@ -68,33 +69,10 @@ async def _resolve(flow: _Flow, host: str, depth: int) -> tuple[list[str], str |
         return [host], None
     if host in flow.resolved:
         return flow.resolved[host], None
-    cfg = flow.ctx.config
-    jobs = []
-    for index, resolver in enumerate(cfg.dns.resolvers):
-        # OONI LTE tags the lookup a browser would use "classic" (getaddrinfo, one ANY
-        # query). Ours is the first resolver: its getaddrinfo or its A query, since a
-        # v4-only site's empty AAAA answer is no failure of the name.
-        depth_tag = f"depth={depth}"
-        if resolver.is_system:
-            tags = (depth_tag, "classic") if index == 0 else (depth_tag,)
-            jobs.append(
-                dns.lookup_system(host, timeout=cfg.timeouts.dns, clock=flow.clock, tags=tags))
-            continue
-        for qtype in ("A", "AAAA") if cfg.dns.query_aaaa else ("A",):
-            classic = index == 0 and qtype == "A"
-            tags = (depth_tag, "classic") if classic else (depth_tag,)
-            jobs.append(dns.lookup_udp(host, qtype, resolver, timeout=cfg.timeouts.dns,
-                                       tries=cfg.dns.tries, clock=flow.clock, tags=tags,
-                                       channels=flow.ctx.dns_channels))
-    lookups = await asyncio.gather(*jobs)
-    flow.queries.extend(lookups)
-    addresses: list[str] = []
-    for lookup in lookups:
-        addresses.extend(a for a in lookup.addresses if a not in addresses)
-    flow.resolved[host] = addresses
-    if addresses:
-        return addresses, None
-    return [], next((lk.failure for lk in lookups if lk.failure), "dns_no_answer")
+    found = await resolve(host, flow.ctx, flow.clock, depth=depth)
+    flow.queries.extend(found.lookups)
+    flow.resolved[host] = found.addresses
+    return found.addresses, found.failure
 
 
 async def _dial(flow: _Flow, target: Target, ip: str, tid: int, tags: tuple[str, ...],
@@ -329,6 +307,25 @@ class WebConnectivity:
             keys["control_failure"] = control.failure
             keys["x_control_helper"] = control.helper_url
         return keys
+
+    def failure_keys(self, target: Target, failure: str) -> dict[str, Any]:
+        """A record without observations: ``failure`` as the http_experiment_failure."""
+        return {
+            "queries": [],
+            "tcp_connect": [],
+            "tls_handshakes": [],
+            "requests": [],
+            "dns_experiment_failure": None,
+            "http_experiment_failure": failure,
+            "control": None,
+            "control_failure": None,
+            "blocking": None,
+            "accessible": None,
+            "agent": "redirect",
+            "retries": None,
+            "socksproxy": None,
+            "client_resolver": None,
+        }
 
 
 def _test_keys(flow: _Flow) -> dict[str, Any]:

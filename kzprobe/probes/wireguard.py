@@ -24,7 +24,6 @@ import os
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -34,8 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from kzprobe.errors import classify
 from kzprobe.localfiles import LocalFileError, read_regular
 from kzprobe.probes import udp
-from kzprobe.probes.base import ProbeContext, Stopwatch
-from kzprobe.probes.endpoint import Flow, Outcome, run
+from kzprobe.probes.endpoint import EndpointExperiment, Flow, Outcome
 from kzprobe.targets import Target
 
 CONSTRUCTION = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
@@ -157,14 +155,12 @@ async def _keys(target: Target) -> tuple[X25519PrivateKey, bytes]:
     return static, psk
 
 
-class WireGuard:
+class WireGuard(EndpointExperiment):
     """One WireGuard handshake per address (each retransmission a fresh initiation)."""
 
     test_name = "wireguard"
     test_version = "0.1.0"
-
-    async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch) -> dict[str, Any]:
-        return await run(target, ctx, clock, self.probe_address, protocol_key="wireguard_handshake")
+    protocol_key = "wireguard_handshake"
 
     async def probe_address(self, flow: Flow, ip: str) -> Outcome:
         target, t0 = flow.target, flow.clock.now()

@@ -1,0 +1,94 @@
+"""One resolve step for every experiment and the helper: every configured resolver is
+asked, AAAA only with ``dns.query_aaaa``. Two real DNS servers on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import aiohttp
+import pytest
+from dnslib import QTYPE, DNSRecord
+
+from kzprobe.config import Config
+from kzprobe.engine import Prober
+from kzprobe.helper import start_helper
+from kzprobe.targets import parse_target
+from tests.conftest import make_config
+from tests.endpoints.conftest import endpoint_config
+from tests.servers import DnsServer, WebSite
+
+
+@dataclass
+class RecordingDns(DnsServer):
+    """A DnsServer that remembers the query types it was asked."""
+
+    asked: list[str] = field(default_factory=list)
+
+    def reply(self, data: bytes) -> bytes | None:
+        self.asked.append(str(QTYPE[DNSRecord.parse(data).q.qtype]))
+        return super().reply(data)
+
+
+@pytest.fixture
+async def two_resolvers() -> AsyncIterator[tuple[RecordingDns, RecordingDns]]:
+    """Resolver 1 knows nothing (NXDOMAIN); resolver 2 knows ``only2.test``."""
+    first, second = RecordingDns(), RecordingDns()
+    await first.start()
+    await second.start()
+    second.zone["only2.test"] = ["127.0.0.1", "::1"]
+    yield first, second
+    first.close()
+    second.close()
+
+
+def _with_resolvers(config: Config, servers: tuple[DnsServer, DnsServer],
+                    query_aaaa: bool) -> Config:
+    resolvers = tuple(make_config(dns=s).dns.resolvers[0] for s in servers)
+    return replace(config, dns=replace(config.dns, resolvers=resolvers, query_aaaa=query_aaaa))
+
+
+@pytest.mark.parametrize("query_aaaa", [False, True])
+async def test_endpoint_asks_every_resolver(ca_file: Path, website: WebSite, query_aaaa: bool,
+                                           two_resolvers: tuple[RecordingDns, RecordingDns]
+                                           ) -> None:
+    """A name only the second resolver knows is reachable; both resolvers' lookups are
+    recorded, AAAA among them only when asked for."""
+    prober = Prober(_with_resolvers(endpoint_config(ca_file), two_resolvers, query_aaaa))
+    try:
+        record = await prober.measure(parse_target(f"tcp://only2.test:{website.http_port}"))
+    finally:
+        await prober.aclose()
+    keys = record["test_keys"]
+    assert keys["reachable"] is True, keys["failure"]
+    asked = {(q["resolver_address"], q["query_type"]) for q in keys["queries"]}
+    qtypes = {"A", "AAAA"} if query_aaaa else {"A"}
+    assert asked == {(s.address, t) for s in two_resolvers for t in qtypes}
+
+
+async def _th_dns(config: Config, url: str) -> object:
+    running, helper = await start_helper(replace(config, helper=replace(
+        config.helper, listen="127.0.0.1:0")))
+    try:
+        async with aiohttp.ClientSession() as session, session.post(
+                helper, json={"http_request": url, "tcp_connect": [],
+                              "http_request_headers": {}}) as resp:
+            assert resp.status == 200
+            return (await resp.json())["dns"]
+    finally:
+        await running.cleanup()
+
+
+@pytest.mark.parametrize("scheme", ["http", "tcp"])
+async def test_helper_resolves_as_the_probe_does(
+        ca_file: Path, website: WebSite, scheme: str,
+        two_resolvers: tuple[RecordingDns, RecordingDns]) -> None:
+    """The helper asks every resolver too, and no AAAA when query_aaaa is off."""
+    config = _with_resolvers(make_config(ca_file=ca_file, helper={"allow_nets": ["127.0.0.0/8"]}),
+                             two_resolvers, query_aaaa=False)
+    suffix = "/" if scheme == "http" else ""
+    dns = await _th_dns(config, f"{scheme}://only2.test:{website.http_port}{suffix}")
+    assert "AAAA" not in two_resolvers[0].asked + two_resolvers[1].asked
+    assert "A" in two_resolvers[0].asked
+    assert dns == {"failure": None, "addrs": ["127.0.0.1"]}
