@@ -80,10 +80,21 @@ def run_loop(main: Coroutine[Any, Any, T], *, use_uvloop: bool = True) -> T:
         return runner.run(main)
 
 
+def warn_if_public_ip_unknown(config: Config) -> None:
+    """Say at start that records may keep the probe's address until a helper reports it."""
+    if not config.probe.public_ip:
+        log.warning("public_ip_unknown",
+                    consequence="records are scrubbed only of addresses kzprobe helpers "
+                                "report; one measured before the first helper answer keeps "
+                                "the probe's address",
+                    fix="set [probe] public_ip")
+
+
 async def measure_urls(config: Config, urls: list[str], out: TextIO = sys.stdout) -> int:
     """``kzprobe measure``: measure each URL now, print records in input order."""
     targets = [parse_target(url, origin=f"argv[{i}]") for i, url in enumerate(urls)]
     raise_nofile_limit()
+    warn_if_public_ip_unknown(config)
     prober = Prober(config)
     await prober.start()
     gate = asyncio.Semaphore(config.limits.concurrency)
@@ -227,6 +238,7 @@ class Daemon:
         return 0
 
     async def _start(self, *, once: bool) -> None:
+        warn_if_public_ip_unknown(self.config)
         prober = Prober(self.config)
         await prober.start()
         self._set_engine(self._new_engine(prober))
@@ -350,6 +362,8 @@ class Daemon:
             return
         old = self._engine
         self.config, self.targets = pending.config, list(pending.targets)
+        if old is not None:
+            pending.prober.scrubber.adopt(old.prober.scrubber)
         self._set_engine(self._new_engine(pending.prober))
         if old is not None:
             await old.prober.aclose()

@@ -9,11 +9,15 @@ record before it is stored.
 from __future__ import annotations
 
 import base64
+import collections
 import csv
+import functools
 import hashlib
 import ipaddress
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,57 +97,185 @@ def choose(verdicts: Sequence[Verdict]) -> tuple[int, int]:
     return index, best
 
 
-def _scrub_text(text: str, needles: Sequence[str]) -> str:
-    for needle in needles:
+# Every spelling of an IPv6 address has "::", or is written out with 4 groups between 5
+# colons: a text without either holds none, and skips the (slower) scan below.
+_V6_GATE = re.compile(r"::|:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")
+# A run of IPv6 characters with two colons or more, starting where such a run starts (the
+# lookbehind and the possessive quantifiers keep the scan linear on any input).
+_V6_CANDIDATE = re.compile(
+    r"(?<![0-9A-Fa-f.:])[0-9A-Fa-f.]*+:[0-9A-Fa-f.]*+:[0-9A-Fa-f:.]*+")
+MAX_LEARNED = 8  # helper-reported addresses remembered (the most recent distinct ones)
+
+
+@dataclass(frozen=True, slots=True)
+class Needles:
+    """The probe's addresses, ready for matching every way they can be written.
+
+    IPv4 addresses are matched as text (also inside ``::ffff:a.b.c.d``); IPv6 addresses,
+    and the hex spelling of IPv4-mapped ones, by parsing each IPv6-looking run: case,
+    leading zeros and where ``::`` falls do not matter.
+    """
+
+    v4_texts: tuple[str, ...]
+    v6: frozenset[ipaddress.IPv6Address]
+    v4: frozenset[ipaddress.IPv4Address]
+
+    def __bool__(self) -> bool:
+        return bool(self.v4_texts or self.v6)
+
+
+@functools.lru_cache(maxsize=64)
+def compile_needles(addresses: tuple[str, ...]) -> Needles:
+    """Needles for the given address strings (invalid ones are skipped)."""
+    v4: set[ipaddress.IPv4Address] = set()
+    v6: set[ipaddress.IPv6Address] = set()
+    for text in addresses:
+        address = _address(text)
+        if isinstance(address, ipaddress.IPv4Address):
+            v4.add(address)
+        elif address is not None:
+            v6.add(address)
+    return Needles(tuple(sorted(str(a) for a in v4)), frozenset(v6), frozenset(v4))
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``text`` names, an IPv4-mapped IPv6 one as plain IPv4."""
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_probe(text: str, needles: Needles) -> bool:
+    try:
+        address = ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return address in needles.v6 or (
+        address.ipv4_mapped is not None and address.ipv4_mapped in needles.v4)
+
+
+def _scrub_candidate(match: re.Match[str], needles: Needles) -> str:
+    token = match.group()
+    core = token.rstrip(".:")
+    tail = token[len(core):]
+    if _is_probe(core, needles):
+        return SCRUBBED + tail
+    head, _, port = core.rpartition(":")  # "addr:port" written without brackets
+    if port.isdigit() and _is_probe(head, needles):
+        return f"{SCRUBBED}:{port}{tail}"
+    return token
+
+
+def _scrub_text(text: str, needles: Needles) -> str:
+    for needle in needles.v4_texts:
         if needle in text:
             text = text.replace(needle, SCRUBBED)
+    if ":" in text and _V6_GATE.search(text) is not None:
+        text = _V6_CANDIDATE.sub(functools.partial(_scrub_candidate, needles=needles), text)
     return text
 
 
-def _scrub_binary(value: Mapping[str, Any], needles: Sequence[str]) -> dict[str, Any]:
+def _scrub_binary(value: Mapping[str, Any], needles: Needles) -> dict[str, Any]:
     try:
         raw = base64.b64decode(value["data"], validate=True)
     except (ValueError, TypeError):
         return dict(value)
-    for needle in needles:
-        raw = raw.replace(needle.encode(), SCRUBBED.encode())
+    raw = _scrub_text(raw.decode("latin-1"), needles).encode("latin-1")  # byte for byte
     return {"format": "base64", "data": base64.b64encode(raw).decode("ascii")}
 
 
-def scrub(value: Any, needles: Sequence[str]) -> Any:
-    """Replace every occurrence of the probe's public IP(s), as OONI's scrubber does."""
+def _scrub(value: Any, needles: Needles) -> Any:
     if isinstance(value, str):
         return _scrub_text(value, needles)
     if isinstance(value, list):
-        return [scrub(item, needles) for item in value]
+        return [_scrub(item, needles) for item in value]
     if isinstance(value, dict):
         if value.get("format") == "base64" and isinstance(value.get("data"), str):
             return _scrub_binary(value, needles)
         return {_scrub_text(key, needles) if isinstance(key, str) else key:
-                item if key in _NOT_SCRUBBED else scrub(item, needles)
+                item if key in _NOT_SCRUBBED else _scrub(item, needles)
                 for key, item in value.items()}
     return value
 
 
-def public_ips(config: Config, test_keys: Mapping[str, Any]) -> list[str]:
-    """The probe's public addresses: configured, and as seen by a kzprobe helper.
+def scrub(value: Any, needles: Sequence[str] | Needles) -> Any:
+    """Replace every occurrence of the probe's public IP(s), as OONI's scrubber does."""
+    if not isinstance(needles, Needles):
+        needles = compile_needles(tuple(needles))
+    return _scrub(value, needles) if needles else value
 
-    Loopback and unspecified addresses are never a public IP (and scrubbing them would
-    erase the addresses of local test servers), so they are left alone.
-    """
-    found = [config.probe.public_ip] if config.probe.public_ip else []
+
+def _public(text: str) -> bool:
+    """Loopback and unspecified addresses are never a public IP (and scrubbing them would
+    erase the addresses of local test servers)."""
+    address = _address(text)
+    return address is not None and not (address.is_loopback or address.is_unspecified)
+
+
+def _reported(test_keys: Mapping[str, Any]) -> str | None:
     control = test_keys.get("control")
     if isinstance(control, Mapping) and isinstance(control.get("x_client_ip"), str):
-        found.append(control["x_client_ip"])
-    keep = []
+        return str(control["x_client_ip"])
+    return None
+
+
+def public_ips(config: Config, test_keys: Mapping[str, Any]) -> list[str]:
+    """The probe's public addresses: configured, and as seen by a kzprobe helper."""
+    reported = _reported(test_keys)
+    found = [*config.probe.public_ip, *([reported] if reported else [])]
+    keep: list[str] = []
     for ip in found:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            continue
-        if not (address.is_loopback or address.is_unspecified) and ip not in keep:
+        if _public(ip) and ip not in keep:
             keep.append(ip)
     return keep
+
+
+class Scrubber:
+    """The probe's known addresses, and the scrubbing of records with all of them.
+
+    Configured addresses always count. Without them, the address is what kzprobe helpers
+    report (``x_client_ip``): remembered across records (the last MAX_LEARNED distinct
+    ones), so a record whose control failed is scrubbed too. Owned by the prober, whose
+    loop runs every scrub (the analysis worker never sees a stored record).
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._configured = tuple(ip for ip in config.probe.public_ip if _public(ip))
+        self._learned: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    @property
+    def known(self) -> bool:
+        """Whether any public address is known (configured or learned)."""
+        return bool(self._configured or self._learned)
+
+    def learn(self, test_keys: Mapping[str, Any]) -> None:
+        """Remember the address a helper reported for this measurement, if any."""
+        reported = _reported(test_keys)
+        address = _address(reported) if reported is not None else None
+        if address is None or not _public(str(address)):
+            return
+        key = str(address)
+        self._learned[key] = None
+        self._learned.move_to_end(key)
+        while len(self._learned) > MAX_LEARNED:
+            self._learned.popitem(last=False)
+
+    def adopt(self, other: Scrubber) -> None:
+        """Carry over what ``other`` learned (a reload replaces the prober)."""
+        for key in other._learned:
+            self._learned[key] = None
+            self._learned.move_to_end(key)
+        while len(self._learned) > MAX_LEARNED:
+            self._learned.popitem(last=False)
+
+    def scrub(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` without any known address of the probe (certificates excepted)."""
+        clean: dict[str, Any] = scrub(record, (*self._configured, *self._learned))
+        return clean
 
 
 def _body_bytes(body: Any) -> bytes:

@@ -11,13 +11,17 @@ of the configured address.
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
+import structlog
 import trustme
 from aiohttp import web
 from cryptography import x509
@@ -26,11 +30,14 @@ from cryptography.x509.oid import NameOID
 from kzprobe.config import Config
 from kzprobe.engine import Prober
 from kzprobe.helper import HelperServer
+from kzprobe.service import measure_urls
 from kzprobe.targets import parse_target
 from tests.hostile.servers import tls_context
 from tests.servers import DnsServer
 
 PUBLIC_IP = "198.51.100.23"
+PUBLIC_IP6 = "2001:db8::7"
+IP6_SPELLINGS = ("2001:DB8::7", "2001:0db8:0000:0000:0000:0000:0000:0007", "[2001:db8:0::7]:80")
 
 
 def _echo_app(port_of: Callable[[], int]) -> web.Application:
@@ -51,8 +58,13 @@ def _echo_app(port_of: Callable[[], int]) -> web.Application:
         raise web.HTTPFound(f"http://{PUBLIC_IP}.test:{port_of()}/?from={PUBLIC_IP}",
                             headers=headers)
 
+    async def ipv6(request: web.Request) -> web.Response:
+        return web.Response(text=" ".join(f"You are {ip}." for ip in IP6_SPELLINGS),
+                            headers={"X-Your-IP": IP6_SPELLINGS[0]})
+
     app = web.Application()
     app.router.add_get("/", text)
+    app.router.add_get("/v6", ipv6)
     app.router.add_get("/binary", binary)
     app.router.add_get("/redirect", redirect)
     return app
@@ -151,3 +163,114 @@ async def test_public_ip_in_a_header_name_is_scrubbed(
     record = await _measure(config_factory, dns_server, helper_url,
                             f"http://echo.test:{echo_site[0]}/")
     assert PUBLIC_IP not in "\n".join(_strings(record["test_keys"]["requests"], keys=True))
+
+
+class NatHelper:
+    """A real helper seen through NAT: it reports the probe's public address, not loopback.
+
+    It forwards each THRequest to the real helper and rewrites only ``x_client_ip``, the
+    way a helper on the internet sees a probe behind its VPS address; ``failing`` makes it
+    answer 503 (a control failure) instead.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.failing = False
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.failing:
+            return web.Response(status=503)
+        async with aiohttp.ClientSession() as session, session.post(
+                self.upstream, data=await request.read(),
+                headers={"Content-Type": "application/json"}) as resp:
+            answer = orjson.loads(await resp.read())
+        answer["x_client_ip"] = PUBLIC_IP
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+
+@pytest.fixture
+async def nat_helper(helper_url: str) -> AsyncIterator[tuple[NatHelper, str]]:
+    nat = NatHelper(helper_url)
+    app = web.Application()
+    app.router.add_post("/", nat.handle)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield nat, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/"  # type: ignore[union-attr]
+    await runner.cleanup()
+
+
+async def test_failed_control_is_scrubbed_with_the_address_a_helper_reported_earlier(
+        config_factory: Callable[..., Config], dns_server: DnsServer, echo_site: tuple[int, int],
+        nat_helper: tuple[NatHelper, str]) -> None:
+    """No public_ip configured: the helper's answers teach the address for later records."""
+    nat, url = nat_helper
+    dns_server.zone["echo.test"] = ["127.0.0.1"]
+    prober = Prober(config_factory(dns=dns_server, control={"helper_url": [url]},
+                                   analysis={"retries": 0}))
+    try:
+        first = await prober.measure(parse_target(f"http://echo.test:{echo_site[0]}/"))
+        nat.failing = True
+        second = await prober.measure(parse_target(f"http://echo.test:{echo_site[0]}/binary"))
+    finally:
+        await prober.aclose()
+    assert first["test_keys"]["control"]["x_client_ip"] == "[scrubbed]"
+    assert second["test_keys"]["control"] is None and second["test_keys"]["control_failure"]
+    for record in (first, second):
+        text = "\n".join(_strings(record, keys=True))
+        assert "[scrubbed]" in text and PUBLIC_IP not in text
+
+
+async def test_dropped_body_hash_is_of_the_scrubbed_body(
+        config_factory: Callable[..., Config], dns_server: DnsServer, echo_site: tuple[int, int],
+        helper_url: str) -> None:
+    """A hash of the raw page would give the address away to a brute force over a prefix."""
+    dns_server.zone["echo.test"] = ["127.0.0.1"]
+    prober = Prober(config_factory(dns=dns_server, probe={"public_ip": PUBLIC_IP},
+                                   control={"helper_url": [helper_url]},
+                                   output={"store_bodies": "never"}, analysis={"retries": 0}))
+    try:
+        record = await prober.measure(parse_target(f"http://echo.test:{echo_site[0]}/"))
+    finally:
+        await prober.aclose()
+    response = record["test_keys"]["requests"][0]["response"]
+    scrubbed = (b"<html><head><title>Your IP is [scrubbed]</title></head>"
+                b"<body>You are [scrubbed]</body></html>")
+    assert response["body"] == ""
+    assert response["x_body_sha256"] == hashlib.sha256(scrubbed).hexdigest()
+    assert response["x_body_length"] == len(scrubbed)
+
+
+async def test_every_spelling_of_an_ipv6_public_address_is_scrubbed(
+        config_factory: Callable[..., Config], dns_server: DnsServer, echo_site: tuple[int, int],
+        helper_url: str) -> None:
+    """A dual-stack VPS: public_ip lists both; upper case and expanded IPv6 forms go too."""
+    dns_server.zone["echo.test"] = ["127.0.0.1"]
+    prober = Prober(config_factory(dns=dns_server, probe={"public_ip": [PUBLIC_IP, PUBLIC_IP6]},
+                                   control={"helper_url": [helper_url]}, analysis={"retries": 0}))
+    try:
+        record = await prober.measure(parse_target(f"http://echo.test:{echo_site[0]}/v6"))
+    finally:
+        await prober.aclose()
+    text = "\n".join(_strings(record, keys=True))
+    assert text.count("[scrubbed]") >= len(IP6_SPELLINGS)
+    assert "2001" not in text
+
+
+async def test_measure_warns_when_no_public_address_is_known(
+        config_factory: Callable[..., Config], dns_server: DnsServer, echo_site: tuple[int, int]
+        ) -> None:
+    """Without public_ip, records before the first helper answer cannot be scrubbed: say so."""
+    dns_server.zone["echo.test"] = ["127.0.0.1"]
+    out = io.StringIO()
+    with structlog.testing.capture_logs() as logs:
+        await measure_urls(config_factory(dns=dns_server, analysis={"retries": 0}),
+                           [f"http://echo.test:{echo_site[0]}/"], out=out)
+    assert [e for e in logs if e["event"] == "public_ip_unknown"]
+    assert orjson.loads(out.getvalue())["input"].startswith("http://echo.test")
+    with structlog.testing.capture_logs() as logs:
+        await measure_urls(config_factory(dns=dns_server, probe={"public_ip": PUBLIC_IP},
+                                          analysis={"retries": 0}),
+                           [f"http://echo.test:{echo_site[0]}/"], out=io.StringIO())
+    assert not [e for e in logs if e["event"] == "public_ip_unknown"]
