@@ -141,6 +141,11 @@ class _Pending:
     prober: Prober
 
 
+def _with_probe_id(config: Config, probe_id: str | None) -> Config:
+    """``config`` naming the probe as its segment files do (the stored id by default)."""
+    return dataclasses.replace(config, probe=dataclasses.replace(config.probe, id=probe_id))
+
+
 def _utc(stamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
@@ -154,7 +159,7 @@ class Daemon:
         self.config = config
         self.targets = list(targets)
         self.on_record = on_record
-        self.sink = NdjsonSink(config.output)
+        self.sink = NdjsonSink(config.output, probe_id=config.probe.id)
         self.stop_requested = asyncio.Event()
         self.force_exit = False
         self.systemd = systemd or SystemdEnv()
@@ -229,6 +234,7 @@ class Daemon:
             raise
         if recovered:
             log.info("segments_recovered", count=len(recovered))
+        self.config = _with_probe_id(self.config, self.sink.probe_id)
         try:
             await self._start(once=once)
             await self._loop(once=once)
@@ -349,12 +355,15 @@ class Daemon:
                    if getattr(new.output, k) != getattr(old.output, k)]
         if new.service.metrics_listen != old.service.metrics_listen:
             changed.append("service.metrics_listen")
+        if new.probe.id not in (None, old.probe.id):
+            changed.append("probe.id")
         if changed:
             log.warning("config_reload_needs_restart", keys=changed, kept="running values")
         output = dataclasses.replace(
             new.output, **{k: getattr(old.output, k) for k in RESTART_ONLY_OUTPUT})
         service = dataclasses.replace(new.service, metrics_listen=old.service.metrics_listen)
-        return dataclasses.replace(new, output=output, service=service)
+        return dataclasses.replace(_with_probe_id(new, old.probe.id), output=output,
+                                   service=service)
 
     async def _apply_pending(self) -> None:
         pending, self._pending = self._pending, None

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import io
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ from cryptography.x509.oid import NameOID
 from kzprobe.config import Config
 from kzprobe.engine import Prober
 from kzprobe.helper import HelperServer
-from kzprobe.service import measure_urls
+from kzprobe.segments import iter_records, list_segments
+from kzprobe.service import Daemon, measure_urls
 from kzprobe.targets import parse_target
 from tests.hostile.servers import tls_context
 from tests.servers import DnsServer
@@ -274,3 +276,37 @@ async def test_measure_warns_when_no_public_address_is_known(
                                           analysis={"retries": 0}),
                            [f"http://echo.test:{echo_site[0]}/"], out=io.StringIO())
     assert not [e for e in logs if e["event"] == "public_ip_unknown"]
+
+
+async def test_daemon_names_segments_and_records_by_a_stored_probe_id_not_the_host(
+        config_factory: Callable[..., Config], dns_server: DnsServer, echo_site: tuple[int, int],
+        tmp_path: Path) -> None:
+    """Without [probe] id: a random id stored in the output dir names files and records,
+    the same after a restart; the daemon warns that no public address is configured."""
+    dns_server.zone["echo.test"] = ["127.0.0.1"]
+    config = config_factory(dns=dns_server, tmp=tmp_path, analysis={"retries": 0},
+                            service={"metrics_listen": ""})
+    target = parse_target(f"http://echo.test:{echo_site[0]}/")
+    ids = []
+    for _ in range(2):
+        with structlog.testing.capture_logs() as logs:
+            assert await Daemon(config, [target]).serve(once=True) == 0
+        assert [e for e in logs if e["event"] == "public_ip_unknown"]
+        ids.append((tmp_path / "out" / ".probe-id").read_text().strip())
+    names = [p.name for p in list_segments([tmp_path / "out"])]
+    records = list(iter_records([tmp_path / "out"]))
+    assert ids[0] == ids[1] and len(names) == len(records) == 2
+    assert all(f"-{ids[0]}-" in name and socket.gethostname() not in name for name in names)
+    assert [r["annotations"]["kzprobe_probe_id"] for r in records] == ids
+
+
+async def test_configured_probe_id_is_in_the_record(
+        config_factory: Callable[..., Config], dns_server: DnsServer, echo_site: tuple[int, int],
+        ) -> None:
+    """`kzprobe measure` has no output dir: the record carries [probe] id when one is set."""
+    dns_server.zone["echo.test"] = ["127.0.0.1"]
+    out = io.StringIO()
+    await measure_urls(config_factory(dns=dns_server, probe={"id": "kz-test"},
+                                      analysis={"retries": 0}),
+                       [f"http://echo.test:{echo_site[0]}/"], out=out)
+    assert orjson.loads(out.getvalue())["annotations"]["kzprobe_probe_id"] == "kz-test"
