@@ -101,10 +101,13 @@ def choose(verdicts: Sequence[Verdict]) -> tuple[int, int]:
 # colons: a text without either holds none, and skips the (slower) scan below.
 _V6_GATE = re.compile(r"::|:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")
 # A run of IPv6 characters with two colons or more, starting where such a run starts (the
-# lookbehind and the possessive quantifiers keep the scan linear on any input).
-_V6_CANDIDATE = re.compile(
-    r"(?<![0-9A-Fa-f.:])[0-9A-Fa-f.]*+:[0-9A-Fa-f.]*+:[0-9A-Fa-f:.]*+")
+# lookbehind and the possessive quantifiers keep the scan linear on any input); {sigs}: the
+# run must also hold one of the needles' signatures (see Needles), so that a page of
+# look-alikes costs a regex scan, not a Python call per token.
+_V6_CANDIDATE = (r"(?<![0-9A-Fa-f.:])(?=[0-9A-Fa-f.:]*?(?i:{sigs}))"
+                 r"[0-9A-Fa-f.]*+:[0-9A-Fa-f.]*+:[0-9A-Fa-f:.]*+")
 MAX_LEARNED = 8  # helper-reported addresses remembered (the most recent distinct ones)
+MAX_PARSES = 2_000  # candidates parsed per string; past it, signature matches are scrubbed
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,15 +116,30 @@ class Needles:
 
     IPv4 addresses are matched as text (also inside ``::ffff:a.b.c.d``); IPv6 addresses,
     and the hex spelling of IPv4-mapped ones, by parsing each IPv6-looking run: case,
-    leading zeros and where ``::`` falls do not matter.
+    leading zeros and where ``::`` falls do not matter. A run is parsed only if it holds
+    all of one needle's signatures: the hex digits of its non-zero groups (lower case),
+    which every spelling contains.
     """
 
     v4_texts: tuple[str, ...]
     v6: frozenset[ipaddress.IPv6Address]
     v4: frozenset[ipaddress.IPv4Address]
+    signatures: tuple[tuple[str, ...], ...]
+    candidates: re.Pattern[str]
 
     def __bool__(self) -> bool:
         return bool(self.v4_texts or self.v6)
+
+
+def _signature(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[str, ...]:
+    """Substrings of every lower-cased IPv6 spelling of ``address`` (IPv4: mapped, in hex)."""
+    value = int(address)
+    if isinstance(address, ipaddress.IPv4Address):
+        groups, words = ["ffff"], [value >> 16, value & 0xFFFF]
+    else:  # the last two groups may be written as a dotted quad: only the first six count
+        groups, words = [], [(value >> (16 * (7 - i))) & 0xFFFF for i in range(6)]
+    groups += [format(word, "x") for word in words if word]
+    return tuple(sorted(set(groups), key=lambda g: (-len(g), g)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -135,7 +153,12 @@ def compile_needles(addresses: tuple[str, ...]) -> Needles:
             v4.add(address)
         elif address is not None:
             v6.add(address)
-    return Needles(tuple(sorted(str(a) for a in v4)), frozenset(v6), frozenset(v4))
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [*v4, *v6]
+    signatures = tuple(_signature(a) for a in sorted(found, key=str))
+    firsts = sorted({sig[0] if sig else "" for sig in signatures})
+    pattern = _V6_CANDIDATE.format(sigs="|".join(re.escape(f) for f in firsts))
+    return Needles(tuple(sorted(str(a) for a in v4)), frozenset(v6), frozenset(v4),
+                   signatures, re.compile(pattern))
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -158,16 +181,39 @@ def _is_probe(text: str, needles: Needles) -> bool:
         address.ipv4_mapped is not None and address.ipv4_mapped in needles.v4)
 
 
-def _scrub_candidate(match: re.Match[str], needles: Needles) -> str:
-    token = match.group()
-    core = token.rstrip(".:")
-    tail = token[len(core):]
-    if _is_probe(core, needles):
-        return SCRUBBED + tail
-    head, _, port = core.rpartition(":")  # "addr:port" written without brackets
-    if port.isdigit() and _is_probe(head, needles):
-        return f"{SCRUBBED}:{port}{tail}"
-    return token
+class _V6Scrubber:
+    """Replaces the IPv6 spellings of the needles in one string (a ``re.sub`` callback).
+
+    Parses are bounded (MAX_PARSES per string): a page crafted with thousands of near
+    misses of the probe's address past that has every run bearing a signature scrubbed,
+    erring on the side of the probe's privacy, never stalling the loop.
+    """
+
+    def __init__(self, needles: Needles) -> None:
+        self.needles = needles
+        self.parses = 0
+        self.seen: dict[str, str] = {}
+
+    def __call__(self, match: re.Match[str]) -> str:
+        token = match.group()
+        low = token.lower()
+        if not any(all(part in low for part in sig) for sig in self.needles.signatures):
+            return token
+        if token not in self.seen:
+            self.parses += 1
+            self.seen[token] = (self._replace(token) if self.parses <= MAX_PARSES
+                                else SCRUBBED)
+        return self.seen[token]
+
+    def _replace(self, token: str) -> str:
+        for core in dict.fromkeys((token, token.rstrip("."), token.rstrip(".:"))):
+            if _is_probe(core, self.needles):
+                return SCRUBBED + token[len(core):]
+        core = token.rstrip(".")
+        head, _, port = core.rpartition(":")  # "addr:port" written without brackets
+        if port.isdigit() and _is_probe(head, self.needles):
+            return f"{SCRUBBED}:{port}{token[len(core):]}"
+        return token
 
 
 def _scrub_text(text: str, needles: Needles) -> str:
@@ -175,7 +221,7 @@ def _scrub_text(text: str, needles: Needles) -> str:
         if needle in text:
             text = text.replace(needle, SCRUBBED)
     if ":" in text and _V6_GATE.search(text) is not None:
-        text = _V6_CANDIDATE.sub(functools.partial(_scrub_candidate, needles=needles), text)
+        text = needles.candidates.sub(_V6Scrubber(needles), text)
     return text
 
 
