@@ -197,3 +197,9 @@ def test_scrubbing_a_page_full_of_ipv6_lookalikes_stays_fast(unit: str) -> None:
     clean = scrub({"body": page}, ["198.51.100.23", V6])
     assert time.process_time() - started < 0.15
     assert clean["body"].endswith(" [scrubbed] ")
+
+
+def test_scrub_matches_an_address_that_ends_in_a_double_colon() -> None:
+    """``2001:db8:1::`` at the end of a sentence: the trailing ``::`` is the address's own."""
+    clean = scrub({"a": "You are 2001:DB8:1::. Or 2001:db8:1:0:0:0:0:0:443"}, ["2001:db8:1::"])
+    assert clean == {"a": "You are [scrubbed]. Or [scrubbed]:443"}
