@@ -202,7 +202,7 @@ class _V6Scrubber:
         if token not in self.seen:
             self.parses += 1
             self.seen[token] = (self._replace(token) if self.parses <= MAX_PARSES
-                                else SCRUBBED)
+                                else SCRUBBED + token[len(token.rstrip(".")):])
         return self.seen[token]
 
     def _replace(self, token: str) -> str:

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,14 @@ def _echo_app(port_of: Callable[[], int]) -> web.Application:
         return web.Response(text=" ".join(f"You are {ip}." for ip in IP6_SPELLINGS),
                             headers={"X-Your-IP": IP6_SPELLINGS[0]})
 
+    async def lookalikes(request: web.Request) -> web.Response:
+        near = "".join(f"2001:db8::{i:x} ffff:{i:x}::1 " for i in range(30_000))
+        return web.Response(text=near[: 500 * 1024] + f" You are {IP6_SPELLINGS[0]}.")
+
     app = web.Application()
     app.router.add_get("/", text)
     app.router.add_get("/v6", ipv6)
+    app.router.add_get("/lookalikes", lookalikes)
     app.router.add_get("/binary", binary)
     app.router.add_get("/redirect", redirect)
     return app
@@ -258,6 +264,34 @@ async def test_every_spelling_of_an_ipv6_public_address_is_scrubbed(
     text = "\n".join(_strings(record, keys=True))
     assert text.count("[scrubbed]") >= len(IP6_SPELLINGS)
     assert "2001" not in text
+
+
+async def test_a_page_of_address_lookalikes_is_scrubbed_in_bounded_time(
+        config_factory: Callable[..., Config], dns_server: DnsServer, echo_site: tuple[int, int],
+        helper_url: str) -> None:
+    """500 KiB of near misses of the probe's IPv6 address: the scrub (on the measuring loop)
+    stays short, and the real address is gone."""
+    dns_server.zone["echo.test"] = ["127.0.0.1"]
+    prober = Prober(config_factory(dns=dns_server, probe={"public_ip": [PUBLIC_IP, PUBLIC_IP6]},
+                                   control={"helper_url": [helper_url]}, analysis={"retries": 0}))
+    original = prober.scrubber.scrub
+    spent: list[float] = []
+
+    def timed(record: dict[str, Any]) -> dict[str, Any]:
+        started = time.process_time()
+        try:
+            return original(record)
+        finally:
+            spent.append(time.process_time() - started)
+
+    prober.scrubber.scrub = timed  # type: ignore[method-assign]
+    try:
+        record = await prober.measure(parse_target(f"http://echo.test:{echo_site[0]}/lookalikes"))
+    finally:
+        await prober.aclose()
+    body = record["test_keys"]["requests"][0]["response"]["body"]
+    assert len(body) > 400 * 1024 and body.endswith("You are [scrubbed].")
+    assert spent and spent[0] < 0.15
 
 
 async def test_measure_warns_when_no_public_address_is_known(
