@@ -10,6 +10,7 @@ of the configured address.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import io
@@ -29,14 +30,15 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from kzprobe.config import Config
+from kzprobe.config import Config, load_config
 from kzprobe.engine import Prober
 from kzprobe.helper import HelperServer
 from kzprobe.segments import iter_records, list_segments
 from kzprobe.service import Daemon, measure_urls
 from kzprobe.targets import parse_target
 from tests.hostile.servers import tls_context
-from tests.servers import DnsServer
+from tests.servers import DnsServer, eventually
+from tests.service.harness import daemon_config
 
 PUBLIC_IP = "198.51.100.23"
 PUBLIC_IP6 = "2001:db8::7"
@@ -344,3 +346,40 @@ async def test_configured_probe_id_is_in_the_record(
                                       analysis={"retries": 0}),
                        [f"http://echo.test:{echo_site[0]}/"], out=out)
     assert orjson.loads(out.getvalue())["annotations"]["kzprobe_probe_id"] == "kz-test"
+
+
+async def test_addresses_learned_before_a_reload_still_scrub_after_it(
+        ca_file: Path, dns_server: DnsServer, echo_site: tuple[int, int],
+        nat_helper: tuple[NatHelper, str], tmp_path: Path) -> None:
+    """SIGHUP builds a new prober; what the old one learned from helpers carries over, so a
+    record whose control fails right after a reload is still scrubbed."""
+    nat, helper = nat_helper
+    dns_server.zone["echo.test"] = ["127.0.0.1"]
+    url = f"http://echo.test:{echo_site[0]}/"
+    path = daemon_config(tmp_path / "c.toml", urls=[url], out=tmp_path / "out",
+                         dns={"resolvers": [dns_server.address], "query_aaaa": False},
+                         tls={"ca_file": str(ca_file)}, control={"helper_url": [helper]},
+                         schedule={"interval": 0.2, "jitter": 0})
+    records: list[dict[str, Any]] = []
+
+    async def collect(record: dict[str, Any]) -> None:
+        records.append(record)
+
+    daemon = Daemon(load_config(path).config, [parse_target(url)], on_record=collect)
+    task = asyncio.create_task(daemon.serve(once=False))
+    try:
+        await eventually(lambda: len(records) >= 1, timeout=20)
+        nat.failing = True
+        first_prober = daemon._engine.prober if daemon._engine else None
+        daemon.request_reload()
+        await eventually(lambda: daemon._engine is not None
+                         and daemon._engine.prober is not first_prober, timeout=20)
+        applied_at = len(records)
+        await eventually(lambda: len(records) >= applied_at + 2, timeout=20)
+    finally:
+        daemon.request_stop()
+        await task
+    after = records[applied_at + 1]
+    assert after["test_keys"]["control"] is None  # measured by the new prober, helper failing
+    text = "\n".join(_strings(after, keys=True))
+    assert "[scrubbed]" in text and PUBLIC_IP not in text
