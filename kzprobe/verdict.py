@@ -108,6 +108,10 @@ _V6_CANDIDATE = (r"(?<![0-9A-Fa-f.:])(?=[0-9A-Fa-f.:]*?(?i:{sigs}))"
                  r"[0-9A-Fa-f.]*+:[0-9A-Fa-f.]*+:[0-9A-Fa-f:.]*+")
 MAX_LEARNED = 8  # helper-reported addresses remembered (the most recent distinct ones)
 MAX_PARSES = 2_000  # candidates parsed per string; past it, signature matches are scrubbed
+MAX_SPOTS = 64  # signature hits looked at one by one; more: one regex scan of the string
+_MAX_RUN = 64  # an IPv6 spelling is at most 45 characters (51 with an unbracketed port)
+_RUN_AHEAD = re.compile(rf"[0-9A-Fa-f.:]{{0,{_MAX_RUN + 1}}}")
+_V6_CHARS = frozenset("0123456789abcdefABCDEF.:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +129,7 @@ class Needles:
     v6: frozenset[ipaddress.IPv6Address]
     v4: frozenset[ipaddress.IPv4Address]
     signatures: tuple[tuple[str, ...], ...]
+    primaries: tuple[str, ...]  # the longest group of each signature ("": none, scan all)
     candidates: re.Pattern[str]
 
     def __bool__(self) -> bool:
@@ -158,7 +163,7 @@ def compile_needles(addresses: tuple[str, ...]) -> Needles:
     firsts = sorted({sig[0] if sig else "" for sig in signatures})
     pattern = _V6_CANDIDATE.format(sigs="|".join(re.escape(f) for f in firsts))
     return Needles(tuple(sorted(str(a) for a in v4)), frozenset(v6), frozenset(v4),
-                   signatures, re.compile(pattern))
+                   signatures, tuple(firsts), re.compile(pattern))
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -195,7 +200,10 @@ class _V6Scrubber:
         self.seen: dict[str, str] = {}
 
     def __call__(self, match: re.Match[str]) -> str:
-        token = match.group()
+        return self.check(match.group())
+
+    def check(self, token: str) -> str:
+        """``token`` (a whole run of IPv6 characters), or its replacement."""
         low = token.lower()
         if not any(all(part in low for part in sig) for sig in self.needles.signatures):
             return token
@@ -221,8 +229,53 @@ def _scrub_text(text: str, needles: Needles) -> str:
         if needle in text:
             text = text.replace(needle, SCRUBBED)
     if ":" in text and _V6_GATE.search(text) is not None:
-        text = needles.candidates.sub(_V6Scrubber(needles), text)
+        text = _scrub_v6(text, needles)
     return text
+
+
+def _scrub_v6(text: str, needles: Needles) -> str:
+    """Look only at the runs around the needles' signatures (found by a fast ``find``);
+    past MAX_SPOTS of them, one regex scan of the whole string (linear, but slower)."""
+    spots = _spots(text, needles)
+    if spots is None:
+        return needles.candidates.sub(_V6Scrubber(needles), text)
+    runs = sorted({run for spot in spots if (run := _run_at(text, spot)) is not None})
+    scrubber, pieces, last = _V6Scrubber(needles), [], 0
+    for start, end in runs:
+        token = text[start:end]
+        if token.count(":") >= 2:
+            pieces += [text[last:start], scrubber.check(token)]
+            last = end
+    return "".join([*pieces, text[last:]]) if pieces else text
+
+
+def _spots(text: str, needles: Needles) -> list[int] | None:
+    """Where the needles' primary signatures occur (None: too many, or a needle has none)."""
+    low, spots = text.lower(), []
+    if len(low) != len(text):  # "İ" lowers to two characters: positions would not agree
+        return None
+    for primary in needles.primaries:
+        if not primary:
+            return None
+        at = low.find(primary)
+        while at != -1:
+            spots.append(at)
+            if len(spots) > MAX_SPOTS:
+                return None
+            at = low.find(primary, at + 1)
+    return spots
+
+
+def _run_at(text: str, spot: int) -> tuple[int, int] | None:
+    """The run of IPv6 characters around ``spot``; None if longer than any spelling."""
+    start, floor = spot, max(0, spot - _MAX_RUN - 1)
+    while start > floor and text[start - 1] in _V6_CHARS:
+        start -= 1
+    match = _RUN_AHEAD.match(text, spot)
+    end = match.end() if match else spot
+    if end - start > _MAX_RUN or (start == floor and start > 0 and text[start - 1] in _V6_CHARS):
+        return None
+    return start, end
 
 
 def _scrub_binary(value: Mapping[str, Any], needles: Needles) -> dict[str, Any]:

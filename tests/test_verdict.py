@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+import timeit
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,28 @@ def test_scrub_matches_an_address_that_ends_in_a_double_colon() -> None:
     """``2001:db8:1::`` at the end of a sentence: the trailing ``::`` is the address's own."""
     clean = scrub({"a": "You are 2001:DB8:1::. Or 2001:db8:1:0:0:0:0:0:443"}, ["2001:db8:1::"])
     assert clean == {"a": "You are [scrubbed]. Or [scrubbed]:443"}
+
+
+def test_scrubbing_a_page_with_css_pseudo_elements_stays_cheap() -> None:
+    """``a::before`` looks like IPv6 (``a::b``) and is on most pages: a 50 KB page holding
+    it costs a scrub of the same order as one without it, not a character-by-character scan."""
+    rows = "".join(f'<li style="margin: 0 {i}px"><a href="https://cdn.news.test/{i}.html">'
+                   f"Story {i} at 12:{i % 60:02d}:07</a></li>\n" for i in range(500))
+    plain = f"<html><body><ul>{rows}</ul></body></html>"
+    css = f"<style>a::before{{content:''}} p::after{{color:red}}</style>{plain}You are 2001:DB8::7"
+    needles = ["198.51.100.23", V6]
+    assert scrub({"b": css}, needles)["b"].endswith("</html>You are [scrubbed]")
+
+    def cost(text: str) -> float:
+        return min(timeit.repeat(lambda: scrub({"b": text}, needles), number=20, repeat=5))
+
+    assert cost(css) < 5 * cost(plain)
+
+
+@pytest.mark.parametrize("prefix", ["", "İstanbul ", "ß ", "a::before 2001, " * 70])
+def test_ipv6_scrub_finds_the_address_whatever_surrounds_it(prefix: str) -> None:
+    """Characters whose lower case is longer, or more signature hits than are looked at one
+    by one: the address is still found, and its neighbours are kept."""
+    text = f"{prefix}2001:db8::7 near 2001:db8::70 [2001:0DB8::7]:443 2001:db8::7."
+    clean = scrub({"t": text}, [V6])["t"]
+    assert clean == f"{prefix}[scrubbed] near 2001:db8::70 [[scrubbed]]:443 [scrubbed]."
