@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 import ssl
 import tomllib
 from collections.abc import Callable, Mapping
@@ -24,6 +25,8 @@ Compression = Literal["gzip", "zstd", "none"]
 StoreBodies = Literal["anomalous", "always", "never"]
 
 DEFAULT_CONFIG_PATH = Path("config/kzprobe.toml")
+MAX_PROBE_ID = 32
+_PROBE_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_PROBE_ID}}}")
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB; never read /dev/zero or a 1 GB line whole
 # Files a config names are read whole, bounded (kzprobe.localfiles): regular files only.
 MAX_CA_FILE_BYTES = 16 << 20  # certifi's bundle is ~0.3 MiB
@@ -47,7 +50,8 @@ class ProbeConfig:
     cc: str = "ZZ"
     asn: str = "AS0"
     network_name: str = ""
-    public_ip: str | None = None  # scrubbed from records when known
+    public_ip: tuple[str, ...] = ()  # scrubbed from records (with helper-reported ones)
+    id: str | None = None  # names segments and records; None: the output dir's stored id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -355,15 +359,23 @@ def _parse_probe(s: _Section) -> ProbeConfig:
     cc = s.string("cc", "ZZ")
     if len(cc) != 2 or not (cc.isascii() and cc.isalpha()):
         raise s.fail("cc", f"expected a two-letter country code, got {cc!r}")
-    public_ip = s.string("public_ip", None)
-    if public_ip is not None:
+    public_ip = s.strings("public_ip", ())
+    for ip in public_ip:
         try:
-            ipaddress.ip_address(public_ip)
+            ipaddress.ip_address(ip)
         except ValueError:
-            raise s.fail("public_ip", f"not an IP address: {public_ip!r}") from None
-    return ProbeConfig(
-        cc=cc.upper(), asn=asn, network_name=s.string("network_name", ""), public_ip=public_ip
-    )
+            raise s.fail("public_ip", f"not an IP address: {ip!r}") from None
+    probe_id = s.string("id", None)
+    if probe_id is not None and not valid_probe_id(probe_id):
+        raise s.fail("id", f"expected 1-{MAX_PROBE_ID} characters of A-Z a-z 0-9 _ -, "
+                           f"got {probe_id!r}")
+    return ProbeConfig(cc=cc.upper(), asn=asn, network_name=s.string("network_name", ""),
+                       public_ip=public_ip, id=probe_id)
+
+
+def valid_probe_id(text: str) -> bool:
+    """A probe id is short and safe in a file name: ``[A-Za-z0-9_-]{1,32}``."""
+    return _PROBE_ID.fullmatch(text) is not None
 
 
 def _parse_dns(s: _Section) -> DnsConfig:

@@ -35,13 +35,12 @@ from kzprobe.record import build_record
 from kzprobe.targets import Target
 from kzprobe.verdict import (
     Analyzer,
+    Scrubber,
     Verdict,
     choose,
     drop_bodies,
     keep_bodies,
     looks_blocked,
-    public_ips,
-    scrub,
 )
 
 log = structlog.get_logger("kzprobe.engine")
@@ -89,6 +88,7 @@ class Prober:
             control=self._control_client(config),
         )
         self.analyzer = Analyzer(config)  # built here too: bad fingerprint files fail at start
+        self.scrubber = Scrubber(config)
         self.judge = (ProcessJudge(config, timeout=config.analysis.worker_timeout)
                       if config.analysis.worker_process else None)
 
@@ -106,19 +106,20 @@ class Prober:
             record = await self._measure_once(target, sweep_id)
             verdict = await self._judge(record, target)
             attempts.append((record, verdict))
+            self.scrubber.learn(record["test_keys"])
             if not looks_blocked(verdict) or is_interrupted(record):
                 break
         index, agreeing = choose([verdict for _, verdict in attempts])
         record, verdict = attempts[index]
         keys = record["test_keys"]
-        if not keep_bodies(self.config.output.store_bodies, verdict):
-            drop_bodies(keys)
         keys["x_attempts"] = len(attempts)
         keys["x_attempts_agreeing"] = agreeing
         keys["x_attempt_verdicts"] = [
             {"blocking": v[0], "interference": list(v[1])} for _, v in attempts]
-        needles = public_ips(self.config, keys)
-        return scrub(record, needles) if needles else record
+        record = self.scrubber.scrub(record)
+        if not keep_bodies(self.config.output.store_bodies, verdict):
+            drop_bodies(record["test_keys"])  # after scrubbing: the hash hides the address too
+        return record
 
     async def _judge(self, record: dict[str, Any], target: Target) -> Verdict:
         test_name = record.get("test_name")

@@ -46,6 +46,8 @@ def build_record(
         annotations["category_code"] = target.category_code
     if sweep_id:
         annotations["kzprobe_sweep"] = sweep_id
+    if config.probe.id:
+        annotations["kzprobe_probe_id"] = config.probe.id
     helper = config.control.helper_urls[0] if config.control.helper_urls else None
     start_time = ooni_time(started)
     return {

@@ -82,10 +82,21 @@ def run_loop(main: Coroutine[Any, Any, T], *, use_uvloop: bool = True) -> T:
         return runner.run(main)
 
 
+def warn_if_public_ip_unknown(config: Config) -> None:
+    """Say at start that records may keep the probe's address until a helper reports it."""
+    if not config.probe.public_ip:
+        log.warning("public_ip_unknown",
+                    consequence="records are scrubbed only of addresses kzprobe helpers "
+                                "report; one measured before the first helper answer keeps "
+                                "the probe's address",
+                    fix="set [probe] public_ip")
+
+
 async def measure_urls(config: Config, urls: list[str], out: TextIO = sys.stdout) -> int:
     """``kzprobe measure``: measure each URL now, print records in input order."""
     targets = [parse_target(url, origin=f"argv[{i}]") for i, url in enumerate(urls)]
     raise_nofile_limit()
+    warn_if_public_ip_unknown(config)
     prober = Prober(config)
     await prober.start()
     gate = asyncio.Semaphore(config.limits.concurrency)
@@ -162,6 +173,11 @@ class _Pending:
     prober: Prober
 
 
+def _with_probe_id(config: Config, probe_id: str | None) -> Config:
+    """``config`` naming the probe as its segment files do (the stored id by default)."""
+    return dataclasses.replace(config, probe=dataclasses.replace(config.probe, id=probe_id))
+
+
 def _utc(stamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
@@ -175,7 +191,7 @@ class Daemon:
         self.config = config
         self.targets = list(targets)
         self.on_record = on_record
-        self.sink = NdjsonSink(config.output)
+        self.sink = NdjsonSink(config.output, probe_id=config.probe.id)
         self.stop_requested = asyncio.Event()
         self.force_exit = False
         self.systemd = systemd or SystemdEnv()
@@ -250,6 +266,7 @@ class Daemon:
             raise
         if recovered:
             log.info("segments_recovered", count=len(recovered))
+        self.config = _with_probe_id(self.config, self.sink.probe_id)
         try:
             await self._start(once=once)
             await self._loop(once=once)
@@ -264,6 +281,7 @@ class Daemon:
         return 0
 
     async def _start(self, *, once: bool) -> None:
+        warn_if_public_ip_unknown(self.config)
         prober = Prober(self.config)
         await prober.start()
         self._set_engine(self._new_engine(prober))
@@ -380,12 +398,15 @@ class Daemon:
                    if getattr(new.output, k) != getattr(old.output, k)]
         if new.service.metrics_listen != old.service.metrics_listen:
             changed.append("service.metrics_listen")
+        if new.probe.id not in (None, old.probe.id):
+            changed.append("probe.id")
         if changed:
             log.warning("config_reload_needs_restart", keys=changed, kept="running values")
         output = dataclasses.replace(
             new.output, **{k: getattr(old.output, k) for k in RESTART_ONLY_OUTPUT})
         service = dataclasses.replace(new.service, metrics_listen=old.service.metrics_listen)
-        return dataclasses.replace(new, output=output, service=service)
+        return dataclasses.replace(_with_probe_id(new, old.probe.id), output=output,
+                                   service=service)
 
     async def _apply_pending(self) -> None:
         pending, self._pending = self._pending, None
@@ -393,6 +414,8 @@ class Daemon:
             return
         old = self._engine
         self.config, self.targets = pending.config, list(pending.targets)
+        if old is not None:
+            pending.prober.scrubber.adopt(old.prober.scrubber)
         self._set_engine(self._new_engine(pending.prober))
         if old is not None:
             await old.prober.aclose()

@@ -2,7 +2,7 @@
 
 One asyncio task drains a bounded buffer and hands batches to a one-thread executor, so
 compression, ``os.write`` and ``fdatasync`` never stall the event loop. Records go to
-``<prefix>-<UTC start>-<host>-<pid>-<seq>.ndjson.gz.part`` (``.zst``, or plain with
+``<prefix>-<UTC start>-<probe id>-<pid>-<seq>.ndjson.gz.part`` (``.zst``, or plain with
 ``compress = "none"``; O_APPEND), compressed as they are written: each batch ends at a
 flush point (:mod:`kzprobe.codecs`), so a crash loses at most the batch being written. A
 segment is closed between records by size or age with end of stream → fsync → close →
@@ -27,7 +27,8 @@ import itertools
 import mmap
 import os
 import re
-import socket
+import secrets
+import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -39,7 +40,7 @@ from typing import Any, BinaryIO, Literal, TypeVar
 import structlog
 
 from kzprobe import codecs
-from kzprobe.config import Compression, OutputConfig
+from kzprobe.config import MAX_PROBE_ID, Compression, OutputConfig, valid_probe_id
 from kzprobe.errors import ConfigError, KzprobeError
 from kzprobe.segments import MAX_LINE_BYTES  # recovery stops at a longer "line": not ours
 
@@ -61,7 +62,7 @@ _LINGER_BELOW = 64 << 10  # ... if it is smaller than this
 _COMPRESS_CHUNK = 16 << 20  # bytes per compressor call (see _compress_stream)
 _ABANDON_GRACE = 5.0  # seconds aclose() waits for the I/O thread after giving up
 _SEQ_RE = re.compile(r"^(?P<head>.*-)(?P<seq>\d+)\.ndjson$")
-_HOST_RE = re.compile(r"[^A-Za-z0-9._-]+")
+PROBE_ID_FILE = ".probe-id"  # in the output dir: the random id used when none is configured
 
 
 @dataclass(slots=True)
@@ -414,9 +415,9 @@ class _SegmentWriter:
     retried after an OSError without losing or duplicating one.
     """
 
-    def __init__(self, output: OutputConfig, host: str, stats: SinkStats) -> None:
+    def __init__(self, output: OutputConfig, probe_id: str, stats: SinkStats) -> None:
         self._out = output
-        self._host = host
+        self.probe_id = probe_id  # set by the sink's start() before the first write
         self._pid = os.getpid()
         self._stats = stats
         self._seq = 0
@@ -503,7 +504,7 @@ class _SegmentWriter:
 
     def _name(self, seq: int) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        return f"{self._out.prefix}-{stamp}-{self._host}-{self._pid}-{seq:06d}{SEGMENT_SUFFIX}"
+        return f"{self._out.prefix}-{stamp}-{self.probe_id}-{self._pid}-{seq:06d}{SEGMENT_SUFFIX}"
 
     def _ensure_open(self) -> _Segment:
         if self._seg is None:
@@ -757,8 +758,58 @@ class _Buffer:
                 self._room.set()
 
 
-def _clean_host(host: str) -> str:
-    return _HOST_RE.sub("_", host)[:64] or "host"
+def resolve_probe_id(directory: Path) -> str:
+    """The probe id stored in ``directory``, made (at random) and stored on first use.
+
+    Segment names used to carry the host name, which often is the address the records are
+    scrubbed of. Two writers racing on one directory agree: the id is published with
+    ``link``, which fails for the loser, who then reads the winner's.
+    """
+    path = directory / PROBE_ID_FILE
+    try:
+        try:
+            return _read_probe_id(path)
+        except FileNotFoundError:
+            _store_probe_id(directory, path)
+            return _read_probe_id(path)
+    except OSError as exc:
+        raise KzprobeError(f"{path}: cannot read or store the probe id: {_describe(exc)}"
+                           ) from None
+
+
+def _read_probe_id(path: Path) -> str:
+    # O_NONBLOCK: a FIFO put here must not hang the start; only a regular file is read
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise KzprobeError(f"{path}: not a regular file; remove it or set [probe] id")
+        data = os.read(fd, MAX_PROBE_ID + 2)  # an id, a newline, and one byte to see more
+    finally:
+        os.close(fd)
+    text = data.decode("ascii", "replace").strip()
+    if not valid_probe_id(text):
+        raise KzprobeError(f"{path}: not a probe id (1-{MAX_PROBE_ID} of A-Z a-z 0-9 _ -); "
+                           "remove it (a new one is made) or set [probe] id")
+    return text
+
+
+def _store_probe_id(directory: Path, path: Path) -> None:
+    tmp = directory / f"{PROBE_ID_FILE}.{os.getpid()}{TMP_SUFFIX}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o640)
+    try:
+        os.fchmod(fd, 0o640)  # whatever the umask
+        os.write(fd, secrets.token_hex(6).encode("ascii") + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:  # another writer stored one first: theirs is the id
+        pass
+    finally:
+        os.unlink(tmp)
+    _fsync_dir(directory)
 
 
 class NdjsonSink:
@@ -770,14 +821,16 @@ class NdjsonSink:
     """
 
     def __init__(self, output: OutputConfig, *, queue_size: int = 4096,
-                 queue_bytes: int = 32 << 20, host: str | None = None,
+                 queue_bytes: int = 32 << 20, probe_id: str | None = None,
                  retry_interval: float = 2.0) -> None:
+        if probe_id is not None and not valid_probe_id(probe_id):
+            raise ValueError(f"not a probe id: {probe_id!r}")
         self.stats = SinkStats()
         self._out = output
-        self._host = _clean_host(host if host is not None else socket.gethostname())
+        self.probe_id = probe_id  # None: the output dir's stored id, known after start()
         self._retry_interval = retry_interval
         self._buffer = _Buffer(max_records=queue_size, max_bytes=queue_bytes)
-        self._writer = _SegmentWriter(output, self._host, self.stats)
+        self._writer = _SegmentWriter(output, probe_id or "", self.stats)
         self._io_pool: ThreadPoolExecutor | None = None
         self._writable = asyncio.Event()
         self._writable.set()
@@ -807,6 +860,9 @@ class NdjsonSink:
         self._io_pool = ThreadPoolExecutor(1, thread_name_prefix="kzprobe-sink")
         try:
             self._lock_fd = await self._io(_lock_dir, self._out.dir, self._out.prefix)
+            if self.probe_id is None:
+                self.probe_id = await self._io(resolve_probe_id, self._out.dir)
+            self._writer.probe_id = self.probe_id
             found = await self._io(recover_dir, self._out.dir, self._out.prefix)
         except OSError as exc:
             await self._release()

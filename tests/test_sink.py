@@ -7,6 +7,8 @@ import gzip
 import os
 import random
 import re
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -19,9 +21,10 @@ import pytest
 import structlog
 import zstandard
 
+from kzprobe import retention
 from kzprobe.codecs import SUFFIXES as COMPRESSED
 from kzprobe.codecs import Encoder
-from kzprobe.config import Compression, OutputConfig
+from kzprobe.config import Compression, OutputConfig, parse_config
 from kzprobe.errors import ConfigError, KzprobeError
 from kzprobe.segments import iter_lines, iter_records, list_segments
 from kzprobe.sink import NdjsonSink
@@ -39,7 +42,7 @@ def _out(directory: Path, **kw: Any) -> OutputConfig:
 
 def _sink(directory: Path, *, queue_size: int = 4096, retry_interval: float = 0.05,
           **kw: Any) -> NdjsonSink:
-    return NdjsonSink(_out(directory, **kw), queue_size=queue_size, host="testhost",
+    return NdjsonSink(_out(directory, **kw), queue_size=queue_size, probe_id="testhost",
                       retry_interval=retry_interval)
 
 
@@ -136,7 +139,7 @@ async def test_second_writer_on_the_same_prefix_is_refused(tmp_path: Path) -> No
     await first.start()
     with pytest.raises(KzprobeError, match="another kzprobe process"):
         await _sink(tmp_path).start()
-    other = NdjsonSink(_out(tmp_path, prefix="other"), host="testhost")
+    other = NdjsonSink(_out(tmp_path, prefix="other"), probe_id="testhost")
     await other.start()
     await other.aclose()
     await first.aclose()
@@ -228,7 +231,7 @@ async def test_aclose_drains_backpressured_producers(tmp_path: Path) -> None:
 
 async def test_byte_bound_lets_an_oversized_record_through(tmp_path: Path) -> None:
     """A record larger than queue_bytes is still written (alone), never deadlocked."""
-    sink = NdjsonSink(_out(tmp_path), queue_bytes=100, host="testhost")
+    sink = NdjsonSink(_out(tmp_path), queue_bytes=100, probe_id="testhost")
     await sink.start()
 
     async def produce(worker: int) -> None:
@@ -385,10 +388,94 @@ async def test_recovery_leaves_other_prefixes_alone(tmp_path: Path) -> None:
     theirs.write_bytes(b'{"seq": 1}\n{"half')
     mine = tmp_path / "kz-20200101T000000Z-h-1-000001.ndjson.part"
     mine.write_bytes(b'{"seq": 2}\n{"half')
-    sink = NdjsonSink(_out(tmp_path, prefix="kz"), host="testhost")
+    sink = NdjsonSink(_out(tmp_path, prefix="kz"), probe_id="testhost")
     assert await sink.start() == [tmp_path / "kz-20200101T000000Z-h-1-000001.ndjson"]
     await sink.aclose()
     assert theirs.read_bytes() == b'{"seq": 1}\n{"half'
+
+
+# --------------------------------------------------------------------------- probe id
+
+ID_NAME_RE = re.compile(r"^kzprobe-\d{8}T\d{6}Z-(?P<id>[A-Za-z0-9_-]+)-(\d+)-(\d{6})\.ndjson$")
+
+
+async def _one_segment(sink: NdjsonSink, directory: Path) -> str:
+    await sink.start()
+    await sink.write(_rec(0))
+    await sink.aclose()
+    names = [p.name for p in list_segments([directory])]
+    assert len(names) == 1
+    return names[-1]
+
+
+async def test_default_probe_id_is_random_stored_and_reused(tmp_path: Path) -> None:
+    """Segment names carry a random id kept in the output dir, never the host name."""
+    first = await _one_segment(NdjsonSink(_out(tmp_path)), tmp_path)
+    stored = tmp_path / ".probe-id"
+    probe_id = stored.read_text().strip()
+    match = ID_NAME_RE.match(first)
+    assert match and match["id"] == probe_id
+    assert socket.gethostname() not in first
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o640
+    for path in list_segments([tmp_path]):
+        path.unlink()
+    second = await _one_segment(NdjsonSink(_out(tmp_path)), tmp_path)  # a restart
+    match = ID_NAME_RE.match(second)
+    assert match and match["id"] == probe_id
+    other = tmp_path / "other"
+    third = await _one_segment(NdjsonSink(_out(other)), other)  # another probe: another id
+    match = ID_NAME_RE.match(third)
+    assert match and match["id"] != probe_id
+
+
+async def test_configured_probe_id_names_segments(tmp_path: Path) -> None:
+    """[probe] id wins over the stored one; nothing is stored for it."""
+    sink = NdjsonSink(_out(tmp_path), probe_id="kz-almaty_1")
+    name = await _one_segment(sink, tmp_path)
+    match = ID_NAME_RE.match(name)
+    assert match and match["id"] == "kz-almaty_1" and sink.probe_id == "kz-almaty_1"
+    assert not (tmp_path / ".probe-id").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"../../etc\n", b"a" * 4096, b"bad id\n"])
+async def test_a_stored_probe_id_that_is_not_one_is_refused(tmp_path: Path,
+                                                           content: bytes) -> None:
+    """Someone else's file (or an edit gone wrong) stops the start with one line."""
+    (tmp_path / ".probe-id").write_bytes(content)
+    with pytest.raises(KzprobeError, match=r"\.probe-id"):
+        await NdjsonSink(_out(tmp_path)).start()
+
+
+async def test_a_probe_id_path_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
+    """A directory or FIFO in its place is refused, without blocking on the FIFO."""
+    os.mkfifo(tmp_path / ".probe-id")
+    with pytest.raises(KzprobeError, match=r"\.probe-id"):
+        await asyncio.wait_for(NdjsonSink(_out(tmp_path)).start(), 5)
+
+
+def test_probe_id_option_is_validated() -> None:
+    """[probe] id goes into file names: short, and only A-Z a-z 0-9 _ -."""
+    assert parse_config({"probe": {"id": "kz-1_a"}}).config.probe.id == "kz-1_a"
+    for bad in ("", "a b", "a/b", "a\nb", "x" * 33, "ü"):
+        with pytest.raises(ConfigError, match=r"\[probe\] id"):
+            parse_config({"probe": {"id": bad}})
+
+
+async def test_old_host_named_and_new_id_named_segments_both_parse(tmp_path: Path) -> None:
+    """Files written before the probe id (host names, dots and all) are still read, recovered
+    and counted by retention next to the new ones."""
+    old = tmp_path / "kzprobe-20200101T000000Z-vps-1.example.net-77-000001.ndjson"
+    old.write_bytes(_rec(1))
+    old_part = tmp_path / "kzprobe-20200101T000001Z-vps-1.example.net-77-000002.ndjson.part"
+    old_part.write_bytes(_rec(2) + b'{"half')
+    sink = NdjsonSink(_out(tmp_path), probe_id="p1")
+    assert await sink.start() == [old_part.with_name(old_part.name.removesuffix(".part"))]
+    await sink.write(_rec(3))
+    await sink.aclose()
+    assert sorted(_seqs(tmp_path)) == [1, 2, 3]
+    names = [f.path.name for f in retention._scan(tmp_path, "kzprobe")]
+    assert len(names) == 3 and names[:2] == [old.name, old_part.name.removesuffix(".part")]
+    assert ID_NAME_RE.match(names[2])
 
 
 @pytest.mark.slow
@@ -510,7 +597,7 @@ async def test_byte_bound_applies_backpressure_while_disk_full(tiny_fs: Path) ->
     """With room for many records but few bytes, a blocked sink still stops the producer."""
     (tiny_fs / "filler.bin").write_bytes(b"\0" * (200 * 1024))
     out = tiny_fs / "out"
-    sink = NdjsonSink(_out(out), queue_size=100_000, queue_bytes=8 * 1024, host="testhost",
+    sink = NdjsonSink(_out(out), queue_size=100_000, queue_bytes=8 * 1024, probe_id="testhost",
                       retry_interval=0.05)
     await sink.start()
     accepted = 0

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import time
+import timeit
 from pathlib import Path
 
 import pytest
 
 from kzprobe.config import parse_config
 from kzprobe.errors import ConfigError
-from kzprobe.verdict import Analyzer, choose, drop_bodies, keep_bodies, public_ips, scrub
+from kzprobe.verdict import (
+    MAX_LEARNED,
+    Analyzer,
+    Scrubber,
+    choose,
+    drop_bodies,
+    keep_bodies,
+    public_ips,
+    scrub,
+)
 
 HEADER = ("name,scope,other_names,location_found,pattern_type,pattern,confidence_no_fp,"
           "expected_countries,source,exp_url,notes\n")
@@ -59,8 +71,6 @@ def test_choose_prefers_the_majority_then_the_latest() -> None:
 
 def test_scrub_replaces_the_public_ip_but_keeps_certificates() -> None:
     """The probe's IP leaves bodies, headers and failures; certificates stay as evidence."""
-    import base64
-
     body = base64.b64encode(b"\xffyour ip is 198.51.100.23").decode()
     record = {"a": "seen 198.51.100.23", "b": [{"format": "base64", "data": body}],
               "peer_certificates": [{"format": "base64", "data": "MTk4LjUxLjEwMC4yMw=="}]}
@@ -87,3 +97,135 @@ def test_body_policy() -> None:
     drop_bodies(keys)
     response = keys["requests"][0]["response"]
     assert response["body"] == "" and response["x_body_length"] == 5
+
+
+V6 = "2001:db8::7"
+
+
+@pytest.mark.parametrize("written", [
+    "2001:DB8::7", "2001:db8:0:0:0:0:0:7", "2001:0db8:0000:0000:0000:0000:0000:0007",
+    "2001:0DB8::0:7", "2001:db8:0::0:0007", "[2001:db8::7]:443", "2001:db8::0.0.0.7",
+])
+def test_scrub_matches_every_spelling_of_an_ipv6_address(written: str) -> None:
+    """Case, leading zeros, where "::" falls, a dotted tail: one address, always scrubbed."""
+    body = base64.b64encode(f"\xff you are {written}.".encode("latin-1")).decode()
+    record = {"text": f"You are {written}.", f"x-{written}": "1",
+              "blob": {"format": "base64", "data": body}}
+    clean = scrub(record, [V6])
+    assert written not in str(clean) and "2001" not in str(clean)
+    assert clean["text"].startswith("You are ") and "[scrubbed]" in clean["text"]
+    assert b"[scrubbed]" in base64.b64decode(clean["blob"]["data"])
+
+
+@pytest.mark.parametrize("written", ["::ffff:198.51.100.23", "::FFFF:C633:6417",
+                                     "0:0:0:0:0:ffff:c633:6417", "[::ffff:c633:6417]:80"])
+def test_scrub_matches_ipv4_mapped_forms_of_an_ipv4_address(written: str) -> None:
+    """A dual-stack server echoes an IPv4 client as ::ffff:a.b.c.d, or in hex."""
+    clean = scrub({"text": f"client={written};"}, ["198.51.100.23"])
+    assert clean["text"].startswith("client=") and "[scrubbed]" in clean["text"]
+    assert "c633" not in clean["text"].lower() and "198.51" not in clean["text"]
+
+
+def test_scrub_leaves_other_ipv6_addresses_and_times_alone() -> None:
+    """Neighbours of the address, times and hex words are evidence, not the probe."""
+    text = "2001:db8::70 2001:db8::8 fe80::7 at 17:33:42, ::1, deadbeef:cafe, a::b::c"
+    assert scrub({"t": text}, [V6]) == {"t": text}
+
+
+def test_scrubber_remembers_the_helper_reported_addresses_across_records() -> None:
+    """A record whose control failed is scrubbed with addresses earlier records taught."""
+    scrubber = Scrubber(parse_config({}).config)
+    assert not scrubber.known
+    scrubber.learn({"control": {"x_client_ip": "198.51.100.23"}})
+    scrubber.learn({"control": None, "control_failure": "generic_timeout_error"})
+    scrubber.learn({"control": {"x_client_ip": "2001:DB8::7"}})
+    assert scrubber.known
+    failed = {"control": None, "body": "v4 198.51.100.23 v6 2001:db8:0::7"}
+    assert scrubber.scrub(failed)["body"] == "v4 [scrubbed] v6 [scrubbed]"
+
+
+def test_scrubber_memory_is_bounded() -> None:
+    """A helper reporting a new address per record cannot grow the needle list forever."""
+    scrubber = Scrubber(parse_config({"probe": {"public_ip": "192.0.2.1"}}).config)
+    for i in range(MAX_LEARNED * 5):
+        scrubber.learn({"control": {"x_client_ip": f"198.51.100.{i}"}})
+    kept = [f"198.51.100.{i}" for i in range(MAX_LEARNED * 5)
+            if scrubber.scrub({"a": f"<{f'198.51.100.{i}'}>"})["a"] == "<[scrubbed]>"]
+    assert kept == [f"198.51.100.{i}" for i in range(MAX_LEARNED * 4, MAX_LEARNED * 5)]
+    assert scrubber.scrub({"a": "192.0.2.1"})["a"] == "[scrubbed]"  # configured: always
+
+
+def test_scrubber_learns_the_ipv4_behind_a_mapped_helper_answer() -> None:
+    """A dual-stack helper socket reports an IPv4 client as ::ffff:a.b.c.d."""
+    scrubber = Scrubber(parse_config({}).config)
+    scrubber.learn({"control": {"x_client_ip": "::ffff:198.51.100.23"}})
+    assert scrubber.scrub({"a": "ip 198.51.100.23"})["a"] == "ip [scrubbed]"
+
+
+def test_scrubber_adopts_what_a_previous_one_learned() -> None:
+    """A config reload builds a new prober: the addresses learned so far carry over."""
+    old = Scrubber(parse_config({}).config)
+    old.learn({"control": {"x_client_ip": "198.51.100.23"}})
+    new = Scrubber(parse_config({}).config)
+    new.adopt(old)
+    assert new.scrub({"a": "198.51.100.23"})["a"] == "[scrubbed]"
+
+
+def test_public_ip_accepts_a_list_and_validates_each() -> None:
+    """A dual-stack VPS has two public addresses; each must be an IP address."""
+    config = parse_config({"probe": {"public_ip": ["198.51.100.23", "2001:DB8::7"]}}).config
+    assert Scrubber(config).scrub({"a": "198.51.100.23 2001:db8::7"})["a"] == (
+        "[scrubbed] [scrubbed]")
+    assert parse_config({"probe": {"public_ip": "198.51.100.23"}}).config.probe.public_ip == (
+        "198.51.100.23",)
+    with pytest.raises(ConfigError, match=r"public_ip.*not an IP address: 'nope'"):
+        parse_config({"probe": {"public_ip": ["198.51.100.23", "nope"]}})
+    with pytest.raises(ConfigError, match="public_ip"):
+        parse_config({"probe": {"public_ip": [1]}})
+
+
+
+@pytest.mark.parametrize("unit", ["a::b ", "{i:x}::{j} ", "ffff:{i:x}::1 ", "2001:{i:x}::{j} ",
+                                  "2001:db8::{i:x} ", "::ffff:c633:{i:x} "])
+def test_scrubbing_a_page_full_of_ipv6_lookalikes_stays_fast(unit: str) -> None:
+    """A 512 KiB page of address-like tokens (ours among them) is scrubbed in bounded time:
+    the scan runs on the measuring loop, where a stall delays every other measurement.
+    Near misses of the address itself (a site knows its client) past MAX_PARSES are
+    scrubbed unparsed: privacy over evidence on a page crafted against the probe."""
+    tokens = [unit.format(i=i, j=i % 9) for i in range(120_000)]
+    page = "".join(tokens)[: 512 * 1024 - 20] + " 2001:DB8::7 "
+    started = time.process_time()
+    clean = scrub({"body": page}, ["198.51.100.23", V6])
+    assert time.process_time() - started < 0.15
+    assert clean["body"].endswith(" [scrubbed] ")
+
+
+def test_scrub_matches_an_address_that_ends_in_a_double_colon() -> None:
+    """``2001:db8:1::`` at the end of a sentence: the trailing ``::`` is the address's own."""
+    clean = scrub({"a": "You are 2001:DB8:1::. Or 2001:db8:1:0:0:0:0:0:443"}, ["2001:db8:1::"])
+    assert clean == {"a": "You are [scrubbed]. Or [scrubbed]:443"}
+
+
+def test_scrubbing_a_page_with_css_pseudo_elements_stays_cheap() -> None:
+    """``a::before`` looks like IPv6 (``a::b``) and is on most pages: a 50 KB page holding
+    it costs a scrub of the same order as one without it, not a character-by-character scan."""
+    rows = "".join(f'<li style="margin: 0 {i}px"><a href="https://cdn.news.test/{i}.html">'
+                   f"Story {i} at 12:{i % 60:02d}:07</a></li>\n" for i in range(500))
+    plain = f"<html><body><ul>{rows}</ul></body></html>"
+    css = f"<style>a::before{{content:''}} p::after{{color:red}}</style>{plain}You are 2001:DB8::7"
+    needles = ["198.51.100.23", V6]
+    assert scrub({"b": css}, needles)["b"].endswith("</html>You are [scrubbed]")
+
+    def cost(text: str) -> float:
+        return min(timeit.repeat(lambda: scrub({"b": text}, needles), number=20, repeat=5))
+
+    assert cost(css) < 5 * cost(plain)
+
+
+@pytest.mark.parametrize("prefix", ["", "İstanbul ", "ß ", "a::before 2001, " * 70])
+def test_ipv6_scrub_finds_the_address_whatever_surrounds_it(prefix: str) -> None:
+    """Characters whose lower case is longer, or more signature hits than are looked at one
+    by one: the address is still found, and its neighbours are kept."""
+    text = f"{prefix}2001:db8::7 near 2001:db8::70 [2001:0DB8::7]:443 2001:db8::7."
+    clean = scrub({"t": text}, [V6])["t"]
+    assert clean == f"{prefix}[scrubbed] near 2001:db8::70 [[scrubbed]]:443 [scrubbed]."

@@ -130,7 +130,7 @@ def _segment_start(path: Path) -> datetime | None:
 
 
 def _writer(path: Path) -> str:
-    """The writer a segment came from: prefix, host and pid (no start time, no sequence)."""
+    """The writer a segment came from: prefix, probe id (or, in old names, host) and pid."""
     name = path.name
     for suffix in _SUFFIXES:
         name = name.removesuffix(suffix)

@@ -10,27 +10,39 @@ of the configured address.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
+import io
 import json
+import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
+import structlog
 import trustme
 from aiohttp import web
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from kzprobe.config import Config
+from kzprobe.config import Config, load_config
 from kzprobe.engine import Prober
 from kzprobe.helper import HelperServer
+from kzprobe.segments import iter_records, list_segments
+from kzprobe.service import Daemon, measure_urls
 from kzprobe.targets import parse_target
 from tests.hostile.servers import tls_context
-from tests.servers import DnsServer
+from tests.servers import DnsServer, eventually
+from tests.service.harness import daemon_config
 
 PUBLIC_IP = "198.51.100.23"
+PUBLIC_IP6 = "2001:db8::7"
+IP6_SPELLINGS = ("2001:DB8::7", "2001:0db8:0000:0000:0000:0000:0000:0007", "[2001:db8:0::7]:80")
 
 
 def _echo_app(port_of: Callable[[], int]) -> web.Application:
@@ -51,8 +63,18 @@ def _echo_app(port_of: Callable[[], int]) -> web.Application:
         raise web.HTTPFound(f"http://{PUBLIC_IP}.test:{port_of()}/?from={PUBLIC_IP}",
                             headers=headers)
 
+    async def ipv6(request: web.Request) -> web.Response:
+        return web.Response(text=" ".join(f"You are {ip}." for ip in IP6_SPELLINGS),
+                            headers={"X-Your-IP": IP6_SPELLINGS[0]})
+
+    async def lookalikes(request: web.Request) -> web.Response:
+        near = "".join(f"2001:db8::{i:x} ffff:{i:x}::1 " for i in range(30_000))
+        return web.Response(text=near[: 500 * 1024] + f" You are {IP6_SPELLINGS[0]}.")
+
     app = web.Application()
     app.router.add_get("/", text)
+    app.router.add_get("/v6", ipv6)
+    app.router.add_get("/lookalikes", lookalikes)
     app.router.add_get("/binary", binary)
     app.router.add_get("/redirect", redirect)
     return app
@@ -151,3 +173,213 @@ async def test_public_ip_in_a_header_name_is_scrubbed(
     record = await _measure(config_factory, dns_server, helper_url,
                             f"http://echo.test:{echo_site[0]}/")
     assert PUBLIC_IP not in "\n".join(_strings(record["test_keys"]["requests"], keys=True))
+
+
+class NatHelper:
+    """A real helper seen through NAT: it reports the probe's public address, not loopback.
+
+    It forwards each THRequest to the real helper and rewrites only ``x_client_ip``, the
+    way a helper on the internet sees a probe behind its VPS address; ``failing`` makes it
+    answer 503 (a control failure) instead.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.failing = False
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.failing:
+            return web.Response(status=503)
+        async with aiohttp.ClientSession() as session, session.post(
+                self.upstream, data=await request.read(),
+                headers={"Content-Type": "application/json"}) as resp:
+            answer = orjson.loads(await resp.read())
+        answer["x_client_ip"] = PUBLIC_IP
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+
+@pytest.fixture
+async def nat_helper(helper_url: str) -> AsyncIterator[tuple[NatHelper, str]]:
+    nat = NatHelper(helper_url)
+    app = web.Application()
+    app.router.add_post("/", nat.handle)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield nat, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/"  # type: ignore[union-attr]
+    await runner.cleanup()
+
+
+async def test_failed_control_is_scrubbed_with_the_address_a_helper_reported_earlier(
+        config_factory: Callable[..., Config], dns_server: DnsServer, echo_site: tuple[int, int],
+        nat_helper: tuple[NatHelper, str]) -> None:
+    """No public_ip configured: the helper's answers teach the address for later records."""
+    nat, url = nat_helper
+    dns_server.zone["echo.test"] = ["127.0.0.1"]
+    prober = Prober(config_factory(dns=dns_server, control={"helper_url": [url]},
+                                   analysis={"retries": 0}))
+    try:
+        first = await prober.measure(parse_target(f"http://echo.test:{echo_site[0]}/"))
+        nat.failing = True
+        second = await prober.measure(parse_target(f"http://echo.test:{echo_site[0]}/binary"))
+    finally:
+        await prober.aclose()
+    assert first["test_keys"]["control"]["x_client_ip"] == "[scrubbed]"
+    assert second["test_keys"]["control"] is None and second["test_keys"]["control_failure"]
+    for record in (first, second):
+        text = "\n".join(_strings(record, keys=True))
+        assert "[scrubbed]" in text and PUBLIC_IP not in text
+
+
+async def test_dropped_body_hash_is_of_the_scrubbed_body(
+        config_factory: Callable[..., Config], dns_server: DnsServer, echo_site: tuple[int, int],
+        helper_url: str) -> None:
+    """A hash of the raw page would give the address away to a brute force over a prefix."""
+    dns_server.zone["echo.test"] = ["127.0.0.1"]
+    prober = Prober(config_factory(dns=dns_server, probe={"public_ip": PUBLIC_IP},
+                                   control={"helper_url": [helper_url]},
+                                   output={"store_bodies": "never"}, analysis={"retries": 0}))
+    try:
+        record = await prober.measure(parse_target(f"http://echo.test:{echo_site[0]}/"))
+    finally:
+        await prober.aclose()
+    response = record["test_keys"]["requests"][0]["response"]
+    scrubbed = (b"<html><head><title>Your IP is [scrubbed]</title></head>"
+                b"<body>You are [scrubbed]</body></html>")
+    assert response["body"] == ""
+    assert response["x_body_sha256"] == hashlib.sha256(scrubbed).hexdigest()
+    assert response["x_body_length"] == len(scrubbed)
+
+
+async def test_every_spelling_of_an_ipv6_public_address_is_scrubbed(
+        config_factory: Callable[..., Config], dns_server: DnsServer, echo_site: tuple[int, int],
+        helper_url: str) -> None:
+    """A dual-stack VPS: public_ip lists both; upper case and expanded IPv6 forms go too."""
+    dns_server.zone["echo.test"] = ["127.0.0.1"]
+    prober = Prober(config_factory(dns=dns_server, probe={"public_ip": [PUBLIC_IP, PUBLIC_IP6]},
+                                   control={"helper_url": [helper_url]}, analysis={"retries": 0}))
+    try:
+        record = await prober.measure(parse_target(f"http://echo.test:{echo_site[0]}/v6"))
+    finally:
+        await prober.aclose()
+    text = "\n".join(_strings(record, keys=True))
+    assert text.count("[scrubbed]") >= len(IP6_SPELLINGS)
+    assert "2001" not in text
+
+
+async def test_a_page_of_address_lookalikes_is_scrubbed_in_bounded_time(
+        config_factory: Callable[..., Config], dns_server: DnsServer, echo_site: tuple[int, int],
+        helper_url: str) -> None:
+    """500 KiB of near misses of the probe's IPv6 address: the scrub (on the measuring loop)
+    stays short, and the real address is gone."""
+    dns_server.zone["echo.test"] = ["127.0.0.1"]
+    prober = Prober(config_factory(dns=dns_server, probe={"public_ip": [PUBLIC_IP, PUBLIC_IP6]},
+                                   control={"helper_url": [helper_url]}, analysis={"retries": 0}))
+    original = prober.scrubber.scrub
+    spent: list[float] = []
+
+    def timed(record: dict[str, Any]) -> dict[str, Any]:
+        started = time.process_time()
+        try:
+            return original(record)
+        finally:
+            spent.append(time.process_time() - started)
+
+    prober.scrubber.scrub = timed  # type: ignore[method-assign]
+    try:
+        record = await prober.measure(parse_target(f"http://echo.test:{echo_site[0]}/lookalikes"))
+    finally:
+        await prober.aclose()
+    body = record["test_keys"]["requests"][0]["response"]["body"]
+    assert len(body) > 400 * 1024 and body.endswith("You are [scrubbed].")
+    assert spent and spent[0] < 0.15
+
+
+async def test_measure_warns_when_no_public_address_is_known(
+        config_factory: Callable[..., Config], dns_server: DnsServer, echo_site: tuple[int, int]
+        ) -> None:
+    """Without public_ip, records before the first helper answer cannot be scrubbed: say so."""
+    dns_server.zone["echo.test"] = ["127.0.0.1"]
+    out = io.StringIO()
+    with structlog.testing.capture_logs() as logs:
+        await measure_urls(config_factory(dns=dns_server, analysis={"retries": 0}),
+                           [f"http://echo.test:{echo_site[0]}/"], out=out)
+    assert [e for e in logs if e["event"] == "public_ip_unknown"]
+    assert orjson.loads(out.getvalue())["input"].startswith("http://echo.test")
+    with structlog.testing.capture_logs() as logs:
+        await measure_urls(config_factory(dns=dns_server, probe={"public_ip": PUBLIC_IP},
+                                          analysis={"retries": 0}),
+                           [f"http://echo.test:{echo_site[0]}/"], out=io.StringIO())
+    assert not [e for e in logs if e["event"] == "public_ip_unknown"]
+
+
+async def test_daemon_names_segments_and_records_by_a_stored_probe_id_not_the_host(
+        config_factory: Callable[..., Config], dns_server: DnsServer, echo_site: tuple[int, int],
+        tmp_path: Path) -> None:
+    """Without [probe] id: a random id stored in the output dir names files and records,
+    the same after a restart; the daemon warns that no public address is configured."""
+    dns_server.zone["echo.test"] = ["127.0.0.1"]
+    config = config_factory(dns=dns_server, tmp=tmp_path, analysis={"retries": 0},
+                            service={"metrics_listen": ""})
+    target = parse_target(f"http://echo.test:{echo_site[0]}/")
+    ids = []
+    for _ in range(2):
+        with structlog.testing.capture_logs() as logs:
+            assert await Daemon(config, [target]).serve(once=True) == 0
+        assert [e for e in logs if e["event"] == "public_ip_unknown"]
+        ids.append((tmp_path / "out" / ".probe-id").read_text().strip())
+    names = [p.name for p in list_segments([tmp_path / "out"])]
+    records = list(iter_records([tmp_path / "out"]))
+    assert ids[0] == ids[1] and len(names) == len(records) == 2
+    assert all(f"-{ids[0]}-" in name and socket.gethostname() not in name for name in names)
+    assert [r["annotations"]["kzprobe_probe_id"] for r in records] == ids
+
+
+async def test_configured_probe_id_is_in_the_record(
+        config_factory: Callable[..., Config], dns_server: DnsServer, echo_site: tuple[int, int],
+        ) -> None:
+    """`kzprobe measure` has no output dir: the record carries [probe] id when one is set."""
+    dns_server.zone["echo.test"] = ["127.0.0.1"]
+    out = io.StringIO()
+    await measure_urls(config_factory(dns=dns_server, probe={"id": "kz-test"},
+                                      analysis={"retries": 0}),
+                       [f"http://echo.test:{echo_site[0]}/"], out=out)
+    assert orjson.loads(out.getvalue())["annotations"]["kzprobe_probe_id"] == "kz-test"
+
+
+async def test_addresses_learned_before_a_reload_still_scrub_after_it(
+        ca_file: Path, dns_server: DnsServer, echo_site: tuple[int, int],
+        nat_helper: tuple[NatHelper, str], tmp_path: Path) -> None:
+    """SIGHUP builds a new prober; what the old one learned from helpers carries over, so a
+    record whose control fails right after a reload is still scrubbed."""
+    nat, helper = nat_helper
+    dns_server.zone["echo.test"] = ["127.0.0.1"]
+    url = f"http://echo.test:{echo_site[0]}/"
+    path = daemon_config(tmp_path / "c.toml", urls=[url], out=tmp_path / "out",
+                         dns={"resolvers": [dns_server.address], "query_aaaa": False},
+                         tls={"ca_file": str(ca_file)}, control={"helper_url": [helper]},
+                         schedule={"interval": 0.2, "jitter": 0})
+    records: list[dict[str, Any]] = []
+
+    async def collect(record: dict[str, Any]) -> None:
+        records.append(record)
+
+    daemon = Daemon(load_config(path).config, [parse_target(url)], on_record=collect)
+    task = asyncio.create_task(daemon.serve(once=False))
+    try:
+        await eventually(lambda: len(records) >= 1, timeout=20)
+        nat.failing = True
+        first_prober = daemon._engine.prober if daemon._engine else None
+        daemon.request_reload()
+        await eventually(lambda: daemon._engine is not None
+                         and daemon._engine.prober is not first_prober, timeout=20)
+        applied_at = len(records)
+        await eventually(lambda: len(records) >= applied_at + 2, timeout=20)
+    finally:
+        daemon.request_stop()
+        await task
+    after = records[applied_at + 1]
+    assert after["test_keys"]["control"] is None  # measured by the new prober, helper failing
+    text = "\n".join(_strings(after, keys=True))
+    assert "[scrubbed]" in text and PUBLIC_IP not in text

@@ -106,12 +106,17 @@ def test_segments_outside_the_window_are_not_read(tmp_path: Path) -> None:
     write(tmp_path / "kz-20240302T000000Z-vps.example.kz-8-000001.ndjson",
           lines([web("https://c.kz/", _day(2, 15))]))
     write(tmp_path / "kz-20240305T000000Z-h-1-000003.ndjson", lines([corrupt]))
+    # probe ids with hyphens (same pid 9): probe 2 opening a segment says nothing of probe 1
+    write(tmp_path / "kz-20240301T000000Z-almaty-1-9-000001.ndjson",
+          lines([web("https://d.kz/", _day(2, 14))]))
+    write(tmp_path / "kz-20240302T000000Z-almaty-2-9-000001.ndjson",
+          lines([web("https://d.kz/", _day(2, 15))]))
     # another writer (pid 2) has no later segment: its file may hold anything, so it is read
     write(tmp_path / "kz-20240301T000000Z-h-2-000001.ndjson",
           lines([web("https://b.kz/", _day(2, 13))]))
     window = Window(since=datetime(2024, 3, 2, 12), until=datetime(2024, 3, 4))
     report = build_report([tmp_path], window)
-    assert (report.summary["records"], report.summary["corrupt_lines"]) == (4, 0)
+    assert (report.summary["records"], report.summary["corrupt_lines"]) == (6, 0)
 
 
 def test_no_segments_is_an_error(tmp_path: Path) -> None:

@@ -134,3 +134,23 @@ def test_reload_io_stuck_in_the_kernel_does_not_hold_up_exit() -> None:
     finally:
         release.cancel()
         gate.set()
+
+
+async def test_reload_keeps_the_probe_id_its_files_are_named_by(
+        tmp_path: Path, site: Site, start_daemon: StartDaemon) -> None:
+    """[probe] id names the open segments: a reload that sets one is reported and ignored
+    until a restart, so records never disagree with their file names."""
+    out = tmp_path / "out"
+    config = tmp_path / "c.toml"
+    daemon_config(config, urls=[site.url("/a")], out=out)
+    daemon = await start_daemon(config)
+    await eventually(lambda: site.hits("/a") >= 1)
+    daemon_config(config, urls=[site.url("/c")], out=out, probe={"id": "renamed"})
+    daemon.signal(signal.SIGHUP)
+    warning = await daemon.wait_event("config_reload_needs_restart")
+    assert warning["keys"] == ["probe.id"]
+    await eventually(lambda: site.hits("/c") >= 2)
+    assert await daemon.stop() == 0
+    stored = (out / ".probe-id").read_text().strip()
+    assert {r["annotations"]["kzprobe_probe_id"] for r in read_segments(out)} == {stored}
+    assert all(f"-{stored}-" in p.name for p in out.glob("*.ndjson*"))
