@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import HttpProcessingError
 
+from kzprobe import failures
 from kzprobe.errors import HttpFailure, classify
 from kzprobe.probes.base import Stopwatch, maybe_binary
 from kzprobe.probes.tcp import HeldProtocol
@@ -56,7 +57,7 @@ class _MeasuredHandler(ResponseHandler):
         super().set_exception(exc, *args, **kwargs)
         if (isinstance(exc, HttpProcessingError) and payload is not None
                 and payload.exception() is None and not payload.is_eof()):
-            failure = HttpFailure("http_invalid_response")
+            failure = HttpFailure(failures.HTTP_INVALID_RESPONSE)
             failure.__cause__ = exc
             payload.set_exception(failure)
 

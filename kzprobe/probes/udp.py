@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kzprobe import failures
 from kzprobe.errors import classify
 from kzprobe.probes.base import Stopwatch
 
@@ -125,7 +126,7 @@ async def exchange(
     t0 = clock.now()
     loop = asyncio.get_running_loop()
     transport: asyncio.DatagramTransport | None = None
-    failure: str | None = "generic_timeout_error"
+    failure: str | None = failures.GENERIC_TIMEOUT_ERROR
     reply: bytes | None = None
     try:
         async with asyncio.timeout(timeout):
