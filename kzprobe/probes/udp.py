@@ -16,6 +16,7 @@ from typing import Any
 
 from kzprobe import failures
 from kzprobe.errors import classify
+from kzprobe.netaddr import join_hostport
 from kzprobe.probes.base import Stopwatch
 
 MAX_DATAGRAMS = 16  # datagrams read per exchange before giving up on a chatty peer
@@ -69,8 +70,7 @@ class _Collector(asyncio.DatagramProtocol):
             self.queue.put_nowait(exc)
 
 
-def format_address(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+format_address = join_hostport  # the name the endpoint experiments import
 
 
 @dataclass(slots=True)

@@ -17,6 +17,7 @@ from urllib.parse import urljoin
 from kzprobe import failures
 from kzprobe.config import Config
 from kzprobe.control import ControlResult
+from kzprobe.netaddr import join_hostport
 from kzprobe.probes import dns, http, tcp, tls
 from kzprobe.probes.base import (
     ProbeContext,
@@ -239,8 +240,7 @@ def _start_control(flow: _Flow, target: Target, resolved: list[str]) -> None:
     control = flow.ctx.control
     if control is None:
         return
-    endpoints = [f"[{ip}]:{target.port}" if ":" in ip else f"{ip}:{target.port}"
-                 for ip in resolved[:MAX_ENDPOINTS]]
+    endpoints = [join_hostport(ip, target.port) for ip in resolved[:MAX_ENDPOINTS]]
     flow.control_task = asyncio.ensure_future(control.query(target.url, endpoints))
 
 
