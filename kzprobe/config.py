@@ -419,7 +419,7 @@ def _parse_tls(s: _Section, base: Path | None) -> TlsConfig:
 
 def _alpn(s: _Section) -> tuple[str, ...]:
     """RFC 7301 protocol names: 1..255 bytes each; printable ASCII (what OpenSSL is given)."""
-    alpn = s.strings("alpn", ("h2", "http/1.1"))
+    alpn = s.strings("alpn", TlsConfig().alpn)
     for name in alpn:
         if not 0 < len(name) <= MAX_ALPN_BYTES or not _printable_ascii(name):
             raise s.fail("alpn", f"each entry is 1..{MAX_ALPN_BYTES} printable ASCII "

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from kzprobe import failures
 from kzprobe.config import ControlHelper
 from kzprobe.errors import HttpFailure, classify
 from kzprobe.probes.http import REQUEST_HEADERS, BodyTooLarge, read_whole
@@ -77,15 +78,15 @@ class ControlClient:
         async with self._session.post(helper, data=payload, headers=auth,
                                       allow_redirects=False) as resp:
             if resp.status != 200:
-                raise HttpFailure("http_request_failed")
+                raise HttpFailure(failures.HTTP_REQUEST_FAILED)
             try:
                 body = await read_whole(resp.content, MAX_RESPONSE_BYTES, resp.content_length)
             except BodyTooLarge:
-                raise HttpFailure("http_request_failed") from None
+                raise HttpFailure(failures.HTTP_REQUEST_FAILED) from None
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise HttpFailure("json_parse_error") from None
+            raise HttpFailure(failures.JSON_PARSE_ERROR) from None
         if not isinstance(data, dict) or not isinstance(data.get("tcp_connect", {}), dict):
-            raise HttpFailure("json_parse_error")
+            raise HttpFailure(failures.JSON_PARSE_ERROR)
         return data

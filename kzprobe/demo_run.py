@@ -13,6 +13,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, TextIO
 
+from kzprobe.analysis.observations import web_title
+from kzprobe.analysis.records import body_bytes
 from kzprobe.config import parse_config
 from kzprobe.demo import DemoNetwork, DemoTarget
 from kzprobe.helper import start_helper
@@ -33,8 +35,7 @@ def observed(keys: dict[str, Any]) -> str:
     requests = keys.get("requests") or []
     if requests and requests[0].get("response", {}).get("code"):
         final = requests[0]["response"]
-        body = final.get("body") if isinstance(final.get("body"), str) else ""
-        title = body.split("<title>")[1].split("</title>")[0] if "<title>" in body else ""
+        title = web_title(body_bytes(final.get("body")))  # the title title_match compares
         return f"HTTP {final['code']} {title!r}".rstrip()
     failure = keys.get("http_experiment_failure")
     if failure:

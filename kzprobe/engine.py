@@ -20,6 +20,7 @@ import aiohttp
 import structlog
 
 from kzprobe import judging
+from kzprobe import outcome as outcomes
 from kzprobe.analysis import endpoints
 from kzprobe.config import Config
 from kzprobe.control import ControlClient
@@ -223,9 +224,9 @@ class SweepSummary:
         """Count one measured record by its :func:`~kzprobe.outcome.outcome`."""
         self.measured += 1
         word = outcome(record)
-        self.failures += word == "failure"
-        self.anomalies += word == "anomaly"
-        self.interrupted += word == "interrupted"
+        self.failures += word == outcomes.FAILURE
+        self.anomalies += word == outcomes.ANOMALY
+        self.interrupted += word == outcomes.INTERRUPTED
 
 
 class Engine:

@@ -1,7 +1,7 @@
 """Exceptions and the one map from exceptions to OONI failure strings.
 
-Every probe reports failures through :func:`classify`, so the vocabulary (OONI
-df-007-errors) lives in exactly one place. Classification looks at errno and the
+Every probe reports failures through :func:`classify`; the vocabulary (OONI
+df-007-errors) is named in :mod:`kzprobe.failures`. Classification looks at errno and the
 exception type, not the class alone: a FIN during a TLS handshake can surface as a
 ``ConnectionResetError`` whose errno is None, and that is ``eof_error``, not a reset.
 """
@@ -17,11 +17,9 @@ import aiodns.error
 import aiohttp
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 
-FAILURE_TIMEOUT = "generic_timeout_error"
-FAILURE_EOF = "eof_error"
-FAILURE_RESET = "connection_reset"
-FAILURE_REFUSED = "connection_refused"
-FAILURE_INTERRUPTED = "interrupted"
+from kzprobe import failures
+
+FAILURE_INTERRUPTED = failures.INTERRUPTED  # the name engine and metrics import from here
 
 
 class KzprobeError(Exception):
@@ -45,39 +43,39 @@ class HttpFailure(Exception):
 
 
 _ERRNO_FAILURES: dict[int, str] = {
-    errno.ECONNREFUSED: FAILURE_REFUSED,
-    errno.ECONNRESET: FAILURE_RESET,
-    errno.ECONNABORTED: "connection_aborted",
-    errno.EHOSTUNREACH: "host_unreachable",
-    errno.ENETUNREACH: "network_unreachable",
-    errno.ENETDOWN: "network_down",
-    errno.ENETRESET: "network_reset",
-    errno.ETIMEDOUT: FAILURE_TIMEOUT,
-    errno.EADDRNOTAVAIL: "address_not_available",
-    errno.EADDRINUSE: "address_in_use",
-    errno.EAFNOSUPPORT: "address_family_not_supported",
-    errno.EACCES: "permission_denied",
-    errno.EPERM: "permission_denied",
-    errno.EPIPE: FAILURE_RESET,
-    errno.ENOBUFS: "no_buffer_space",
-    errno.EINVAL: "invalid_argument",
+    errno.ECONNREFUSED: failures.CONNECTION_REFUSED,
+    errno.ECONNRESET: failures.CONNECTION_RESET,
+    errno.ECONNABORTED: failures.CONNECTION_ABORTED,
+    errno.EHOSTUNREACH: failures.HOST_UNREACHABLE,
+    errno.ENETUNREACH: failures.NETWORK_UNREACHABLE,
+    errno.ENETDOWN: failures.NETWORK_DOWN,
+    errno.ENETRESET: failures.NETWORK_RESET,
+    errno.ETIMEDOUT: failures.GENERIC_TIMEOUT_ERROR,
+    errno.EADDRNOTAVAIL: failures.ADDRESS_NOT_AVAILABLE,
+    errno.EADDRINUSE: failures.ADDRESS_IN_USE,
+    errno.EAFNOSUPPORT: failures.ADDRESS_FAMILY_NOT_SUPPORTED,
+    errno.EACCES: failures.PERMISSION_DENIED,
+    errno.EPERM: failures.PERMISSION_DENIED,
+    errno.EPIPE: failures.CONNECTION_RESET,
+    errno.ENOBUFS: failures.NO_BUFFER_SPACE,
+    errno.EINVAL: failures.INVALID_ARGUMENT,
 }
 
 # pycares status codes (ARES_E*) as exposed by aiodns.error.
 _ARES_FAILURES: dict[int, str] = {
-    1: "dns_no_answer",  # ARES_ENODATA
-    2: "dns_server_misbehaving",  # ARES_EFORMERR
-    3: "dns_servfail_error",  # ARES_ESERVFAIL
-    4: "dns_nxdomain_error",  # ARES_ENOTFOUND
-    5: "dns_server_misbehaving",  # ARES_ENOTIMP
-    6: "dns_refused_error",  # ARES_EREFUSED
-    7: "dns_server_misbehaving",  # ARES_EBADQUERY
-    8: "dns_server_misbehaving",  # ARES_EBADNAME
-    10: "dns_server_misbehaving",  # ARES_EBADRESP
-    11: "connection_refused",  # ARES_ECONNREFUSED
-    12: FAILURE_TIMEOUT,  # ARES_ETIMEOUT
-    13: FAILURE_EOF,  # ARES_EOF
-    24: FAILURE_INTERRUPTED,  # ARES_ECANCELLED
+    1: failures.DNS_NO_ANSWER,  # ARES_ENODATA
+    2: failures.DNS_SERVER_MISBEHAVING,  # ARES_EFORMERR
+    3: failures.DNS_SERVFAIL_ERROR,  # ARES_ESERVFAIL
+    4: failures.DNS_NXDOMAIN_ERROR,  # ARES_ENOTFOUND
+    5: failures.DNS_SERVER_MISBEHAVING,  # ARES_ENOTIMP
+    6: failures.DNS_REFUSED_ERROR,  # ARES_EREFUSED
+    7: failures.DNS_SERVER_MISBEHAVING,  # ARES_EBADQUERY
+    8: failures.DNS_SERVER_MISBEHAVING,  # ARES_EBADNAME
+    10: failures.DNS_SERVER_MISBEHAVING,  # ARES_EBADRESP
+    11: failures.CONNECTION_REFUSED,  # ARES_ECONNREFUSED
+    12: failures.GENERIC_TIMEOUT_ERROR,  # ARES_ETIMEOUT
+    13: failures.EOF_ERROR,  # ARES_EOF
+    24: failures.INTERRUPTED,  # ARES_ECANCELLED
 }
 
 _IP_LIKE = re.compile(
@@ -95,23 +93,23 @@ def _classify_ssl(exc: ssl.SSLError) -> str:
         code = getattr(exc, "verify_code", None)
         message = str(getattr(exc, "verify_message", "") or exc).lower()
         if code == 62 or "hostname mismatch" in message or "ip address mismatch" in message:
-            return "ssl_invalid_hostname"
+            return failures.SSL_INVALID_HOSTNAME
         if (
             code in (2, 19, 20, 21)
             or "issuer" in message
             or "self-signed" in message
             or "self signed" in message
         ):
-            return "ssl_unknown_authority"
-        return "ssl_invalid_certificate"
+            return failures.SSL_UNKNOWN_AUTHORITY
+        return failures.SSL_INVALID_CERTIFICATE
     if isinstance(exc, ssl.SSLZeroReturnError | ssl.SSLEOFError):
-        return FAILURE_EOF
+        return failures.EOF_ERROR
     reason = (exc.reason or "").upper()
     if "UNRECOGNIZED_NAME" in reason:
-        return "ssl_invalid_hostname"
+        return failures.SSL_INVALID_HOSTNAME
     if "UNEXPECTED_EOF" in reason:
-        return FAILURE_EOF
-    return "ssl_failed_handshake"
+        return failures.EOF_ERROR
+    return failures.SSL_FAILED_HANDSHAKE
 
 
 def _classify_os(exc: OSError) -> str | None:
@@ -119,11 +117,11 @@ def _classify_os(exc: OSError) -> str | None:
         return _ERRNO_FAILURES[exc.errno]
     if isinstance(exc, ConnectionResetError | BrokenPipeError):
         # errno None: asyncio's "Connection lost" from a FIN mid-handshake, not a real RST.
-        return FAILURE_EOF if exc.errno is None else FAILURE_RESET
+        return failures.EOF_ERROR if exc.errno is None else failures.CONNECTION_RESET
     if isinstance(exc, ConnectionRefusedError):
-        return FAILURE_REFUSED
+        return failures.CONNECTION_REFUSED
     if isinstance(exc, ConnectionAbortedError):
-        return "connection_aborted"
+        return failures.CONNECTION_ABORTED
     return None
 
 
@@ -131,27 +129,27 @@ def _classify_http_message(message: str) -> str:
     """A response aiohttp's parser rejected: over its size limits, or malformed."""
     lowered = message.lower()
     if "too many headers" in lowered or "got more than" in lowered or "too long" in lowered:
-        return "http_header_too_large"
-    return "http_invalid_response"
+        return failures.HTTP_HEADER_TOO_LARGE
+    return failures.HTTP_INVALID_RESPONSE
 
 
 def _classify_aiohttp(exc: aiohttp.ClientError) -> str | None:
     if isinstance(exc, aiohttp.ClientPayloadError) and isinstance(
             exc.__cause__, ContentEncodingError):
-        return "http_invalid_response"  # a body that does not decode (bad gzip, br): no EOF
+        return failures.HTTP_INVALID_RESPONSE  # a body that does not decode (bad gzip, br): no EOF
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        return FAILURE_EOF
+        return failures.EOF_ERROR
     if isinstance(exc, aiohttp.TooManyRedirects):
-        return "http_too_many_redirects"
+        return failures.HTTP_TOO_MANY_REDIRECTS
     if isinstance(exc, aiohttp.ClientResponseError):
         return _classify_http_message(str(exc.message))
     if isinstance(exc, aiohttp.ClientOSError | aiohttp.ClientConnectorError):
         cause = exc.__cause__ if isinstance(exc.__cause__, BaseException) else None
         if cause is not None:
             return classify(cause)
-        return _classify_os(exc) or "connect_error"
+        return _classify_os(exc) or failures.CONNECT_ERROR
     if isinstance(exc, aiohttp.ServerTimeoutError):
-        return FAILURE_TIMEOUT
+        return failures.GENERIC_TIMEOUT_ERROR
     return None
 
 
@@ -160,14 +158,14 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, HttpFailure):
         return exc.failure
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return FAILURE_TIMEOUT
+        return failures.GENERIC_TIMEOUT_ERROR
     if isinstance(exc, asyncio.CancelledError):
-        return FAILURE_INTERRUPTED
+        return failures.INTERRUPTED
     if isinstance(exc, asyncio.IncompleteReadError):
-        return FAILURE_EOF
+        return failures.EOF_ERROR
     if isinstance(exc, aiodns.error.DNSError):
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else -1
-        return _ARES_FAILURES.get(code, "dns_server_misbehaving")
+        return _ARES_FAILURES.get(code, failures.DNS_SERVER_MISBEHAVING)
     if isinstance(exc, ssl.SSLError):
         return _classify_ssl(exc)
     if isinstance(exc, HttpProcessingError):  # raised bare by aiohttp's pure-Python parser
@@ -181,5 +179,5 @@ def classify(exc: BaseException) -> str:
         if mapped is not None:
             return mapped
     if isinstance(exc, EOFError):
-        return FAILURE_EOF
-    return f"unknown_failure: {scrub(type(exc).__name__ + ': ' + str(exc))[:200]}"
+        return failures.EOF_ERROR
+    return failures.unknown(scrub(type(exc).__name__ + ": " + str(exc))[:200])

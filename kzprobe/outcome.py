@@ -6,16 +6,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kzprobe.errors import FAILURE_INTERRUPTED
+from kzprobe import failures
 
-OUTCOMES = ("ok", "anomaly", "failure", "interrupted")
+OK = "ok"
+ANOMALY = "anomaly"
+FAILURE = "failure"
+INTERRUPTED = failures.INTERRUPTED  # the word a cut-short record's failure says
+OUTCOMES = (OK, ANOMALY, FAILURE, INTERRUPTED)
 
 
 def is_interrupted(record: Mapping[str, Any]) -> bool:
     """Cut short by shutdown: the final failure (a website's ``http_experiment_failure``,
     an endpoint's ``failure``) is ``interrupted``."""
     keys = record.get("test_keys") or {}
-    return FAILURE_INTERRUPTED in (keys.get("http_experiment_failure"), keys.get("failure"))
+    return failures.INTERRUPTED in (keys.get("http_experiment_failure"), keys.get("failure"))
 
 
 def outcome(record: Mapping[str, Any]) -> str:
@@ -24,10 +28,10 @@ def outcome(record: Mapping[str, Any]) -> str:
     with no evidence of interference) or ``ok``."""
     keys = record.get("test_keys") or {}
     if is_interrupted(record):
-        return "interrupted"
+        return INTERRUPTED
     if keys.get("interference") or keys.get("blocking") not in (False, None):
-        return "anomaly"
+        return ANOMALY
     if (keys.get("dns_experiment_failure") or keys.get("http_experiment_failure")
             or keys.get("failure") or keys.get("reachable") is False):
-        return "failure"
-    return "ok"
+        return FAILURE
+    return OK

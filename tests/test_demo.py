@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from kzprobe.demo_run import observed
 from kzprobe.segments import iter_records, list_segments
 
 GOLDEN = Path(__file__).parent / "golden" / "demo_summary.json"
@@ -66,6 +67,18 @@ def test_demo_writes_one_record_per_target_and_a_summary(demo: DemoRun) -> None:
     assert by_host["blocked.demo"]["blockpage"]
     assert "measured:" in result.stdout and "records written" in result.stdout
     assert orjson.loads(result.stderr.splitlines()[-1])["event"] == "stopped"
+
+
+@pytest.mark.parametrize("body", [
+    "<HTML><HEAD><TITLE>Доступ ограничен</TITLE></HEAD></HTML>",  # upper-case tags
+    {"format": "base64", "data": "PHRpdGxlPkJsb2NrZWQ8L3RpdGxlPv8="},  # not UTF-8: base64
+])
+def test_summary_line_shows_the_title_the_analysis_compares(body: Any) -> None:
+    """The demo's "measured" line quotes the page title as OONI's WebGetTitle (the one the
+    title_match verdict uses) extracts it, whatever the tags' case or the body's encoding."""
+    keys = {"requests": [{"response": {"code": 200, "body": body}}]}
+    expected = {str: "Доступ ограничен", dict: "Blocked"}[type(body)]
+    assert observed(keys) == f"HTTP 200 {expected!r}"
 
 
 def summary(by_host: dict[str, Any]) -> dict[str, Any]:

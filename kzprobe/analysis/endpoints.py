@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kzprobe import failures
 from kzprobe.analysis import records as r
 from kzprobe.analysis.certs import known_interception_ca
 from kzprobe.analysis.interference import DNS_FAILURES, TCP_FAILURES, TLS_FAILURES
@@ -31,10 +32,8 @@ TEST_NAMES = frozenset({"tcpconnect", "tlshandshake", "openvpn", "wireguard", "t
                         "stunreachability"})
 PROTOCOL_STEPS = {"openvpn_handshake": "openvpn", "wireguard_handshake": "wireguard",
                   "tor_link": "tor", "obfs4_handshake": "obfs4", "stun_binding": "stun"}
-PROTOCOL_FAILURES = {"generic_timeout_error": "timeout", "connection_reset": "reset",
-                     "eof_error": "eof", "connection_refused": "refused"}
-CERT_FAILURES = frozenset({"ssl_invalid_hostname", "ssl_unknown_authority",
-                           "ssl_invalid_certificate"})
+PROTOCOL_FAILURES = {failures.GENERIC_TIMEOUT_ERROR: "timeout", failures.CONNECTION_RESET: "reset",
+                     failures.EOF_ERROR: "eof", failures.CONNECTION_REFUSED: "refused"}
 
 Verdict = tuple[Any, tuple[str, ...]]
 
@@ -97,7 +96,7 @@ def _sni_check_reached(test_keys: Mapping[str, Any], address: str) -> bool:
     for check in r.entries(test_keys.get("x_sni_checks")):
         if _address_key(check.get("address")) == address:
             failure = r.failure(check)
-            if failure == "" or failure in CERT_FAILURES:
+            if failure == "" or failure in failures.CERT_FAILURES:
                 return True
     return False
 
@@ -115,7 +114,7 @@ def _tls_codes(test_keys: Mapping[str, Any], address: str, failure: str,
     codes = set()
     if known_interception_ca(_chain_of(test_keys, address)) is not None:
         codes.add("tls.mitm")
-    if failure == "ssl_unknown_authority" and control.works:
+    if failure == failures.SSL_UNKNOWN_AUTHORITY and control.works:
         codes.add("tls.mitm")
     code = TLS_FAILURES.get(failure)
     if code and (control.works or _sni_check_reached(test_keys, address)):
@@ -127,14 +126,15 @@ def _tls_codes(test_keys: Mapping[str, Any], address: str, failure: str,
 def _sni_check_reset(test_keys: Mapping[str, Any], address: str) -> bool:
     """The benign-SNI handshake to ``address`` was reset too: the RST is aimed at the
     address, not the name (``tcp.reset``, as for websites)."""
-    return any(_address_key(c.get("address")) == address and r.failure(c) == "connection_reset"
+    return any(_address_key(c.get("address")) == address
+               and r.failure(c) == failures.CONNECTION_RESET
                for c in r.entries(test_keys.get("x_sni_checks")))
 
 
 def _protocol_code(step: str, failure: str) -> str:
     kind = PROTOCOL_FAILURES.get(failure)
     if kind is None:
-        kind = "invalid" if failure.startswith("unknown_failure: ProtocolError") else "failure"
+        kind = "invalid" if failure.startswith(failures.unknown("ProtocolError")) else "failure"
     return f"{PROTOCOL_STEPS[step]}.{kind}"
 
 
@@ -179,7 +179,7 @@ def judge(test_keys: Mapping[str, Any]) -> EndpointVerdict:
     reachable = test_keys.get("reachable") is True
     failure = r.text(test_keys.get("failure"))
     if failure is None and not reachable:  # an engine failure record: no endpoint keys
-        failure = r.text(test_keys.get("http_experiment_failure")) or "unknown_failure"
+        failure = r.text(test_keys.get("http_experiment_failure")) or failures.UNKNOWN_FAILURE
     codes = _dns_codes(test_keys, control)
     for outcome in r.entries(test_keys.get("x_endpoint_results")):
         codes |= _outcome_codes(test_keys, outcome, control)

@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kzprobe import failures
 from kzprobe.analysis import records as r
 from kzprobe.analysis.certs import known_interception_ca, leaf_issuer_cn
 from kzprobe.analysis.fingerprints import FingerprintSet, Match, match_dns, match_http
@@ -54,19 +55,17 @@ CODES = (
     "http.eof", "http.blockpage", "http.diff", "throttling",
 )
 DNS_FAILURES = {
-    "dns_nxdomain_error": "dns.nxdomain", "dns_no_answer": "dns.no_answer",
-    "dns_servfail_error": "dns.servfail", "dns_refused_error": "dns.servfail",
-    "generic_timeout_error": "dns.timeout",
+    failures.DNS_NXDOMAIN_ERROR: "dns.nxdomain", failures.DNS_NO_ANSWER: "dns.no_answer",
+    failures.DNS_SERVFAIL_ERROR: "dns.servfail", failures.DNS_REFUSED_ERROR: "dns.servfail",
+    failures.GENERIC_TIMEOUT_ERROR: "dns.timeout",
 }
-TCP_FAILURES = {"generic_timeout_error": "tcp.timeout", "connection_refused": "tcp.refused",
-                "connection_reset": "tcp.reset"}
-TLS_FAILURES = {"connection_reset": "tls.reset", "generic_timeout_error": "tls.timeout",
-                "eof_error": "tls.eof"}
-HTTP_FAILURES = {"connection_reset": "http.reset", "generic_timeout_error": "http.timeout",
-                 "eof_error": "http.eof"}
-CERT_FAILURES = frozenset({"ssl_invalid_hostname", "ssl_unknown_authority",
-                           "ssl_invalid_certificate"})
-SNI_CONFIRMABLE = frozenset({*TLS_FAILURES, "ssl_unknown_authority"})
+TCP_FAILURES = {failures.GENERIC_TIMEOUT_ERROR: "tcp.timeout",
+                failures.CONNECTION_REFUSED: "tcp.refused", failures.CONNECTION_RESET: "tcp.reset"}
+TLS_FAILURES = {failures.CONNECTION_RESET: "tls.reset",
+                failures.GENERIC_TIMEOUT_ERROR: "tls.timeout", failures.EOF_ERROR: "tls.eof"}
+HTTP_FAILURES = {failures.CONNECTION_RESET: "http.reset",
+                 failures.GENERIC_TIMEOUT_ERROR: "http.timeout", failures.EOF_ERROR: "http.eof"}
+SNI_CONFIRMABLE = frozenset({*TLS_FAILURES, failures.SSL_UNKNOWN_AUTHORITY})
 BODY_WINDOW = 64 * 1024  # bytes per throughput sample (about one congestion window)
 
 
@@ -218,7 +217,7 @@ def dns_failure_codes(ctx: Context) -> set[str]:
     codes = set()
     for query in lookups:
         failure = r.failure(query)
-        if failure == "dns_no_answer" and query.get("hostname") in resolved:
+        if failure == failures.DNS_NO_ANSWER and query.get("hostname") in resolved:
             continue
         code = DNS_FAILURES.get(failure)
         if code and control_resolves(ctx, query):
@@ -327,7 +326,7 @@ def benign_checks(ctx: Context) -> dict[str, r.Entry]:
 def reached_server(check: r.Entry) -> bool:
     """A handshake that completed or failed only verification got the server's reply."""
     fail = r.failure(check)
-    return fail == "" or fail in CERT_FAILURES
+    return fail == "" or fail in failures.CERT_FAILURES
 
 
 def tls_failure_codes(ctx: Context) -> set[str]:
@@ -347,7 +346,8 @@ def tls_failure_codes(ctx: Context) -> set[str]:
 def _reset_kind(code: str, check: r.Entry | None) -> str:
     """A reset that hits the benign-SNI handshake too does not depend on the name: it is
     aimed at the address (IP/port RST injection), so it is ``tcp.reset``, not ``tls.reset``."""
-    if code == "tls.reset" and check is not None and r.failure(check) == "connection_reset":
+    if code == "tls.reset" and check is not None \
+            and r.failure(check) == failures.CONNECTION_RESET:
         return "tcp.reset"
     return code
 
@@ -367,7 +367,7 @@ def mitm(ctx: Context) -> Mitm:
     for handshake in r.entries(ctx.keys.get("tls_handshakes")):
         chain = handshake.get("peer_certificates")
         known = known_interception_ca(chain)
-        untrusted = r.failure(handshake) == "ssl_unknown_authority" \
+        untrusted = r.failure(handshake) == failures.SSL_UNKNOWN_AUTHORITY \
             and control_tls(ctx, handshake) is True
         if known or untrusted:
             found = Mitm(True, leaf_issuer_cn(chain) or found.issuer, known or found.known)

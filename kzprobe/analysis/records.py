@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from kzprobe.bogons import to_address
+from kzprobe.netaddr import join_hostport, split_hostport
 
 Entry = Mapping[str, Any]
 EMPTY: Mapping[str, Any] = {}
@@ -123,22 +124,14 @@ def _canonical_text(value: str) -> str | None:
     return None if address is None else str(address)
 
 
-def join_endpoint(ip: str, port: int | str) -> str:
-    """``ip:port`` with brackets for IPv6, as Go's net.JoinHostPort."""
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+join_endpoint = join_hostport  # ``ip:port``, IPv6 in brackets
 
 
 def split_endpoint(address: Any) -> tuple[str, str] | None:
-    """``(ip, port)`` from ``ip:port`` or ``[ip]:port``; None if malformed."""
-    if not isinstance(address, str) or len(address) > 80:
-        return None
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        return None
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    ip = canonical_ip(host)
-    return None if ip is None else (ip, port)
+    """``(ip, port)``, the IP canonical, from ``ip:port`` or ``[ip]:port``; None if malformed."""
+    parts = split_hostport(address) if isinstance(address, str) and len(address) <= 80 else None
+    ip = canonical_ip(parts[0]) if parts else None
+    return None if ip is None or parts is None else (ip, str(parts[1]))
 
 
 def answer_addresses(query: Entry) -> list[str]:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kzprobe import failures
 from kzprobe.analysis import records as r
 from kzprobe.analysis.httpdiff import (
     body_proportion_factor,
@@ -29,7 +30,7 @@ from kzprobe.analysis.observations import (
 )
 
 IP_FLAG_VALID_FOR_DOMAIN = 8  # oohelperd ip_info flag: TLS with the URL's SNI succeeded
-_MISCONFIGURED_V6 = ("network_unreachable", "host_unreachable")
+_MISCONFIGURED_V6 = (failures.NETWORK_UNREACHABLE, failures.HOST_UNREACHABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,14 +163,14 @@ def dns_success_metrics(wa: WebAnalysis, box: Container, facts: AddressFacts, *,
 def _dns_failure_ignored(obs: Obs) -> bool:
     """DoH failures say nothing about the site; AAAA no-answer is normal (ooni/probe#2274)."""
     return obs.dns_engine == "doh" or (obs.dns_query_type == "AAAA"
-                                       and obs.dns_failure == "dns_no_answer")
+                                       and obs.dns_failure == failures.DNS_NO_ANSWER)
 
 
 def _classify_dns_failure(wa: WebAnalysis, obs: Obs, txid: int) -> None:
     probe, ctrl = obs.dns_failure or "", obs.ctrl_dns_failure
     if ctrl is None or (ctrl and not probe):
         return
-    no_answer_both = probe == "dns_no_answer" and obs.ctrl_dns_addrs is not None \
+    no_answer_both = probe == failures.DNS_NO_ANSWER and obs.ctrl_dns_addrs is not None \
         and not obs.ctrl_dns_addrs
     if (probe and ctrl) or no_answer_both:
         wa.dns_expected_failure.add(txid)

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from kzprobe import failures
 from kzprobe.analysis import records as r
 from kzprobe.analysis.httpdiff import BODY_PROPORTION_THRESHOLD, http_diff
 from kzprobe.analysis.observations import (
@@ -102,7 +103,7 @@ def dns_consistency(wa: WebAnalysis) -> str | None:
 
 def _sort_key(obs: Obs) -> tuple[int, int, str, int]:
     depth = obs.depth if obs.depth is not None else -1
-    failure = obs.failure if obs.failure is not None else "unknown_failure"
+    failure = obs.failure if obs.failure is not None else failures.UNKNOWN_FAILURE
     return (-depth, -obs.type, failure, -obs.transaction_id)
 
 
@@ -168,7 +169,7 @@ def _dns_failure(obs: Obs, set_: _Decider) -> _Verdict:
         return set_.string("dns", obs.failure)
     if obs.ctrl_dns_failure:
         return set_.down(obs.failure)
-    if obs.failure == "dns_no_answer" and obs.ctrl_dns_addrs is not None \
+    if obs.failure == failures.DNS_NO_ANSWER and obs.ctrl_dns_addrs is not None \
             and not obs.ctrl_dns_addrs:
         return set_.down()
     return set_.string("dns", obs.failure)

@@ -21,6 +21,7 @@ from typing import Any
 import aiodns
 import pycares
 
+from kzprobe import failures
 from kzprobe.config import Resolver
 from kzprobe.errors import classify
 from kzprobe.probes.base import Stopwatch
@@ -209,7 +210,7 @@ async def lookup_udp(
             result = await channel.query_dns(host, query_type)
         answers = _parse_records(result.answer)
         if not any(a.answer_type == query_type for a in answers):
-            failure = "dns_no_answer"
+            failure = failures.DNS_NO_ANSWER
     except Exception as exc:
         failure = classify(exc)
     finally:
@@ -230,10 +231,10 @@ async def lookup_udp(
 
 
 _GAI_FAILURES = {
-    socket.EAI_NONAME: "dns_nxdomain_error",
-    socket.EAI_AGAIN: "dns_temporary_failure",
-    socket.EAI_FAIL: "dns_non_recoverable_failure",
-    getattr(socket, "EAI_NODATA", -5): "dns_no_answer",
+    socket.EAI_NONAME: failures.DNS_NXDOMAIN_ERROR,
+    socket.EAI_AGAIN: failures.DNS_TEMPORARY_FAILURE,
+    socket.EAI_FAIL: failures.DNS_NON_RECOVERABLE_FAILURE,
+    getattr(socket, "EAI_NODATA", -5): failures.DNS_NO_ANSWER,
 }
 
 
@@ -254,7 +255,7 @@ async def lookup_system(
             if answer not in answers:
                 answers.append(answer)
     except socket.gaierror as exc:
-        failure = _GAI_FAILURES.get(exc.errno, "dns_server_misbehaving")
+        failure = _GAI_FAILURES.get(exc.errno, failures.DNS_SERVER_MISBEHAVING)
     except Exception as exc:
         failure = classify(exc)
     return DnsLookup(

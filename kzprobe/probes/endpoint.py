@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from kzprobe import failures
 from kzprobe.control import ControlResult
 from kzprobe.errors import classify
+from kzprobe.failures import SNI_CHECK_FAILURES as SNI_CHECK_FAILURES  # tor.py imports it here
 from kzprobe.probes import dns, tcp, tls
 from kzprobe.probes.base import (
     ProbeContext,
@@ -34,7 +36,6 @@ from kzprobe.targets import Target
 
 MAX_ADDRESSES = 4  # addresses probed per endpoint (bounded even if DNS returns hundreds)
 UDP_SCHEMES = frozenset({"openvpn+udp", "wireguard", "stun"})
-SNI_CHECK_FAILURES = frozenset({"connection_reset", "generic_timeout_error", "eof_error"})
 
 
 class ProtocolError(Exception):
@@ -135,8 +136,8 @@ def _summary(outcomes: list[Outcome], dns_failure: str | None,
         first = outcomes[0]
         return False, first.failure, first.failed_operation
     if refused:
-        return False, "dns_bogon_error", "resolve"
-    return False, dns_failure or "dns_no_answer", "resolve"
+        return False, failures.DNS_BOGON_ERROR, "resolve"
+    return False, dns_failure or failures.DNS_NO_ANSWER, "resolve"
 
 
 async def run(target: Target, ctx: ProbeContext, clock: Stopwatch, probe: ProbeAddress, *,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import HttpProcessingError
 
+from kzprobe import failures
 from kzprobe.errors import HttpFailure, classify
 from kzprobe.probes.base import Stopwatch, maybe_binary
 from kzprobe.probes.tcp import HeldProtocol
@@ -36,7 +36,6 @@ REQUEST_HEADERS: tuple[tuple[str, str], ...] = (
 )
 READ_CHUNK = 64 * 1024
 MAX_HEADER_BYTES = 1 << 20  # stored header bytes per response
-_TITLE = re.compile(rb"<title[^>]*>([^<]{0,2048})</title", re.IGNORECASE)
 
 _handoff: contextvars.ContextVar[tuple[asyncio.Transport, HeldProtocol] | None] = (
     contextvars.ContextVar("kzprobe_http_handoff", default=None)
@@ -56,7 +55,7 @@ class _MeasuredHandler(ResponseHandler):
         super().set_exception(exc, *args, **kwargs)
         if (isinstance(exc, HttpProcessingError) and payload is not None
                 and payload.exception() is None and not payload.is_eof()):
-            failure = HttpFailure("http_invalid_response")
+            failure = HttpFailure(failures.HTTP_INVALID_RESPONSE)
             failure.__cause__ = exc
             payload.set_exception(failure)
 
@@ -100,11 +99,6 @@ class HttpResponse:
             "body": maybe_binary(self.body),
             "body_is_truncated": self.body_is_truncated,
         }
-
-    @property
-    def title(self) -> str:
-        match = _TITLE.search(self.body)
-        return match.group(1).decode("utf-8", "replace").strip() if match else ""
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from kzprobe import failures
 from kzprobe.probes import dns
 from kzprobe.probes.base import ProbeContext, Stopwatch
 
@@ -47,5 +48,5 @@ async def resolve(host: str, ctx: ProbeContext, clock: Stopwatch, *,
     addresses = list(dict.fromkeys(a for lookup in lookups for a in lookup.addresses))
     if addresses:
         return Resolution(lookups, addresses, None)
-    failure = next((lk.failure for lk in lookups if lk.failure), "dns_no_answer")
+    failure = next((lk.failure for lk in lookups if lk.failure), failures.DNS_NO_ANSWER)
     return Resolution(lookups, [], failure)

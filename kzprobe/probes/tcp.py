@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kzprobe.errors import classify
+from kzprobe.netaddr import join_hostport
 from kzprobe.probes.base import Stopwatch, connection_scratch
 
 EARLY_DATA_LIMIT = 64 * 1024
@@ -56,7 +57,7 @@ class TcpConnect:
 
     @property
     def address(self) -> str:
-        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+        return join_hostport(self.ip, self.port)
 
     def archival(self) -> dict[str, Any]:
         return {

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kzprobe import failures
 from kzprobe.errors import classify
+from kzprobe.netaddr import join_hostport
 from kzprobe.probes.base import Stopwatch
 
 MAX_DATAGRAMS = 16  # datagrams read per exchange before giving up on a chatty peer
@@ -68,8 +70,7 @@ class _Collector(asyncio.DatagramProtocol):
             self.queue.put_nowait(exc)
 
 
-def format_address(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+format_address = join_hostport  # the name the endpoint experiments import
 
 
 @dataclass(slots=True)
@@ -125,7 +126,7 @@ async def exchange(
     t0 = clock.now()
     loop = asyncio.get_running_loop()
     transport: asyncio.DatagramTransport | None = None
-    failure: str | None = "generic_timeout_error"
+    failure: str | None = failures.GENERIC_TIMEOUT_ERROR
     reply: bytes | None = None
     try:
         async with asyncio.timeout(timeout):

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
+from kzprobe import failures
 from kzprobe.config import Config
 from kzprobe.control import ControlResult
+from kzprobe.netaddr import join_hostport
 from kzprobe.probes import dns, http, tcp, tls
 from kzprobe.probes.base import (
     ProbeContext,
@@ -85,7 +87,7 @@ async def _dial(flow: _Flow, target: Target, ip: str, tid: int, tags: tuple[str,
         tags=tags, source=flow.ctx.source_address)
     flow.connects.append(result)
     if transport is None or held is None:
-        return result.failure or "unknown_failure: no connection"
+        return result.failure or failures.unknown("no connection")
     if context is None:
         return _Connection(transport, held, ip, result.address, "", tid)
     shake, tls_transport = await tls.handshake(
@@ -95,7 +97,7 @@ async def _dial(flow: _Flow, target: Target, ip: str, tid: int, tags: tuple[str,
     flow.handshakes.append(shake)
     if tls_transport is None:
         await close_transport(transport)
-        return shake.failure or "unknown_failure: no handshake"
+        return shake.failure or failures.unknown("no handshake")
     return _Connection(tls_transport, held, ip, result.address, shake.negotiated_protocol, tid)
 
 
@@ -127,18 +129,18 @@ async def _hop(flow: _Flow, target: Target, depth: int) -> http.HttpTransaction 
         # hop the hop's DNS failure is the HTTP failure. Addresses we may not dial
         # (loopback; for the helper, any special-purpose range) are a bogon failure.
         refused = bool(resolved) and (depth > 0 or flow.ctx.may_dial is not None)
-        flow.last_hop_failure = "dns_bogon_error" if refused else (
+        flow.last_hop_failure = failures.DNS_BOGON_ERROR if refused else (
             dns_failure if depth > 0 else None)
         return None
     winner: asyncio.Future[_Connection] = asyncio.get_running_loop().create_future()
     candidates = addresses[:MAX_ENDPOINTS]
     if len(candidates) == 1:  # the common case: no task per address
-        failures = [await _open(flow, target, candidates[0], depth, winner)]
+        opened = [await _open(flow, target, candidates[0], depth, winner)]
     else:
-        failures = await asyncio.gather(
+        opened = await asyncio.gather(
             *(_open(flow, target, ip, depth, winner) for ip in candidates))
     if not winner.done():
-        flow.last_hop_failure = next((f for f in failures if f), "unknown_failure: no endpoint")
+        flow.last_hop_failure = next((f for f in opened if f), failures.unknown("no endpoint"))
         return None
     conn = winner.result()
     if conn.alpn == "h2":  # aiohttp speaks HTTP/1.1 only: measured handshake stays, GET re-dials
@@ -187,7 +189,7 @@ def _redirect_target(response: http.HttpResponse, current: Target) -> Target | s
     try:
         return parse_target(urljoin(current.url, location.strip()), origin="redirect")
     except ValueError:
-        return "http_invalid_redirect_location_host"
+        return failures.HTTP_INVALID_REDIRECT_LOCATION_HOST
 
 
 async def _follow(flow: _Flow, target: Target) -> None:
@@ -207,7 +209,7 @@ async def _follow(flow: _Flow, target: Target) -> None:
             return
         current = nxt
     flow.last_hop_failure = (
-        f"unknown_failure: stopped after {flow.ctx.config.limits.max_redirects} redirects"
+        failures.unknown(f"stopped after {flow.ctx.config.limits.max_redirects} redirects")
     )
 
 
@@ -216,19 +218,15 @@ def _start_control(flow: _Flow, target: Target, resolved: list[str]) -> None:
     control = flow.ctx.control
     if control is None:
         return
-    endpoints = [f"[{ip}]:{target.port}" if ":" in ip else f"{ip}:{target.port}"
-                 for ip in resolved[:MAX_ENDPOINTS]]
+    endpoints = [join_hostport(ip, target.port) for ip in resolved[:MAX_ENDPOINTS]]
     flow.control_task = asyncio.ensure_future(control.query(target.url, endpoints))
-
-
-SNI_CHECK_FAILURES = frozenset({"connection_reset", "generic_timeout_error", "eof_error"})
 
 
 def _needs_sni_check(shake: tls.TlsHandshake, cfg: Config) -> bool:
     if "depth=0" not in shake.tags:
         return False
     slow = shake.failure is None and shake.t - shake.t0 >= cfg.analysis.throttle_min_seconds
-    return shake.failure in SNI_CHECK_FAILURES or slow
+    return shake.failure in failures.SNI_CHECK_FAILURES or slow
 
 
 async def _sni_check(flow: _Flow, ip: str, port: int) -> None:

@@ -10,6 +10,8 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any
 
+from kzprobe.netaddr import join_hostport
+
 Json = dict[str, Any]
 
 
@@ -17,11 +19,6 @@ def _answer(addr: str) -> Json:
     if ":" in addr:
         return {"answer_type": "AAAA", "ipv6": addr, "ttl": 60}
     return {"answer_type": "A", "ipv4": addr, "ttl": 60}
-
-
-def endpoint(ip: str, port: int) -> str:
-    """``ip:port`` with IPv6 brackets."""
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def b64(der: bytes) -> Json:
@@ -79,7 +76,7 @@ class Record:
                   txid: int = 0, tags: tuple[str, ...] = ()) -> Json:
         """A df-006 handshake entry."""
         return {
-            "network": "tcp", "address": endpoint(ip, port), "server_name": sni,
+            "network": "tcp", "address": join_hostport(ip, port), "server_name": sni,
             "failure": failure, "peer_certificates": [b64(c) for c in certs],
             "tls_version": "TLSv1.3" if failure is None else "", "cipher_suite": "",
             "negotiated_protocol": "", "no_tls_verify": False, "t0": t0, "t": t,
@@ -117,7 +114,7 @@ class Record:
             "body": body_json, "body_is_truncated": truncated,
         }
         self.keys["requests"].insert(0, {
-            "network": "tcp", "address": endpoint(ip, port), "alpn": "", "failure": failure,
+            "network": "tcp", "address": join_hostport(ip, port), "alpn": "", "failure": failure,
             "request": {"url": url, "method": "GET", "headers": {}, "headers_list": [],
                         "body": "", "body_is_truncated": False, "x_transport": "tcp"},
             "response": response or {"code": 0, "headers": {}, "headers_list": [], "body": "",

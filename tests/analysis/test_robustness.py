@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from kzprobe.analysis.fingerprints import Signature, build_fingerprints
 from kzprobe.analysis.interference import CODES, AnalysisParams, interference
 from kzprobe.analysis.webconnectivity import analyze
+from kzprobe.netaddr import join_hostport
 
 FAILURES = st.sampled_from([None, None, "generic_timeout_error", "connection_reset",
                             "connection_refused", "eof_error", "ssl_unknown_authority",
@@ -31,10 +32,6 @@ BODY = st.one_of(st.text(max_size=200), st.binary(max_size=100).map(
     st.just({"format": "base64", "data": "%%%"}), JSON)
 
 
-def _endpoint(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
 query = st.fixed_dictionaries({
     "hostname": HOSTS, "query_type": st.sampled_from(["A", "AAAA", "ANY", 7]),
     "engine": st.sampled_from(["udp", "getaddrinfo", "doh", None]), "failure": FAILURES,
@@ -49,12 +46,12 @@ tcp = st.builds(lambda ip, port, fail, txid, tags: {
     "transaction_id": txid, "tags": tags, "t0": 0.0, "t": 0.1},
     IPS, st.sampled_from([80, 443, "443"]), FAILURES, st.integers(0, 6), TAGS)
 tls = st.builds(lambda ip, sni, fail, txid, tags, certs, t0, t: {
-    "address": _endpoint(ip, 443), "server_name": sni, "failure": fail, "transaction_id": txid,
+    "address": join_hostport(ip, 443), "server_name": sni, "failure": fail, "transaction_id": txid,
     "tags": tags, "peer_certificates": certs, "t0": t0, "t": t, "no_tls_verify": False},
     IPS, HOSTS, FAILURES, st.integers(0, 6), TAGS, st.one_of(st.lists(BODY, max_size=2), JSON),
     NUMBERS, NUMBERS)
 request = st.builds(lambda ip, fail, txid, tags, code, body, headers, url, ttfb: {
-    "address": _endpoint(ip, 443), "failure": fail, "transaction_id": txid, "tags": tags,
+    "address": join_hostport(ip, 443), "failure": fail, "transaction_id": txid, "tags": tags,
     "request": {"url": url}, "response": {"code": code, "body": body, "headers": headers,
                                           "body_is_truncated": False},
     "x_ttfb": ttfb, "x_body_length": ttfb, "x_body_seconds": ttfb},
@@ -64,10 +61,10 @@ request = st.builds(lambda ip, fail, txid, tags, code, body, headers, url, ttfb:
     st.sampled_from(["https://news.example/", "http://news.example/", "", "::"]), NUMBERS)
 control = st.one_of(st.none(), JSON, st.fixed_dictionaries({
     "dns": st.fixed_dictionaries({"failure": FAILURES, "addrs": st.lists(IPS, max_size=3)}),
-    "tcp_connect": st.dictionaries(IPS.map(lambda ip: _endpoint(ip, 443)),
+    "tcp_connect": st.dictionaries(IPS.map(lambda ip: join_hostport(ip, 443)),
                                    st.fixed_dictionaries({"status": st.booleans(),
                                                           "failure": FAILURES}), max_size=2),
-    "tls_handshake": st.dictionaries(IPS.map(lambda ip: _endpoint(ip, 443)),
+    "tls_handshake": st.dictionaries(IPS.map(lambda ip: join_hostport(ip, 443)),
                                      st.fixed_dictionaries({"status": st.booleans(),
                                                             "server_name": HOSTS}), max_size=2),
     "http_request": st.one_of(JSON, st.fixed_dictionaries({
