@@ -162,8 +162,10 @@ class HelperConfig:
     # (config/targets/messaging.csv: 5222 XMPP/WhatsApp; circumvention.csv: 9201 Tor
     # moria1, 3478 and 19302 STUN). Not a port scanner for anything else.
     allowed_ports: frozenset[int] = frozenset({80, 443, 3478, 5222, 9201, 19302})
-    max_fetch_bytes: int = 256 * 1024  # body bytes fetched per request, across redirects
-    client_bytes_per_minute: int = 16 * 1024 * 1024  # body bytes fetched per client; 429 above
+    # Body bytes fetched per request, all redirect hops together. Not below the probe's
+    # default limits.body_bytes: the control's body_length is compared with the probe's.
+    max_fetch_bytes: int = 512 * 1024
+    client_bytes_per_minute: int = 64 * 1024 * 1024  # body bytes fetched per client; 429 above
     max_requests_per_minute: int = 6000  # all clients together; 503 above
     max_connections_per_client: int = 64  # per client address (/64 for IPv6), at accept
     per_destination: int = 32  # the helper's concurrent connections per destination IP

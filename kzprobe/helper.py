@@ -639,9 +639,8 @@ class _ServerErrors(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         now = time.monotonic()
         if now - self._window >= 60:
-            if self._suppressed:
-                log.warning("helper_server_errors_suppressed", count=self._suppressed)
-            self._window, self._logged, self._suppressed = now, 0, 0
+            self.flush()
+            self._window, self._logged = now, 0
         if self._logged >= self.per_minute:
             self._suppressed += 1
             return
@@ -650,6 +649,13 @@ class _ServerErrors(logging.Handler):
         log.warning("helper_server_error", level_name=record.levelname.lower(),
                     message=record.getMessage()[:200],
                     error=f"{type(exc).__name__}: {exc}"[:200] if exc else None)
+
+
+    def flush(self) -> None:
+        """Log how many errors were left out (each minute, and when the helper stops)."""
+        if self._suppressed:
+            log.warning("helper_server_errors_suppressed", count=self._suppressed)
+            self._suppressed = 0
 
 
 def _server_logger() -> logging.Logger:
@@ -674,6 +680,8 @@ class RunningHelper:
     async def cleanup(self) -> None:
         self.server.close()
         await self.runner.cleanup()
+        for handler in _server_logger().handlers:
+            handler.flush()
 
 
 def _server_ssl(config: Config) -> ssl.SSLContext | None:
