@@ -6,10 +6,13 @@ and one HTTP fetch, all measured with kzprobe's own probe steps from outside the
 censored network. Because the protocol is OONI's, OONI probes can use it and kzprobe can
 use OONI's helpers.
 
-It faces the internet, so it is an SSRF risk: it never dials special-purpose addresses
-(literal, resolved, IPv4-mapped, odd spellings, or reached by redirect) unless
-``[helper] allow_nets`` lists them, only dials the ports the protocol uses, and bounds
-request size, requests in flight, per-client rate and time per request.
+It faces the internet, so it is an SSRF risk and a would-be open proxy: it never dials
+special-purpose addresses (literal, resolved, IPv4-mapped, odd spellings, or reached by
+redirect) unless ``[helper] allow_nets`` lists them, dials only ``allowed_ports``, refuses
+to listen beyond loopback without a token, and bounds request size, requests in flight,
+bytes fetched (per request and per client), per-client rate and connections, the global
+request rate, and time per request. Behind a reverse proxy, ``trusted_proxies`` say
+whose forwarding headers name the client.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import orjson
 import structlog
@@ -458,7 +461,8 @@ class HelperServer:
         self._clients: ClientTable[_Client] = ClientTable(MAX_CLIENT_BUCKETS, self._new_client)
         self._budget = TokenBucket(limits.max_requests_per_minute / 60,
                                    limits.max_requests_per_minute)
-        self._connections: dict[str, int] = {}
+        self._connections: dict[str, int] = {}  # open connections per client bucket
+        self.open_connections = 0
 
     def _new_client(self) -> _Client:
         helper = self.config.helper
@@ -504,20 +508,23 @@ class HelperServer:
         return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
     def connection_opened(self, peer: str) -> bool:
-        """Count a new connection from ``peer``; False (close it) above the per-client cap.
-        Trusted proxies carry many clients and are not capped here."""
+        """Count a new connection from ``peer``; False (close it) above ``max_connections``
+        or the per-client cap (trusted proxies carry many clients: only the first applies)."""
         helper = self.config.helper
-        if _in_networks(peer, helper.trusted_proxies):
-            return True
-        key = client_bucket(peer)
+        if self.open_connections >= helper.max_connections:
+            return False
+        key = "" if _in_networks(peer, helper.trusted_proxies) else client_bucket(peer)
         count = self._connections.get(key, 0)
-        if count >= helper.max_connections_per_client:
+        if key and count >= helper.max_connections_per_client:
             return False
         self._connections[key] = count + 1
+        self.open_connections += 1
         return True
 
     def connection_closed(self, peer: str) -> None:
-        key = client_bucket(peer)
+        self.open_connections -= 1
+        key = "" if _in_networks(peer, self.config.helper.trusted_proxies) else \
+            client_bucket(peer)
         count = self._connections.get(key, 0)
         if count <= 1:
             self._connections.pop(key, None)  # bounded: only open connections are counted
@@ -576,22 +583,20 @@ class HelperServer:
             return _json({"error": "deadline exceeded"}, status=504)
 
 
-class _Refused(asyncio.Protocol):
-    """Closes a connection at once: the helper is at ``max_connections``."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.close()
-
-
 class _PerClientGate(asyncio.Protocol):
-    """Counts a connection against its peer's ``max_connections_per_client`` when it is
-    made (the peer is known only then) and closes it above the cap; otherwise hands
-    every event to aiohttp's request handler."""
+    """Every accepted connection starts here. It counts against ``max_connections`` and
+    its peer's ``max_connections_per_client`` as soon as it is made (before any TLS
+    handshake, so idle half-open handshakes count too) and is closed above either cap;
+    otherwise it does the TLS handshake, if any, and hands every event to aiohttp."""
 
-    def __init__(self, server: HelperServer, make: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(self, server: HelperServer, make: Callable[[], asyncio.Protocol],
+                 tls: ssl.SSLContext | None, handshake_timeout: float) -> None:
         self._server, self._make = server, make
+        self._tls, self._handshake_timeout = tls, handshake_timeout
         self._inner: asyncio.Protocol | None = None
         self._peer: str | None = None
+        self._early: list[bytes] = []  # decrypted bytes that beat the handler's creation
+        self._handshake: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peername = transport.get_extra_info("peername")
@@ -600,12 +605,42 @@ class _PerClientGate(asyncio.Protocol):
             transport.close()
             return
         self._peer = peer
+        if self._tls is None:
+            self._attach(transport)
+        else:
+            self._handshake = asyncio.ensure_future(self._start_tls(transport))
+
+    async def _start_tls(self, transport: asyncio.BaseTransport) -> None:
+        assert self._tls is not None
+        try:
+            secure = await asyncio.get_running_loop().start_tls(
+                cast(asyncio.WriteTransport, transport), self, self._tls, server_side=True,
+                ssl_handshake_timeout=self._handshake_timeout)
+        except Exception:  # a failed or timed-out handshake is the client's problem
+            secure = None
+        if secure is None:
+            await close_transport(transport)
+            self._release()
+            return
+        self._attach(secure)
+
+    def _attach(self, transport: asyncio.BaseTransport) -> None:
         self._inner = self._make()
         self._inner.connection_made(transport)
+        for data in self._early:
+            self._inner.data_received(data)
+        self._early.clear()
+
+    def _release(self) -> None:
+        if self._peer is not None:
+            self._server.connection_closed(self._peer)
+            self._peer = None
 
     def data_received(self, data: bytes) -> None:
         if self._inner is not None:
             self._inner.data_received(data)
+        elif self._peer is not None and sum(map(len, self._early)) < 65536:
+            self._early.append(data)
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received() if self._inner is not None else None
@@ -619,9 +654,7 @@ class _PerClientGate(asyncio.Protocol):
             self._inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._peer is not None:
-            self._server.connection_closed(self._peer)
-            self._peer = None
+        self._release()
         if self._inner is not None:
             self._inner.connection_lost(exc)
 
@@ -715,14 +748,11 @@ async def start_helper(config: Config) -> tuple[RunningHelper, str]:
     assert handlers is not None
 
     def accept() -> asyncio.BaseProtocol:
-        if len(handlers.connections) >= helper.max_connections:
-            return _Refused()
-        return _PerClientGate(front, handlers)
+        return _PerClientGate(front, handlers, context, helper.client_timeout)
 
     try:
         server = await asyncio.get_running_loop().create_server(
-            accept, host.strip("[]"), int(port), ssl=context, backlog=128,
-            ssl_handshake_timeout=helper.client_timeout if context else None)
+            accept, host.strip("[]"), int(port), backlog=128)
     except BaseException:
         await runner.cleanup()
         raise

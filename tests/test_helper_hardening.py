@@ -486,3 +486,27 @@ def test_allowed_ports_accepts_ranges(ports: list[object], expected: set[int]) -
 def test_allowed_ports_rejects_nonsense(ports: list[object]) -> None:
     with pytest.raises(ConfigError, match="allowed_ports"):
         _helper_config(allowed_ports=ports)
+
+
+async def test_tls_helper_serves_through_the_connection_gate(helper, ca, tmp_path: Path) -> None:
+    """With tls_cert/tls_key the per-client gate wraps the TLS connection: it still serves,
+    and the cap still closes the extra connection."""
+    import ssl
+
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "helper.crt", tmp_path / "helper.key"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    url = await helper(tls_cert=str(cert_file), tls_key=str(key_file),
+                       max_connections_per_client=1)
+    assert url.startswith("https://")
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    connector = aiohttp.TCPConnector(ssl=context, limit=1)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.get(url) as resp:
+            assert resp.status == 200 and (await resp.json())["message"]
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 2) == b""  # over the cap: closed
+        writer.close()
