@@ -191,6 +191,11 @@ max_in_flight = 10000
 max_connections = 10000
 rate_per_client = 100000
 rate_burst = 100000
+allowed_ports = ["1-65535"]
+max_requests_per_minute = 6000000
+client_bytes_per_minute = 100000000000
+max_connections_per_client = 10000
+per_destination = 10000
 """)
     proc = subprocess.Popen([sys.executable, "-m", "kzprobe", "helper", "--config", str(config)],
                             stderr=subprocess.DEVNULL)

@@ -185,6 +185,22 @@ class HelperConfig:
     wireguard_peers: tuple[tuple[str, Path, Path | None], ...] = ()
     client_timeout: float = 10.0  # a whole request must arrive within this (slowloris)
     max_connections: int = 1024  # open client connections; more are closed on accept
+    # An anonymous helper on a non-loopback address is an open proxy: refused unless this.
+    allow_anonymous: bool = False
+    # Peers whose X-Forwarded-For / Forwarded name the client (a reverse proxy in front).
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Ports the helper dials: web, plus those of the bundled endpoint presets
+    # (config/targets/messaging.csv: 5222 XMPP/WhatsApp; circumvention.csv: 9201 Tor
+    # moria1, 3478 and 19302 STUN). Not a port scanner for anything else.
+    allowed_ports: frozenset[int] = frozenset({80, 443, 3478, 5222, 9201, 19302})
+    # Body bytes fetched per request, all redirect hops together. Not below the probe's
+    # default limits.body_bytes: the control's body_length is compared with the probe's.
+    max_fetch_bytes: int = 512 * 1024
+    client_bytes_per_minute: int = 64 * 1024 * 1024  # body bytes fetched per client; 429 above
+    max_requests_per_minute: int = 6000  # all clients together; 503 above
+    max_connections_per_client: int = 64  # per client address (/64 for IPv6), at accept
+    per_destination: int = 32  # the helper's concurrent connections per destination IP
+    access_log_sample: float = 0.01  # fraction of requests logged (JSON, client as /24 or /48)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -565,12 +581,7 @@ def _loopback_host(url: str) -> bool:
         host = urlsplit(url).hostname or ""
     except ValueError:  # "http://[::1/": not a URL a token may go to
         return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(host)
 
 
 def _control_helper(fail: Fail, url: Any, token: str | None) -> ControlHelper:
@@ -628,13 +639,14 @@ def _host_port(s: _Section, key: str, default: str) -> str:
 
 def _parse_helper(s: _Section, base: Path | None) -> HelperConfig:
     d = HelperConfig()
+    token = _helper_token(s, base)
     cert, key = s.string("tls_cert", None), s.string("tls_key", None)
     if bool(cert) != bool(key):
         raise s.fail("tls_cert", "tls_cert and tls_key go together")
     paths = [_resolve_path(base, p) if p else None for p in (cert, key)]
     _check_server_tls(s, paths[0], paths[1])
     return HelperConfig(
-        listen=_host_port(s, "listen", d.listen), token=_helper_token(s, base),
+        listen=_host_port(s, "listen", d.listen), token=token,
         tls_cert=paths[0], tls_key=paths[1], allow_nets=_allow_nets(s),
         max_in_flight=s.integer("max_in_flight", d.max_in_flight),
         max_body_bytes=s.integer("max_body_bytes", d.max_body_bytes, minimum=1024),
@@ -646,12 +658,79 @@ def _parse_helper(s: _Section, base: Path | None) -> HelperConfig:
         wireguard_peers=_wireguard_peers(s, base),
         client_timeout=s.number("client_timeout", d.client_timeout),
         max_connections=s.integer("max_connections", d.max_connections),
+        allow_anonymous=_anonymous_ok(s, token),
+        trusted_proxies=_networks(s, "trusted_proxies"),
+        allowed_ports=_ports(s, "allowed_ports", d.allowed_ports),
+        max_fetch_bytes=s.integer("max_fetch_bytes", d.max_fetch_bytes, minimum=1024),
+        client_bytes_per_minute=s.integer("client_bytes_per_minute", d.client_bytes_per_minute,
+                                          minimum=1024),
+        max_requests_per_minute=s.integer("max_requests_per_minute",
+                                          d.max_requests_per_minute),
+        max_connections_per_client=s.integer("max_connections_per_client",
+                                             d.max_connections_per_client),
+        per_destination=s.integer("per_destination", d.per_destination),
+        access_log_sample=_fraction(s, "access_log_sample", d.access_log_sample),
     )
 
 
 def _helper_token(s: _Section, base: Path | None) -> str | None:
     s.used.update(("token", "token_file"))
     return _token(s.fail, base, s.table)
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback IP literal (brackets allowed); any other name is not."""
+    host = host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _anonymous_ok(s: _Section, token: str | None) -> bool:
+    """A helper without a token may listen beyond loopback only when explicitly allowed."""
+    d = HelperConfig()
+    allow = bool(s.get("allow_anonymous", bool, d.allow_anonymous))
+    listen = _host_port(s, "listen", d.listen)
+    if not token and not allow and not is_loopback_host(listen.rpartition(":")[0]):
+        raise s.fail("listen", f"{listen!r} is not loopback: set a token (or "
+                     "allow_anonymous = true for a deliberately open helper)")
+    return allow
+
+
+def _ports(s: _Section, key: str, default: frozenset[int]) -> frozenset[int]:
+    """A list of ports (1-65535) and "low-high" ranges, e.g. ``[80, 443, "1194-1195"]``."""
+    value = s.get(key, list, None)
+    if value is None:
+        return default
+    ports: set[int] = set()
+    for item in value:
+        low, high = _port_range(item)
+        if not 0 < low <= high < 65536:
+            raise s.fail(key, f"expected ports 1-65535 or 'low-high' ranges, got {item!r}")
+        ports.update(range(low, high + 1))
+    if not ports:
+        raise s.fail(key, "expected at least one port")
+    return frozenset(ports)
+
+
+def _port_range(item: object) -> tuple[int, int]:
+    if isinstance(item, int) and not isinstance(item, bool):
+        return item, item
+    low, sep, high = str(item).partition("-") if isinstance(item, str) else ("", "", "")
+    if sep and low.isascii() and low.isdigit() and high.isascii() and high.isdigit() \
+            and len(low) < 6 and len(high) < 6:
+        return int(low), int(high)
+    return 0, -1
+
+
+def _fraction(s: _Section, key: str, default: float) -> float:
+    value = s.number(key, default, positive=False)
+    if value > 1:
+        raise s.fail(key, f"must be between 0 and 1, got {value:g}")
+    return value
 
 
 def _wireguard_peers(s: _Section, base: Path | None) -> tuple[tuple[str, Path, Path | None], ...]:

@@ -282,6 +282,7 @@ bind_address = {q(self.outside_address)}
 allow_nets = [{q(self.not_bogon)}]
 rate_per_client = 1000.0
 rate_burst = 1000
+allowed_ports = ["1-65535"]  # the demo's sites listen on ephemeral loopback ports
 """
 
     def config_toml(self, output_dir: Path, *, helper_url: str | None = None) -> str:

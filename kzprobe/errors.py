@@ -22,8 +22,19 @@ from kzprobe import failures
 FAILURE_INTERRUPTED = failures.INTERRUPTED  # the name engine and metrics import from here
 
 
+_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {
+    0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+
+
 class KzprobeError(Exception):
-    """Base class for errors that stop kzprobe from running at all (not measurement failures)."""
+    """Base class for errors that stop kzprobe from running at all (not measurement failures).
+
+    The message is printed as one line, so control characters from the input it quotes (a
+    path with a newline in it, say) are escaped here, once, for every such error.
+    """
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(str(message).translate(_CONTROL_ESCAPES))
 
 
 class ConfigError(KzprobeError):

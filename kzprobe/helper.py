@@ -6,10 +6,13 @@ and one HTTP fetch, all measured with kzprobe's own probe steps from outside the
 censored network. Because the protocol is OONI's, OONI probes can use it and kzprobe can
 use OONI's helpers.
 
-It faces the internet, so it is an SSRF risk: it never dials special-purpose addresses
-(literal, resolved, IPv4-mapped, odd spellings, or reached by redirect) unless
-``[helper] allow_nets`` lists them, only dials the ports the protocol uses, and bounds
-request size, requests in flight, per-client rate and time per request.
+It faces the internet, so it is an SSRF risk and a would-be open proxy: it never dials
+special-purpose addresses (literal, resolved, IPv4-mapped, odd spellings, or reached by
+redirect) unless ``[helper] allow_nets`` lists them, dials only ``allowed_ports``, refuses
+to listen beyond loopback without a token, and bounds request size, requests in flight,
+bytes fetched (per request and per client), per-client rate and connections, the global
+request rate, and time per request. Behind a reverse proxy, ``trusted_proxies`` say
+whose forwarding headers name the client.
 """
 
 from __future__ import annotations
@@ -17,36 +20,172 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import logging
+import random
 import ssl
-from collections.abc import Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import orjson
 import structlog
 from aiohttp import web
 
 from kzprobe.bogons import is_special_purpose, parse_ip_loose
-from kzprobe.config import Config
+from kzprobe.config import Config, HelperConfig, is_loopback_host
 from kzprobe.engine import Prober
 from kzprobe.probes import experiment_for, tcp, tls
 from kzprobe.probes.base import Stopwatch, close_transport
 from kzprobe.probes.endpoint import UDP_SCHEMES
 from kzprobe.probes.http import BodyTooLarge, read_whole
 from kzprobe.probes.resolve import resolve
-from kzprobe.probes.web_connectivity import WebConnectivity
+from kzprobe.probes.web_connectivity import FETCH_LIMITS, FetchLimits, WebConnectivity
 from kzprobe.ratelimit import TokenBucket
 from kzprobe.targets import Target, parse_target
 
 log = structlog.get_logger("kzprobe.helper")
 HELLO = {"message": "Hello OONItarian!", "software": "kzprobe"}
 MAX_CLIENT_BUCKETS = 10_000
+SERVER_ERRORS_PER_MINUTE = 20  # aiohttp's own errors (malformed HTTP) logged, then counted
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+T = TypeVar("T")
 _HTTP_FAILURES = {"generic_timeout_error": "generic_timeout_error",
                   "connection_refused": "connection_refused_error"}
 
 
 class BadRequest(Exception):
     """A THRequest we cannot serve; answered with HTTP 400."""
+
+
+def _prober_config(config: Config) -> Config:
+    """The helper's own limits for its measuring steps: ``per_destination`` concurrent
+    connections per address (the probe's ``per_host`` is for one probe, not for many
+    clients at once) and no more body per hop than a whole request may fetch."""
+    helper, limits = config.helper, config.limits
+    return replace(config, limits=replace(
+        limits, per_host=helper.per_destination,
+        body_bytes=min(limits.body_bytes, helper.max_fetch_bytes)))
+
+
+def startup_warnings(helper: HelperConfig) -> list[tuple[str, str]]:
+    """Settings that expose the helper, logged loudly at start: (event, explanation)."""
+    host = helper.listen.rpartition(":")[0]
+    if is_loopback_host(host):
+        return []
+    if not helper.token:
+        return [("helper_anonymous_public",
+                 f"anyone who reaches {helper.listen} can use this helper (allow_anonymous)")]
+    if not (helper.tls_cert and helper.tls_key):
+        return [("helper_token_over_http",
+                 "the token crosses the network in clear: set tls_cert/tls_key or put "
+                 "the helper behind a TLS proxy")]
+    return []
+
+
+class ClientTable(Generic[T]):
+    """Per-client state, at most ``capacity`` clients: the least recently seen goes first
+    (a flood of new sources evicts only stale entries, never an active client's budget)."""
+
+    def __init__(self, capacity: int, make: Callable[[], T]) -> None:
+        self.capacity = capacity
+        self._make = make
+        self._entries: OrderedDict[str, T] = OrderedDict()
+
+    def get(self, key: str) -> T:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = self._make()
+            if len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
+        return entry
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(slots=True)
+class _Client:
+    """One client's budgets: requests (a token bucket) and body bytes fetched per minute."""
+
+    requests: TokenBucket
+    bytes_left: float
+    stamp: float
+
+    def bytes_ok(self, per_minute: int) -> bool:
+        now = time.monotonic()
+        self.bytes_left = min(per_minute, self.bytes_left + (now - self.stamp) * per_minute / 60)
+        self.stamp = now
+        return self.bytes_left > 0
+
+
+def client_bucket(ip: str) -> str:
+    """The unit of per-client limits: one IPv4 address, or one IPv6 /64 (one subscriber)."""
+    address = _ip(ip)
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address) if address is not None else ip
+
+
+def log_prefix(ip: str) -> str:
+    """A client as the access log shows it: its /24 or /48, not the address itself."""
+    address = _ip(ip)
+    if address is None:
+        return "?"
+    bits = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network((address, bits), strict=False))
+
+
+def _in_networks(ip: str, networks: tuple[Network, ...]) -> bool:
+    address = _ip(ip)
+    return address is not None and any(address in net for net in networks)
+
+
+def _forwarded_for(value: str) -> list[str]:
+    """The ``for=`` hops of RFC 7239 ``Forwarded``, left to right, ports and quotes removed."""
+    hops = []
+    for element in value.split(","):
+        for pair in element.split(";"):
+            name, _, node = pair.strip().partition("=")
+            if name.strip().lower() != "for":
+                continue
+            node = node.strip().strip('"')
+            if node.startswith("["):
+                node = node[1:].partition("]")[0]
+            elif node.count(":") == 1:
+                node = node.partition(":")[0]
+            hops.append(node)
+    return hops
+
+
+def client_address(peer: str, headers: Mapping[str, str],
+                   trusted: tuple[Network, ...]) -> str:
+    """The client: the TCP peer, or, when the peer is a trusted proxy, the rightmost hop of
+    ``X-Forwarded-For`` (else ``Forwarded: for=``) that is not itself a trusted proxy.
+    A hop that is not an IP address stops the walk at the last trusted address."""
+    if not trusted or not _in_networks(peer, trusted):
+        return peer
+    getall = getattr(headers, "getall", None)
+    xff = getall("X-Forwarded-For", []) if getall else [headers.get("X-Forwarded-For", "")]
+    hops = [hop.strip() for value in xff for hop in value.split(",") if hop.strip()]
+    if not hops:
+        forwarded = getall("Forwarded", []) if getall else [headers.get("Forwarded", "")]
+        hops = [hop for value in forwarded for hop in _forwarded_for(value)]
+    client = peer
+    for hop in reversed(hops):
+        address = _ip(hop)
+        if address is None:
+            break
+        client = str(address)
+        if not _in_networks(client, trusted):
+            break
+    return client
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -111,7 +250,7 @@ class Helper:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.policy = DialPolicy(config.helper.allow_nets)
-        self.prober = Prober(config, may_dial=self.policy,
+        self.prober = Prober(_prober_config(config), may_dial=self.policy,
                              source_address=config.helper.bind_address)
 
     async def aclose(self) -> None:
@@ -119,6 +258,8 @@ class Helper:
 
     async def measure(self, request: Mapping[str, Any], client_ip: str) -> dict[str, Any]:
         target = _request_target(request)
+        if target.port not in self.config.helper.allowed_ports:
+            raise BadRequest(f"port {target.port} is not in this helper's allowed_ports")
         if target.is_endpoint:
             return await self.measure_endpoint(target, request, client_ip)
         clock = Stopwatch()
@@ -213,7 +354,8 @@ class Helper:
         default_ports = sorted(ports) if target.port in (80, 443) else [target.port]
         wanted.extend((ip, port) for ip in addrs for port in default_ports)
         allowed = [(ip, port) for ip, port in dict.fromkeys(wanted)
-                   if port in ports and self.policy(ip)]
+                   if port in ports and port in self.config.helper.allowed_ports
+                   and self.policy(ip)]
         return allowed[: self.config.helper.max_endpoints]
 
     async def _connect_all(self, target: Target, endpoints: list[tuple[str, int]],
@@ -306,10 +448,21 @@ class HelperServer:
         self.config = config
         self.helper = Helper(config)
         self.in_flight = 0
-        self._buckets: dict[str, TokenBucket] = {}
+        limits = config.helper
+        self._clients: ClientTable[_Client] = ClientTable(MAX_CLIENT_BUCKETS, self._new_client)
+        self._budget = TokenBucket(limits.max_requests_per_minute / 60,
+                                   limits.max_requests_per_minute)
+        self._connections: dict[str, int] = {}  # open connections per client bucket
+        self.open_connections = 0
+
+    def _new_client(self) -> _Client:
+        helper = self.config.helper
+        return _Client(TokenBucket(helper.rate_per_client, helper.rate_burst),
+                       float(helper.client_bytes_per_minute), time.monotonic())
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.helper.max_body_bytes)
+        app = web.Application(client_max_size=self.config.helper.max_body_bytes,
+                              middlewares=[self._access_log])
         app.router.add_get("/", self.hello)
         app.router.add_post("/", self.control)
         app.on_cleanup.append(self._cleanup)
@@ -318,8 +471,25 @@ class HelperServer:
     async def _cleanup(self, app: web.Application) -> None:
         await self.helper.aclose()
 
+    @web.middleware
+    async def _access_log(self, request: web.Request,
+                          handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        """A sampled access log: JSON via structlog; the client as its /24 or /48."""
+        started = time.monotonic()
+        response: web.StreamResponse = await handler(request)
+        if random.random() < self.config.helper.access_log_sample:
+            log.info("helper_access", client=log_prefix(self.client(request)),
+                     method=request.method, status=response.status,
+                     duration=round(time.monotonic() - started, 4))
+        return response
+
     async def hello(self, request: web.Request) -> web.Response:
         return _json(HELLO)
+
+    def client(self, request: web.Request) -> str:
+        """Who asked: the peer, or the client a trusted proxy names."""
+        return client_address(request.remote or "", request.headers,
+                              self.config.helper.trusted_proxies)
 
     def _authorised(self, request: web.Request) -> bool:
         token = self.config.helper.token
@@ -328,28 +498,62 @@ class HelperServer:
         given = request.headers.get("Authorization", "")
         return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
-    def _rate_ok(self, client: str) -> bool:
-        bucket = self._buckets.get(client)
-        if bucket is None:
-            if len(self._buckets) >= MAX_CLIENT_BUCKETS:
-                self._buckets.clear()  # bounded memory; a flood resets everyone's budget
-            helper = self.config.helper
-            bucket = self._buckets[client] = TokenBucket(helper.rate_per_client, helper.rate_burst)
-        return bucket.try_acquire()
+    def connection_opened(self, peer: str) -> bool:
+        """Count a new connection from ``peer``; False (close it) above ``max_connections``
+        or the per-client cap (trusted proxies carry many clients: only the first applies)."""
+        helper = self.config.helper
+        if self.open_connections >= helper.max_connections:
+            return False
+        key = "" if _in_networks(peer, helper.trusted_proxies) else client_bucket(peer)
+        count = self._connections.get(key, 0)
+        if key and count >= helper.max_connections_per_client:
+            return False
+        self._connections[key] = count + 1
+        self.open_connections += 1
+        return True
+
+    def connection_closed(self, peer: str) -> None:
+        self.open_connections -= 1
+        key = "" if _in_networks(peer, self.config.helper.trusted_proxies) else \
+            client_bucket(peer)
+        count = self._connections.get(key, 0)
+        if count <= 1:
+            self._connections.pop(key, None)  # bounded: only open connections are counted
+        else:
+            self._connections[key] = count - 1
+
+    def _refusal(self, entry: _Client) -> web.Response | None:
+        """429 for a client over its rate or byte budget, 503 over the global budget or
+        ``max_in_flight``; None when the request may go ahead."""
+        helper = self.config.helper
+        if not entry.requests.try_acquire():
+            return _json({"error": "too many requests"}, status=429)
+        if not entry.bytes_ok(helper.client_bytes_per_minute):
+            return _json({"error": "too many bytes fetched, retry later"}, status=429)
+        if not self._budget.try_acquire():
+            return _json({"error": "busy: request budget spent"}, status=503)
+        if self.in_flight >= helper.max_in_flight:
+            return _json({"error": "busy"}, status=503)
+        return None
 
     async def control(self, request: web.Request) -> web.Response:
-        client = request.remote or ""
+        client = self.client(request)
         if not self._authorised(request):
             return _json({"error": "unauthorized"}, status=401)
-        if not self._rate_ok(client):
-            return _json({"error": "too many requests"}, status=429)
-        if self.in_flight >= self.config.helper.max_in_flight:
-            return _json({"error": "busy"}, status=503)
+        entry = self._clients.get(client_bucket(client))
+        refusal = self._refusal(entry)
+        if refusal is not None:
+            return refusal
+        limits = FetchLimits(remaining=self.config.helper.max_fetch_bytes,
+                             ports=self.config.helper.allowed_ports)
+        token = FETCH_LIMITS.set(limits)
         self.in_flight += 1
         try:
             return await self._serve(request, client)
         finally:
             self.in_flight -= 1
+            FETCH_LIMITS.reset(token)
+            entry.bytes_left -= self.config.helper.max_fetch_bytes - limits.remaining
 
     async def _serve(self, request: web.Request, client: str) -> web.Response:
         limit = self.config.helper.max_body_bytes
@@ -370,11 +574,123 @@ class HelperServer:
             return _json({"error": "deadline exceeded"}, status=504)
 
 
-class _Refused(asyncio.Protocol):
-    """Closes a connection at once: the helper is at ``max_connections``."""
+class _PerClientGate(asyncio.Protocol):
+    """Every accepted connection starts here. It counts against ``max_connections`` and
+    its peer's ``max_connections_per_client`` as soon as it is made (before any TLS
+    handshake, so idle half-open handshakes count too) and is closed above either cap;
+    otherwise it does the TLS handshake, if any, and hands every event to aiohttp."""
+
+    def __init__(self, server: HelperServer, make: Callable[[], asyncio.Protocol],
+                 tls: ssl.SSLContext | None, handshake_timeout: float) -> None:
+        self._server, self._make = server, make
+        self._tls, self._handshake_timeout = tls, handshake_timeout
+        self._inner: asyncio.Protocol | None = None
+        self._peer: str | None = None
+        self._early: list[bytes] = []  # decrypted bytes that beat the handler's creation
+        self._handshake: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.close()
+        peername = transport.get_extra_info("peername")
+        peer = str(peername[0]) if peername else ""
+        if not self._server.connection_opened(peer):
+            transport.close()
+            return
+        self._peer = peer
+        if self._tls is None:
+            self._attach(transport)
+        else:
+            self._handshake = asyncio.ensure_future(self._start_tls(transport))
+
+    async def _start_tls(self, transport: asyncio.BaseTransport) -> None:
+        assert self._tls is not None
+        try:
+            secure = await asyncio.get_running_loop().start_tls(
+                cast(asyncio.WriteTransport, transport), self, self._tls, server_side=True,
+                ssl_handshake_timeout=self._handshake_timeout)
+        except Exception:  # a failed or timed-out handshake is the client's problem
+            secure = None
+        if secure is None:
+            await close_transport(transport)
+            self._release()
+            return
+        self._attach(secure)
+
+    def _attach(self, transport: asyncio.BaseTransport) -> None:
+        self._inner = self._make()
+        self._inner.connection_made(transport)
+        for data in self._early:
+            self._inner.data_received(data)
+        self._early.clear()
+
+    def _release(self) -> None:
+        if self._peer is not None:
+            self._server.connection_closed(self._peer)
+            self._peer = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+        elif self._peer is not None and sum(map(len, self._early)) < 65536:
+            self._early.append(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+
+
+class _ServerErrors(logging.Handler):
+    """aiohttp's own errors (malformed HTTP, before any handler runs) as one JSON line each
+    through structlog, no traceback, at most ``per_minute``; then one count of the rest."""
+
+    def __init__(self, per_minute: int) -> None:
+        super().__init__(logging.DEBUG)
+        self.per_minute = per_minute
+        self._window = time.monotonic()
+        self._logged = self._suppressed = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        now = time.monotonic()
+        if now - self._window >= 60:
+            self.flush()
+            self._window, self._logged = now, 0
+        if self._logged >= self.per_minute:
+            self._suppressed += 1
+            return
+        self._logged += 1
+        exc = record.exc_info[1] if record.exc_info else None
+        log.warning("helper_server_error", level_name=record.levelname.lower(),
+                    message=record.getMessage()[:200],
+                    error=f"{type(exc).__name__}: {exc}"[:200] if exc else None)
+
+
+    def flush(self) -> None:
+        """Log how many errors were left out (each minute, and when the helper stops)."""
+        if self._suppressed:
+            log.warning("helper_server_errors_suppressed", count=self._suppressed)
+            self._suppressed = 0
+
+
+def _server_logger() -> logging.Logger:
+    """The logger aiohttp's request handlers use, routed to :class:`_ServerErrors` only
+    (nothing reaches the root logger's stderr fallback)."""
+    logger = logging.getLogger("kzprobe.helper.server")
+    logger.propagate = False
+    logger.setLevel(logging.WARNING)
+    if not any(isinstance(h, _ServerErrors) for h in logger.handlers):
+        logger.addHandler(_ServerErrors(SERVER_ERRORS_PER_MINUTE))
+    return logger
 
 
 @dataclass(slots=True)
@@ -388,6 +704,8 @@ class RunningHelper:
     async def cleanup(self) -> None:
         self.server.close()
         await self.runner.cleanup()
+        for handler in _server_logger().handlers:
+            handler.flush()
 
 
 def _server_ssl(config: Config) -> ssl.SSLContext | None:
@@ -402,28 +720,30 @@ def _server_ssl(config: Config) -> ssl.SSLContext | None:
 async def start_helper(config: Config) -> tuple[RunningHelper, str]:
     """Serve the helper on ``[helper] listen`` (port 0 picks one).
 
-    Slow clients are bounded twice: a connection that has not delivered a whole request
-    within ``client_timeout`` is closed (slowloris), and at most ``max_connections`` are
-    open at once (further ones are closed on accept).
+    Slow clients are bounded three ways: a connection that has not delivered a whole
+    request within ``client_timeout`` is closed (slowloris), at most ``max_connections``
+    are open at once and at most ``max_connections_per_client`` from one client (further
+    ones are closed on accept).
     """
     helper = config.helper
+    for event, why in startup_warnings(helper):
+        log.warning(event, listen=helper.listen, why=why)
     host, _, port = helper.listen.rpartition(":")
     context = _server_ssl(config)
-    runner = web.AppRunner(HelperServer(config).app(), handle_signals=False, access_log=None,
-                           shutdown_timeout=5.0, keepalive_timeout=helper.client_timeout)
+    front = HelperServer(config)
+    runner = web.AppRunner(front.app(), handle_signals=False, access_log=None,
+                           shutdown_timeout=5.0, keepalive_timeout=helper.client_timeout,
+                           logger=_server_logger())
     await runner.setup()
     handlers = runner.server
     assert handlers is not None
 
     def accept() -> asyncio.BaseProtocol:
-        if len(handlers.connections) >= helper.max_connections:
-            return _Refused()
-        return handlers()
+        return _PerClientGate(front, handlers, context, helper.client_timeout)
 
     try:
         server = await asyncio.get_running_loop().create_server(
-            accept, host.strip("[]"), int(port), ssl=context, backlog=128,
-            ssl_handshake_timeout=helper.client_timeout if context else None)
+            accept, host.strip("[]"), int(port), backlog=128)
     except BaseException:
         await runner.cleanup()
         raise

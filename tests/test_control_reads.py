@@ -23,6 +23,7 @@ from kzprobe.helper import RunningHelper, start_helper
 from kzprobe.targets import parse_target
 from tests.relay import SegmentingRelay
 from tests.servers import DnsServer, refused_port
+from tests.test_helper import ANY_PORT
 
 # What a CDN-fronted page sends: a few KB of headers (cookies, CSP, tracing).
 REALISTIC_HEADERS = [
@@ -160,7 +161,7 @@ async def helper_url(config_factory: Callable[..., Config], dns_server: DnsServe
         helper.setdefault("allow_nets", ["127.0.0.0/8"])
         config = config_factory(dns=dns_server, helper=helper)
         runner, url = await start_helper(replace(config, helper=replace(
-            config.helper, listen="127.0.0.1:0")))
+            config.helper, listen="127.0.0.1:0", allowed_ports=ANY_PORT)))
         runners.append(runner)
         return url
 

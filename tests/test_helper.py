@@ -17,11 +17,15 @@ from kzprobe.helper import RunningHelper, start_helper
 from kzprobe.targets import parse_target
 from tests.servers import DnsServer, WebSite, refused_port
 
+# These tests dial loopback servers on ephemeral ports, so the port allow-list is opened
+# explicitly; it has tests of its own in test_helper_hardening.py.
+ANY_PORT = frozenset(range(1, 65536))
+
 
 async def _start_helper(config: Config) -> tuple[RunningHelper, str]:
     """The helper as `kzprobe helper` serves it (slow-client bounds included), port 0."""
-    return await start_helper(replace(config, helper=replace(config.helper,
-                                                             listen="127.0.0.1:0")))
+    return await start_helper(replace(config, helper=replace(
+        config.helper, listen="127.0.0.1:0", allowed_ports=ANY_PORT)))
 
 
 @pytest.fixture

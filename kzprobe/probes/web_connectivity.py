@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
@@ -31,6 +32,25 @@ from kzprobe.targets import Target, parse_target
 
 MAX_ENDPOINTS = 8  # addresses dialled per hop (bounded even if DNS returns hundreds)
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+
+
+@dataclass(slots=True)
+class FetchLimits:
+    """Bounds the test helper puts on one request's fetch, across all its redirect hops.
+
+    A context variable, not part of the shared ProbeContext: each helper request has its
+    own. The probe sets none (its own limits.body_bytes and max_redirects apply).
+    """
+
+    remaining: int  # body bytes still allowed
+    ports: frozenset[int]  # ports a hop may dial
+
+    @property
+    def spent_all(self) -> bool:
+        return self.remaining <= 0
+
+
+FETCH_LIMITS: ContextVar[FetchLimits | None] = ContextVar("kzprobe_fetch_limits", default=None)
 
 
 @dataclass(slots=True)
@@ -150,8 +170,11 @@ async def _hop(flow: _Flow, target: Target, depth: int) -> http.HttpTransaction 
 
 async def _get(flow: _Flow, target: Target, conn: _Connection, depth: int) -> http.HttpTransaction:
     cfg = flow.ctx.config
+    limits = FETCH_LIMITS.get()
+    body_limit = cfg.limits.body_bytes if limits is None else min(cfg.limits.body_bytes,
+                                                                  max(limits.remaining, 0))
     async with flow.ctx.host_limiter.slot(conn.ip):
-        return await http.get(
+        transaction = await http.get(
             flow.ctx.session,
             target.url,
             transport=conn.transport,
@@ -159,11 +182,14 @@ async def _get(flow: _Flow, target: Target, conn: _Connection, depth: int) -> ht
             address=conn.address,
             alpn=conn.alpn,
             timeout=cfg.timeouts.http,
-            body_limit=cfg.limits.body_bytes,
+            body_limit=body_limit,
             clock=flow.clock,
             transaction_id=conn.transaction_id,
             tags=(f"depth={depth}", "fetch_body=true"),
         )
+    if limits is not None and transaction.response is not None:
+        limits.remaining -= len(transaction.response.body)
+    return transaction
 
 
 async def _fetch_fresh(flow: _Flow, target: Target, conn: _Connection,
@@ -194,7 +220,12 @@ def _redirect_target(response: http.HttpResponse, current: Target) -> Target | s
 
 async def _follow(flow: _Flow, target: Target) -> None:
     current = target
+    limits = FETCH_LIMITS.get()
     for depth in range(flow.ctx.config.limits.max_redirects + 1):
+        refusal = _refused_by_limits(limits, current, depth)
+        if refusal is not None:
+            flow.last_hop_failure = refusal
+            return
         transaction = await _hop(flow, current, depth)
         if transaction is None:
             return
@@ -211,6 +242,17 @@ async def _follow(flow: _Flow, target: Target) -> None:
     flow.last_hop_failure = (
         failures.unknown(f"stopped after {flow.ctx.config.limits.max_redirects} redirects")
     )
+
+
+def _refused_by_limits(limits: FetchLimits | None, target: Target, depth: int) -> str | None:
+    """Why the helper may not fetch this hop (a port it does not dial, no bytes left)."""
+    if limits is None:
+        return None
+    if target.port not in limits.ports:
+        return failures.unknown(f"port {target.port} not allowed by the helper")
+    if depth > 0 and limits.spent_all:
+        return failures.unknown("helper fetch budget spent")
+    return None
 
 
 def _start_control(flow: _Flow, target: Target, resolved: list[str]) -> None:

@@ -53,8 +53,10 @@ async def measure(ca_file: Path) -> AsyncIterator[Measure]:
 @pytest.fixture
 async def helper_url(ca_file: Path) -> AsyncIterator[str]:
     """A kzprobe helper dialling from 127.0.0.2 (the censors' exempt "outside")."""
+    # local daemons listen on ephemeral ports: the port allow-list is opened explicitly
     config = make_config(ca_file=ca_file, helper={"allow_nets": ["127.0.0.0/8"],
-                                                  "bind_address": OUTSIDE},
+                                                  "bind_address": OUTSIDE,
+                                                  "allowed_ports": ["1-65535"]},
                          timeouts={"connect": 2.0, "tls": 2.0},
                          analysis={"not_bogon": ["127.0.0.0/8"], "retries": 0})
     runner = web.AppRunner(HelperServer(config).app(), handle_signals=False, shutdown_timeout=1)

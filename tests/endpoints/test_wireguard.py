@@ -102,7 +102,7 @@ async def test_udp_drop_with_a_helper_key_is_wireguard_timeout(
     from .censor import OUTSIDE
 
     config = make_config(ca_file=ca_file, helper={
-        "allow_nets": ["127.0.0.0/8"], "bind_address": OUTSIDE,
+        "allow_nets": ["127.0.0.0/8"], "bind_address": OUTSIDE, "allowed_ports": ["1-65535"],
         "wireguard_peers": [{"public_key": wireguard_server.public_key,
                              "private_key_file": str(wireguard_server.client_key_file)}]},
         timeouts={"connect": 2.0, "tls": 2.0}, analysis={"not_bogon": ["127.0.0.0/8"]})

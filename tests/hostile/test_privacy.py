@@ -102,7 +102,8 @@ async def helper_url(config_factory: Callable[..., Config], dns_server: DnsServe
     """A kzprobe helper on loopback that measures the same site and reports the client."""
     runner = web.AppRunner(
         HelperServer(config_factory(dns=dns_server,
-                                    helper={"allow_nets": ["127.0.0.0/8"]})).app(),
+                                    helper={"allow_nets": ["127.0.0.0/8"],
+                                            "allowed_ports": ["1-65535"]})).app(),
         handle_signals=False, shutdown_timeout=1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

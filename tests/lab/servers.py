@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import faults, netns, services, tomlw, topology
 from .netns import LAB_NET, LabError, iptables
-from .topology import HELPER_IP, INTERNET_IP, ROUTER_CLIENT_IP, SITES, Names, Site
+from .topology import (
+    ENDPOINTS,
+    HELPER_IP,
+    INTERNET_IP,
+    ROUTER_CLIENT_IP,
+    SITES,
+    Names,
+    Site,
+)
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -124,7 +132,10 @@ def start_helper(lab: Lab) -> None:
         "tls": {"ca_file": str(lab.ca_file)},
         "timeouts": {"dns": 2.0, "connect": 1.5, "tls": 1.5, "http": 3.0},
         "helper": {"listen": listen, "allow_nets": [LAB_NET], "rate_per_client": 100.0,
-                   "rate_burst": 100, "deadline": 10.0},
+                   "rate_burst": 100, "deadline": 10.0,
+                   # a lab address, reached only inside the lab's namespaces
+                   "allow_anonymous": True,
+                   "allowed_ports": sorted({80, 443} | {e.port for e in ENDPOINTS})},
     }), encoding="utf-8")
     argv = [sys.executable, "-m", "kzprobe", "helper", "--config", str(config)]
     service = services.spawn(lab.names.internet, "helper", argv, lab.workdir,

@@ -82,7 +82,8 @@ async def _pages_site(corpus: str) -> tuple[web.AppRunner, int]:
 
 async def _pages(mode: str, out: Path, count: int) -> tuple[int, int, int]:
     helper_config = parse_config({"helper": {"listen": "127.0.0.1:0",
-                                             "allow_nets": ["127.0.0.0/8"]}}).config
+                                             "allow_nets": ["127.0.0.0/8"],
+                                             "allowed_ports": ["1-65535"]}}).config
     helper, helper_url = await start_helper(helper_config)
     runner, port = await _pages_site(_corpus())
     try:
