@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 import timeit
 from pathlib import Path
 
@@ -194,10 +193,16 @@ def test_scrubbing_a_page_full_of_ipv6_lookalikes_stays_fast(unit: str) -> None:
     scrubbed unparsed: privacy over evidence on a page crafted against the probe."""
     tokens = [unit.format(i=i, j=i % 9) for i in range(120_000)]
     page = "".join(tokens)[: 512 * 1024 - 20] + " 2001:DB8::7 "
-    started = time.process_time()
-    clean = scrub({"body": page}, ["198.51.100.23", V6])
-    assert time.process_time() - started < 0.15
-    assert clean["body"].endswith(" [scrubbed] ")
+    prose = ("lorem ipsum dolor sit amet 12:30 " * 20_000)[: 512 * 1024 - 20] + " 2001:DB8::7 "
+    needles = ["198.51.100.23", V6]
+    assert scrub({"body": page}, needles)["body"].endswith(" [scrubbed] ")
+
+    def cost(text: str) -> float:
+        return min(timeit.repeat(lambda: scrub({"body": text}, needles), number=1, repeat=3))
+
+    # A same-run ratio, not seconds (these machines are noisy): the worst units cost ~50x a
+    # page of prose of the same size; the per-candidate scan this bounds cost 200-500x.
+    assert cost(page) < 150 * cost(prose)
 
 
 def test_scrub_matches_an_address_that_ends_in_a_double_colon() -> None:
