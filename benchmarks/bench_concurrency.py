@@ -146,7 +146,7 @@ def main() -> None:
         kz = _kzprobe(_config(tmp, urls, args, dns, metrics), metrics, args.py_spy)
         process_s = time.perf_counter() - started
         kz["server_cpu"] = cpu_seconds(server.pid) - server_cpu - raw_server_cpu
-        from kzprobe.segments import iter_records, list_segments
+        from kzprobe.storage.segments import iter_records, list_segments
 
         records = list(iter_records(list_segments([tmp / "out"])))
         if args.keep:

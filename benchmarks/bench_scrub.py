@@ -1,7 +1,7 @@
 """Scrubbing: microseconds per record, the cost paid once per stored record on the loop.
 
     .venv/bin/python benchmarks/bench_scrub.py [--number 200] [--repeat 5]
-    git show 6d6c6c4:kzprobe/verdict.py > /tmp/old_verdict.py
+    git show 6d6c6c4:kzprobe/verdict/pipeline.py > /tmp/old_verdict.py
     .venv/bin/python benchmarks/bench_scrub.py --baseline /tmp/old_verdict.py
 
 Records have the shape of a web_connectivity record: an HTML body full of URLs, times and
@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from kzprobe import verdict
+from kzprobe.verdict import pipeline as verdict
 
 V4, V6 = "198.51.100.23", "2001:db8:85a3::8a2e:370:7334"
 

@@ -209,7 +209,7 @@ def main() -> None:
         metrics = f"127.0.0.1:{metrics_port}"
         config = _config(tmp, urls, args.interval, f"127.0.0.1:{dns_port}", ca, metrics)
         samples, elapsed, lag, peak = _run(config, args.minutes, metrics)
-        from kzprobe.segments import iter_records, list_segments
+        from kzprobe.storage.segments import iter_records, list_segments
 
         checked = verify(iter_records(list_segments([tmp / "out"])), None)
         records = int(checked.split()[0])

@@ -167,7 +167,7 @@ def _kzprobe(config: Path, py_spy: Path | None) -> Run:
             sweep = json.loads(line)
     if proc.wait() != 0 or sweep is None:
         raise RuntimeError(f"kzprobe run failed (exit {proc.returncode})")
-    from kzprobe.segments import iter_records, list_segments
+    from kzprobe.storage.segments import iter_records, list_segments
 
     records = list(iter_records(list_segments([config.parent / "out"])))
     ok = sum(1 for r in records

@@ -32,11 +32,11 @@ from typing import Any
 import orjson
 from common import cycle, load_templates, realistic_records, summarise
 
-from kzprobe.codecs import gzip_codec
 from kzprobe.config import Compression, OutputConfig
-from kzprobe.segments import iter_records
 from kzprobe.service import run_loop
-from kzprobe.sink import NdjsonSink
+from kzprobe.storage.codecs import gzip_codec
+from kzprobe.storage.segments import iter_records
+from kzprobe.storage.sink import NdjsonSink
 
 POOL = 2000
 

@@ -240,7 +240,7 @@ def demo_records() -> list[dict[str, Any]]:
         subprocess.run([sys.executable, "-m", "kzprobe", "demo", "--output", tmp],
                        check=True, capture_output=True, cwd=REPO, timeout=120)
         files = sorted(Path(tmp).glob("*.ndjson*"))
-        from kzprobe.segments import iter_records
+        from kzprobe.storage.segments import iter_records
 
         return list(iter_records(files))
 

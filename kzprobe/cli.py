@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 from kzprobe import __version__
 from kzprobe.config import DEFAULT_CONFIG_PATH, Config, LoadedConfig, load_config
 from kzprobe.errors import KzprobeError
-from kzprobe.notify import SystemdEnv
+from kzprobe.ops.notify import SystemdEnv
 
 if TYPE_CHECKING:
     from kzprobe.targets import Target
@@ -217,7 +217,7 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kzprobe`` command."""
     args = build_parser().parse_args(argv)
-    from kzprobe.logging import configure_logging
+    from kzprobe.ops.logging import configure_logging
 
     configure_logging(args.log_level)
     try:

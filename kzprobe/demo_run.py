@@ -13,13 +13,13 @@ import tomllib
 from pathlib import Path
 from typing import Any, TextIO
 
-from kzprobe.analysis.observations import web_title
-from kzprobe.analysis.records import body_bytes
 from kzprobe.config import parse_config
 from kzprobe.demo import DemoNetwork, DemoTarget
 from kzprobe.helper import start_helper
 from kzprobe.service import Daemon
 from kzprobe.targets import parse_target
+from kzprobe.verdict.analysis.observations import web_title
+from kzprobe.verdict.analysis.records import body_bytes
 
 
 def observed(keys: dict[str, Any]) -> str:

@@ -19,22 +19,21 @@ from typing import Any
 import aiohttp
 import structlog
 
-from kzprobe import judging
-from kzprobe import outcome as outcomes
-from kzprobe.analysis import endpoints
 from kzprobe.config import Config
-from kzprobe.control import ControlClient
 from kzprobe.errors import FAILURE_INTERRUPTED, classify
-from kzprobe.judging import ProcessJudge
-from kzprobe.outcome import is_interrupted, outcome
-from kzprobe.probes import experiment_for
-from kzprobe.probes.base import ProbeContext, Stopwatch
-from kzprobe.probes.http import HandoffConnector
-from kzprobe.probes.tls import make_context
-from kzprobe.ratelimit import HostLimiter, TokenBucket
+from kzprobe.measure.context import ProbeContext, Stopwatch
+from kzprobe.measure.control import ControlClient
+from kzprobe.measure.ratelimit import HostLimiter, TokenBucket
+from kzprobe.measure.registry import experiment_for
+from kzprobe.measure.steps.http import HandoffConnector
+from kzprobe.measure.steps.tls import make_context
 from kzprobe.record import build_record
 from kzprobe.targets import Target
-from kzprobe.verdict import (
+from kzprobe.verdict import outcome as outcomes
+from kzprobe.verdict import worker as judging
+from kzprobe.verdict.analysis import endpoints
+from kzprobe.verdict.outcome import is_interrupted, outcome
+from kzprobe.verdict.pipeline import (
     Analyzer,
     Scrubber,
     Verdict,
@@ -43,6 +42,7 @@ from kzprobe.verdict import (
     keep_bodies,
     looks_blocked,
 )
+from kzprobe.verdict.worker import ProcessJudge
 
 log = structlog.get_logger("kzprobe.engine")
 
@@ -221,7 +221,7 @@ class SweepSummary:
     duration: float = 0.0
 
     def add(self, record: Mapping[str, Any]) -> None:
-        """Count one measured record by its :func:`~kzprobe.outcome.outcome`."""
+        """Count one measured record by its :func:`~kzprobe.verdict.outcome.outcome`."""
         self.measured += 1
         word = outcome(record)
         self.failures += word == outcomes.FAILURE

@@ -29,14 +29,14 @@ from typing import Any, TextIO, TypeVar
 import orjson
 import structlog
 
-from kzprobe import retention
 from kzprobe.config import Config, load_config, metrics_exposure
 from kzprobe.engine import Engine, Prober, SweepSummary, raise_nofile_limit
 from kzprobe.errors import KzprobeError
-from kzprobe.health import HealthInputs, LoopWatch, problems
-from kzprobe.metrics import Metrics, MetricsServer, Reading
-from kzprobe.notify import Notifier, SystemdEnv
-from kzprobe.sink import NdjsonSink
+from kzprobe.ops.health import HealthInputs, LoopWatch, problems
+from kzprobe.ops.metrics import Metrics, MetricsServer, Reading
+from kzprobe.ops.notify import Notifier, SystemdEnv
+from kzprobe.storage import retention
+from kzprobe.storage.sink import NdjsonSink
 from kzprobe.targets import Target, load_targets, parse_target
 
 T = TypeVar("T")

@@ -16,7 +16,7 @@ import orjson
 import structlog
 
 from kzprobe.config import OutputConfig
-from kzprobe.sink import NdjsonSink
+from kzprobe.storage.sink import NdjsonSink
 
 
 async def main(directory: Path, run: int) -> None:

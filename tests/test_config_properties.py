@@ -184,7 +184,7 @@ def test_what_check_config_accepts_run_starts_with(values: dict[tuple[str, str],
 
     from kzprobe.engine import Engine, Prober
     from kzprobe.helper import _server_ssl
-    from kzprobe.sink import NdjsonSink
+    from kzprobe.storage.sink import NdjsonSink
 
     data: dict[str, dict[str, Any]] = {"analysis": {"worker_process": False}}
     for (name, key), value in values.items():

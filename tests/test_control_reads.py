@@ -17,9 +17,9 @@ import pytest
 from aiohttp import web
 
 from kzprobe.config import Config, ControlHelper
-from kzprobe.control import MAX_RESPONSE_BYTES, ControlClient
 from kzprobe.engine import Prober
 from kzprobe.helper import RunningHelper, start_helper
+from kzprobe.measure.control import MAX_RESPONSE_BYTES, ControlClient
 from kzprobe.targets import parse_target
 from tests.relay import SegmentingRelay
 from tests.servers import DnsServer, refused_port

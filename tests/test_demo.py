@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from kzprobe.demo_run import observed
-from kzprobe.segments import iter_records, list_segments
+from kzprobe.storage.segments import iter_records, list_segments
 
 GOLDEN = Path(__file__).parent / "golden" / "demo_summary.json"
 # The verdict keys the golden summary pins, per target (OONI's, then kzprobe's).

@@ -11,9 +11,9 @@ import pytest
 
 from kzprobe.config import Config
 from kzprobe.engine import Engine, Prober
-from kzprobe.probes import REGISTRY, experiment_for
-from kzprobe.probes.web_connectivity import WebConnectivity
-from kzprobe.ratelimit import HostLimiter, TokenBucket
+from kzprobe.measure.experiments.web_connectivity import WebConnectivity
+from kzprobe.measure.ratelimit import HostLimiter, TokenBucket
+from kzprobe.measure.registry import REGISTRY, experiment_for
 from kzprobe.targets import parse_target
 from tests.servers import DnsServer, WebSite, eventually
 

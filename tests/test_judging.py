@@ -12,7 +12,9 @@ import pytest
 
 from kzprobe.config import parse_config
 from kzprobe.engine import Prober
-from kzprobe.judging import (
+from kzprobe.targets import parse_target
+from kzprobe.verdict.pipeline import Analyzer
+from kzprobe.verdict.worker import (
     MAX_FRAME,
     MAX_STARTS,
     ProcessJudge,
@@ -22,8 +24,6 @@ from kzprobe.judging import (
     judge,
     take_frames,
 )
-from kzprobe.targets import parse_target
-from kzprobe.verdict import Analyzer
 from tests.analysis.scenarios import all_scenarios
 from tests.analysis.test_ooni_qa import MEASUREMENTS
 

@@ -73,7 +73,7 @@ def test_ipv6_host_needs_no_canonical_form() -> None:
 
 def test_analysis_endpoints_are_canonical() -> None:
     """The analysis keys endpoints by canonical IP and port, and refuses what is ambiguous."""
-    from kzprobe.analysis.records import join_endpoint, split_endpoint
+    from kzprobe.verdict.analysis.records import join_endpoint, split_endpoint
 
     assert split_endpoint("[2001:DB8:0::1]:0443") == ("2001:db8::1", "443")
     assert join_endpoint(*(split_endpoint("[2001:db8::1]:443") or ("", ""))) \

@@ -11,8 +11,8 @@ import orjson
 import pytest
 import zstandard
 
-from kzprobe.codecs import Encoder
-from kzprobe.segments import iter_lines, iter_records, list_segments
+from kzprobe.storage.codecs import Encoder
+from kzprobe.storage.segments import iter_lines, iter_records, list_segments
 
 
 def _lines(*records: object) -> bytes:

@@ -21,13 +21,13 @@ import pytest
 import structlog
 import zstandard
 
-from kzprobe import retention
-from kzprobe.codecs import SUFFIXES as COMPRESSED
-from kzprobe.codecs import Encoder
 from kzprobe.config import Compression, OutputConfig, parse_config
 from kzprobe.errors import ConfigError, KzprobeError
-from kzprobe.segments import iter_lines, iter_records, list_segments
-from kzprobe.sink import NdjsonSink
+from kzprobe.storage import retention
+from kzprobe.storage.codecs import SUFFIXES as COMPRESSED
+from kzprobe.storage.codecs import Encoder
+from kzprobe.storage.segments import iter_lines, iter_records, list_segments
+from kzprobe.storage.sink import NdjsonSink
 
 REPO = Path(__file__).resolve().parents[1]
 HELPER = Path(__file__).with_name("helpers_sink_writer.py")

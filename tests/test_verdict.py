@@ -10,7 +10,7 @@ import pytest
 
 from kzprobe.config import parse_config
 from kzprobe.errors import ConfigError
-from kzprobe.verdict import (
+from kzprobe.verdict.pipeline import (
     MAX_LEARNED,
     Analyzer,
     Scrubber,

@@ -1,7 +1,7 @@
 """Segments into one DuckDB table: a single parallel scan, Python only where files are odd.
 
 DuckDB reads closed segments (``.ndjson``, ``.gz``, ``.zst``) itself, in parallel: that
-is the fast path. Python (:func:`kzprobe.segments.iter_lines`) handles what DuckDB cannot
+is the fast path. Python (:func:`kzprobe.storage.segments.iter_lines`) handles what DuckDB cannot
 judge: a live ``.part`` (its torn tail is a write in progress, not an error), a file
 DuckDB refuses (a truncated gzip, a file compressed away since it was listed), and the
 line numbers of corrupt lines in a file where DuckDB found some (DuckDB turns a corrupt
@@ -23,7 +23,7 @@ import orjson
 
 from kzprobe.report import sql
 from kzprobe.report.model import TIME_FORMAT, ReadError, ReadStats, ReportError, Window
-from kzprobe.segments import MAX_LINE_BYTES, is_open, iter_lines, list_segments
+from kzprobe.storage.segments import MAX_LINE_BYTES, is_open, iter_lines, list_segments
 
 MAX_ERRORS_KEPT = 1000  # listed in the report; all of them are counted
 _SUFFIXES = (".part", ".gz", ".zst", ".ndjson")  # stripped in this order

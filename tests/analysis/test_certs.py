@@ -8,7 +8,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kzprobe.analysis.certs import (
+from kzprobe.verdict.analysis.certs import (
     KnownCA,
     cert_facts,
     chain_facts,

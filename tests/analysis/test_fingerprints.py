@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kzprobe.analysis.fingerprints import (
+from kzprobe.verdict.analysis.fingerprints import (
     REGEX_WINDOW,
     FingerprintSet,
     Signature,
@@ -27,7 +27,7 @@ from kzprobe.analysis.fingerprints import (
     read_ooni_csv,
     render_page,
 )
-from kzprobe.analysis.fingerprints import _hits as hits
+from kzprobe.verdict.analysis.fingerprints import _hits as hits
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "fingerprints"
 

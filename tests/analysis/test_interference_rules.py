@@ -6,10 +6,10 @@ import ipaddress
 
 import pytest
 
-from kzprobe.analysis.fingerprints import FingerprintSet, Signature, build_fingerprints
-from kzprobe.analysis.interference import AnalysisParams, InterferenceResult, interference
-from kzprobe.analysis.webconnectivity import analyze
 from kzprobe.config import AnalysisConfig
+from kzprobe.verdict.analysis.fingerprints import FingerprintSet, Signature, build_fingerprints
+from kzprobe.verdict.analysis.interference import AnalysisParams, InterferenceResult, interference
+from kzprobe.verdict.analysis.webconnectivity import analyze
 
 from .builders import Record, control_page
 from .scenarios import PAGE, REAL, REAL2, URL, H, full_control, https_flow

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kzprobe.analysis.webconnectivity import analyze
+from kzprobe.verdict.analysis.webconnectivity import analyze
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ooni_qa_measurements.jsonl.gz"
 COMPARED = ("dns_consistency", "blocking", "accessible", "x_blocking_flags", "x_dns_flags",

@@ -7,10 +7,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kzprobe.analysis.fingerprints import Signature, build_fingerprints
-from kzprobe.analysis.interference import CODES, AnalysisParams, interference
-from kzprobe.analysis.webconnectivity import analyze
 from kzprobe.netaddr import join_hostport
+from kzprobe.verdict.analysis.fingerprints import Signature, build_fingerprints
+from kzprobe.verdict.analysis.interference import CODES, AnalysisParams, interference
+from kzprobe.verdict.analysis.webconnectivity import analyze
 
 FAILURES = st.sampled_from([None, None, "generic_timeout_error", "connection_reset",
                             "connection_refused", "eof_error", "ssl_unknown_authority",

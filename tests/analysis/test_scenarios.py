@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kzprobe.analysis.fingerprints import FingerprintSet, load_fingerprints
-from kzprobe.analysis.interference import CODES, AnalysisParams, interference, verdict_key
-from kzprobe.analysis.webconnectivity import analyze
+from kzprobe.verdict.analysis.fingerprints import FingerprintSet, load_fingerprints
+from kzprobe.verdict.analysis.interference import CODES, AnalysisParams, interference, verdict_key
+from kzprobe.verdict.analysis.webconnectivity import analyze
 
 from .scenarios import Scenario, all_scenarios
 

@@ -1,4 +1,4 @@
-"""kzprobe.analysis.endpoints: verdicts from hand-written test_keys (pure, no network)."""
+"""kzprobe.verdict.analysis.endpoints: verdicts from hand-written test_keys (pure, no network)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kzprobe.analysis.endpoints import TEST_NAMES, apply, judge
+from kzprobe.verdict.analysis.endpoints import TEST_NAMES, apply, judge
 
 
 def _keys(failure: str | None, step: str | None, *, control: Any = None,

@@ -9,8 +9,8 @@ import trustme
 
 from kzprobe.config import Config
 from kzprobe.engine import Prober
-from kzprobe.probes.base import Stopwatch
-from kzprobe.probes.endpoint import MAX_ADDRESSES, TcpConnect
+from kzprobe.measure.context import Stopwatch
+from kzprobe.measure.experiments.endpoint import MAX_ADDRESSES, TcpConnect
 from kzprobe.targets import parse_target
 from tests.endpoints.censor import tcp_filter
 from tests.endpoints.conftest import Measure, endpoint_config

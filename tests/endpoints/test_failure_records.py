@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from kzprobe.engine import Engine, Prober
-from kzprobe.outcome import is_interrupted
 from kzprobe.targets import parse_target
+from kzprobe.verdict.outcome import is_interrupted
 from tests.endpoints.conftest import endpoint_config
 from tests.servers import RawServer, eventually
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from oonidata.dataclient import load_measurement
 
-from kzprobe.probes import obfs4
+from kzprobe.measure.experiments import obfs4
 from kzprobe.report.build import build_report
 from kzprobe.targets import parse_target
 from tests.endpoints import daemons

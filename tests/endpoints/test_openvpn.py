@@ -6,7 +6,7 @@ import asyncio
 
 from oonidata.dataclient import load_measurement
 
-from kzprobe.probes.openvpn import answers, client_reset, frame, parse_control
+from kzprobe.measure.experiments.openvpn import answers, client_reset, frame, parse_control
 from tests.endpoints.censor import tcp_filter, udp_relay
 from tests.endpoints.conftest import Measure
 from tests.servers import refused_port

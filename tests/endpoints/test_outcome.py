@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from kzprobe.engine import Engine, Prober, SweepSummary
-from kzprobe.metrics import Metrics, Reading
+from kzprobe.ops.metrics import Metrics, Reading
 from kzprobe.targets import parse_target
 from tests.endpoints.censor import tcp_filter
 from tests.endpoints.conftest import endpoint_config

@@ -1,13 +1,13 @@
-"""kzprobe.probes.stream: request/reply on a measured connection, bounded and deadlined."""
+"""kzprobe.measure.steps.stream: request/reply on a measured connection, bounded and deadlined."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from kzprobe.probes import tcp
-from kzprobe.probes.base import Stopwatch, close_transport
-from kzprobe.probes.stream import StreamExchange, StreamProtocol, request
+from kzprobe.measure.context import Stopwatch, close_transport
+from kzprobe.measure.steps import tcp
+from kzprobe.measure.steps.stream import StreamExchange, StreamProtocol, request
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

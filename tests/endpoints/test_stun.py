@@ -6,7 +6,7 @@ import struct
 
 from oonidata.dataclient import load_measurement
 
-from kzprobe.probes.stun import (
+from kzprobe.measure.experiments.stun import (
     BINDING_SUCCESS,
     MAGIC_COOKIE,
     attributes,

@@ -8,7 +8,12 @@ import ssl
 import trustme
 from oonidata.dataclient import load_measurement
 
-from kzprobe.probes.tor import LINK_VERSIONS, identity_fingerprint, parse_reply, versions_cell
+from kzprobe.measure.experiments.tor import (
+    LINK_VERSIONS,
+    identity_fingerprint,
+    parse_reply,
+    versions_cell,
+)
 from tests.endpoints.censor import tcp_filter
 from tests.endpoints.conftest import Measure
 from tests.endpoints.daemons import TorRelay

@@ -1,4 +1,4 @@
-"""kzprobe.probes.udp: one request, retransmissions, bounded reads, ICMP errors."""
+"""kzprobe.measure.steps.udp: one request, retransmissions, bounded reads, ICMP errors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from kzprobe.probes.base import Stopwatch
-from kzprobe.probes.udp import exchange
+from kzprobe.measure.context import Stopwatch
+from kzprobe.measure.steps.udp import exchange
 from tests.servers import refused_port
 
 

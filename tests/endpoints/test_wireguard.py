@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from kzprobe.probes.wireguard import Initiation, kdf, raw_public
+from kzprobe.measure.experiments.wireguard import Initiation, kdf, raw_public
 from tests.endpoints.censor import udp_relay
 from tests.endpoints.conftest import Measure
 from tests.endpoints.daemons import WireGuardServer

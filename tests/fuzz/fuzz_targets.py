@@ -48,7 +48,7 @@ def check_csv(data: bytes) -> None:
 
 
 def _records(path: Path, max_line_bytes: int) -> tuple[list[dict[str, Any]], list[str]]:
-    from kzprobe.segments import iter_records
+    from kzprobe.storage.segments import iter_records
 
     errors: list[str] = []
 
@@ -91,7 +91,7 @@ def main(argv: list[str]) -> None:
 
     with atheris.instrument_imports():
         import kzprobe.bogons
-        import kzprobe.segments
+        import kzprobe.storage.segments
         import kzprobe.targets  # noqa: F401
     atheris.Setup([argv[0], *argv[2:]], TARGETS[argv[1]])
     atheris.Fuzz()

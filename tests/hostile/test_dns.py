@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from dnslib import CNAME, QTYPE, RR, A, DNSRecord
 
-from kzprobe.probes.dns import MAX_ANSWERS, MAX_CNAMES
-from kzprobe.probes.web_connectivity import MAX_ENDPOINTS
+from kzprobe.measure.experiments.web_connectivity import MAX_ENDPOINTS
+from kzprobe.measure.steps.dns import MAX_ANSWERS, MAX_CNAMES
 from tests.hostile.conftest import DNS_TIMEOUT, MEMORY_BOUND, SLACK, Run, bounded
 from tests.hostile.servers import HostileDns, addresses
 from tests.servers import WebSite

@@ -33,8 +33,8 @@ from cryptography.x509.oid import NameOID
 from kzprobe.config import Config, load_config
 from kzprobe.engine import Prober
 from kzprobe.helper import HelperServer
-from kzprobe.segments import iter_records, list_segments
 from kzprobe.service import Daemon, measure_urls
+from kzprobe.storage.segments import iter_records, list_segments
 from kzprobe.targets import parse_target
 from tests.hostile.servers import tls_context
 from tests.servers import DnsServer, eventually

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from kzprobe.analysis.fingerprints import (
+from kzprobe.simnet.blockpage import BLOCKPAGE_HTML
+from kzprobe.verdict.analysis.fingerprints import (
     build_fingerprints,
     load_fingerprints,
     match_dns,
     match_http,
     read_ooni_csv,
 )
-from kzprobe.simnet.blockpage import BLOCKPAGE_HTML
 
 from . import faults, servers
 from .lab import Lab

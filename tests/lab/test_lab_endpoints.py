@@ -3,7 +3,7 @@ the router, ``kzprobe measure URI...`` in the client namespace, exact verdicts.
 
 Each scenario is measured once (every endpoint it concerns, in one ``kzprobe measure`` run:
 the endpoints are probed concurrently), and each endpoint's record is then checked by its own
-test. The expectations follow ``kzprobe/analysis/endpoints.py``: a code needs the control's
+test. The expectations follow ``kzprobe/verdict/analysis/endpoints.py``: a code needs the control's
 run of the same URI (the helper in the internet namespace, behind no censor) to have
 succeeded. Every fault rule must have matched packets during the run, and the control must
 have reached the endpoint, so a verdict can never come from a fault that did not apply or a

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from kzprobe.config import parse_resolver
-from kzprobe.probes.base import Stopwatch
-from kzprobe.probes.dns import DnsChannels, lookup_udp
+from kzprobe.measure.context import Stopwatch
+from kzprobe.measure.steps.dns import DnsChannels, lookup_udp
 from tests.servers import DnsServer
 
 

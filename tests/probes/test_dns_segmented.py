@@ -11,8 +11,8 @@ import asyncio
 from typing import Any
 
 from kzprobe.config import parse_resolver
-from kzprobe.probes.base import Stopwatch
-from kzprobe.probes.dns import lookup_udp
+from kzprobe.measure.context import Stopwatch
+from kzprobe.measure.steps.dns import lookup_udp
 from kzprobe.simnet.dns import DnsServer, Zone
 from tests.relay import SegmentingRelay
 

@@ -13,8 +13,8 @@ import pytest
 import trustme
 from cryptography import x509
 
-from kzprobe.probes import tcp, tls
-from kzprobe.probes.base import Stopwatch, close_transport
+from kzprobe.measure.context import Stopwatch, close_transport
+from kzprobe.measure.steps import tcp, tls
 from tests.servers import WebSite, fin_after_hello, refused_port, reset_after_hello, stall
 
 

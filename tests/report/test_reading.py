@@ -11,7 +11,7 @@ import pytest
 from kzprobe.report import ReportError, Window, build_report
 from kzprobe.report import scan as scan_module
 from kzprobe.report.command import FORMATS, ReportRequest, run
-from kzprobe.segments import iter_lines
+from kzprobe.storage.segments import iter_lines
 from tests.report.builders import endpoint, lines, web, write
 
 

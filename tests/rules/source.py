@@ -22,7 +22,8 @@ def package_files() -> Iterator[Path]:
 
 
 def module_name(path: Path) -> str:
-    """``kzprobe/probes/base.py`` -> ``kzprobe.probes.base``; a package is its ``__init__``."""
+    """``kzprobe/measure/context.py`` -> ``kzprobe.measure.context``; a package is its
+    ``__init__``."""
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()

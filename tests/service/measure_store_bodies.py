@@ -27,7 +27,7 @@ from aiohttp import web
 from kzprobe.config import parse_config
 from kzprobe.demo import DemoNetwork
 from kzprobe.helper import start_helper
-from kzprobe.logging import configure_logging
+from kzprobe.ops.logging import configure_logging
 from kzprobe.service import Daemon
 from kzprobe.targets import parse_target
 

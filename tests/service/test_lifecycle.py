@@ -129,12 +129,12 @@ async def test_kill_9_then_restart_leaves_no_corrupt_line(
 
 
 def _worker_pids(daemon_pid: int) -> list[int]:
-    """The daemon's child processes: its analysis worker (``python -m kzprobe.judging``)."""
+    """The daemon's child processes: its analysis worker (``python -m kzprobe.verdict.worker``)."""
     found = []
     for task in Path(f"/proc/{daemon_pid}/task").iterdir():
         for child in (task / "children").read_text().split():
             cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-            if b"kzprobe.judging" in cmdline:
+            if b"kzprobe.verdict.worker" in cmdline:
                 found.append(int(child))
     return found
 

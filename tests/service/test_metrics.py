@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from kzprobe.config import ServiceConfig, parse_config
-from kzprobe.notify import SystemdEnv
+from kzprobe.ops.notify import SystemdEnv
 from kzprobe.service import Daemon
 from kzprobe.targets import parse_target
 from tests.servers import eventually, refused_port

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import uuid
 
-from kzprobe.notify import Notifier, SystemdEnv
+from kzprobe.ops.notify import Notifier, SystemdEnv
 
 
 def test_environment_parsing() -> None:

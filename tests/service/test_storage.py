@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kzprobe.config import OutputConfig
-from kzprobe.retention import PLAIN_GRACE_SECONDS, enforce
+from kzprobe.storage.retention import PLAIN_GRACE_SECONDS, enforce
 from tests.conftest import IN_CI
 from tests.servers import eventually
 from tests.service.conftest import StartDaemon

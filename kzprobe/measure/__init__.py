@@ -1,0 +1,1 @@
+"""Measuring: protocol steps, the shared flow, experiments, their registry."""

@@ -1,0 +1,1 @@
+"""One module per kind of target; each declared in kzprobe.measure.registry."""

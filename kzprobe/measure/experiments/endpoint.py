@@ -1,0 +1,351 @@
+"""Endpoint experiments: is this ``host:port`` reachable with its own protocol?
+
+Shared machinery for every endpoint scheme (``tcp``, ``tls``, ``openvpn+*``,
+``wireguard``, ``tor``, ``stun``) and the two simplest experiments, ``tcpconnect`` and
+``tlshandshake``. A run resolves the host (if it is a name), probes up to
+:data:`MAX_ADDRESSES` addresses concurrently with the scheme's ``probe_address``, asks
+the control helper about the same endpoint meanwhile, and writes one record: the steps
+(``queries``, ``tcp_connect``, ``tls_handshakes``, ``network_events`` and the protocol's
+own exchange), per-address outcomes, and ``reachable``/``failure``/``failed_operation``.
+The verdict (``interference``) is added by :mod:`kzprobe.verdict.analysis.endpoints`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from kzprobe import failures
+from kzprobe.errors import classify
+from kzprobe.failures import SNI_CHECK_FAILURES as SNI_CHECK_FAILURES  # tor.py imports it here
+from kzprobe.measure.context import (
+    ProbeContext,
+    Stopwatch,
+    close_transport,
+    is_dialable,
+    is_ip_literal,
+)
+from kzprobe.measure.control import ControlResult
+from kzprobe.measure.flow import resolve as resolve_host
+from kzprobe.measure.steps import dns, tcp, tls
+from kzprobe.measure.steps.udp import NetEvent, format_address
+from kzprobe.targets import Target
+
+MAX_ADDRESSES = 4  # addresses probed per endpoint (bounded even if DNS returns hundreds)
+UDP_SCHEMES = frozenset({"openvpn+udp", "wireguard", "stun"})
+
+
+class ProtocolError(Exception):
+    """A reply that is not the protocol's: classified as ``unknown_failure: ...``."""
+
+
+def protocol_failure(message: str) -> str:
+    """The OONI failure string for a reply that is not the protocol's."""
+    return classify(ProtocolError(message))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """What probing one address of the endpoint found."""
+
+    address: str
+    failure: str | None
+    failed_operation: str | None = None  # tcp_connect | tls_handshake | <protocol step>
+    details: Mapping[str, Any] = field(default_factory=dict)  # the protocol's own keys
+    t0: float = 0.0
+    t: float = 0.0
+
+    def archival(self) -> dict[str, Any]:
+        return {"address": self.address, "failure": self.failure,
+                "failed_operation": self.failed_operation, "t0": self.t0, "t": self.t}
+
+
+@dataclass(slots=True)
+class Flow:
+    """Everything measured for one endpoint target."""
+
+    target: Target
+    ctx: ProbeContext
+    clock: Stopwatch
+    queries: list[dns.DnsLookup] = field(default_factory=list)
+    connects: list[tcp.TcpConnect] = field(default_factory=list)
+    handshakes: list[tls.TlsHandshake] = field(default_factory=list)
+    sni_checks: list[tls.TlsHandshake] = field(default_factory=list)
+    events: list[NetEvent] = field(default_factory=list)
+    unverified: set[int] = field(default_factory=set)  # transactions handshaking with verify off
+    next_tid: int = 1
+
+    def transaction_id(self) -> int:
+        self.next_tid += 1
+        return self.next_tid - 1
+
+
+ProbeAddress = Callable[[Flow, str], Awaitable[Outcome]]
+
+
+async def resolve(flow: Flow) -> tuple[list[str], str | None]:
+    """The host's addresses from every resolver (a literal IP is its own answer)."""
+    host = flow.target.host
+    if is_ip_literal(host):
+        return [host], None
+    found = await resolve_host(host, flow.ctx, flow.clock)
+    flow.queries.extend(found.lookups)
+    return found.addresses, found.failure
+
+
+def control_uri(target: Target) -> str:
+    """The endpoint URI as the helper gets it: local key-file parameters stay here (the
+    helper uses keys of its own, ``[helper] wireguard_peers``)."""
+    params = [(k, v) for k, v in target.params if not k.endswith("_file")]
+    if len(params) == len(target.params):
+        return target.url
+    base = target.url.split("?", 1)[0]
+    return base + ("?" + "&".join(f"{k}={quote(v, safe='/+=:')}" for k, v in params)
+                   if params else "")
+
+
+def _start_control(flow: Flow, addresses: list[str]) -> asyncio.Task[ControlResult] | None:
+    """Ask the helper about the same endpoint URI (a kzprobe helper runs the same
+    experiment from outside; any OONI helper still answers the ``tcp_connect`` part)."""
+    control = flow.ctx.control
+    if control is None:
+        return None
+    target = flow.target
+    endpoints = [] if target.scheme in UDP_SCHEMES else [
+        format_address(ip, target.port) for ip in addresses[:MAX_ADDRESSES]]
+    return asyncio.ensure_future(control.query(control_uri(target), endpoints))
+
+
+async def _probe_all(flow: Flow, addresses: list[str], probe: ProbeAddress) -> list[Outcome]:
+    async def one(ip: str) -> Outcome:
+        async with flow.ctx.host_limiter.slot(ip):
+            return await probe(flow, ip)
+
+    return list(await asyncio.gather(*(one(ip) for ip in addresses[:MAX_ADDRESSES])))
+
+
+def _summary(outcomes: list[Outcome], dns_failure: str | None,
+             refused: bool) -> tuple[bool, str | None, str | None]:
+    """reachable, failure, failed_operation over all addresses (any success wins)."""
+    if any(o.failure is None for o in outcomes):
+        return True, None, None
+    if outcomes:
+        first = outcomes[0]
+        return False, first.failure, first.failed_operation
+    if refused:
+        return False, failures.DNS_BOGON_ERROR, "resolve"
+    return False, dns_failure or failures.DNS_NO_ANSWER, "resolve"
+
+
+async def run(target: Target, ctx: ProbeContext, clock: Stopwatch, probe: ProbeAddress, *,
+              protocol_key: str) -> dict[str, Any]:
+    """Measure one endpoint target with ``probe`` per address; return its test_keys."""
+    flow = Flow(target=target, ctx=ctx, clock=clock)
+    control_task: asyncio.Task[ControlResult] | None = None
+    try:
+        resolved, dns_failure = await resolve(flow)
+        addresses = [ip for ip in resolved if is_dialable(ip, ctx)]
+        control_task = _start_control(flow, addresses)
+        outcomes = await _probe_all(flow, addresses, probe)
+        control = await control_task if control_task is not None else None
+    finally:
+        if control_task is not None and not control_task.done():
+            control_task.cancel()
+    reachable, failure, operation = _summary(outcomes, dns_failure, bool(resolved))
+    keys = _keys(flow, outcomes, protocol_key)
+    keys.update(reachable=reachable, failure=failure, failed_operation=operation,
+                dns_experiment_failure=dns_failure)
+    if control is not None:
+        keys.update(control=control.response, control_failure=control.failure,
+                    x_control_helper=control.helper_url)
+    return keys
+
+
+def _shake(flow: Flow, shake: tls.TlsHandshake) -> dict[str, Any]:
+    """df-006, with ``no_tls_verify`` true where the chain was recorded but not verified."""
+    return {**shake.archival(), "no_tls_verify": shake.transaction_id in flow.unverified}
+
+
+def _keys(flow: Flow, outcomes: list[Outcome], protocol_key: str) -> dict[str, Any]:
+    keys = _empty_keys(flow.target, protocol_key)
+    keys.update({
+        "queries": [q.archival() for q in flow.queries],
+        "tcp_connect": [c.archival() for c in flow.connects],
+        "tls_handshakes": [_shake(flow, h) for h in flow.handshakes],
+        "network_events": [e.archival() for e in sorted(flow.events, key=lambda e: e.t0)],
+        protocol_key: [dict(o.details) for o in outcomes if o.details],
+        "x_endpoint_results": [o.archival() for o in outcomes],
+        "x_sni_checks": [_shake(flow, h) for h in flow.sni_checks],
+    })
+    return keys
+
+
+def _empty_keys(target: Target, protocol_key: str) -> dict[str, Any]:
+    return {
+        "endpoint": format_address(target.host, target.port),
+        "x_protocol": target.scheme,
+        "queries": [],
+        "tcp_connect": [],
+        "tls_handshakes": [],
+        "network_events": [],
+        protocol_key: [],
+        "x_endpoint_results": [],
+        "x_sni_checks": [],
+        "control": None,
+        "control_failure": None,
+        "interference": [],
+    }
+
+
+def failure_keys(target: Target, failure: str, protocol_key: str) -> dict[str, Any]:
+    """The keys of a run the engine ended (deadline, crash, shutdown): the endpoint shape
+    with no observations, unreachable, ``failed_operation`` OONI's ``top_level`` (no step
+    of the endpoint failed; the run as a whole did)."""
+    keys = _empty_keys(target, protocol_key)
+    keys.update(reachable=False, failure=failure, failed_operation="top_level",
+                dns_experiment_failure=None, blocking=None, accessible=None)
+    return keys
+
+
+class EndpointExperiment:
+    """What the endpoint experiments share: :func:`run` with the experiment's
+    ``probe_address``, and the same record shape when the engine ends a run early.
+
+    An experiment names its exchange's key (``protocol_key``) and may add keys of its own
+    derived from the common ones (:meth:`finish`), in both cases.
+    """
+
+    test_name: str
+    test_version: str
+    protocol_key: str
+
+    async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch) -> dict[str, Any]:
+        keys = await run(target, ctx, clock, self.probe_address, protocol_key=self.protocol_key)
+        return self.finish(target, keys)
+
+    def failure_keys(self, target: Target, failure: str) -> dict[str, Any]:
+        return self.finish(target, failure_keys(target, failure, self.protocol_key))
+
+    def finish(self, target: Target, keys: dict[str, Any]) -> dict[str, Any]:
+        return keys
+
+    async def probe_address(self, flow: Flow, ip: str) -> Outcome:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- shared steps
+
+
+@dataclass(slots=True)
+class Dialled:
+    """An open connection of a probe, with the transaction id its events share."""
+
+    transport: asyncio.Transport
+    held: tcp.HeldProtocol
+    connect: tcp.TcpConnect
+    tid: int
+
+    @property
+    def address(self) -> str:
+        return self.connect.address
+
+
+async def dial(flow: Flow, ip: str, tags: tuple[str, ...] = ()) -> Dialled | Outcome:
+    """TCP connect (recorded); an :class:`Outcome` if it failed."""
+    cfg = flow.ctx.config
+    tid = flow.transaction_id()
+    result, transport, held = await tcp.connect(
+        ip, flow.target.port, timeout=cfg.timeouts.connect, clock=flow.clock,
+        transaction_id=tid, tags=tags, source=flow.ctx.source_address)
+    flow.connects.append(result)
+    if transport is None or held is None:
+        return Outcome(address=result.address, failure=result.failure,
+                       failed_operation="tcp_connect", t0=result.t0, t=result.t)
+    return Dialled(transport, held, result, tid)
+
+
+async def secure(flow: Flow, conn: Dialled, *, server_name: str, verify: bool,
+                 tags: tuple[str, ...] = ()) -> tuple[tls.TlsHandshake, asyncio.Transport | None]:
+    """TLS handshake on ``conn`` (recorded); closes the connection if it failed."""
+    cfg = flow.ctx.config
+    context = flow.ctx.verify_context if verify else flow.ctx.benign_context
+    if not verify:
+        flow.unverified.add(conn.tid)
+    shake, tls_transport = await tls.handshake(
+        conn.transport, conn.held, address=conn.address, server_name=server_name,
+        context=context, timeout=cfg.timeouts.tls, clock=flow.clock,
+        max_chain_bytes=cfg.tls.max_chain_bytes, transaction_id=conn.tid, tags=tags)
+    flow.handshakes.append(shake)
+    if tls_transport is None:
+        await close_transport(conn.transport)
+    return shake, tls_transport
+
+
+async def sni_check(flow: Flow, ip: str) -> None:
+    """Handshake again with the benign SNI: a server that answers it is not down, so a
+    failure with the real SNI is the name's (self-proving SNI filtering)."""
+    benign = flow.ctx.config.analysis.benign_sni
+    conn = await dial(flow, ip, tags=("sni=benign",))
+    if isinstance(conn, Outcome):
+        flow.sni_checks.append(tls.TlsHandshake(
+            address=conn.address, server_name=benign, failure=conn.failure, t0=conn.t0,
+            t=conn.t, tags=("sni=benign", "step=tcp")))
+        return
+    shake, tls_transport = await secure(flow, conn, server_name=benign, verify=False,
+                                        tags=("sni=benign",))
+    flow.handshakes.remove(shake)
+    flow.sni_checks.append(shake)
+    await close_transport(tls_transport)
+
+
+# --------------------------------------------------------------------------- tcp:// tls://
+
+
+class TcpConnect(EndpointExperiment):
+    """``tcp://host:port``: does a TCP connection open (OONI urlgetter's ``tcpconnect://``)."""
+
+    test_name = "tcpconnect"
+    test_version = "0.1.0"
+    protocol_key = "x_tcp"
+
+    async def probe_address(self, flow: Flow, ip: str) -> Outcome:
+        conn = await dial(flow, ip)
+        if isinstance(conn, Outcome):
+            return conn
+        await close_transport(conn.transport)
+        return Outcome(address=conn.address, failure=None, t0=conn.connect.t0, t=conn.connect.t)
+
+
+def _truthy(value: str | None, default: bool) -> bool:
+    return default if value is None else value in ("1", "true")
+
+
+class TlsHandshake(EndpointExperiment):
+    """``tls://host:port?sni=NAME&verify=0``: a TLS handshake, the peer chain recorded.
+
+    ``sni`` defaults to the host (none for a literal IP); ``verify=0`` records the chain
+    without judging it (self-signed services). A reset, stall or EOF is re-tried once with
+    the benign SNI (``x_sni_checks``) to tell SNI filtering from a dead server.
+    """
+
+    test_name = "tlshandshake"
+    test_version = "0.1.0"
+    protocol_key = "x_tls"
+
+    async def probe_address(self, flow: Flow, ip: str) -> Outcome:
+        target = flow.target
+        conn = await dial(flow, ip)
+        if isinstance(conn, Outcome):
+            return conn
+        server_name = target.param("sni") or target.host
+        shake, tls_transport = await secure(
+            flow, conn, server_name=server_name, verify=_truthy(target.param("verify"), True))
+        await close_transport(tls_transport)
+        if shake.failure in SNI_CHECK_FAILURES:
+            await sni_check(flow, ip)
+        return Outcome(address=conn.address, failure=shake.failure,
+                       failed_operation="tls_handshake" if shake.failure else None,
+                       t0=conn.connect.t0, t=shake.t)
