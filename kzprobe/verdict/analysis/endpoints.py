@@ -3,19 +3,10 @@
 recorded test_keys.
 
 ``reachable`` and ``failure`` are what the probe saw. An ``interference`` code needs
-evidence that the failure is not the endpoint's own, as for websites:
-
-| code | set when |
-|---|---|
-| `dns.nxdomain` / `dns.no_answer` / `dns.servfail` / `dns.timeout` | the endpoint's name did not resolve that way, while the control resolved it |
-| `tcp.refused` / `tcp.timeout` / `tcp.reset` | a connect failed that way, while the control connected to the same `ip:port`, or completed the whole protocol exchange |
-| `tls.reset` / `tls.timeout` / `tls.eof` | a handshake (`tls://`, or `tor://`'s link TLS) failed that way, while the control's run of the same endpoint URI succeeded, or a benign-SNI handshake to the same address (`x_sni_checks`) reached the server; `tcp.reset` instead when that benign-SNI handshake was reset too (the RST is aimed at the address, not the name) |
-| `tls.mitm` | the chain contains a known interception CA (self-proving), or verification failed with `ssl_unknown_authority` while the control's run succeeded |
-| `<protocol>.timeout` / `.reset` / `.eof` / `.refused` / `.invalid` | the protocol exchange after the transport (`openvpn`, `wireguard`, `tor`, `obfs4`, `stun`) got no reply, a reset, a close, an ICMP port-unreachable, or a reply that is not the protocol's, while the control completed the same exchange |
-
-"The control's run" is ``control.x_endpoint.reachable`` from a kzprobe helper, which runs
-the same endpoint URI from outside; an OONI helper only answers ``tcp_connect``.
-"""  # noqa: E501 - the table is pasted into the README as is
+evidence that the failure is not the endpoint's own, as for websites. The codes and when
+each is set are written once, in the README's "Endpoint targets" table
+(``tests/test_docs_tables.py`` checks it).
+"""
 
 from __future__ import annotations
 

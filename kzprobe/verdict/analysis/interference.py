@@ -5,29 +5,10 @@ evidence for (a DNS lie *and* an SNI reset on the real addresses are both listed
 needs evidence that the failure is not the site's own: the control (the helper outside the
 country) succeeded at the same step, or the evidence proves itself.
 
-| code | set when |
-|---|---|
-| `dns.nxdomain` | a resolver said NXDOMAIN, while the control resolved the name (depth 0) or fetched the page (redirect hosts) |
-| `dns.no_answer` | a resolver answered NOERROR with no records, while the control resolved addresses of that family (A: IPv4, AAAA: IPv6) |
-| `dns.servfail` | a resolver answered SERVFAIL or REFUSED, while the control resolved the name |
-| `dns.timeout` | a resolver timed out, while the control resolved the name |
-| `dns.bogon` | an answer is a bogon (OONI's list, minus `not_bogon`) while another source — the control, or another resolver in this record — has public addresses for the name that do not include it. Self-proving: works without a control; a name that is bogon everywhere (misconfigured, like polito.it) gets no code |
-| `dns.inconsistent` | a depth-0 answer set shares no address with the control, no ASN, and no address of it passed a TLS handshake validated for the name, and it is not already explained by `dns.bogon`/`dns.blockpage`; not set when those addresses still served the real page (OONI `accessible`, no blockpage, no diff: a CDN, GeoDNS or an honest transparent proxy) |
-| `dns.blockpage` | an answer (address or CNAME) is a known blocking answer in the DNS fingerprints (loopback and 0.0.0.0 excepted: they are `dns.bogon`). Self-proving |
-| `tcp.timeout` / `tcp.refused` / `tcp.reset` | a connect failed that way, while the control connected to the same `ip:port` (redirect hosts: the control fetched the page); `tcp.reset` also when the connection is reset as soon as data flows whatever the SNI (the target-SNI *and* the benign-SNI handshakes were reset while the control's worked: RST injection aimed at the address, not the name) |
-| `tls.reset` / `tls.timeout` / `tls.eof` | a handshake failed that way, while the control's handshake to the same address with the same SNI succeeded (redirect hosts: the control fetched the page) or, with no control data, while a benign-SNI handshake to the same address (`x_sni_checks`) reached the server |
-| `tls.mitm` | the chain contains a known interception CA (self-proving), or verification failed with `ssl_unknown_authority` where the control's handshake to the same address and SNI succeeded |
-| `http.reset` / `http.timeout` / `http.eof` | a request failed that way after its TCP/TLS connection succeeded, while the control fetched the page |
-| `http.blockpage` | a response body or header on any hop matches a blockpage fingerprint (false positives excluded). Self-proving. Validated-TLS hops on the input URL's own host are not searched: only the site can write those |
-| `http.diff` | OONI's `blocking` is `http-diff` and no blockpage fingerprint matched |
-| `throttling` | the target-SNI handshake, the time to first byte, or the body read time per 64 KiB took longer than `throttle_min_seconds` and more than `throttle_factor` times the benign-SNI handshake to the same address. Self-proving (the benign handshake is the control) |
-
-"Reached the server" for a benign handshake means it completed, or failed only certificate
-verification (which needs the server's whole first flight). ``sni_blocking_confirmed`` is
-True if a failed (reset/timeout/EOF/unknown-authority) or slow target-SNI handshake had a
-benign check that reached the same address (for a slow one: and was ``throttle_factor``
-faster), False if checks ran and none confirmed, None if no check ran.
-"""  # noqa: E501 - the table is pasted into the README as is
+The codes, when each is set, and what ``sni_blocking_confirmed`` means are written once,
+in the README's "Verdicts" section (``tests/test_docs_tables.py`` checks the table against
+:data:`CODES`).
+"""
 
 from __future__ import annotations
 
