@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from kzprobe.service import blocking_io, run_loop
+from kzprobe.ops.reload import blocking_io
+from kzprobe.service import run_loop
 from tests.servers import eventually
 from tests.service.conftest import StartDaemon
 from tests.service.harness import Site, daemon_config, interrupted, read_segments
