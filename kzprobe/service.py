@@ -38,9 +38,9 @@ CLOSE_TIMEOUT = 15.0  # seconds the writer gets to drain and close at shutdown
 FORCED_CLOSE_TIMEOUT = 2.0  # ... after a second stop signal
 EXIT_RECORDS_LOST = 3  # stopped, but accepted records could not be written (disk full)
 
-# Rarer collections: refcounting frees a measurement's garbage (benchmarks/README.md, 7).
+# Rarer GC runs: refcounting frees a measurement's garbage (benchmarks/README.md, finding 7).
 GC_THRESHOLDS = (50_000, 20, 20)
-# A busy loop must not starve the writer thread of the GIL (benchmarks/README.md, 3 and 9).
+# A busy loop must not starve the writer thread of the GIL (benchmarks/README.md, benchmark 3).
 SWITCH_INTERVAL = 0.001
 
 
