@@ -371,10 +371,10 @@ async def test_addresses_learned_before_a_reload_still_scrub_after_it(
     try:
         await eventually(lambda: len(records) >= 1, timeout=20)
         nat.failing = True
-        first_prober = daemon._engine.prober if daemon._engine else None
+        first_prober = daemon.running.engine.prober if daemon.running.engine else None
         daemon.request_reload()
-        await eventually(lambda: daemon._engine is not None
-                         and daemon._engine.prober is not first_prober, timeout=20)
+        await eventually(lambda: daemon.running.engine is not None
+                         and daemon.running.engine.prober is not first_prober, timeout=20)
         applied_at = len(records)
         await eventually(lambda: len(records) >= applied_at + 2, timeout=20)
     finally:

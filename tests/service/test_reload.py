@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import threading
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from kzprobe.service import blocking_io, run_loop
+from kzprobe.config import parse_config
+from kzprobe.ops.reload import blocking_io, restartless
+from kzprobe.service import run_loop
 from tests.servers import eventually
 from tests.service.conftest import StartDaemon
 from tests.service.harness import Site, daemon_config, interrupted, read_segments
@@ -154,3 +157,18 @@ async def test_reload_keeps_the_probe_id_its_files_are_named_by(
     stored = (out / ".probe-id").read_text().strip()
     assert {r["annotations"]["kzprobe_probe_id"] for r in read_segments(out)} == {stored}
     assert all(f"-{stored}-" in p.name for p in out.glob("*.ndjson*"))
+
+
+def test_restart_only_settings_keep_their_running_values() -> None:
+    """Every restart-only key is named and kept; the rest of the new config is taken."""
+    old = parse_config({"output": {"dir": "/old"}}).config
+    new = parse_config({
+        "output": {"dir": "/new", "prefix": "other", "rotate_bytes": 4096, "rotate_seconds": 9,
+                   "compress": "none", "fsync_interval": 9, "max_age_days": 3},
+        "service": {"metrics_listen": "127.0.0.1:9999"},
+        "schedule": {"interval": 42},
+    }).config
+    kept = restartless(old, new)
+    assert kept.output == dataclasses.replace(old.output, max_age_days=3)
+    assert kept.service.metrics_listen == old.service.metrics_listen
+    assert kept.schedule == new.schedule
