@@ -18,6 +18,7 @@ from kzprobe.targets import parse_target
 from tests.conftest import make_config
 from tests.endpoints.conftest import endpoint_config
 from tests.servers import DnsServer, WebSite
+from tests.test_helper import ANY_PORT
 
 
 @dataclass
@@ -69,7 +70,7 @@ async def test_endpoint_asks_every_resolver(ca_file: Path, website: WebSite, que
 
 async def _th_dns(config: Config, url: str) -> object:
     running, helper = await start_helper(replace(config, helper=replace(
-        config.helper, listen="127.0.0.1:0")))
+        config.helper, listen="127.0.0.1:0", allowed_ports=ANY_PORT)))
     try:
         async with aiohttp.ClientSession() as session, session.post(
                 helper, json={"http_request": url, "tcp_connect": [],

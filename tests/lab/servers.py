@@ -135,7 +135,7 @@ def start_helper(lab: Lab) -> None:
                    "rate_burst": 100, "deadline": 10.0,
                    # a lab address, reached only inside the lab's namespaces
                    "allow_anonymous": True,
-                   "allowed_ports": sorted({80, 443} | {e.port for e in ENDPOINTS})},
+                   "allowed_ports": sorted({80, 443, CLOSED_PORT} | {e.port for e in ENDPOINTS})},
     }), encoding="utf-8")
     argv = [sys.executable, "-m", "kzprobe", "helper", "--config", str(config)]
     service = services.spawn(lab.names.internet, "helper", argv, lab.workdir,
