@@ -2,7 +2,8 @@
 
 The graph is built from the source (ast), not by importing: it counts module-level,
 function-level and ``if TYPE_CHECKING:`` imports (mypy follows those too) and the lazy
-``"module:Class"`` strings of the probe registry, which ``importlib`` loads at run time.
+``"module:Class"`` strings of the experiment registry, as edges of the loader that
+``importlib``-loads them at run time (the registry itself is pure data and imports none).
 Imports name the module they load; a parent package's ``__init__`` is not an edge, so
 import from submodules, never from a package's ``__init__``.
 
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
+from kzprobe.measure.registry import SPECS
 from tests.rules.source import ROOT, module_file, module_name, package_files, parse, rel
 
 # Ratchet: today's cycles. Each entry must still be a cycle (remove it once it is broken);
@@ -27,7 +29,7 @@ ALLOWED_CYCLES: set[frozenset[str]] = {
     frozenset({"kzprobe.measure.control", "kzprobe.measure.context", "kzprobe.measure.steps.dns",
                "kzprobe.measure.steps.http", "kzprobe.measure.steps.tcp"}),
 }
-REGISTRY_MODULE = "kzprobe.measure.registry"
+LOADER_MODULE = "kzprobe.measure.loader"  # imports the registry's "module:Class" strings
 
 Edge = tuple[str, str, str]  # (importer, imported, "line N (kind)")
 
@@ -67,19 +69,10 @@ def _kind(tree: ast.Module, line: int) -> str:
     return "top"
 
 
-def _registry_entries() -> list[tuple[str, str, int]]:
-    """(module, class, line) of each ``"module:Class"`` value of the probe REGISTRY."""
-    path = module_file(REGISTRY_MODULE)
-    assert path is not None
-    for node in parse(path).body:
-        target = node.target if isinstance(node, ast.AnnAssign) else (
-            node.targets[0] if isinstance(node, ast.Assign) else None)
-        if isinstance(target, ast.Name) and target.id == "REGISTRY":
-            assert isinstance(node.value, ast.Dict)  # type: ignore[union-attr]
-            return [(*value.value.partition(":")[::2], value.lineno)  # type: ignore[misc]
-                    for value in node.value.values  # type: ignore[union-attr]
-                    if isinstance(value, ast.Constant) and isinstance(value.value, str)]
-    raise AssertionError(f"no REGISTRY in {REGISTRY_MODULE}")
+def _registry_entries() -> list[tuple[str, str]]:
+    """(module, class) of each spec's ``"module:Class"`` in the registry (pure: imported)."""
+    return [(module, cls) for module, _, cls in
+            (spec.experiment.partition(":") for spec in SPECS)]
 
 
 @cache
@@ -90,8 +83,8 @@ def _edges() -> list[Edge]:
         for imported, line in _imports(tree, importer, path.name == "__init__.py"):
             if imported.split(".")[0] == "kzprobe" and imported != importer:
                 edges.append((importer, imported, f"line {line} ({_kind(tree, line)})"))
-    for module, _, line in _registry_entries():
-        edges.append((REGISTRY_MODULE, module, f"line {line} (REGISTRY string)"))
+    for module, cls in _registry_entries():
+        edges.append((LOADER_MODULE, module, f"{cls} (REGISTRY string)"))
     return edges
 
 
@@ -161,7 +154,7 @@ def test_no_new_import_cycle() -> None:
 
 def test_registry_strings_name_real_classes() -> None:
     """Each ``"module:Class"`` in the probe registry names a module file defining that class."""
-    for module, cls, _ in _registry_entries():
+    for module, cls in _registry_entries():
         path = module_file(module)
         assert path is not None, f"REGISTRY names missing module {module}"
         names = {n.name for n in parse(path).body if isinstance(n, ast.ClassDef)}
