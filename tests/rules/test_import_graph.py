@@ -22,13 +22,6 @@ from pathlib import Path
 from kzprobe.measure.registry import SPECS
 from tests.rules.source import ROOT, module_file, module_name, package_files, parse, rel
 
-# Ratchet: today's cycles. Each entry must still be a cycle (remove it once it is broken);
-# a new cycle fails. measure.control -> steps.http (REQUEST_HEADERS), measure.context ->
-# measure.control (TYPE_CHECKING), measure.context -> steps.dns (function-level) and back.
-ALLOWED_CYCLES: set[frozenset[str]] = {
-    frozenset({"kzprobe.measure.control", "kzprobe.measure.context", "kzprobe.measure.steps.dns",
-               "kzprobe.measure.steps.http", "kzprobe.measure.steps.tcp"}),
-}
 LOADER_MODULE = "kzprobe.measure.loader"  # imports the registry's "module:Class" strings
 
 Edge = tuple[str, str, str]  # (importer, imported, "line N (kind)")
@@ -142,14 +135,11 @@ def test_cycle_finder_finds_cycles() -> None:
     assert sorted(map(sorted, _cycles(edges))) == [["a", "b", "c"], ["d", "e"]]
 
 
-def test_no_new_import_cycle() -> None:
-    """Every cycle in kzprobe's import graph is an allowlisted one (and the list only shrinks)."""
+def test_no_import_cycle() -> None:
+    """kzprobe's import graph has no cycle (no allowlist: the last one is broken)."""
     edges = _edges()
-    cycles = _cycles(edges)
-    new = [_describe(c, edges) for c in cycles if c not in ALLOWED_CYCLES]
-    assert not new, "import cycle(s) in kzprobe:\n" + "\n".join(new)
-    gone = [sorted(c) for c in ALLOWED_CYCLES if c not in cycles]
-    assert not gone, f"no longer a cycle, remove from ALLOWED_CYCLES: {gone}"
+    cycles = [_describe(c, edges) for c in _cycles(edges)]
+    assert not cycles, "import cycle(s) in kzprobe:\n" + "\n".join(cycles)
 
 
 def test_registry_strings_name_real_classes() -> None:

@@ -22,13 +22,13 @@ from kzprobe import failures
 from kzprobe.errors import classify
 from kzprobe.failures import SNI_CHECK_FAILURES as SNI_CHECK_FAILURES  # tor.py imports it here
 from kzprobe.measure.context import (
+    ControlResult,
     ProbeContext,
     Stopwatch,
     close_transport,
     is_dialable,
     is_ip_literal,
 )
-from kzprobe.measure.control import ControlResult
 from kzprobe.measure.flow import resolve as resolve_host
 from kzprobe.measure.registry import UDP_SCHEMES, spec_for
 from kzprobe.measure.steps import dns, tcp, tls

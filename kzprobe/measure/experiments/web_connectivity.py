@@ -18,13 +18,13 @@ from urllib.parse import urljoin
 from kzprobe import failures
 from kzprobe.config import Config
 from kzprobe.measure.context import (
+    ControlResult,
     ProbeContext,
     Stopwatch,
     close_transport,
     is_dialable,
     is_ip_literal,
 )
-from kzprobe.measure.control import ControlResult
 from kzprobe.measure.flow import resolve
 from kzprobe.measure.registry import spec_for
 from kzprobe.measure.steps import dns, http, tcp, tls
