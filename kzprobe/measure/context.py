@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kzprobe.measure.clock import Stopwatch
+from kzprobe.measure.clock import Stopwatch as Stopwatch  # re-exported: the steps' import
 from kzprobe.measure.steps.dns import DnsChannels
 
 if TYPE_CHECKING:
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from kzprobe.config import Config
     from kzprobe.measure.ratelimit import HostLimiter
     from kzprobe.targets import Target
-
-__all__ = ["Stopwatch"]  # re-exported: the experiments' and engine's import of the clock
 
 
 # Per-connection scratch space reachable from protocol callbacks. Transports copy the
