@@ -23,15 +23,15 @@ from kzprobe.config import Config
 from kzprobe.errors import FAILURE_INTERRUPTED, classify
 from kzprobe.measure.context import ProbeContext, Stopwatch
 from kzprobe.measure.control import ControlClient
+from kzprobe.measure.loader import experiment_for
 from kzprobe.measure.ratelimit import HostLimiter, TokenBucket
-from kzprobe.measure.registry import experiment_for
+from kzprobe.measure.registry import kind_of
 from kzprobe.measure.steps.http import HandoffConnector
 from kzprobe.measure.steps.tls import make_context
 from kzprobe.record import build_record
 from kzprobe.targets import Target
 from kzprobe.verdict import outcome as outcomes
 from kzprobe.verdict import worker as judging
-from kzprobe.verdict.analysis import endpoints
 from kzprobe.verdict.outcome import is_interrupted, outcome
 from kzprobe.verdict.pipeline import (
     Analyzer,
@@ -124,8 +124,7 @@ class Prober:
 
     async def _judge(self, record: dict[str, Any], target: Target) -> Verdict:
         test_name = record.get("test_name")
-        if is_interrupted(record) or (
-                test_name != "web_connectivity" and test_name not in endpoints.TEST_NAMES):
+        if is_interrupted(record) or not isinstance(test_name, str) or kind_of(test_name) is None:
             return (None, ())
         try:
             if self.judge is None or not self.judge.usable:

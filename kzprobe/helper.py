@@ -37,11 +37,11 @@ from kzprobe.bogons import is_special_purpose, parse_ip_loose
 from kzprobe.config import Config, HelperConfig, is_loopback_host
 from kzprobe.engine import Prober
 from kzprobe.measure.context import Stopwatch, close_transport
-from kzprobe.measure.experiments.endpoint import UDP_SCHEMES
 from kzprobe.measure.experiments.web_connectivity import FETCH_LIMITS, FetchLimits, WebConnectivity
 from kzprobe.measure.flow import resolve
+from kzprobe.measure.loader import experiment_for
 from kzprobe.measure.ratelimit import TokenBucket
-from kzprobe.measure.registry import experiment_for
+from kzprobe.measure.registry import UDP_SCHEMES
 from kzprobe.measure.steps import tcp, tls
 from kzprobe.measure.steps.http import BodyTooLarge, read_whole
 from kzprobe.targets import Target, parse_target

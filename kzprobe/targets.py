@@ -5,10 +5,9 @@ read at all is a :class:`TargetError`. Host names are IDNA-encoded here, once, s
 probe puts punycode on the wire.
 
 Besides http(s) URLs, a target can be an *endpoint* URI, ``scheme://host:port[?k=v&...]``
-(``tcp``, ``tls``, ``openvpn+tcp``, ``openvpn+udp``, ``wireguard``, ``tor``, ``obfs4``,
-``stun``):
-the port is required, there is no path, and each scheme accepts only its own parameters
-(:data:`ENDPOINT_PARAMS`), validated here so a typo fails at load time, not at 3 a.m.
+(the schemes of :mod:`kzprobe.measure.registry`): the port is required, there is no path,
+and each scheme accepts only its own parameters (``ExperimentSpec.params``), validated
+here so a typo fails at load time, not at 3 a.m.
 
 Hosts are read as a browser reads them (WHATWG URL): in http(s) a backslash is a slash, so
 ``http://h.test\\@evil.test/`` measures h.test; control characters and the forbidden host
@@ -19,32 +18,25 @@ forms such as ``0x7f.1`` normalised to the dotted quad, what the browser dials) 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import io
 import ipaddress
-import string
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
 import idna
 
-from kzprobe.bogons import parse_ip_loose
 from kzprobe.errors import TargetError
 from kzprobe.localfiles import LocalFileError, MissingFileError, TooLargeError, read_regular
+from kzprobe.measure.params import encode_host
+from kzprobe.measure.registry import ExperimentSpec, find_spec
 
 CSV_COLUMNS = ("url", "category_code", "category_description", "date_added", "source", "notes")
-WEB_SCHEMES = ("http", "https")
-ENDPOINT_SCHEMES = ("tcp", "tls", "openvpn+tcp", "openvpn+udp", "wireguard", "tor", "obfs4",
-                    "stun")
-SUPPORTED_SCHEMES = WEB_SCHEMES + ENDPOINT_SCHEMES
 MAX_PARAM_BYTES = 1024
 MAX_LINE_BYTES = 64 * 1024
 MAX_FILE_BYTES = 32 * 1024 * 1024  # Citizen Lab's global list is ~0.2 MiB; parsing is in memory
-MAX_NAME_BYTES = 253  # DNS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,7 +55,8 @@ class Target:
 
     @property
     def is_endpoint(self) -> bool:
-        return self.scheme in ENDPOINT_SCHEMES
+        spec = find_spec(self.scheme)
+        return spec is not None and spec.kind == "endpoint"
 
     def param(self, name: str, default: str | None = None) -> str | None:
         """An endpoint parameter's (percent-decoded) value, or ``default``."""
@@ -76,50 +69,6 @@ class Target:
         except ValueError:
             return False
         return True
-
-
-# WHATWG URL "forbidden domain code points": C0 controls, space, DEL and these.
-_FORBIDDEN_HOST = frozenset(chr(c) for c in range(0x21)) | frozenset('\x7f#%/:<>?@[\\]^|')
-
-
-def _ends_in_a_number(host: str) -> bool:
-    """WHATWG's ends-in-a-number checker: then the host is IPv4, or invalid."""
-    last = host.split(".")[-1]
-    if not last:
-        return False
-    if last.isascii() and last.isdigit():
-        return True
-    return last[:2] in ("0x", "0X") and all(c in string.hexdigits for c in last[2:])
-
-
-def _encode_host(host: str) -> str:
-    host = host.rstrip(".")
-    try:
-        ipaddress.ip_address(host)
-        return host
-    except ValueError:
-        pass
-    loose = parse_ip_loose(host)
-    if loose is not None:  # 2130706433, 0177.0.0.1, 0x7f.1: what browsers dial, normalised
-        return str(loose)
-    if _ends_in_a_number(host):  # 256.0.0.1, 1.2.3.4.5, foo.123: no DNS name either
-        raise ValueError(f"{host!r} ends in a number but is not a valid IPv4 address")
-    if any(c in _FORBIDDEN_HOST for c in host):
-        raise ValueError(f"forbidden character in host {host!r}")
-    if host.isascii():
-        labels = host.lower().split(".")
-        if any(label.startswith("xn--") for label in labels):
-            idna.decode(host)  # validates the punycode
-        elif not all(labels) or any(len(label) > 63 for label in labels):
-            raise ValueError(f"invalid host name {host!r}")
-        return _bounded(host.lower())
-    return _bounded(idna.encode(host, uts46=True).decode("ascii"))
-
-
-def _bounded(name: str) -> str:
-    if len(name) > MAX_NAME_BYTES:
-        raise ValueError(f"host name longer than {MAX_NAME_BYTES} bytes")
-    return name
 
 
 def _bracketed_name(netloc: str) -> bool:
@@ -148,12 +97,13 @@ def parse_target(
         raise ValueError("empty URL")
     if "://" not in raw:
         raise ValueError(f"no scheme in {raw!r}")
-    scheme = raw.partition("://")[0].lower()
-    if scheme in WEB_SCHEMES:
+    spec = find_spec(raw.partition("://")[0].lower())
+    if spec is not None and spec.kind == "web":
         raw = _backslashes_as_slashes(raw)
     parts: SplitResult = urlsplit(raw)
     scheme = parts.scheme.lower()
-    if scheme not in SUPPORTED_SCHEMES or (origin == "redirect" and scheme not in WEB_SCHEMES):
+    spec = find_spec(scheme)
+    if spec is None or (origin == "redirect" and spec.kind != "web"):
         raise ValueError(f"unsupported scheme {scheme!r} in {raw!r}")
     try:
         port = parts.port
@@ -168,11 +118,12 @@ def parse_target(
         # name, and "[v1.fe]" (IPvFuture) is not a DNS name.
         raise ValueError(f"invalid host in {raw!r}")
     try:
-        ascii_host = _encode_host(host)
+        ascii_host = encode_host(host)
     except (idna.IDNAError, UnicodeError, ValueError) as exc:
         raise ValueError(f"invalid host name in {raw!r}: {exc}") from None
-    if scheme in ENDPOINT_SCHEMES:
-        return _endpoint_target(raw, parts, scheme, ascii_host, port, category_code, origin)
+    if spec.kind == "endpoint":
+        return _endpoint_target(raw, parts, spec, scheme, ascii_host, port, category_code,
+                                origin)
     default_port = 443 if scheme == "https" else 80
     if port == 0:
         raise ValueError(f"port out of range in {raw!r}")
@@ -199,86 +150,11 @@ def _backslashes_as_slashes(url: str) -> str:
     return scheme + sep + rest[:cut].replace("\\", "/") + rest[cut:]
 
 
-def _check_host_param(value: str) -> str:
-    return _encode_host(value)  # on the wire (SNI) as punycode, like the target host
-
-
-def _check_bool(value: str) -> str:
-    if value not in ("0", "1", "true", "false"):
-        raise ValueError("expected 0, 1, true or false")
-    return value
-
-
-def _check_fingerprint(value: str) -> str:
-    if len(value) != 40 or any(c not in string.hexdigits for c in value):
-        raise ValueError("expected 40 hex digits (the relay's RSA identity fingerprint)")
-    return value.upper()
-
-
-def _check_key32(value: str) -> str:
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("expected standard base64") from None
-    if len(raw) != 32:
-        raise ValueError(f"expected a 32-byte key, got {len(raw)} bytes")
-    return value
-
-
-OBFS4_CERT_BYTES = 52  # NODEID (20) | B (32)
-
-
-def decode_obfs4_cert(value: str) -> bytes:
-    """obfs4proxy's ``cert``: base64 (padding optional) of NODEID (20) | B (32)."""
-    try:
-        raw = base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("expected base64 (the bridge line's cert=); this is not base64") \
-            from None
-    if len(raw) != OBFS4_CERT_BYTES:
-        raise ValueError(f"expected {OBFS4_CERT_BYTES} bytes (node id and public key), "
-                         f"got {len(raw)} bytes")
-    return raw
-
-
-def _check_obfs4_cert(value: str) -> str:
-    """Valid, and unpadded as in bridge lines."""
-    decode_obfs4_cert(value)
-    return value.rstrip("=")
-
-
-def _check_iat_mode(value: str) -> str:
-    if value not in ("0", "1", "2"):
-        raise ValueError("expected 0, 1 or 2")
-    return value
-
-
-def _check_abs_path(value: str) -> str:
-    if not PurePosixPath(value).is_absolute():
-        raise ValueError("expected an absolute path")
-    return value
-
-
-# Parameters each endpoint scheme accepts, with their validators (which return the
-# normalised value); names listed in ENDPOINT_REQUIRED must be present.
-ENDPOINT_PARAMS: dict[str, dict[str, Callable[[str], str]]] = {
-    "tcp": {},
-    "tls": {"sni": _check_host_param, "verify": _check_bool},
-    "openvpn+tcp": {},
-    "openvpn+udp": {},
-    "wireguard": {"public_key": _check_key32, "private_key_file": _check_abs_path,
-                  "psk_file": _check_abs_path},
-    "tor": {"fingerprint": _check_fingerprint, "sni": _check_host_param},
-    "obfs4": {"cert": _check_obfs4_cert, "iat-mode": _check_iat_mode},
-    "stun": {},
-}
-ENDPOINT_REQUIRED: dict[str, tuple[str, ...]] = {"wireguard": ("public_key",),
-                                                 "obfs4": ("cert",)}
-
-
-def _endpoint_params(scheme: str, query: str) -> tuple[tuple[str, str], ...]:
-    """Split ``k=v&k=v`` (percent-decoded; ``+`` is literal: base64 keys contain it)."""
-    allowed = ENDPOINT_PARAMS[scheme]
+def _endpoint_params(spec: ExperimentSpec, scheme: str,
+                     query: str) -> tuple[tuple[str, str], ...]:
+    """Split ``k=v&k=v`` (percent-decoded; ``+`` is literal: base64 keys contain it) and
+    validate each with the kind's own validator (``spec.params``)."""
+    allowed = spec.params
     found: dict[str, str] = {}
     for item in query.split("&") if query else ():
         name, sep, raw_value = item.partition("=")
@@ -294,20 +170,21 @@ def _endpoint_params(scheme: str, query: str) -> tuple[tuple[str, str], ...]:
             found[name] = allowed[name](value)
         except (ValueError, UnicodeError, idna.IDNAError) as exc:
             raise ValueError(f"bad {name}: {exc}") from None
-    missing = [name for name in ENDPOINT_REQUIRED.get(scheme, ()) if name not in found]
+    missing = [name for name in spec.required if name not in found]
     if missing:
         raise ValueError(f"{scheme}:// needs {', '.join(missing)}")
     return tuple(sorted(found.items()))
 
 
-def _endpoint_target(raw: str, parts: SplitResult, scheme: str, host: str, port: int | None,
-                     category_code: str | None, origin: str) -> Target:
+def _endpoint_target(raw: str, parts: SplitResult, spec: ExperimentSpec, scheme: str,
+                     host: str, port: int | None, category_code: str | None,
+                     origin: str) -> Target:
     if not port:
         raise ValueError(f"{scheme}:// needs a port (host:port) in {raw!r}")
     if parts.path not in ("", "/") or parts.fragment or parts.username or parts.password:
         raise ValueError(f"an endpoint is scheme://host:port[?params], got {raw!r}")
     try:
-        params = _endpoint_params(scheme, parts.query)
+        params = _endpoint_params(spec, scheme, parts.query)
     except ValueError as exc:
         raise ValueError(f"{exc} in {raw!r}") from None
     query = "&".join(f"{k}={quote(v, safe='/+=:')}" for k, v in params)

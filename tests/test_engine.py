@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from kzprobe.config import Config
 from kzprobe.engine import Engine, Prober
+from kzprobe.measure import registry
 from kzprobe.measure.experiments.web_connectivity import WebConnectivity
+from kzprobe.measure.loader import experiment_for
 from kzprobe.measure.ratelimit import HostLimiter, TokenBucket
-from kzprobe.measure.registry import REGISTRY, experiment_for
 from kzprobe.targets import parse_target
 from tests.servers import DnsServer, WebSite, eventually
 
@@ -110,7 +112,8 @@ async def test_sweep_bounds_in_flight_and_emits_every_record(
 async def test_a_crashing_experiment_becomes_a_record(
         config_factory: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
     """An unexpected exception is an unknown_failure record (IP scrubbed); the sweep goes on."""
-    monkeypatch.setitem(REGISTRY, "http", f"{__name__}:_Exploding")
+    exploding = replace(registry.spec_for("http"), experiment=f"{__name__}:_Exploding")
+    monkeypatch.setitem(registry._BY_SCHEME, "http", exploding)
     experiment_for.cache_clear()
     prober = Prober(config_factory())
     records: list[dict[str, Any]] = []

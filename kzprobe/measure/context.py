@@ -14,18 +14,18 @@ import contextvars
 import functools
 import ipaddress
 import ssl
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from kzprobe.measure.clock import Stopwatch as Stopwatch  # re-exported: the steps' import
+from kzprobe.measure.steps.dns import DnsChannels
 
 if TYPE_CHECKING:
     import aiohttp
 
     from kzprobe.config import Config
-    from kzprobe.measure.control import ControlClient
     from kzprobe.measure.ratelimit import HostLimiter
-    from kzprobe.measure.steps.dns import DnsChannels
     from kzprobe.targets import Target
 
 
@@ -34,18 +34,6 @@ if TYPE_CHECKING:
 connection_scratch: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "kzprobe_connection_scratch", default=None
 )
-
-
-class Stopwatch:
-    """Seconds since the measurement started (OONI's ``t0``/``t``)."""
-
-    __slots__ = ("_start",)
-
-    def __init__(self) -> None:
-        self._start = time.monotonic()
-
-    def now(self) -> float:
-        return round(time.monotonic() - self._start, 6)
 
 
 def maybe_binary(data: bytes) -> str | dict[str, str]:
@@ -59,6 +47,27 @@ def maybe_binary(data: bytes) -> str | dict[str, str]:
     return text
 
 
+@dataclass(frozen=True, slots=True)
+class ControlResult:
+    """A test helper's answer (its THResponse), or why there is none."""
+
+    response: dict[str, Any] | None
+    failure: str | None
+    helper_url: str | None
+
+
+class Control(Protocol):
+    """The control vantage as experiments use it (:class:`kzprobe.measure.control.ControlClient`
+    implements it; named here as a protocol so the context does not import the client)."""
+
+    async def query(self, url: str, endpoints: Sequence[str]) -> ControlResult:
+        """Ask the helper(s) about ``url`` and the probe's ``ip:port`` endpoints."""
+        ...
+
+    async def aclose(self) -> None:
+        ...
+
+
 @dataclass(slots=True, kw_only=True)
 class ProbeContext:
     """Shared, long-lived resources a measurement needs; built once by the engine."""
@@ -70,16 +79,10 @@ class ProbeContext:
     http11_context: ssl.SSLContext  # verifying, ALPN http/1.1 only: re-dial when a server picks h2
     benign_context: ssl.SSLContext  # not verifying: handshakes with a benign SNI (SNI checks)
     may_dial: Callable[[str], bool] | None = None  # the helper's SSRF guard; None: probe rules
-    control: ControlClient | None = None  # the test helper(s), when configured
+    control: Control | None = None  # the test helper(s), when configured
     source_address: str | None = None  # local address to dial from (multi-homed hosts)
-    dns_channels: DnsChannels = field(default_factory=lambda: _dns_channels())
+    dns_channels: DnsChannels = field(default_factory=DnsChannels)
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _dns_channels() -> DnsChannels:
-    from kzprobe.measure.steps.dns import DnsChannels
-
-    return DnsChannels()
 
 
 def is_ip_literal(host: str) -> bool:

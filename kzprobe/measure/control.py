@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -18,17 +17,12 @@ import orjson
 from kzprobe import failures
 from kzprobe.config import ControlHelper
 from kzprobe.errors import HttpFailure, classify
-from kzprobe.measure.steps.http import REQUEST_HEADERS, BodyTooLarge, read_whole
+from kzprobe.measure.context import ControlResult
+from kzprobe.measure.headers import REQUEST_HEADERS
+from kzprobe.measure.steps.http import BodyTooLarge, read_whole
 
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 _FORWARDED = ("Accept", "Accept-Language", "User-Agent")
-
-
-@dataclass(frozen=True, slots=True)
-class ControlResult:
-    response: dict[str, Any] | None
-    failure: str | None
-    helper_url: str | None
 
 
 def th_request(url: str, endpoints: Sequence[str]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import structlog
 
 from kzprobe.config import Config
 from kzprobe.errors import classify
+from kzprobe.measure.registry import kind_of
 from kzprobe.verdict.analysis import endpoints
 from kzprobe.verdict.pipeline import Analyzer, Verdict
 
@@ -52,10 +53,14 @@ class WorkerUnavailable(WorkerGone):
 
 
 def judge(analyzer: Analyzer, test_name: str, test_keys: dict[str, Any], url: str) -> Verdict:
-    """Fill ``test_keys``'s verdict keys in place; the one dispatch, inline or in the worker."""
-    if test_name in endpoints.TEST_NAMES:
+    """Fill ``test_keys``'s verdict keys in place; the one dispatch, inline or in the worker,
+    by the kind the registry gives ``test_name`` (ValueError for one it does not know)."""
+    kind = kind_of(test_name)
+    if kind == "endpoint":
         return endpoints.apply(test_keys)
-    return analyzer.apply(test_keys, url)
+    if kind == "web":
+        return analyzer.apply(test_keys, url)
+    raise ValueError(f"no experiment registered with test_name {test_name!r}")
 
 
 def frame(body: bytes) -> bytes:

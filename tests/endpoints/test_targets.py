@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kzprobe.targets import ENDPOINT_SCHEMES, load_targets, parse_target, read_target_file
+from kzprobe.measure.registry import ENDPOINT_SCHEMES
+from kzprobe.targets import load_targets, parse_target, read_target_file
 
 KEY = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA+="
 

@@ -2,7 +2,8 @@
 
 The graph is built from the source (ast), not by importing: it counts module-level,
 function-level and ``if TYPE_CHECKING:`` imports (mypy follows those too) and the lazy
-``"module:Class"`` strings of the probe registry, which ``importlib`` loads at run time.
+``"module:Class"`` strings of the experiment registry, as edges of the loader that
+``importlib``-loads them at run time (the registry itself is pure data and imports none).
 Imports name the module they load; a parent package's ``__init__`` is not an edge, so
 import from submodules, never from a package's ``__init__``.
 
@@ -18,16 +19,10 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
+from kzprobe.measure.registry import SPECS
 from tests.rules.source import ROOT, module_file, module_name, package_files, parse, rel
 
-# Ratchet: today's cycles. Each entry must still be a cycle (remove it once it is broken);
-# a new cycle fails. measure.control -> steps.http (REQUEST_HEADERS), measure.context ->
-# measure.control (TYPE_CHECKING), measure.context -> steps.dns (function-level) and back.
-ALLOWED_CYCLES: set[frozenset[str]] = {
-    frozenset({"kzprobe.measure.control", "kzprobe.measure.context", "kzprobe.measure.steps.dns",
-               "kzprobe.measure.steps.http", "kzprobe.measure.steps.tcp"}),
-}
-REGISTRY_MODULE = "kzprobe.measure.registry"
+LOADER_MODULE = "kzprobe.measure.loader"  # imports the registry's "module:Class" strings
 
 Edge = tuple[str, str, str]  # (importer, imported, "line N (kind)")
 
@@ -67,19 +62,10 @@ def _kind(tree: ast.Module, line: int) -> str:
     return "top"
 
 
-def _registry_entries() -> list[tuple[str, str, int]]:
-    """(module, class, line) of each ``"module:Class"`` value of the probe REGISTRY."""
-    path = module_file(REGISTRY_MODULE)
-    assert path is not None
-    for node in parse(path).body:
-        target = node.target if isinstance(node, ast.AnnAssign) else (
-            node.targets[0] if isinstance(node, ast.Assign) else None)
-        if isinstance(target, ast.Name) and target.id == "REGISTRY":
-            assert isinstance(node.value, ast.Dict)  # type: ignore[union-attr]
-            return [(*value.value.partition(":")[::2], value.lineno)  # type: ignore[misc]
-                    for value in node.value.values  # type: ignore[union-attr]
-                    if isinstance(value, ast.Constant) and isinstance(value.value, str)]
-    raise AssertionError(f"no REGISTRY in {REGISTRY_MODULE}")
+def _registry_entries() -> list[tuple[str, str]]:
+    """(module, class) of each spec's ``"module:Class"`` in the registry (pure: imported)."""
+    return [(module, cls) for module, _, cls in
+            (spec.experiment.partition(":") for spec in SPECS)]
 
 
 @cache
@@ -90,8 +76,8 @@ def _edges() -> list[Edge]:
         for imported, line in _imports(tree, importer, path.name == "__init__.py"):
             if imported.split(".")[0] == "kzprobe" and imported != importer:
                 edges.append((importer, imported, f"line {line} ({_kind(tree, line)})"))
-    for module, _, line in _registry_entries():
-        edges.append((REGISTRY_MODULE, module, f"line {line} (REGISTRY string)"))
+    for module, cls in _registry_entries():
+        edges.append((LOADER_MODULE, module, f"{cls} (REGISTRY string)"))
     return edges
 
 
@@ -149,19 +135,16 @@ def test_cycle_finder_finds_cycles() -> None:
     assert sorted(map(sorted, _cycles(edges))) == [["a", "b", "c"], ["d", "e"]]
 
 
-def test_no_new_import_cycle() -> None:
-    """Every cycle in kzprobe's import graph is an allowlisted one (and the list only shrinks)."""
+def test_no_import_cycle() -> None:
+    """kzprobe's import graph has no cycle (no allowlist: the last one is broken)."""
     edges = _edges()
-    cycles = _cycles(edges)
-    new = [_describe(c, edges) for c in cycles if c not in ALLOWED_CYCLES]
-    assert not new, "import cycle(s) in kzprobe:\n" + "\n".join(new)
-    gone = [sorted(c) for c in ALLOWED_CYCLES if c not in cycles]
-    assert not gone, f"no longer a cycle, remove from ALLOWED_CYCLES: {gone}"
+    cycles = [_describe(c, edges) for c in _cycles(edges)]
+    assert not cycles, "import cycle(s) in kzprobe:\n" + "\n".join(cycles)
 
 
 def test_registry_strings_name_real_classes() -> None:
     """Each ``"module:Class"`` in the probe registry names a module file defining that class."""
-    for module, cls, _ in _registry_entries():
+    for module, cls in _registry_entries():
         path = module_file(module)
         assert path is not None, f"REGISTRY names missing module {module}"
         names = {n.name for n in parse(path).body if isinstance(n, ast.ClassDef)}

@@ -22,20 +22,20 @@ from kzprobe import failures
 from kzprobe.errors import classify
 from kzprobe.failures import SNI_CHECK_FAILURES as SNI_CHECK_FAILURES  # tor.py imports it here
 from kzprobe.measure.context import (
+    ControlResult,
     ProbeContext,
     Stopwatch,
     close_transport,
     is_dialable,
     is_ip_literal,
 )
-from kzprobe.measure.control import ControlResult
 from kzprobe.measure.flow import resolve as resolve_host
+from kzprobe.measure.registry import UDP_SCHEMES, spec_for
 from kzprobe.measure.steps import dns, tcp, tls
 from kzprobe.measure.steps.udp import NetEvent, format_address
 from kzprobe.targets import Target
 
 MAX_ADDRESSES = 4  # addresses probed per endpoint (bounded even if DNS returns hundreds)
-UDP_SCHEMES = frozenset({"openvpn+udp", "wireguard", "stun"})
 
 
 class ProtocolError(Exception):
@@ -307,8 +307,8 @@ async def sni_check(flow: Flow, ip: str) -> None:
 class TcpConnect(EndpointExperiment):
     """``tcp://host:port``: does a TCP connection open (OONI urlgetter's ``tcpconnect://``)."""
 
-    test_name = "tcpconnect"
-    test_version = "0.1.0"
+    test_name = spec_for("tcp").test_name  # the registry's, not repeated here
+    test_version = spec_for("tcp").test_version
     protocol_key = "x_tcp"
 
     async def probe_address(self, flow: Flow, ip: str) -> Outcome:
@@ -331,8 +331,8 @@ class TlsHandshake(EndpointExperiment):
     the benign SNI (``x_sni_checks``) to tell SNI filtering from a dead server.
     """
 
-    test_name = "tlshandshake"
-    test_version = "0.1.0"
+    test_name = spec_for("tls").test_name  # the registry's, not repeated here
+    test_version = spec_for("tls").test_version
     protocol_key = "x_tls"
 
     async def probe_address(self, flow: Flow, ip: str) -> Outcome:

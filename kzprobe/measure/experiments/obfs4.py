@@ -42,8 +42,10 @@ from kzprobe.measure.experiments.endpoint import (
     protocol_failure,
 )
 from kzprobe.measure.experiments.tor import ooni_targets
+from kzprobe.measure.params import decode_obfs4_cert
+from kzprobe.measure.registry import spec_for
 from kzprobe.measure.steps import stream
-from kzprobe.targets import Target, decode_obfs4_cert
+from kzprobe.targets import Target
 
 # --------------------------------------------------------------------------- GF(2^255-19)
 
@@ -309,8 +311,8 @@ class Obfs4(EndpointExperiment):
     """obfs4 bridge reachability, recorded as OONI's ``tor`` test records an obfs4 target
     (``targets[...]["target_protocol"] == "obfs4"``)."""
 
-    test_name = "tor"
-    test_version = "0.1.0"
+    test_name = spec_for("obfs4").test_name  # the registry's, not repeated here
+    test_version = spec_for("obfs4").test_version
     protocol_key = "x_obfs4_handshake"
 
     def finish(self, target: Target, keys: dict[str, Any]) -> dict[str, Any]:

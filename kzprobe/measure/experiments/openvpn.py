@@ -26,6 +26,7 @@ from kzprobe.measure.experiments.endpoint import (
     dial,
     protocol_failure,
 )
+from kzprobe.measure.registry import spec_for
 from kzprobe.measure.steps import stream, udp
 from kzprobe.targets import Target
 
@@ -102,8 +103,8 @@ def _details(flow: Flow, ip: str, transport: str, failure: str | None, reply: by
 class OpenVpn(EndpointExperiment):
     """One OpenVPN hard-reset exchange per address, over TCP or UDP (by scheme)."""
 
-    test_name = "openvpn"
-    test_version = "0.1.0"
+    test_name = spec_for("openvpn+tcp").test_name  # the registry's, not repeated here
+    test_version = spec_for("openvpn+tcp").test_version
     protocol_key = "openvpn_handshake"
 
     def finish(self, target: Target, keys: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from kzprobe.measure.experiments.endpoint import (
     Outcome,
     protocol_failure,
 )
+from kzprobe.measure.registry import spec_for
 from kzprobe.measure.steps import udp
 
 MAGIC_COOKIE = 0x2112A442
@@ -72,8 +73,8 @@ def _details(flow: Flow, address: str, reply: bytes | None, failure: str | None,
 class StunReachability(EndpointExperiment):
     """One Binding request per address (retransmitted as RFC 5389 clients do)."""
 
-    test_name = "stunreachability"
-    test_version = "0.4.0"
+    test_name = spec_for("stun").test_name  # the registry's, not repeated here
+    test_version = spec_for("stun").test_version
     protocol_key = "x_stun"
 
     async def probe_address(self, flow: Flow, ip: str) -> Outcome:

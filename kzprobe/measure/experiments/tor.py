@@ -38,6 +38,7 @@ from kzprobe.measure.experiments.endpoint import (
     secure,
     sni_check,
 )
+from kzprobe.measure.registry import spec_for
 from kzprobe.measure.steps import stream
 from kzprobe.targets import Target
 
@@ -164,8 +165,8 @@ def ooni_targets(target: Target, keys: dict[str, Any], *, protocol: str,
 class Tor(EndpointExperiment):
     """Tor OR-port reachability, one record per ``tor://`` endpoint (OONI ``tor`` shape)."""
 
-    test_name = "tor"
-    test_version = "0.1.0"
+    test_name = spec_for("tor").test_name  # the registry's, not repeated here
+    test_version = spec_for("tor").test_version
     protocol_key = "x_tor_link"
 
     def finish(self, target: Target, keys: dict[str, Any]) -> dict[str, Any]:

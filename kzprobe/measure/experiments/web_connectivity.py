@@ -18,14 +18,15 @@ from urllib.parse import urljoin
 from kzprobe import failures
 from kzprobe.config import Config
 from kzprobe.measure.context import (
+    ControlResult,
     ProbeContext,
     Stopwatch,
     close_transport,
     is_dialable,
     is_ip_literal,
 )
-from kzprobe.measure.control import ControlResult
 from kzprobe.measure.flow import resolve
+from kzprobe.measure.registry import spec_for
 from kzprobe.measure.steps import dns, http, tcp, tls
 from kzprobe.netaddr import join_hostport
 from kzprobe.targets import Target, parse_target
@@ -329,8 +330,8 @@ def _http_failure(flow: _Flow) -> str | None:
 class WebConnectivity:
     """OONI ``web_connectivity`` for one http(s) URL (control and verdicts added by analysis)."""
 
-    test_name = "web_connectivity"
-    test_version = "0.5.28"
+    test_name = spec_for("https").test_name  # the registry's, not repeated here
+    test_version = spec_for("https").test_version
 
     async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch) -> dict[str, Any]:
         flow = _Flow(ctx=ctx, clock=clock)

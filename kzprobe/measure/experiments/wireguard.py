@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from kzprobe.errors import classify
 from kzprobe.localfiles import LocalFileError, read_regular
 from kzprobe.measure.experiments.endpoint import EndpointExperiment, Flow, Outcome
+from kzprobe.measure.registry import spec_for
 from kzprobe.measure.steps import udp
 from kzprobe.targets import Target
 
@@ -158,8 +159,8 @@ async def _keys(target: Target) -> tuple[X25519PrivateKey, bytes]:
 class WireGuard(EndpointExperiment):
     """One WireGuard handshake per address (each retransmission a fresh initiation)."""
 
-    test_name = "wireguard"
-    test_version = "0.1.0"
+    test_name = spec_for("wireguard").test_name  # the registry's, not repeated here
+    test_version = spec_for("wireguard").test_version
     protocol_key = "wireguard_handshake"
 
     async def probe_address(self, flow: Flow, ip: str) -> Outcome:

@@ -24,7 +24,7 @@ import pycares
 from kzprobe import failures
 from kzprobe.config import Resolver
 from kzprobe.errors import classify
-from kzprobe.measure.context import Stopwatch
+from kzprobe.measure.clock import Stopwatch
 
 MAX_ANSWERS = 64  # bound on stored records per query (hostile resolvers)
 MAX_CNAMES = 16  # of those, CNAMEs: a 100-hop chain must not crowd out the addresses

@@ -21,19 +21,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from kzprobe import failures
 from kzprobe.errors import HttpFailure, classify
 from kzprobe.measure.context import Stopwatch, maybe_binary
+from kzprobe.measure.headers import REQUEST_HEADERS
 from kzprobe.measure.steps.tcp import HeldProtocol
 
-# OONI's default request headers (probe-cli internal/model/http.go).
-REQUEST_HEADERS: tuple[tuple[str, str], ...] = (
-    ("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
-    ("Accept-Language", "en-US,en;q=0.9"),
-    ("Accept-Encoding", "gzip, deflate"),
-    (
-        "User-Agent",
-        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-        "(KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
-    ),
-)
 READ_CHUNK = 64 * 1024
 MAX_HEADER_BYTES = 1 << 20  # stored header bytes per response
 

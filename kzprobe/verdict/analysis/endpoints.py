@@ -15,14 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from kzprobe import failures
+from kzprobe.measure.registry import PROTOCOL_STEPS
 from kzprobe.verdict.analysis import records as r
 from kzprobe.verdict.analysis.certs import known_interception_ca
 from kzprobe.verdict.analysis.interference import DNS_FAILURES, TCP_FAILURES, TLS_FAILURES
 
-TEST_NAMES = frozenset({"tcpconnect", "tlshandshake", "openvpn", "wireguard", "tor",
-                        "stunreachability"})
-PROTOCOL_STEPS = {"openvpn_handshake": "openvpn", "wireguard_handshake": "wireguard",
-                  "tor_link": "tor", "obfs4_handshake": "obfs4", "stun_binding": "stun"}
 PROTOCOL_FAILURES = {failures.GENERIC_TIMEOUT_ERROR: "timeout", failures.CONNECTION_RESET: "reset",
                      failures.EOF_ERROR: "eof", failures.CONNECTION_REFUSED: "refused"}
 
