@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from kzprobe.verdict.analysis.endpoints import PROTOCOL_FAILURES, PROTOCOL_STEPS
+from kzprobe.measure.registry import PROTOCOL_STEPS
+from kzprobe.verdict.analysis.endpoints import PROTOCOL_FAILURES
 from kzprobe.verdict.analysis.interference import CODES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
