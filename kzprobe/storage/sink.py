@@ -26,7 +26,6 @@ import importlib
 import itertools
 import mmap
 import os
-import re
 import secrets
 import stat
 import time
@@ -42,26 +41,21 @@ import structlog
 from kzprobe.config import MAX_PROBE_ID, Compression, OutputConfig, valid_probe_id
 from kzprobe.errors import ConfigError, KzprobeError
 from kzprobe.storage import codecs
+from kzprobe.storage.naming import CODEC_SUFFIXES, PART_SUFFIX, TMP_SUFFIX, SegmentName
 from kzprobe.storage.segments import MAX_LINE_BYTES
 
 log = structlog.get_logger("kzprobe.storage.sink")
 
 T = TypeVar("T")
 
-SEGMENT_SUFFIX = ".ndjson"
-PART_SUFFIX = ".part"
-TMP_SUFFIX = ".tmp"
 COMPRESSED_SUFFIXES = codecs.SUFFIXES
 
-_PART_SUFFIXES = tuple(SEGMENT_SUFFIX + s + PART_SUFFIX
-                       for s in ("", *COMPRESSED_SUFFIXES.values()))
 _MAX_WRITE = 8 << 20  # uncompressed bytes per chunk: one compress call, one os.write
 _BATCH_BYTES = 8 << 20  # bytes taken from the buffer per executor round trip (few GIL trips)
 _LINGER = 0.05  # seconds a small batch waits for company (see NdjsonSink._next_item)
 _LINGER_BELOW = 64 << 10  # ... if it is smaller than this
 _COMPRESS_CHUNK = 16 << 20  # bytes per compressor call (see _compress_stream)
 _ABANDON_GRACE = 5.0  # seconds aclose() waits for the I/O thread after giving up
-_SEQ_RE = re.compile(r"^(?P<head>.*-)(?P<seq>\d+)\.ndjson$")
 PROBE_ID_FILE = ".probe-id"  # in the output dir: the random id used when none is configured
 
 
@@ -132,25 +126,9 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _next_name(name: str) -> str:
-    """The same segment name with the next sequence number."""
-    match = _SEQ_RE.match(name)
-    if match is None:  # a foreign name that matched the glob: give it a counter
-        return f"{name.removesuffix(SEGMENT_SUFFIX)}-000001{SEGMENT_SUFFIX}"
-    seq = int(match["seq"]) + 1
-    return f"{match['head']}{seq:0{len(match['seq'])}d}{SEGMENT_SUFFIX}"
-
-
-def _name_taken(stem: Path) -> bool:
-    """True if the segment name ``stem`` (``....ndjson``), or a compressed twin, exists."""
-    return any(stem.with_name(stem.name + s).exists() for s in ("", *COMPRESSED_SUFFIXES.values()))
-
-
-def _split_codec(name: str) -> tuple[str, str]:
-    """``x.ndjson.gz`` -> (``x.ndjson``, ``.gz``); a plain name has an empty suffix."""
-    method = codecs.method_of(name)
-    suffix = COMPRESSED_SUFFIXES[method] if method is not None else ""
-    return name.removesuffix(suffix), suffix
+def _name_taken(directory: Path, name: SegmentName) -> bool:
+    """True if the published segment ``name``, plain or compressed, exists."""
+    return any((directory / (name.plain + s)).exists() for s in ("", *CODEC_SUFFIXES))
 
 
 def _publish(part: Path) -> Path:
@@ -160,16 +138,18 @@ def _publish(part: Path) -> Path:
     restart in the same second with a reused pid, e.g. pid 1 in a container) moves on
     to the next sequence number instead of destroying a closed segment.
     """
-    stem, suffix = _split_codec(part.name.removesuffix(PART_SUFFIX))
+    name = SegmentName.parse(part.name)
+    if name is None or name.state != PART_SUFFIX:
+        raise ValueError(f"not an open segment: {part}")
     for _ in range(10_000):
-        final = part.with_name(stem + suffix)
-        if not _name_taken(part.with_name(stem)):
+        final = part.with_name(str(name.but(state="")))
+        if not _name_taken(part.parent, name):
             try:
                 os.link(part, final)
                 break
             except FileExistsError:
                 pass
-        stem = _next_name(stem)
+        name = name.but(seq=name.seq + 1)
     else:
         raise FileExistsError(errno.EEXIST, "no free segment name", str(part))
     os.unlink(part)
@@ -258,10 +238,14 @@ class _Recovery:
     uncompressed: tuple[Path, ...]
 
 
-def _ours(directory: Path, prefix: str, suffix: str) -> list[Path]:
+def _ours(directory: Path, prefix: str) -> dict[Path, SegmentName]:
     """Segment files of this prefix only: prefix ``kz`` must not claim ``kz-b-...`` files."""
-    mine = re.compile(rf"{re.escape(prefix)}-\d{{8}}T\d{{6}}Z-.*{re.escape(suffix)}")
-    return sorted(p for p in directory.iterdir() if mine.fullmatch(p.name))
+    found = {}
+    for path in directory.iterdir():
+        name = SegmentName.parse(path.name, prefix)
+        if name is not None:
+            found[path] = name
+    return found
 
 
 def _recover_part(part: Path) -> Path | None:
@@ -338,7 +322,8 @@ def _recover_or_defer(part: Path) -> Path | None:
 def _plain_leftovers(directory: Path, prefix: str) -> list[Path]:
     """Plain segments still to compress; those with a complete compressed twin are removed."""
     todo = []
-    for plain in _ours(directory, prefix, SEGMENT_SUFFIX):
+    ours = _ours(directory, prefix)
+    for plain in sorted(p for p, name in ours.items() if not (name.codec or name.state)):
         twins = [plain.with_name(plain.name + s) for s in COMPRESSED_SUFFIXES.values()]
         if any(t.exists() for t in twins):
             os.unlink(plain)  # twins are linked only after fsync: the twin is complete
@@ -349,9 +334,10 @@ def _plain_leftovers(directory: Path, prefix: str) -> list[Path]:
 
 def recover_dir(directory: Path, prefix: str) -> _Recovery:
     """Clean up after a crash: remove ``*.tmp``, publish ``*.part``, find uncompressed segments."""
-    for tmp in _ours(directory, prefix, TMP_SUFFIX):
+    ours = _ours(directory, prefix)
+    for tmp in sorted(p for p, name in ours.items() if name.scratch):
         os.unlink(tmp)
-    parts = sorted(part for suffix in _PART_SUFFIXES for part in _ours(directory, prefix, suffix))
+    parts = sorted(p for p, name in ours.items() if name.state == PART_SUFFIX)
     published = [p for part in parts if (p := _recover_or_defer(part)) is not None]
     todo = _plain_leftovers(directory, prefix)
     _fsync_dir(directory)
@@ -502,10 +488,6 @@ class _SegmentWriter:
         return (seg.finished or seg.size + next_len > self._out.rotate_bytes
                 or self._aged(seg))
 
-    def _name(self, seq: int) -> str:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        return f"{self._out.prefix}-{stamp}-{self.probe_id}-{self._pid}-{seq:06d}{SEGMENT_SUFFIX}"
-
     def _ensure_open(self) -> _Segment:
         if self._seg is None:
             self._seg = self._open_new()
@@ -514,8 +496,10 @@ class _SegmentWriter:
     def _open_new(self) -> _Segment:
         for _ in range(10_000):
             self._seq += 1
-            suffix = COMPRESSED_SUFFIXES[self._method] if self._method else ""
-            part = self._out.dir / (self._name(self._seq) + suffix + PART_SUFFIX)
+            codec = COMPRESSED_SUFFIXES[self._method] if self._method else ""
+            name = SegmentName.new(self._out.prefix, self.probe_id, self._pid, self._seq, codec,
+                                   PART_SUFFIX)
+            part = self._out.dir / str(name)
             try:
                 fd = _create(part, os.O_WRONLY | os.O_APPEND)
             except FileExistsError:
@@ -639,8 +623,8 @@ class _SegmentWriter:
 
     @staticmethod
     def _seq_of(path: Path) -> int:
-        match = _SEQ_RE.match(path.name)
-        return int(match["seq"]) if match else 0
+        name = SegmentName.parse(path.name)
+        return name.seq if name is not None else 0
 
 
 # --------------------------------------------------------------------------- the sink
