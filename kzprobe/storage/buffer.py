@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 
-def _settle(done: asyncio.Future[None], ok: bool) -> None:
+def settle(done: asyncio.Future[None], ok: bool) -> None:
     """Finish a request's future; if the writer gave up first, fail it (and mark it seen)."""
     if done.done():
         return
@@ -20,14 +20,14 @@ def _settle(done: asyncio.Future[None], ok: bool) -> None:
 
 
 @dataclass(slots=True)
-class _Request:
+class Request:
     """A rotate or close request, ordered after every record queued before it."""
 
     kind: Literal["rotate", "close"]
     done: asyncio.Future[None]
 
 
-class _Buffer:
+class Buffer:
     """Records (and rotate/close requests) between ``write()`` and the writer task.
 
     A plain deque with counters: appending costs no await, no future and no wake-up per
@@ -36,7 +36,7 @@ class _Buffer:
     """
 
     def __init__(self, *, max_records: int, max_bytes: int) -> None:
-        self._items: deque[bytes | _Request] = deque()
+        self._items: deque[bytes | Request] = deque()
         self._max_records = max(1, max_records)
         self._max_bytes = max_bytes
         self.records = 0
@@ -72,7 +72,7 @@ class _Buffer:
             self._ready.clear()
         await self._ready.wait()
 
-    def push(self, item: bytes | _Request) -> None:
+    def push(self, item: bytes | Request) -> None:
         self._items.append(item)
         if isinstance(item, bytes):
             self.records += 1
@@ -82,31 +82,31 @@ class _Buffer:
         if not self._ready.is_set():
             self._ready.set()
 
-    def pop(self) -> bytes | _Request:
+    def pop(self) -> bytes | Request:
         item = self._items.popleft()
         self._taken(item)
         return item
 
-    def take_batch(self, first: bytes, max_bytes: int) -> tuple[list[bytes], _Request | None]:
+    def take_batch(self, first: bytes, max_bytes: int) -> tuple[list[bytes], Request | None]:
         """``first`` and the records after it up to ``max_bytes``, or up to a request."""
         batch, size, items = [first], len(first), self._items
         while items and size < max_bytes:
             item = items.popleft()
             self._taken(item)
-            if isinstance(item, _Request):
+            if isinstance(item, Request):
                 return batch, item
             batch.append(item)
             size += len(item)
         return batch, None
 
-    def take_all(self) -> list[bytes | _Request]:
+    def take_all(self) -> list[bytes | Request]:
         items = list(self._items)
         self._items.clear()
         self.records = self._bytes = self.requests = 0
         self._room.set()
         return items
 
-    def _taken(self, item: bytes | _Request) -> None:
+    def _taken(self, item: bytes | Request) -> None:
         if not isinstance(item, bytes):
             self.requests -= 1
         else:

@@ -23,7 +23,7 @@ FILE_MODE = 0o640  # segments and the lock: the service's group may read, nobody
 DIR_MODE = 0o750  # directories the sink creates
 
 
-def _create(path: Path, flags: int = os.O_WRONLY) -> int:
+def create(path: Path, flags: int = os.O_WRONLY) -> int:
     """A new file (O_EXCL), mode FILE_MODE whatever the umask (0 would give 0666)."""
     fd = os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     try:
@@ -34,12 +34,12 @@ def _create(path: Path, flags: int = os.O_WRONLY) -> int:
     return fd
 
 
-def _create_file(path: Path) -> BinaryIO:
-    """:func:`_create` as a binary file object (what ``open(path, "xb")`` was)."""
-    return os.fdopen(_create(path), "wb")
+def create_file(path: Path) -> BinaryIO:
+    """:func:`create` as a binary file object (what ``open(path, "xb")`` was)."""
+    return os.fdopen(create(path), "wb")
 
 
-def _make_dirs(directory: Path) -> None:
+def make_dirs(directory: Path) -> None:
     """``mkdir -p`` whose new directories are DIR_MODE whatever the umask; existing ones
     (the operator's) are left as they are."""
     missing = []
@@ -53,7 +53,7 @@ def _make_dirs(directory: Path) -> None:
             os.chmod(path, DIR_MODE)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Make a directory's entries (new links, unlinks) durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -62,7 +62,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     """``ENOSPC: No space left on device`` for logs and ``SinkStats.last_error``."""
     if isinstance(exc, OSError) and exc.errno is not None:
         return f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror}"
@@ -74,7 +74,7 @@ def _name_taken(directory: Path, name: SegmentName) -> bool:
     return any((directory / (name.plain + s)).exists() for s in ("", *CODEC_SUFFIXES))
 
 
-def _publish(part: Path) -> Path:
+def publish(part: Path) -> Path:
     """Link a closed, fsynced ``.part`` to its final name without replacing anything.
 
     ``os.link`` fails with EEXIST where ``rename`` would overwrite, so a name clash (a
@@ -96,11 +96,11 @@ def _publish(part: Path) -> Path:
     else:
         raise FileExistsError(errno.EEXIST, "no free segment name", str(part))
     os.unlink(part)
-    _fsync_dir(part.parent)
+    fsync_dir(part.parent)
     return final
 
 
-def _truncate_to_last_newline(path: Path) -> int:
+def truncate_to_last_newline(path: Path) -> int:
     """Cut a crashed segment after its last ``\\n``; return the size kept (reads backwards)."""
     with open(path, "r+b") as fh:
         end = size = os.fstat(fh.fileno()).st_size
@@ -119,7 +119,7 @@ def _truncate_to_last_newline(path: Path) -> int:
     return keep
 
 
-def _require_codec(method: Compression) -> None:
+def require_codec(method: Compression) -> None:
     """Fail at startup, not at the first rotation, when the codec is missing."""
     if method != "zstd":
         return
@@ -159,7 +159,7 @@ def compress_segment(path: Path, method: codecs.Method) -> Path:
     final = path.with_name(path.name + COMPRESSED_SUFFIXES[method])
     tmp = final.with_name(final.name + TMP_SUFFIX)
     try:
-        with open(path, "rb") as src, _create_file(tmp) as dst:
+        with open(path, "rb") as src, create_file(tmp) as dst:
             _compress_stream(method, src, dst)
             dst.flush()
             os.fsync(dst.fileno())
@@ -167,7 +167,7 @@ def compress_segment(path: Path, method: codecs.Method) -> Path:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     os.unlink(path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return final

@@ -14,15 +14,18 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from kzprobe.storage import codecs
+
 SEGMENT_SUFFIX = ".ndjson"
 PART_SUFFIX = ".part"
 TMP_SUFFIX = ".tmp"
-CODEC_SUFFIXES = (".gz", ".zst")  # kzprobe.storage.codecs.SUFFIXES, in name form
+CODEC_SUFFIXES = tuple(codecs.SUFFIXES.values())  # .gz, .zst
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 
 # Any file the reader may be handed: a stem, then the suffixes (the stem may be foreign).
-_FILE = re.compile(
-    r"(?P<stem>.+)\.ndjson(?P<codec>\.gz|\.zst)?(?P<state>\.part\.tmp|\.part|\.tmp)?", re.DOTALL)
+_CODEC = "|".join(map(re.escape, CODEC_SUFFIXES))
+_FILE = re.compile(rf"(?P<stem>.+)\.ndjson(?P<codec>{_CODEC})?(?P<state>\.part\.tmp|\.part|\.tmp)?",
+                   re.DOTALL)
 # What the writer puts into a stem after its prefix; the id is greedy, the pid and
 # sequence are always the last two fields, so hyphens in the id are unambiguous.
 _AFTER_PREFIX = (r"-(?P<stamp>\d{8}T\d{6}Z)-(?P<id>[A-Za-z0-9._-]{1,64})"

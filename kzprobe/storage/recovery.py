@@ -18,16 +18,15 @@ from kzprobe.config import MAX_PROBE_ID, valid_probe_id
 from kzprobe.errors import KzprobeError
 from kzprobe.storage import codecs
 from kzprobe.storage.files import (
-    COMPRESSED_SUFFIXES,
     FILE_MODE,
-    _create_file,
-    _describe,
-    _fsync_dir,
-    _make_dirs,
-    _publish,
-    _truncate_to_last_newline,
+    create_file,
+    describe,
+    fsync_dir,
+    make_dirs,
+    publish,
+    truncate_to_last_newline,
 )
-from kzprobe.storage.naming import PART_SUFFIX, TMP_SUFFIX, SegmentName
+from kzprobe.storage.naming import CODEC_SUFFIXES, PART_SUFFIX, TMP_SUFFIX, SegmentName
 from kzprobe.storage.segments import MAX_LINE_BYTES
 
 log = structlog.get_logger("kzprobe.storage.sink")
@@ -36,7 +35,7 @@ PROBE_ID_FILE = ".probe-id"  # in the output dir: the random id used when none i
 
 
 @dataclass(frozen=True, slots=True)
-class _Recovery:
+class Recovery:
     """What startup recovery found: published leftovers and plain segments to compress."""
 
     published: tuple[Path, ...]
@@ -58,14 +57,14 @@ def _recover_part(part: Path) -> Path | None:
     final = part.with_name(part.name.removesuffix(PART_SUFFIX))
     if final.exists() and os.path.samefile(part, final):  # crashed between link and unlink
         os.unlink(part)
-        _fsync_dir(part.parent)
+        fsync_dir(part.parent)
         return final
     method = codecs.method_of(part.name)
-    kept = _truncate_to_last_newline(part) if method is None else _repair_stream(part, method)
+    kept = truncate_to_last_newline(part) if method is None else _repair_stream(part, method)
     if kept == 0:
         os.unlink(part)
         return None
-    return _publish(part)
+    return publish(part)
 
 
 def _repair_stream(part: Path, method: codecs.Method) -> int:
@@ -77,7 +76,7 @@ def _repair_stream(part: Path, method: codecs.Method) -> int:
     """
     tmp = part.with_name(part.name + TMP_SUFFIX)
     try:
-        with open(part, "rb") as raw, _create_file(tmp) as dst:
+        with open(part, "rb") as raw, create_file(tmp) as dst:
             kept = _recompress_whole_lines(codecs.open_partial(method, raw), dst,
                                            codecs.Encoder(method))
             dst.flush()
@@ -120,7 +119,7 @@ def _recover_or_defer(part: Path) -> Path | None:
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        log.warning("sink_recovery_deferred", path=str(part), error=_describe(exc))
+        log.warning("sink_recovery_deferred", path=str(part), error=describe(exc))
         return None
 
 
@@ -129,7 +128,7 @@ def _plain_leftovers(directory: Path, prefix: str) -> list[Path]:
     todo = []
     ours = _ours(directory, prefix)
     for plain in sorted(p for p, name in ours.items() if not (name.codec or name.state)):
-        twins = [plain.with_name(plain.name + s) for s in COMPRESSED_SUFFIXES.values()]
+        twins = [plain.with_name(plain.name + s) for s in CODEC_SUFFIXES]
         if any(t.exists() for t in twins):
             os.unlink(plain)  # twins are linked only after fsync: the twin is complete
         else:
@@ -137,7 +136,7 @@ def _plain_leftovers(directory: Path, prefix: str) -> list[Path]:
     return todo
 
 
-def recover_dir(directory: Path, prefix: str) -> _Recovery:
+def recover_dir(directory: Path, prefix: str) -> Recovery:
     """Clean up after a crash: remove ``*.tmp``, publish ``*.part``, find uncompressed segments."""
     ours = _ours(directory, prefix)
     for tmp in sorted(p for p, name in ours.items() if name.scratch):
@@ -145,22 +144,22 @@ def recover_dir(directory: Path, prefix: str) -> _Recovery:
     parts = sorted(p for p, name in ours.items() if name.state == PART_SUFFIX)
     published = [p for part in parts if (p := _recover_or_defer(part)) is not None]
     todo = _plain_leftovers(directory, prefix)
-    _fsync_dir(directory)
-    return _Recovery(published=tuple(published), uncompressed=tuple(todo))
+    fsync_dir(directory)
+    return Recovery(published=tuple(published), uncompressed=tuple(todo))
 
 
-def _lock_dir(directory: Path, prefix: str) -> int:
+def lock_dir(directory: Path, prefix: str) -> int:
     """Create the directory and take an exclusive lock so two writers never share a prefix.
 
     The lock file is opened read-only: it must not count as a writer, or a read-only
     remount of the results filesystem would fail with EBUSY.
     """
     try:
-        _make_dirs(directory)
+        make_dirs(directory)
         fd = os.open(directory / f".{prefix}.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC,
                      FILE_MODE)
     except OSError as exc:
-        raise KzprobeError(f"{directory}: cannot use output directory: {_describe(exc)}") from None
+        raise KzprobeError(f"{directory}: cannot use output directory: {describe(exc)}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -186,7 +185,7 @@ def resolve_probe_id(directory: Path) -> str:
             _store_probe_id(directory, path)
             return _read_probe_id(path)
     except OSError as exc:
-        raise KzprobeError(f"{path}: cannot read or store the probe id: {_describe(exc)}"
+        raise KzprobeError(f"{path}: cannot read or store the probe id: {describe(exc)}"
                            ) from None
 
 
@@ -222,4 +221,4 @@ def _store_probe_id(directory: Path, path: Path) -> None:
         pass
     finally:
         os.unlink(tmp)
-    _fsync_dir(directory)
+    fsync_dir(directory)

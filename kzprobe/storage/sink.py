@@ -30,23 +30,23 @@ import structlog
 
 from kzprobe.config import OutputConfig, valid_probe_id
 from kzprobe.errors import KzprobeError
-from kzprobe.storage.buffer import _Buffer, _Request, _settle
+from kzprobe.storage.buffer import Buffer, Request, settle
 from kzprobe.storage.files import (
     COMPRESSED_SUFFIXES,
     DIR_MODE,
     FILE_MODE,
-    _describe,
-    _require_codec,
     compress_segment,
+    describe,
+    require_codec,
 )
 from kzprobe.storage.recovery import (
     PROBE_ID_FILE,
-    _lock_dir,
-    _Recovery,
+    Recovery,
+    lock_dir,
     recover_dir,
     resolve_probe_id,
 )
-from kzprobe.storage.writer import SinkStats, _SegmentWriter
+from kzprobe.storage.writer import SegmentWriter, SinkStats
 
 log = structlog.get_logger("kzprobe.storage.sink")
 
@@ -82,8 +82,8 @@ class NdjsonSink:
         self._out = output
         self.probe_id = probe_id  # None: the output dir's stored id, known after start()
         self._retry_interval = retry_interval
-        self._buffer = _Buffer(max_records=queue_size, max_bytes=queue_bytes)
-        self._writer = _SegmentWriter(output, probe_id or "", self.stats)
+        self._buffer = Buffer(max_records=queue_size, max_bytes=queue_bytes)
+        self._writer = SegmentWriter(output, probe_id or "", self.stats)
         self._io_pool: ThreadPoolExecutor | None = None
         self._writable = asyncio.Event()
         self._writable.set()
@@ -109,17 +109,17 @@ class NdjsonSink:
         """
         if self._state != "new":
             raise RuntimeError("NdjsonSink.start() called twice")
-        _require_codec(self._out.compress)
+        require_codec(self._out.compress)
         self._io_pool = ThreadPoolExecutor(1, thread_name_prefix="kzprobe-sink")
         try:
-            self._lock_fd = await self._io(_lock_dir, self._out.dir, self._out.prefix)
+            self._lock_fd = await self._io(lock_dir, self._out.dir, self._out.prefix)
             if self.probe_id is None:
                 self.probe_id = await self._io(resolve_probe_id, self._out.dir)
             self._writer.probe_id = self.probe_id
             found = await self._io(recover_dir, self._out.dir, self._out.prefix)
         except OSError as exc:
             await self._release()
-            raise KzprobeError(f"{self._out.dir}: recovery failed: {_describe(exc)}") from None
+            raise KzprobeError(f"{self._out.dir}: recovery failed: {describe(exc)}") from None
         except BaseException:
             await self._release()
             raise
@@ -196,7 +196,7 @@ class NdjsonSink:
         finally:
             self._refuse()  # nobody will write what is buffered from now on
 
-    async def _handle(self, item: bytes | _Request) -> bool:
+    async def _handle(self, item: bytes | Request) -> bool:
         """Write one batch and at most one request; False once the sink is closed."""
         writer = self._writer
         batch, request = self._gather(item)
@@ -211,23 +211,23 @@ class NdjsonSink:
             await self._commit(writer.rotate, writer.rotate)
         except BaseException:
             for req in requests:
-                _settle(req.done, ok=False)
+                settle(req.done, ok=False)
             raise
         for req in requests:
-            _settle(req.done, ok=True)
+            settle(req.done, ok=True)
         return request.kind != "close"
 
-    async def _write_stragglers(self) -> list[_Request]:
+    async def _write_stragglers(self) -> list[Request]:
         """At close, write what producers that were waiting for space still queue.
 
         Each get wakes a waiting producer, which puts its record one loop turn later;
         so repeat until a round, after yielding, finds the queue empty.
         """
-        requests: list[_Request] = []
+        requests: list[Request] = []
         while self._buffer:
             batch: list[bytes] = []
             for item in self._buffer.take_all():
-                if isinstance(item, _Request):
+                if isinstance(item, Request):
                     requests.append(item)
                 else:
                     batch.append(item)
@@ -242,10 +242,10 @@ class NdjsonSink:
         error = None if task.cancelled() else task.exception()
         if error is None:
             return
-        log.error("sink_writer_crashed", error=_describe(error))
+        log.error("sink_writer_crashed", error=describe(error))
         self._mark_blocked(error if isinstance(error, Exception) else RuntimeError(str(error)))
 
-    async def _next_item(self) -> bytes | _Request | None:
+    async def _next_item(self) -> bytes | Request | None:
         """The next buffered item, or None when an fsync or age rotation falls due first.
 
         A few records wait ``_LINGER`` for others (unless a request is waiting or the buffer
@@ -263,9 +263,9 @@ class NdjsonSink:
             await asyncio.sleep(_LINGER)
         return buffer.pop()
 
-    def _gather(self, first: bytes | _Request) -> tuple[list[bytes], _Request | None]:
+    def _gather(self, first: bytes | Request) -> tuple[list[bytes], Request | None]:
         """Batch what is already buffered, stopping at a request so ordering holds."""
-        if isinstance(first, _Request):
+        if isinstance(first, Request):
             return [], first
         return self._buffer.take_batch(first, _BATCH_BYTES)
 
@@ -291,7 +291,7 @@ class NdjsonSink:
 
     def _mark_blocked(self, error: Exception) -> None:
         self.stats.write_errors += 1
-        self.stats.last_error = _describe(error)
+        self.stats.last_error = describe(error)
         if self.stats.blocked:
             log.debug("sink_retry_failed", error=self.stats.last_error)
             return
@@ -311,7 +311,7 @@ class NdjsonSink:
 
     # -- compression
 
-    async def _compress_leftovers(self, found: _Recovery) -> list[Path]:
+    async def _compress_leftovers(self, found: Recovery) -> list[Path]:
         """Compress what a crash left plain; return the recovered segments' current paths."""
         recovered = list(found.published)
         if self._out.compress == "none":
@@ -320,7 +320,7 @@ class NdjsonSink:
             try:
                 done = await self._io(compress_segment, path, self._out.compress)
             except OSError as exc:  # e.g. disk full: stays plain, compressed on a later start
-                log.warning("sink_compress_failed", path=str(path), error=_describe(exc))
+                log.warning("sink_compress_failed", path=str(path), error=describe(exc))
                 continue
             self.stats.segments_compressed += 1
             recovered = [done if p == path else p for p in recovered]
@@ -330,7 +330,7 @@ class NdjsonSink:
 
     async def _request(self, kind: Literal["rotate", "close"]) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._buffer.push(_Request(kind=kind, done=done))
+        self._buffer.push(Request(kind=kind, done=done))
         await done
 
     async def _abandon(self) -> None:
@@ -359,8 +359,8 @@ class NdjsonSink:
         """Empty the buffer, failing requests; return how many records were dropped."""
         dropped = 0
         for item in self._buffer.take_all():
-            if isinstance(item, _Request):
-                _settle(item.done, ok=False)
+            if isinstance(item, Request):
+                settle(item.done, ok=False)
             else:
                 dropped += 1
         return dropped

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kzprobe.config import OutputConfig
 from kzprobe.storage import codecs
-from kzprobe.storage.files import COMPRESSED_SUFFIXES, _create, _fsync_dir, _publish
+from kzprobe.storage.files import COMPRESSED_SUFFIXES, create, fsync_dir, publish
 from kzprobe.storage.naming import PART_SUFFIX, SegmentName
 
 _MAX_WRITE = 8 << 20  # uncompressed bytes per chunk: one compress call, one os.write
@@ -59,7 +59,7 @@ class _Segment:
     pending: _Chunk | None = None  # prepared, not yet (wholly) written; retried first
 
 
-class _SegmentWriter:
+class SegmentWriter:
     """The blocking half: used only from the sink's I/O thread, one call at a time.
 
     Records accepted but not yet on disk live in ``_backlog``; every operation can be
@@ -166,11 +166,11 @@ class _SegmentWriter:
                                    PART_SUFFIX)
             part = self._out.dir / str(name)
             try:
-                fd = _create(part, os.O_WRONLY | os.O_APPEND)
+                fd = create(part, os.O_WRONLY | os.O_APPEND)
             except FileExistsError:
                 continue
             try:
-                _fsync_dir(self._out.dir)
+                fsync_dir(self._out.dir)
             except OSError:
                 os.close(fd)
                 with contextlib.suppress(OSError):
@@ -279,7 +279,7 @@ class _SegmentWriter:
 
     def _publish_closed(self) -> None:
         while self._closed:
-            final = _publish(self._closed[0])
+            final = publish(self._closed[0])
             self._closed.pop(0)
             self._seq = max(self._seq, self._seq_of(final))
             self._stats.segments_rotated += 1
