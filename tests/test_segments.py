@@ -11,6 +11,8 @@ from pathlib import Path
 import orjson
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kzprobe.storage.codecs import Encoder
 from kzprobe.storage.segments import iter_lines, iter_records, list_segments
@@ -287,3 +289,21 @@ async def test_sink_recovery_claims_the_same_names(tmp_path: Path) -> None:
     await sink.aclose()
     assert len(recovered) == len([n for n in left if _ours(n) and n.endswith(".part")])
     assert {n for n in left if (tmp_path / n).exists()} == {n for n in left if not _ours(n)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=st.text(st.characters(blacklist_characters="/", blacklist_categories=("C",)),
+                      min_size=1, max_size=64).filter(lambda p: not p.startswith(".")),
+       probe_id=st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True),
+       pid=st.integers(1, 4_194_304), seq=st.integers(1, 10**7),
+       codec=st.sampled_from(["", ".gz", ".zst"]), state=st.sampled_from(["", ".part", ".tmp"]))
+def test_every_name_the_writer_makes_parses_back(prefix: str, probe_id: str, pid: int,
+                                                 seq: int, codec: str, state: str) -> None:
+    """Any configured prefix and probe id: the name parses back to its parts (given the
+    prefix, as the writer, recovery and retention do), and is a segment to the reader."""
+    from kzprobe.storage.naming import SegmentFile, SegmentName
+
+    name = SegmentName.new(prefix, probe_id, pid, seq, codec, state)
+    assert SegmentName.parse(str(name), prefix) == name
+    assert str(SegmentName.parse(str(name))) == str(name)
+    assert SegmentFile.parse(str(name)) is not None

@@ -1,6 +1,6 @@
 """Segment file names: the one definition the writer, recovery, retention and reports share.
 
-``<prefix>-<UTC start>-<probe id>-<pid>-<seq>.ndjson[.gz|.zst][.part|.tmp]``. Names start
+``<prefix>-<UTC start>-<probe id>-<pid>-<seq>.ndjson[.gz|.zst][.part][.tmp]``. Names start
 with the start time, so name order is time order. Old segments carry a cleaned host name
 (``[A-Za-z0-9._-]``, up to 64) where new ones carry the probe id; both parse. Each module
 used to have its own pattern, and they disagreed on foreign files and on hyphenated ids.
@@ -34,7 +34,7 @@ _AFTER_PREFIX = (r"-(?P<stamp>\d{8}T\d{6}Z)-(?P<id>[A-Za-z0-9._-]{1,64})"
 
 @dataclass(frozen=True, slots=True)
 class SegmentFile:
-    """Any ``*.ndjson[.gz|.zst][.part|.tmp]`` file, split into stem and suffixes."""
+    """Any ``*.ndjson[.gz|.zst][.part][.tmp]`` file, split into stem and suffixes."""
 
     stem: str  # without ``.ndjson``
     codec: str = ""  # "", ".gz" or ".zst"
