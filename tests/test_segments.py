@@ -5,11 +5,14 @@ from __future__ import annotations
 import gzip
 import os
 import tracemalloc
+from datetime import datetime
 from pathlib import Path
 
 import orjson
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kzprobe.storage.codecs import Encoder
 from kzprobe.storage.segments import iter_lines, iter_records, list_segments
@@ -200,3 +203,107 @@ def test_open_gzip_part_with_zeroed_tail_keeps_what_decodes(tmp_path: Path) -> N
     errors = Errors()
     assert [r["n"] for r in iter_records([part], on_error=errors)] == list(range(50))
     assert len(errors) == 1 and "invalid stored block" in errors[0][2]
+
+
+# --------------------------------------------------------------------------- one name grammar
+
+_S = "20240301T101500Z"
+# name -> (prefix, probe id or old host, pid, seq, codec, state) if the writer made it
+NAMES: dict[str, tuple[str, str, int, int, str, str] | None] = {
+    f"kz-{_S}-almaty-1-9-000001.ndjson": ("kz", "almaty-1", 9, 1, "", ""),
+    f"kz-{_S}-a_b-c-12-000002.ndjson.gz": ("kz", "a_b-c", 12, 2, ".gz", ""),
+    f"kz-{_S}-5e3f0a9b1c2d-7-000003.ndjson.zst": ("kz", "5e3f0a9b1c2d", 7, 3, ".zst", ""),
+    f"kz-{_S}-vps-1.example.net-77-000004.ndjson": ("kz", "vps-1.example.net", 77, 4, "", ""),
+    f"kz-{_S}-h-1-000005.ndjson.part": ("kz", "h", 1, 5, "", ".part"),
+    f"kz-{_S}-h-1-000006.ndjson.gz.part": ("kz", "h", 1, 6, ".gz", ".part"),
+    f"kz-{_S}-h-1-000007.ndjson.zst.part": ("kz", "h", 1, 7, ".zst", ".part"),
+    f"kz-{_S}-h-1-000008.ndjson.gz.tmp": ("kz", "h", 1, 8, ".gz", ".tmp"),
+    f"kz-{_S}-h-1-000009.ndjson.zst.part.tmp": ("kz", "h", 1, 9, ".zst", ".part.tmp"),
+    f"kz-{_S}-h-1-1000000.ndjson": ("kz", "h", 1, 1_000_000, "", ""),
+    f"kz-b-{_S}-h-1-000001.ndjson.part": ("kz-b", "h", 1, 1, "", ".part"),  # another prefix
+    f"kz-{_S}-notes.ndjson": None,  # no pid, no sequence
+    f"kz-{_S}-other.ndjson.part": None,
+    f"kz-{_S}-h-1-000001.ndjson.bak": None,
+    f"kz-{_S}-h-1-000001.json": None,
+    f"kz-{_S}--1-000001.ndjson": None,  # empty id
+    f"kz-{_S}-h-1-01.ndjson": None,  # the writer's sequence has six digits or more
+    "kz-20241399T000000Z-h-1-000001.ndjson": None,  # month 13
+    "kz-2024-h-1-000001.ndjson.part": None,
+    "notes.ndjson": None,
+    "kzprobe-x.ndjson.gz": None,
+    ".ndjson": None,
+    ".kz.lock": None,
+    ".probe-id": None,
+}
+
+
+def _ours(name: str, prefix: str = "kz") -> bool:
+    parts = NAMES[name]
+    return parts is not None and parts[0] == prefix
+
+
+def test_segment_names_parse_and_format() -> None:
+    """The writer's names round-trip; foreign files and other prefixes are not ours."""
+    from kzprobe.storage.naming import SegmentName
+
+    for name, parts in NAMES.items():
+        parsed = SegmentName.parse(name)
+        got = None if parsed is None else (parsed.prefix, parsed.probe_id, parsed.pid,
+                                           parsed.seq, parsed.codec, parsed.state)
+        assert got == parts, name
+        assert parsed is None or str(parsed) == name
+        assert (SegmentName.parse(name, "kz") is not None) == _ours(name), name
+
+
+def test_reader_retention_and_report_agree_on_names(tmp_path: Path) -> None:
+    """segments, retention and report.scan judge every name of the table alike."""
+    from kzprobe.report import scan
+    from kzprobe.storage import retention
+
+    for name in NAMES:
+        (tmp_path / name).write_bytes(_lines({"n": 1}))
+    readable = {n for n in NAMES if n.endswith((".ndjson", ".gz", ".zst", ".part"))
+                and not n.startswith(".ndjson")}
+    assert {p.name for p in list_segments([tmp_path])} == readable
+    assert {f.path.name for f in retention._scan(tmp_path, "kz")} == set(filter(_ours, NAMES))
+    for name, parts in NAMES.items():
+        start = scan._segment_start(Path(name))
+        assert (start is None) == (parts is None), name
+        assert parts is None or start == datetime(2024, 3, 1, 10, 15), name
+        expected = None if parts is None else parts[:3]
+        assert scan._writer(Path(name)) == expected, name
+
+
+async def test_sink_recovery_claims_the_same_names(tmp_path: Path) -> None:
+    """At start the sink repairs and publishes exactly its prefix's .part, drops its .tmp."""
+    from kzprobe.config import OutputConfig
+    from kzprobe.storage.sink import NdjsonSink
+
+    left = [n for n in NAMES if n.endswith((".part", ".tmp"))]
+    for name in left:
+        codec = next((m for m, s in (("gzip", ".gz"), ("zstd", ".zst")) if s + "." in name), None)
+        data = _lines({"n": 1}) + b'{"torn'
+        (tmp_path / name).write_bytes(Encoder(codec).chunk(data) if codec else data)
+    sink = NdjsonSink(OutputConfig(dir=tmp_path, prefix="kz", compress="none"), probe_id="t")
+    recovered = await sink.start()
+    await sink.aclose()
+    assert len(recovered) == len([n for n in left if _ours(n) and n.endswith(".part")])
+    assert {n for n in left if (tmp_path / n).exists()} == {n for n in left if not _ours(n)}
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=st.text(st.characters(blacklist_characters="/", blacklist_categories=("C",)),
+                      min_size=1, max_size=64).filter(lambda p: not p.startswith(".")),
+       probe_id=st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True),
+       pid=st.integers(1, 4_194_304), seq=st.integers(1, 10**7),
+       codec=st.sampled_from(["", ".gz", ".zst"]), state=st.sampled_from(["", ".part", ".tmp"]))
+def test_every_name_the_writer_makes_parses_back(prefix: str, probe_id: str, pid: int,
+                                                 seq: int, codec: str, state: str) -> None:
+    """Any configured prefix and probe id: the name parses back to its parts (given the
+    prefix, as the writer, recovery and retention do), and is a segment to the reader."""
+    from kzprobe.storage.naming import SegmentFile, SegmentName
+
+    name = SegmentName.new(prefix, probe_id, pid, seq, codec, state)
+    assert SegmentName.parse(str(name), prefix) == name
+    assert str(SegmentName.parse(str(name))) == str(name)
+    assert SegmentFile.parse(str(name)) is not None

@@ -11,7 +11,6 @@ line into an empty row but does not say which line it was).
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -23,11 +22,10 @@ import orjson
 
 from kzprobe.report import sql
 from kzprobe.report.model import TIME_FORMAT, ReadError, ReadStats, ReportError, Window
-from kzprobe.storage.segments import MAX_LINE_BYTES, is_open, iter_lines, list_segments
+from kzprobe.storage.naming import SegmentName
+from kzprobe.storage.segments import MAX_LINE_BYTES, current, is_open, iter_lines, list_segments
 
 MAX_ERRORS_KEPT = 1000  # listed in the report; all of them are counted
-_SUFFIXES = (".part", ".gz", ".zst", ".ndjson")  # stripped in this order
-_NAME_TIME = re.compile(r"-(\d{8}T\d{6}Z)-")
 # A record's measurement may start before its segment opened (by at most one measurement's
 # deadline: minutes), and clocks get stepped. An hour of slack keeps file pruning safe.
 _START_SLACK = timedelta(hours=1)
@@ -100,19 +98,10 @@ def _usable_lines(path: Path, errors: ErrorLog) -> Iterator[bytes]:
             errors(path, lineno, reason)
 
 
-def _current(path: Path) -> Path:
-    """``path``, or the twin the writer published/compressed it into since it was listed."""
-    if path.exists():
-        return path
-    stem = path.name.removesuffix(".part").removesuffix(".gz").removesuffix(".zst")
-    twins = [path.with_name(stem + suffix) for suffix in (".gz", ".zst", "")]
-    return next((twin for twin in twins if twin.exists()), path)
-
-
 def _copy_usable(path: Path, copy: Path, errors: ErrorLog) -> Path:
     """Write the usable lines of ``path`` to ``copy`` (plain NDJSON) for DuckDB to read."""
     with open(copy, "wb") as out:
-        for line in _usable_lines(_current(path), errors):
+        for line in _usable_lines(current(path), errors):
             out.write(line)
             out.write(b"\n")
     return copy
@@ -120,21 +109,19 @@ def _copy_usable(path: Path, copy: Path, errors: ErrorLog) -> Path:
 
 def rescan(path: Path, errors: ErrorLog) -> None:
     """Report the corrupt lines of a file DuckDB flagged, with their line numbers."""
-    for _ in _usable_lines(_current(path), errors):
+    for _ in _usable_lines(current(path), errors):
         pass
 
 
 def _segment_start(path: Path) -> datetime | None:
-    match = _NAME_TIME.search(path.name)
-    return datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ") if match else None
+    name = SegmentName.parse(path.name)
+    return None if name is None else name.start
 
 
-def _writer(path: Path) -> str:
+def _writer(path: Path) -> tuple[str, str, int] | None:
     """The writer a segment came from: prefix, probe id (or, in old names, host) and pid."""
-    name = path.name
-    for suffix in _SUFFIXES:
-        name = name.removesuffix(suffix)
-    return _NAME_TIME.sub("-", name, count=1).rsplit("-", 1)[0]
+    name = SegmentName.parse(path.name)
+    return None if name is None else name.writer
 
 
 def prune(files: Sequence[Path], window: Window) -> list[Path]:
@@ -145,7 +132,7 @@ def prune(files: Sequence[Path], window: Window) -> list[Path]:
     written after they start, and a writer fills one segment at a time).
     """
     starts = {path: start for path in files if (start := _segment_start(path)) is not None}
-    by_writer: dict[tuple[Path, str], list[Path]] = {}
+    by_writer: dict[tuple[Path, tuple[str, str, int] | None], list[Path]] = {}
     for path in starts:
         by_writer.setdefault((path.parent, _writer(path)), []).append(path)
     next_start: dict[Path, datetime] = {}

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from kzprobe.config import OutputConfig
+from kzprobe.storage.naming import SegmentName
 
-_CLOSED = (".ndjson", ".ndjson.gz", ".ndjson.zst")
 PLAIN_GRACE_SECONDS = 600.0  # a plain segment this old is not waiting for its compression
 
 
@@ -36,32 +35,31 @@ class _File:
     path: Path
     size: int
     mtime: float
-    closed: bool
+    name: SegmentName
 
-
-def _pattern(prefix: str) -> re.Pattern[str]:
-    stamp = r"-\d{8}T\d{6}Z-"
-    return re.compile(rf"{re.escape(prefix)}{stamp}.*\.ndjson(\.gz|\.zst)?(\.part|\.tmp)?")
+    @property
+    def closed(self) -> bool:
+        return not self.name.state
 
 
 def _scan(directory: Path, prefix: str) -> list[_File]:
     """This prefix's files, oldest name first (names start with the UTC start time)."""
-    pattern, found = _pattern(prefix), []
+    found = []
     with os.scandir(directory) as entries:
         for entry in entries:
-            if not pattern.fullmatch(entry.name):
+            name = SegmentName.parse(entry.name, prefix)
+            if name is None:
                 continue
             with contextlib.suppress(FileNotFoundError):  # compressed away meanwhile
                 st = entry.stat(follow_symlinks=False)
-                found.append(_File(Path(entry.path), st.st_size, st.st_mtime,
-                                   entry.name.endswith(_CLOSED)))
+                found.append(_File(Path(entry.path), st.st_size, st.st_mtime, name))
     return sorted(found, key=lambda f: f.path.name)
 
 
 def _deletable(file: _File, output: OutputConfig, now: float) -> bool:
     if not file.closed:
         return False
-    if file.path.name.endswith(".ndjson") and output.compress != "none":
+    if not file.name.codec and output.compress != "none":
         return now - file.mtime > PLAIN_GRACE_SECONDS
     return True
 

@@ -21,19 +21,14 @@ from typing import Any
 import orjson
 
 from kzprobe.storage import codecs
+from kzprobe.storage.naming import CODEC_SUFFIXES, PART_SUFFIX, SegmentFile
 
 MAX_LINE_BYTES = 64 << 20
 _CHUNK = 1 << 20
 
 ErrorHandler = Callable[[Path, int, str], None]
 
-# suffix -> preference when twins of one segment exist (lower wins: the compressed copy
-# is complete by construction; a plain file may be mid-compression; a .part mid-publish)
-_KINDS: tuple[tuple[str, int], ...] = (
-    (".ndjson.gz", 0), (".ndjson.zst", 0), (".ndjson", 1),
-    (".ndjson.part", 2), (".ndjson.gz.part", 2), (".ndjson.zst.part", 2),
-)
-OPEN_SUFFIX = ".part"
+OPEN_SUFFIX = PART_SUFFIX
 
 
 def is_open(name: str) -> bool:
@@ -50,19 +45,17 @@ def _ignore(path: Path, line: int, reason: str) -> None:
     """The default error handler: skip silently."""
 
 
-def _kind(name: str) -> tuple[str, int] | None:
-    """The segment suffix of a file name and its rank, or None if it is not a segment."""
-    for suffix, rank in _KINDS:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return suffix, rank
-    return None
+def _kind(name: str) -> SegmentFile | None:
+    """The parts of a segment file's name, or None if it is none (a ``.tmp`` is none)."""
+    file = SegmentFile.parse(name)
+    return file if file is not None and not file.scratch else None
 
 
 def _stem(name: str) -> str:
     """The ``....ndjson`` name shared by a segment's plain, compressed and open forms."""
     kind = _kind(name)
     assert kind is not None
-    return name.removesuffix(kind[0]) + ".ndjson"
+    return kind.plain
 
 
 def _expand(path: Path, include_open: bool) -> list[Path]:
@@ -85,15 +78,17 @@ def _choose(candidates: Iterable[Path]) -> list[Path]:
     for path in candidates:
         key = (path.parent, _stem(path.name))
         held = best.get(key)
-        if held is None or _rank(path) < _rank(held):
+        if held is None or _rank_of(path) < _rank_of(held):
             best[key] = path
     return sorted(best.values(), key=lambda p: (p.name, str(p)))
 
 
-def _rank(path: Path) -> int:
+def _rank_of(path: Path) -> int:
+    """Preference when twins of one segment exist (lower wins): the compressed copy is
+    complete by construction; a plain file may be mid-compression; a .part mid-publish."""
     kind = _kind(path.name)
     assert kind is not None
-    return kind[1]
+    return 2 if kind.state else 0 if kind.codec else 1
 
 
 def list_segments(paths: Iterable[Path], *, include_open: bool = True) -> list[Path]:
@@ -178,12 +173,12 @@ def iter_lines(path: Path, *, on_error: ErrorHandler | None = None,
 def _twins(path: Path) -> list[Path]:
     """Where a segment's data may be now if ``path`` vanished (published or compressed)."""
     stem = path.with_name(_stem(path.name))
-    return [stem.with_name(stem.name + s) for s in (".gz", ".zst", "")]
+    return [stem.with_name(stem.name + s) for s in (*CODEC_SUFFIXES, "")]
 
 
-def _current(path: Path) -> Path:
+def current(path: Path) -> Path:
     """``path`` itself, or the twin the writer turned it into after it was listed."""
-    if path.exists():
+    if path.exists() or _kind(path.name) is None:
         return path
     return next((t for t in _twins(path) if t.exists()), path)
 
@@ -208,7 +203,7 @@ def iter_records(paths: Iterable[Path], *, on_error: ErrorHandler | None = None,
     """
     report = on_error if on_error is not None else _ignore
     for listed in _collect(paths, include_open, report):
-        path = _current(listed)
+        path = current(listed)
         for lineno, line in iter_lines(path, on_error=report, max_line_bytes=max_line_bytes):
             try:
                 value = orjson.loads(line)
