@@ -12,15 +12,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from kzprobe.config import (
-    _NEEDS_BASE,
-    _SECTIONS,
-    Config,
-    LoadedConfig,
-    _Section,
-    load_config,
-    parse_config,
-)
+from kzprobe.config import Config, LoadedConfig, load_config, parse_config
+from kzprobe.config.parse import _NEEDS_BASE, _SECTIONS
+from kzprobe.config.section import _Section
 from kzprobe.errors import ConfigError
 
 

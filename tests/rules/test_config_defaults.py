@@ -1,6 +1,6 @@
 """Config defaults are defined once, by the dataclasses, and a parsed Config crosses processes.
 
-The parsers in kzprobe/config.py read each key with a default; that default must be the
+The parsers in kzprobe/config/ read each key with a default; that default must be the
 dataclass's (``d.<field>``), not a second copy of its value that can drift. The analysis
 worker receives the Config pickled, so a parsed Config must unpickle in a fresh interpreter.
 """
@@ -22,7 +22,7 @@ import trustme
 from kzprobe.config import Config, parse_config
 from tests.rules.source import PACKAGE, ROOT, parse
 
-CONFIG_MODULE = PACKAGE / "config.py"
+CONFIG_PACKAGE = PACKAGE / "config"
 EXAMPLE = ROOT / "config" / "kzprobe.toml"
 SECTION_NAMES = {"s", "section"}  # how the parsers name their _Section
 
@@ -92,10 +92,15 @@ def test_parsed_config_unpickles_in_a_fresh_interpreter(tmp_path: Path) -> None:
     assert pickle.loads(out.stdout) == config
 
 
+def _config_modules() -> list[Path]:
+    """The modules of the kzprobe.config package."""
+    return sorted(CONFIG_PACKAGE.glob("*.py"))
+
+
 def _default_positions() -> dict[str, int]:
     """Callable name -> index of its ``default`` argument (a _Section method or a helper)."""
     positions = {}
-    for node in parse(CONFIG_MODULE).body:
+    for node in (n for path in _config_modules() for n in parse(path).body):
         functions = node.body if isinstance(node, ast.ClassDef) and node.name == "_Section" \
             else [node]
         for fn in functions:
@@ -159,7 +164,8 @@ def literal_defaults(tree: ast.Module) -> Iterator[tuple[str, str, str]]:
 
 def test_parsers_take_defaults_from_the_dataclasses() -> None:
     """No parser call repeats a default as a literal, except the allowlisted ones."""
-    found = {(fn, key): source for fn, key, source in literal_defaults(parse(CONFIG_MODULE))}
+    found = {(fn, key): source for path in _config_modules()
+             for fn, key, source in literal_defaults(parse(path))}
     new = {k: v for k, v in found.items() if k not in ALLOWED}
     assert not new, f"use d.<field> (d = XConfig()) as the default: {new}"
     gone = ALLOWED - set(found)
