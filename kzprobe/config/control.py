@@ -42,6 +42,7 @@ def _helper_entries(s: _Section, base: Path | None) -> list[ControlHelper]:
 def _parse_control(s: _Section, base: Path | None) -> ControlConfig:
     """``helpers`` (one token per URL), or the older ``helper_url`` + ``helper_token``:
     a single helper_token is only unambiguous with a single helper_url."""
+    d = ControlConfig()
     helpers = _helper_entries(s, base)
     urls = s.strings("helper_url", ())
     token = s.string("helper_token", None)
@@ -55,4 +56,4 @@ def _parse_control(s: _Section, base: Path | None) -> ControlConfig:
     helpers = helpers or [_control_helper(lambda _, message: s.fail("helper_url", message),
                                           url, token) for url in urls]
     return ControlConfig(helpers=tuple(helpers),
-                         concurrency=s.integer("concurrency", ControlConfig().concurrency))
+                         concurrency=s.integer("concurrency", d.concurrency))

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from kzprobe.netaddr import join_hostport
+
 Compression = Literal["gzip", "zstd", "none"]
 StoreBodies = Literal["anomalous", "always", "never"]
 MAX_PROBE_ID = 32
@@ -37,11 +39,7 @@ class Resolver:
         return self.address == "system"
 
     def __str__(self) -> str:
-        if self.is_system:
-            return "system"
-        if ":" in self.address:
-            return f"[{self.address}]:{self.port}"
-        return f"{self.address}:{self.port}"
+        return "system" if self.is_system else join_hostport(self.address, self.port)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

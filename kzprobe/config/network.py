@@ -7,23 +7,24 @@ from urllib.parse import urlsplit
 
 from kzprobe.config.model import Resolver
 from kzprobe.config.section import _Section
+from kzprobe.netaddr import split_hostport
 
 
 def parse_resolver(spec: str) -> Resolver:
-    """Parse ``system``, ``ip``, ``ip:port`` or ``[v6]:port``; raise ValueError otherwise."""
+    """Parse ``system``, ``ip``, ``[v6]``, ``ip:port`` or ``[v6]:port``; raise ValueError
+    otherwise. The port, when given, is read by :func:`kzprobe.netaddr.split_hostport`."""
     spec = spec.strip()
     if spec == "system":
         return Resolver(address="system")
-    host, port = spec, 53
-    if spec.startswith("["):
-        host, _, rest = spec[1:].partition("]")
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"bad resolver {spec!r}")
-            port = int(rest[1:])
-    elif spec.count(":") == 1:
-        host, port_text = spec.split(":")
-        port = int(port_text)
+    if spec.startswith("[") and spec.endswith("]"):
+        host, port = spec[1:-1], 53
+    elif spec.startswith("[") or spec.count(":") == 1:
+        parts = split_hostport(spec)
+        if parts is None:
+            raise ValueError(f"bad resolver {spec!r}")
+        host, port = parts
+    else:
+        host, port = spec, 53
     ipaddress.ip_address(host)
     if not 0 < port < 65536:
         raise ValueError(f"port out of range in {spec!r}")
@@ -43,11 +44,10 @@ def _networks(
 
 
 def _host_port(s: _Section, key: str, default: str) -> str:
+    """``host:port`` as :func:`kzprobe.netaddr.split_hostport` reads it (IPv6 in brackets)."""
     value: str = s.string(key, default)
-    host, sep, port = value.rpartition(":")
-    # isascii: str.isdigit() is also true for "²", which int() rejects
-    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
-        raise s.fail(key, f"expected 'host:port', got {value!r}")
+    if split_hostport(value) is None:
+        raise s.fail(key, f"expected 'host:port' (an IPv6 host in brackets), got {value!r}")
     return value
 
 

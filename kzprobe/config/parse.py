@@ -48,7 +48,6 @@ _SECTIONS: dict[str, Callable[..., Any]] = {
 
 
 _NEEDS_BASE = {"tls", "output", "targets", "helper", "analysis", "control"}
-_FOREIGN_SECTIONS: set[str] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +70,7 @@ def parse_config(
     warnings: list[str] = []
     parts: dict[str, Any] = {}
     for name, value in data.items():
-        if name not in _SECTIONS and name not in _FOREIGN_SECTIONS:
+        if name not in _SECTIONS:
             warnings.append(f"{where}: unknown section [{name}]")
         elif not isinstance(value, dict):
             raise ConfigError(f"{where}: [{name}] must be a table")

@@ -15,6 +15,7 @@ from kzprobe.config.model import (
     LimitConfig,
     OutputConfig,
     ProbeConfig,
+    Resolver,
     ScheduleConfig,
     ServiceConfig,
     TargetConfig,
@@ -28,13 +29,14 @@ MAX_FINGERPRINT_BYTES = 16 * 1024 * 1024  # one local fingerprint CSV
 
 
 def _parse_probe(s: _Section) -> ProbeConfig:
-    asn = s.string("asn", "AS0")
+    d = ProbeConfig()
+    asn = s.string("asn", d.asn)
     if not (asn.startswith("AS") and asn[2:].isascii() and asn[2:].isdigit()):
         raise s.fail("asn", f"expected 'AS<number>', got {asn!r}")
-    cc = s.string("cc", "ZZ")
+    cc = s.string("cc", d.cc)
     if len(cc) != 2 or not (cc.isascii() and cc.isalpha()):
         raise s.fail("cc", f"expected a two-letter country code, got {cc!r}")
-    public_ip = s.strings("public_ip", ())
+    public_ip = s.strings("public_ip", d.public_ip)
     for ip in public_ip:
         try:
             ipaddress.ip_address(ip)
@@ -44,26 +46,29 @@ def _parse_probe(s: _Section) -> ProbeConfig:
     if probe_id is not None and not valid_probe_id(probe_id):
         raise s.fail("id", f"expected 1-{MAX_PROBE_ID} characters of A-Z a-z 0-9 _ -, "
                            f"got {probe_id!r}")
-    return ProbeConfig(cc=cc.upper(), asn=asn, network_name=s.string("network_name", ""),
+    return ProbeConfig(cc=cc.upper(), asn=asn,
+                       network_name=s.string("network_name", d.network_name),
                        public_ip=public_ip, id=probe_id)
 
 
 def _parse_dns(s: _Section) -> DnsConfig:
-    resolvers = []
-    for spec in s.strings("resolvers", ("system",)):
-        try:
-            resolvers.append(parse_resolver(spec))
-        except ValueError:
-            raise s.fail(
-                "resolvers", f"expected 'system', 'ip' or 'ip:port', got {spec!r}"
-            ) from None
-    if not resolvers:
+    d = DnsConfig()
+    resolvers = tuple(_resolver(s, spec) for spec in s.strings("resolvers", ()))
+    if "resolvers" in s.table and not resolvers:
         raise s.fail("resolvers", "at least one resolver is needed")
     return DnsConfig(
-        resolvers=tuple(resolvers),
-        query_aaaa=s.get("query_aaaa", bool, True),
-        tries=s.integer("tries", 1, maximum=10),
+        resolvers=resolvers or d.resolvers,
+        query_aaaa=s.get("query_aaaa", bool, d.query_aaaa),
+        tries=s.integer("tries", d.tries, maximum=10),
     )
+
+
+def _resolver(s: _Section, spec: str) -> Resolver:
+    try:
+        return parse_resolver(spec)
+    except ValueError:
+        raise s.fail("resolvers", f"expected 'system', 'ip' or 'ip:port', got {spec!r}") \
+            from None
 
 
 def _parse_timeouts(s: _Section) -> TimeoutConfig:
@@ -85,10 +90,12 @@ def _parse_limits(s: _Section) -> LimitConfig:
 
 
 def _parse_schedule(s: _Section) -> ScheduleConfig:
-    jitter = s.number("jitter", 0.1, positive=False)
+    d = ScheduleConfig()
+    jitter = s.number("jitter", d.jitter, positive=False)
     if jitter >= 1:
         raise s.fail("jitter", "must be a fraction below 1")
-    return ScheduleConfig(interval=s.number("interval", 3600.0, maximum=30 * DAY), jitter=jitter)
+    return ScheduleConfig(interval=s.number("interval", d.interval, maximum=30 * DAY),
+                          jitter=jitter)
 
 
 def _parse_output(s: _Section, base: Path | None) -> OutputConfig:
@@ -159,13 +166,14 @@ def _parse_analysis(s: _Section, base: Path | None) -> AnalysisConfig:
 
 
 def _parse_service(s: _Section) -> ServiceConfig:
-    metrics_listen = _listen_ip(s, "metrics_listen", "127.0.0.1:9108")
+    d = ServiceConfig()
+    metrics_listen = _listen_ip(s, "metrics_listen", d.metrics_listen)
     exposure = metrics_exposure(metrics_listen)
     if exposure:
         s.warn("metrics_listen", f"{metrics_listen!r} serves unauthenticated metrics and "
                                  f"/healthz on {exposure}; publish it on loopback only "
                                  f"(as the container docs do) or firewall it")
     return ServiceConfig(
-        shutdown_grace=s.number("shutdown_grace", 20.0, maximum=3600.0),
+        shutdown_grace=s.number("shutdown_grace", d.shutdown_grace, maximum=3600.0),
         metrics_listen=metrics_listen,
     )

@@ -15,9 +15,10 @@ MAX_ALPN_BYTES = 255  # RFC 7301: a protocol name is 1..255 bytes
 
 
 def _parse_tls(s: _Section, base: Path | None) -> TlsConfig:
+    d = TlsConfig()
     ca = s.string("ca_file", None)
     ca_path = _resolve_path(base, ca) if ca else None
-    alpn = _alpn(s)
+    alpn = _alpn(s, d.alpn)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if ca_path is not None:
         data = s.read_file("ca_file", ca_path, MAX_CA_FILE_BYTES, "CA file")
@@ -30,14 +31,14 @@ def _parse_tls(s: _Section, base: Path | None) -> TlsConfig:
     return TlsConfig(
         ca_file=ca_path,
         alpn=alpn,
-        max_chain_bytes=s.integer("max_chain_bytes", 256 * 1024, minimum=1024,
+        max_chain_bytes=s.integer("max_chain_bytes", d.max_chain_bytes, minimum=1024,
                                   maximum=64 << 20),
     )
 
 
-def _alpn(s: _Section) -> tuple[str, ...]:
+def _alpn(s: _Section, default: tuple[str, ...]) -> tuple[str, ...]:
     """RFC 7301 protocol names: 1..255 bytes each; printable ASCII (what OpenSSL is given)."""
-    alpn = s.strings("alpn", TlsConfig().alpn)
+    alpn = s.strings("alpn", default)
     for name in alpn:
         if not 0 < len(name) <= MAX_ALPN_BYTES or not _printable_ascii(name):
             raise s.fail("alpn", f"each entry is 1..{MAX_ALPN_BYTES} printable ASCII "
