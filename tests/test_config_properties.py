@@ -12,7 +12,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from kzprobe.config import Config, LoadedConfig, load_config, parse_config, parse_resolver
+from kzprobe.config import (
+    Config,
+    LoadedConfig,
+    load_config,
+    metrics_exposure,
+    parse_config,
+    parse_resolver,
+)
 from kzprobe.config.parse import _NEEDS_BASE, _SECTIONS
 from kzprobe.config.section import _Section
 from kzprobe.errors import ConfigError
@@ -168,6 +175,20 @@ def test_resolver_text_round_trips(spec: str) -> None:
         return
     assert parse_resolver(str(resolver)) == resolver
     assert split_hostport(str(resolver)) == (resolver.address, resolver.port)
+
+
+@pytest.mark.parametrize(("listen", "exposure"), [
+    ("", None), ("127.0.0.1:9108", None), ("[::1]:9108", None),
+    ("0.0.0.0:9108", "every address"), ("[::]:9108", "every address"),
+    ("192.0.2.1:9108", "the non-loopback address 192.0.2.1"),
+    ("[2001:db8::1]:9108", "the non-loopback address 2001:db8::1"),
+])
+def test_metrics_exposure_reads_host_port_one_way(listen: str, exposure: str | None) -> None:
+    """The metrics listener's host is read as the parser checked it (IPv6 in brackets)."""
+    assert metrics_exposure(listen) == exposure
+    loaded = parse_config({"service": {"metrics_listen": listen}})
+    assert loaded.config.service.metrics_listen == listen
+    assert any("metrics_listen" in w for w in loaded.warnings) == (exposure is not None)
 
 
 # Values near every bound and every format rule, for the startup property below.

@@ -11,6 +11,7 @@ from kzprobe.config.network import (
     _networks,
     _optional_ip,
     _ports,
+    host_of,
     is_loopback_host,
 )
 from kzprobe.config.section import _resolve_path, _Section
@@ -66,7 +67,7 @@ def _anonymous_ok(s: _Section, token: str | None) -> bool:
     d = HelperConfig()
     allow = bool(s.get("allow_anonymous", bool, d.allow_anonymous))
     listen = _host_port(s, "listen", d.listen)
-    if not token and not allow and not is_loopback_host(listen.rpartition(":")[0]):
+    if not token and not allow and not is_loopback_host(host_of(listen)):
         raise s.fail("listen", f"{listen!r} is not loopback: set a token (or "
                      "allow_anonymous = true for a deliberately open helper)")
     return allow

@@ -56,10 +56,9 @@ def _listen_ip(s: _Section, key: str, default: str) -> str:
     value: str = s.string(key, default)
     if value == "":
         return value
-    _host_port(s, key, default)
-    host = value.rpartition(":")[0]
+    host = host_of(_host_port(s, key, default))
     try:
-        ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
+        ipaddress.ip_address(host)
     except ValueError:
         raise s.fail(key, f"host must be an IP address, got {host!r}") from None
     return value
@@ -75,11 +74,19 @@ def _optional_ip(s: _Section, key: str) -> str | None:
     return value
 
 
+def host_of(value: str) -> str:
+    """The host of a checked ``host:port`` (IPv6 without its brackets); ValueError if none."""
+    parts = split_hostport(value)
+    if parts is None:
+        raise ValueError(f"expected 'host:port', got {value!r}")
+    return parts[0]
+
+
 def metrics_exposure(listen: str) -> str | None:
     """Where an ``ip:port`` listener is reachable beyond this host, or None for loopback."""
     if not listen:
         return None
-    host = listen.rpartition(":")[0].strip("[]")
+    host = host_of(listen)
     address = ipaddress.ip_address(host)
     if address.is_loopback:
         return None
