@@ -4,7 +4,10 @@ Nothing below the CLI reads files, the environment or argv for settings; everyth
 it needs arrives as a :class:`Config`. Errors are :class:`ConfigError` with the file,
 key and (where known) line, so the CLI can print one line and exit 2.
 
-A package of small modules; this re-exports the names importers use.
+Modules: ``model`` (the dataclasses, which hold the defaults), ``section`` (typed reads
+from one table), ``parse`` (``parse_config``, ``load_config``), and per area ``sections``,
+``network``, ``tokens``, ``tls``, ``control``, ``helper``. This re-exports every public name,
+so ``from kzprobe.config import X`` is the one way to import them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The configuration as frozen dataclasses: their field defaults are the defaults."""
+"""The configuration as frozen dataclasses. Their field defaults are the only defaults: the
+parsers read them (``d.<field>``), so an empty config is ``Config()``. A Config is pickled to
+the analysis worker, so everything here is plain data."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Addresses in the config: resolvers, host:port listeners, networks, ports."""
+"""Addresses in the config: resolvers, host:port listeners, networks, ports. host:port is
+read by :mod:`kzprobe.netaddr`, as everywhere else, so a value checked here means the same
+to the code that binds or dials it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Parsing a whole config: every section, unknown keys and sections reported."""
+"""Parsing a whole config: every section once, unknown sections and keys reported as
+warnings (check-config --strict fails on them), the file read bounded."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The probe's sections: who measures, DNS, deadlines, limits, schedule, output, analysis."""
+"""The probe's sections: who measures, DNS, deadlines, limits, schedule, output, targets,
+analysis and the service. Each reads its keys with the dataclass's default."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TLS settings checked at load time the way the prober and the helper will use them."""
+"""TLS settings, checked at load time the way the prober and the helper will use them, so
+check-config fails where ``run`` would."""
 
 from __future__ import annotations
 
