@@ -13,15 +13,17 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kzprobe.config import (
-    _NEEDS_BASE,
-    _SECTIONS,
     Config,
     LoadedConfig,
-    _Section,
     load_config,
+    metrics_exposure,
     parse_config,
+    parse_resolver,
 )
+from kzprobe.config.parse import _NEEDS_BASE, _SECTIONS
+from kzprobe.config.section import _Section
 from kzprobe.errors import ConfigError
+from kzprobe.netaddr import split_hostport
 
 
 def _keys_read(name: str) -> list[str]:
@@ -147,12 +149,46 @@ def test_load_config_on_any_bytes(content: bytes) -> None:
         ("probe", "cc", "ÄÖ", "two-letter country code"),  # was accepted
         ("timeouts", "http", math.nan, "must be a finite number"),  # was accepted
         ("limits", "rate", math.inf, "must be a finite number"),  # was accepted
+        # host:port is read one way (kzprobe.netaddr): an IPv6 host needs its brackets
+        ("helper", "listen", "::1:8765", "expected 'host:port'"),  # was accepted
+        ("service", "metrics_listen", "::1:9108", "expected 'host:port'"),  # was accepted
+        ("dns", "resolvers", ["127.0.0.1:+53"], "expected 'system'"),  # was int("+53")
+        ("dns", "resolvers", ["127.0.0.1:\uff15\uff13"], "expected 'system'"),  # was int()
+        ("dns", "resolvers", [], "at least one resolver"),
     ],
 )
 def test_values_that_used_to_crash_or_pass(name: str, key: str, value: Any, message: str) -> None:
     """Regressions found here: each is now a ConfigError naming the key."""
     with pytest.raises(ConfigError, match=rf"\[{name}\] {key}: .*{message}"):
         parse_config({name: {key: value}}, where="p.toml")
+
+
+@given(st.text(alphabet="0123456789abcdef.:[] ", max_size=24))
+@example("[::1]:5353")
+@example("[::1]")
+@example("127.0.0.1:53")
+def test_resolver_text_round_trips(spec: str) -> None:
+    """A resolver that parses is written back (``str``) as text that parses to itself."""
+    try:
+        resolver = parse_resolver(spec)
+    except ValueError:
+        return
+    assert parse_resolver(str(resolver)) == resolver
+    assert split_hostport(str(resolver)) == (resolver.address, resolver.port)
+
+
+@pytest.mark.parametrize(("listen", "exposure"), [
+    ("", None), ("127.0.0.1:9108", None), ("[::1]:9108", None),
+    ("0.0.0.0:9108", "every address"), ("[::]:9108", "every address"),
+    ("192.0.2.1:9108", "the non-loopback address 192.0.2.1"),
+    ("[2001:db8::1]:9108", "the non-loopback address 2001:db8::1"),
+])
+def test_metrics_exposure_reads_host_port_one_way(listen: str, exposure: str | None) -> None:
+    """The metrics listener's host is read as the parser checked it (IPv6 in brackets)."""
+    assert metrics_exposure(listen) == exposure
+    loaded = parse_config({"service": {"metrics_listen": listen}})
+    assert loaded.config.service.metrics_listen == listen
+    assert any("metrics_listen" in w for w in loaded.warnings) == (exposure is not None)
 
 
 # Values near every bound and every format rule, for the startup property below.

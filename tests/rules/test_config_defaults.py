@@ -1,6 +1,6 @@
 """Config defaults are defined once, by the dataclasses, and a parsed Config crosses processes.
 
-The parsers in kzprobe/config.py read each key with a default; that default must be the
+The parsers in kzprobe/config/ read each key with a default; that default must be the
 dataclass's (``d.<field>``), not a second copy of its value that can drift. The analysis
 worker receives the Config pickled, so a parsed Config must unpickle in a fresh interpreter.
 """
@@ -22,19 +22,9 @@ import trustme
 from kzprobe.config import Config, parse_config
 from tests.rules.source import PACKAGE, ROOT, parse
 
-CONFIG_MODULE = PACKAGE / "config.py"
+CONFIG_PACKAGE = PACKAGE / "config"
 EXAMPLE = ROOT / "config" / "kzprobe.toml"
 SECTION_NAMES = {"s", "section"}  # how the parsers name their _Section
-
-# Ratchet: (parser function, key) pairs whose default is still a literal copy of the
-# dataclass default. Remove an entry once that call reads ``d.<field>``.
-ALLOWED: set[tuple[str, str]] = {
-    ("_parse_probe", "asn"), ("_parse_probe", "cc"), ("_parse_probe", "network_name"),
-    ("_parse_dns", "resolvers"), ("_parse_dns", "query_aaaa"), ("_parse_dns", "tries"),
-    ("_parse_tls", "max_chain_bytes"),
-    ("_parse_schedule", "jitter"), ("_parse_schedule", "interval"),
-    ("_parse_service", "shutdown_grace"), ("_parse_service", "metrics_listen"),
-}
 
 
 def test_empty_config_is_the_default_config() -> None:
@@ -92,10 +82,15 @@ def test_parsed_config_unpickles_in_a_fresh_interpreter(tmp_path: Path) -> None:
     assert pickle.loads(out.stdout) == config
 
 
+def _config_modules() -> list[Path]:
+    """The modules of the kzprobe.config package."""
+    return sorted(CONFIG_PACKAGE.glob("*.py"))
+
+
 def _default_positions() -> dict[str, int]:
     """Callable name -> index of its ``default`` argument (a _Section method or a helper)."""
     positions = {}
-    for node in parse(CONFIG_MODULE).body:
+    for node in (n for path in _config_modules() for n in parse(path).body):
         functions = node.body if isinstance(node, ast.ClassDef) and node.name == "_Section" \
             else [node]
         for fn in functions:
@@ -158,12 +153,10 @@ def literal_defaults(tree: ast.Module) -> Iterator[tuple[str, str, str]]:
 
 
 def test_parsers_take_defaults_from_the_dataclasses() -> None:
-    """No parser call repeats a default as a literal, except the allowlisted ones."""
-    found = {(fn, key): source for fn, key, source in literal_defaults(parse(CONFIG_MODULE))}
-    new = {k: v for k, v in found.items() if k not in ALLOWED}
-    assert not new, f"use d.<field> (d = XConfig()) as the default: {new}"
-    gone = ALLOWED - set(found)
-    assert not gone, f"no longer a literal default, remove from ALLOWED: {sorted(gone)}"
+    """No parser call repeats a default as a literal: each reads ``d.<field>`` (or None)."""
+    found = {(fn, key): source for path in _config_modules()
+             for fn, key, source in literal_defaults(parse(path))}
+    assert not found, f"use d.<field> (d = XConfig()) as the default: {found}"
 
 
 def test_literal_default_finder() -> None:
@@ -175,6 +168,9 @@ def test_literal_default_finder() -> None:
         "             g=s.strings('g', ()), h=s.choice('h', d.h, ('x',)),\n"
         "             i=s.string('i', str(d.i)), j=s.string('j', str(2)))\n"
         "def _host_port(s, key, default):\n    return s.string(key, default)\n")
+    # the real package's readers are seen, in whichever of its modules they live
+    assert {"get", "number", "integer", "string", "strings", "choice", "_host_port",
+            "_listen_ip", "_ports", "_fraction", "_alpn"} <= set(_default_positions())
     assert sorted(literal_defaults(tree)) == [
         ("_parse_x", "a", "1.5"), ("_parse_x", "e", "'127.0.0.1:1'"), ("_parse_x", "f", "True"),
         ("_parse_x", "j", "str(2)")]

@@ -1,0 +1,204 @@
+"""The configuration as frozen dataclasses. Their field defaults are the only defaults: the
+parsers read them (``d.<field>``), so an empty config is ``Config()``. A Config is pickled to
+the analysis worker, so everything here is plain data."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from kzprobe.netaddr import join_hostport
+
+Compression = Literal["gzip", "zstd", "none"]
+StoreBodies = Literal["anomalous", "always", "never"]
+MAX_PROBE_ID = 32
+_PROBE_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_PROBE_ID}}}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeConfig:
+    """Who is measuring: reported in every record."""
+
+    cc: str = "ZZ"
+    asn: str = "AS0"
+    network_name: str = ""
+    public_ip: tuple[str, ...] = ()  # scrubbed from records (with helper-reported ones)
+    id: str | None = None  # names segments and records; None: the output dir's stored id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resolver:
+    """One DNS resolver: ``system`` (getaddrinfo) or an ``ip:port`` to query over UDP."""
+
+    address: str  # "system" or an IP literal
+    port: int = 53
+
+    @property
+    def is_system(self) -> bool:
+        return self.address == "system"
+
+    def __str__(self) -> str:
+        return "system" if self.is_system else join_hostport(self.address, self.port)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsConfig:
+    resolvers: tuple[Resolver, ...] = (Resolver(address="system"),)
+    query_aaaa: bool = True
+    tries: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsConfig:
+    ca_file: Path | None = None  # None: the Mozilla bundle from certifi
+    alpn: tuple[str, ...] = ("h2", "http/1.1")
+    max_chain_bytes: int = 256 * 1024  # bound on stored peer certificates
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeoutConfig:
+    """Per-step deadlines in seconds."""
+
+    dns: float = 4.0
+    connect: float = 10.0
+    tls: float = 10.0
+    http: float = 10.0
+    control: float = 30.0
+    measurement: float = 60.0  # whole-measurement backstop
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitConfig:
+    rate: float = 50.0  # measurements started per second (token bucket)
+    burst: int = 50  # token-bucket capacity
+    concurrency: int = 200  # measurements in flight
+    per_host: int = 4  # concurrent connections per destination IP
+    body_bytes: int = 512 * 1024  # body snapshot cap
+    max_redirects: int = 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleConfig:
+    interval: float = 3600.0  # seconds between sweep starts
+    jitter: float = 0.1  # +- fraction of interval
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputConfig:
+    dir: Path = Path("data")
+    rotate_bytes: int = 64 * 1024 * 1024
+    rotate_seconds: float = 300.0
+    compress: Compression = "gzip"
+    fsync_interval: float = 1.0
+    store_bodies: StoreBodies = "anomalous"
+    prefix: str = "kzprobe"
+    max_total_bytes: int | None = None  # retention: delete oldest closed segments above this
+    max_age_days: float | None = None  # retention: delete closed segments older than this
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetConfig:
+    urls: tuple[str, ...] = ()
+    files: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnalysisConfig:
+    not_bogon: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    retries: int = 2
+    benign_sni: str = "example.com"
+    throttle_min_seconds: float = 2.0
+    throttle_factor: float = 5.0
+    fingerprint_files: tuple[Path, ...] = ()  # extra OONI-format fingerprint CSVs
+    worker_process: bool = True  # judge in a process of its own, off the measuring loop
+    worker_timeout: float = 30.0  # seconds for one record's analysis before the worker is killed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlHelper:
+    """One control helper and the token sent to it (and to no other helper)."""
+
+    url: str
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlConfig:
+    helpers: tuple[ControlHelper, ...] = ()  # tried in order
+    concurrency: int = 20  # control requests in flight (OONI's helpers answer 503 above 25)
+
+    @property
+    def helper_urls(self) -> tuple[str, ...]:
+        return tuple(helper.url for helper in self.helpers)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HelperConfig:
+    """``kzprobe helper``: the OONI-compatible control vantage (faces the internet)."""
+
+    listen: str = "127.0.0.1:8765"
+    token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    allow_nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    max_in_flight: int = 64  # 503 above this (oohelperd: 25)
+    max_body_bytes: int = 64 * 1024  # request body; 413 above
+    deadline: float = 30.0  # per request
+    rate_per_client: float = 50.0  # requests per second per client address (429 above)
+    rate_burst: int = 100
+    max_endpoints: int = 16
+    bind_address: str | None = None  # source address for the helper's own connections
+    # WireGuard servers answer registered peers only: server public key -> this helper's
+    # registered (private_key_file, psk_file or None), used for wireguard:// controls.
+    wireguard_peers: tuple[tuple[str, Path, Path | None], ...] = ()
+    client_timeout: float = 10.0  # a whole request must arrive within this (slowloris)
+    max_connections: int = 1024  # open client connections; more are closed on accept
+    # An anonymous helper on a non-loopback address is an open proxy: refused unless this.
+    allow_anonymous: bool = False
+    # Peers whose X-Forwarded-For / Forwarded name the client (a reverse proxy in front).
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Ports the helper dials: web, plus those of the bundled endpoint presets
+    # (config/targets/messaging.csv: 5222 XMPP/WhatsApp; circumvention.csv: 9201 Tor
+    # moria1, 3478 and 19302 STUN). Not a port scanner for anything else.
+    allowed_ports: frozenset[int] = frozenset({80, 443, 3478, 5222, 9201, 19302})
+    # Body bytes fetched per request, all redirect hops together. Not below the probe's
+    # default limits.body_bytes: the control's body_length is compared with the probe's.
+    max_fetch_bytes: int = 512 * 1024
+    client_bytes_per_minute: int = 64 * 1024 * 1024  # body bytes fetched per client; 429 above
+    max_requests_per_minute: int = 6000  # all clients together; 503 above
+    max_connections_per_client: int = 64  # per client address (/64 for IPv6), at accept
+    per_destination: int = 32  # the helper's concurrent connections per destination IP
+    access_log_sample: float = 0.01  # fraction of requests logged (JSON, client as /24 or /48)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceConfig:
+    shutdown_grace: float = 20.0
+    metrics_listen: str = "127.0.0.1:9108"  # "" turns the metrics and /healthz server off
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """The whole, validated configuration."""
+
+    source: Path | None = None
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
+    limits: LimitConfig = field(default_factory=LimitConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    targets: TargetConfig = field(default_factory=TargetConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    helper: HelperConfig = field(default_factory=HelperConfig)
+
+
+def valid_probe_id(text: str) -> bool:
+    """A probe id is short and safe in a file name: ``[A-Za-z0-9_-]{1,32}``."""
+    return _PROBE_ID.fullmatch(text) is not None

@@ -1,0 +1,108 @@
+"""Parsing a whole config: every section once, unknown sections and keys reported as
+warnings (check-config --strict fails on them), the file read bounded."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kzprobe.config.control import _parse_control
+from kzprobe.config.helper import _parse_helper
+from kzprobe.config.model import Config
+from kzprobe.config.section import _Section
+from kzprobe.config.sections import (
+    _parse_analysis,
+    _parse_dns,
+    _parse_limits,
+    _parse_output,
+    _parse_probe,
+    _parse_schedule,
+    _parse_service,
+    _parse_targets,
+    _parse_timeouts,
+)
+from kzprobe.config.tls import _parse_tls
+from kzprobe.errors import ConfigError
+from kzprobe.localfiles import LocalFileError, MissingFileError, read_regular
+
+DEFAULT_CONFIG_PATH = Path("config/kzprobe.toml")
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB; never read /dev/zero or a 1 GB line whole
+
+
+_SECTIONS: dict[str, Callable[..., Any]] = {
+    "probe": _parse_probe,
+    "dns": _parse_dns,
+    "tls": _parse_tls,
+    "timeouts": _parse_timeouts,
+    "limits": _parse_limits,
+    "schedule": _parse_schedule,
+    "output": _parse_output,
+    "targets": _parse_targets,
+    "analysis": _parse_analysis,
+    "control": _parse_control,
+    "service": _parse_service,
+    "helper": _parse_helper,
+}
+
+
+_NEEDS_BASE = {"tls", "output", "targets", "helper", "analysis", "control"}
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A parsed config plus the non-fatal problems found (unknown keys)."""
+
+    config: Config
+    warnings: tuple[str, ...]
+    raw: Mapping[str, Any]
+
+
+def parse_config(
+    data: Mapping[str, Any],
+    *,
+    where: str = "<config>",
+    base: Path | None = None,
+    source: Path | None = None,
+) -> LoadedConfig:
+    """Build a :class:`Config` from a TOML mapping; raise :class:`ConfigError` on error."""
+    warnings: list[str] = []
+    parts: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in _SECTIONS:
+            warnings.append(f"{where}: unknown section [{name}]")
+        elif not isinstance(value, dict):
+            raise ConfigError(f"{where}: [{name}] must be a table")
+    for name, parser in _SECTIONS.items():
+        table = data.get(name, {})
+        section = _Section(where, name, table if isinstance(table, dict) else {})
+        parts[name] = parser(section, base) if name in _NEEDS_BASE else parser(section)
+        warnings.extend(section.warnings)
+        warnings.extend(section.unknown_keys())
+    return LoadedConfig(config=Config(source=source, **parts), warnings=tuple(warnings), raw=data)
+
+
+def _read_config_text(path: Path) -> str:
+    """The file's text, read at most MAX_CONFIG_BYTES + 1 bytes (it may be /dev/zero)."""
+    try:
+        return read_regular(path, MAX_CONFIG_BYTES, "config").decode("utf-8-sig")
+    except MissingFileError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except LocalFileError as exc:
+        raise ConfigError(str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+
+
+def load_config(path: Path) -> LoadedConfig:
+    """Read and parse a TOML config file; relative paths in it are relative to the file."""
+    text = _read_config_text(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nested array or table: [[[[...
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
+    return parse_config(data, where=str(path), base=path.resolve().parent, source=path)

@@ -1,0 +1,180 @@
+"""The probe's sections: who measures, DNS, deadlines, limits, schedule, output, targets,
+analysis and the service. Each reads its keys with the dataclass's default."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from kzprobe.config.model import (
+    MAX_PROBE_ID,
+    AnalysisConfig,
+    DnsConfig,
+    LimitConfig,
+    OutputConfig,
+    ProbeConfig,
+    Resolver,
+    ScheduleConfig,
+    ServiceConfig,
+    TargetConfig,
+    TimeoutConfig,
+    valid_probe_id,
+)
+from kzprobe.config.network import _listen_ip, _networks, metrics_exposure, parse_resolver
+from kzprobe.config.section import DAY, MAX_BYTES, MAX_TIMEOUT, _resolve_path, _Section
+
+MAX_FINGERPRINT_BYTES = 16 * 1024 * 1024  # one local fingerprint CSV
+
+
+def _parse_probe(s: _Section) -> ProbeConfig:
+    d = ProbeConfig()
+    asn = s.string("asn", d.asn)
+    if not (asn.startswith("AS") and asn[2:].isascii() and asn[2:].isdigit()):
+        raise s.fail("asn", f"expected 'AS<number>', got {asn!r}")
+    cc = s.string("cc", d.cc)
+    if len(cc) != 2 or not (cc.isascii() and cc.isalpha()):
+        raise s.fail("cc", f"expected a two-letter country code, got {cc!r}")
+    public_ip = s.strings("public_ip", d.public_ip)
+    for ip in public_ip:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise s.fail("public_ip", f"not an IP address: {ip!r}") from None
+    probe_id = s.string("id", None)
+    if probe_id is not None and not valid_probe_id(probe_id):
+        raise s.fail("id", f"expected 1-{MAX_PROBE_ID} characters of A-Z a-z 0-9 _ -, "
+                           f"got {probe_id!r}")
+    return ProbeConfig(cc=cc.upper(), asn=asn,
+                       network_name=s.string("network_name", d.network_name),
+                       public_ip=public_ip, id=probe_id)
+
+
+def _parse_dns(s: _Section) -> DnsConfig:
+    d = DnsConfig()
+    resolvers = tuple(_resolver(s, spec) for spec in s.strings("resolvers", ()))
+    if "resolvers" in s.table and not resolvers:
+        raise s.fail("resolvers", "at least one resolver is needed")
+    return DnsConfig(
+        resolvers=resolvers or d.resolvers,
+        query_aaaa=s.get("query_aaaa", bool, d.query_aaaa),
+        tries=s.integer("tries", d.tries, maximum=10),
+    )
+
+
+def _resolver(s: _Section, spec: str) -> Resolver:
+    try:
+        return parse_resolver(spec)
+    except ValueError:
+        raise s.fail("resolvers", f"expected 'system', 'ip' or 'ip:port', got {spec!r}") \
+            from None
+
+
+def _parse_timeouts(s: _Section) -> TimeoutConfig:
+    d = TimeoutConfig()
+    return TimeoutConfig(**{f.name: s.number(f.name, getattr(d, f.name), maximum=MAX_TIMEOUT)
+                            for f in fields(d)})
+
+
+def _parse_limits(s: _Section) -> LimitConfig:
+    d = LimitConfig()
+    return LimitConfig(
+        rate=s.number("rate", d.rate, maximum=1e6),
+        burst=s.integer("burst", d.burst, maximum=1_000_000),
+        concurrency=s.integer("concurrency", d.concurrency, maximum=100_000),  # one task each
+        per_host=s.integer("per_host", d.per_host, maximum=100_000),
+        body_bytes=s.integer("body_bytes", d.body_bytes, minimum=1024, maximum=1 << 30),
+        max_redirects=s.integer("max_redirects", d.max_redirects, minimum=0, maximum=100),
+    )
+
+
+def _parse_schedule(s: _Section) -> ScheduleConfig:
+    d = ScheduleConfig()
+    jitter = s.number("jitter", d.jitter, positive=False)
+    if jitter >= 1:
+        raise s.fail("jitter", "must be a fraction below 1")
+    return ScheduleConfig(interval=s.number("interval", d.interval, maximum=30 * DAY),
+                          jitter=jitter)
+
+
+def _parse_output(s: _Section, base: Path | None) -> OutputConfig:
+    d = OutputConfig()
+    prefix = s.string("prefix", d.prefix)
+    # a file name, also in logs and shell loops: no "/", no control character (NUL, newline)
+    if not prefix or "/" in prefix or prefix.startswith(".") or len(prefix) > 64 \
+            or not prefix.isprintable():
+        raise s.fail("prefix", f"must be a plain file-name prefix (up to 64 printable "
+                               f"characters), got {prefix!r}")
+    directory = s.string("dir", str(d.dir))
+    if "\x00" in directory:
+        raise s.fail("dir", f"must be a path, got {directory!r}")
+    return OutputConfig(
+        dir=_resolve_path(base, directory),
+        rotate_bytes=s.integer("rotate_bytes", d.rotate_bytes, minimum=1024, maximum=MAX_BYTES),
+        rotate_seconds=s.number("rotate_seconds", d.rotate_seconds, maximum=7 * DAY),
+        compress=s.choice("compress", d.compress, ("gzip", "zstd", "none")),  # type: ignore[arg-type]
+        fsync_interval=s.number("fsync_interval", d.fsync_interval, maximum=DAY),
+        store_bodies=s.choice(
+            "store_bodies",
+            d.store_bodies,  # type: ignore[arg-type]
+            ("anomalous", "always", "never"),
+        ),
+        prefix=prefix,
+        max_total_bytes=_optional_positive(s, "max_total_bytes", int, 1 << 50),
+        max_age_days=_optional_positive(s, "max_age_days", (int, float), 100 * 365),
+    )
+
+
+def _optional_positive(s: _Section, key: str, kind: type | tuple[type, ...],
+                       maximum: float) -> Any:
+    """An optional limit: absent or 0 means off, otherwise it must be positive."""
+    value = s.get(key, kind, None)
+    if value is None or value == 0:
+        return None
+    if not math.isfinite(value):
+        raise s.fail(key, f"must be a finite number, got {value}")
+    if value < 0:
+        raise s.fail(key, f"must be > 0 (or 0 for off), got {value}")
+    if value > maximum:
+        raise s.fail(key, f"must be <= {maximum:g}, got {value}")
+    return value
+
+
+def _parse_targets(s: _Section, base: Path | None) -> TargetConfig:
+    files = tuple(_resolve_path(base, f) for f in s.strings("files", ()))
+    return TargetConfig(urls=s.strings("urls", ()), files=files)
+
+
+def _parse_analysis(s: _Section, base: Path | None) -> AnalysisConfig:
+    d = AnalysisConfig()
+    files = tuple(_resolve_path(base, f) for f in s.strings("fingerprint_files", ()))
+    for path in files:  # read at start too (verdict.with_local_fingerprints), the same way
+        s.read_file("fingerprint_files", path, MAX_FINGERPRINT_BYTES, "fingerprint file")
+    return AnalysisConfig(
+        not_bogon=_networks(s, "not_bogon"),
+        retries=s.integer("retries", d.retries, minimum=0, maximum=100),
+        benign_sni=s.string("benign_sni", d.benign_sni),
+        throttle_min_seconds=s.number("throttle_min_seconds", d.throttle_min_seconds,
+                                      maximum=MAX_TIMEOUT),
+        throttle_factor=s.number("throttle_factor", d.throttle_factor, minimum=1.0,
+                                 maximum=1e6),
+        fingerprint_files=files,
+        worker_process=s.get("worker_process", bool, d.worker_process),
+        worker_timeout=s.number("worker_timeout", d.worker_timeout, maximum=MAX_TIMEOUT),
+    )
+
+
+def _parse_service(s: _Section) -> ServiceConfig:
+    d = ServiceConfig()
+    metrics_listen = _listen_ip(s, "metrics_listen", d.metrics_listen)
+    exposure = metrics_exposure(metrics_listen)
+    if exposure:
+        s.warn("metrics_listen", f"{metrics_listen!r} serves unauthenticated metrics and "
+                                 f"/healthz on {exposure}; publish it on loopback only "
+                                 f"(as the container docs do) or firewall it")
+    return ServiceConfig(
+        shutdown_grace=s.number("shutdown_grace", d.shutdown_grace, maximum=3600.0),
+        metrics_listen=metrics_listen,
+    )
