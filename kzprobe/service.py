@@ -30,7 +30,7 @@ import orjson
 import structlog
 
 from kzprobe.config import Config, load_config, metrics_exposure
-from kzprobe.engine import Engine, Prober, SweepSummary, raise_nofile_limit
+from kzprobe.engine import Engine, SweepSummary, build_engine, raise_nofile_limit
 from kzprobe.errors import KzprobeError
 from kzprobe.ops.health import HealthInputs, LoopWatch, problems
 from kzprobe.ops.metrics import Metrics, MetricsServer, Reading
@@ -97,13 +97,13 @@ async def measure_urls(config: Config, urls: list[str], out: TextIO = sys.stdout
     targets = [parse_target(url, origin=f"argv[{i}]") for i, url in enumerate(urls)]
     raise_nofile_limit()
     warn_if_public_ip_unknown(config)
-    prober = Prober(config)
-    await prober.start()
+    engine = build_engine(config)
+    await engine.start()
     gate = asyncio.Semaphore(config.limits.concurrency)
 
     async def one(target: Target) -> dict[str, Any]:
         async with gate:
-            return await prober.measure(target)
+            return await engine.measure(target)
 
     try:
         tasks = [asyncio.ensure_future(one(t)) for t in targets]
@@ -112,7 +112,7 @@ async def measure_urls(config: Config, urls: list[str], out: TextIO = sys.stdout
             out.write(orjson.dumps(record).decode() + "\n")
             out.flush()
     finally:
-        await prober.aclose()
+        await engine.aclose()
     return 0
 
 
@@ -166,11 +166,11 @@ def load_inputs(path: Path) -> Inputs:
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    """A reloaded config waiting for the next sweep, with its probe resources built."""
+    """A reloaded config waiting for the next sweep, with its engine built."""
 
     config: Config
     targets: tuple[Target, ...]
-    prober: Prober
+    engine: Engine
 
 
 def _with_probe_id(config: Config, probe_id: str | None) -> Config:
@@ -204,7 +204,7 @@ class Daemon:
         self._engine: Engine | None = None
         self._swap = threading.Lock()  # engine swaps vs. the metrics thread's reads
         self._retired_waits = 0
-        self._retired_workers = 0  # analysis workers started by probers replaced on reload
+        self._retired_workers = 0  # analysis workers started by engines replaced on reload
         self._signals = 0
         self._pending: _Pending | None = None
         self._reload_task: asyncio.Task[None] | None = None
@@ -282,9 +282,9 @@ class Daemon:
 
     async def _start(self, *, once: bool) -> None:
         warn_if_public_ip_unknown(self.config)
-        prober = Prober(self.config)
-        await prober.start()
-        self._set_engine(self._new_engine(prober))
+        engine = self._new_engine(self.config)
+        await engine.start()
+        self._set_engine(engine)
         if not once:
             self._start_metrics()
         self._background = [asyncio.create_task(coro, name=name) for name, coro in (
@@ -304,10 +304,9 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         pending, self._pending = self._pending, None
-        for prober in (self._engine.prober if self._engine else None,
-                       pending.prober if pending else None):
-            if prober is not None:
-                await prober.aclose()
+        for engine in (self._engine, pending.engine if pending else None):
+            if engine is not None:
+                await engine.aclose()
         timeout = FORCED_CLOSE_TIMEOUT if self.force_exit else CLOSE_TIMEOUT
         await self.sink.aclose(timeout=timeout)
         if self.sink.stats.records_lost:
@@ -341,14 +340,14 @@ class Daemon:
 
     # -- engines and reloads
 
-    def _new_engine(self, prober: Prober) -> Engine:
-        return Engine(prober, self._emit, wait_writable=self._wait_writable)
+    def _new_engine(self, config: Config) -> Engine:
+        return build_engine(config, self._emit, wait_writable=self._wait_writable)
 
     def _set_engine(self, engine: Engine) -> None:
         with self._swap:
             if self._engine is not None:
                 self._retired_waits += self._engine.bucket.waits
-                judge = self._engine.prober.judge
+                judge = self._engine.pipeline.judge
                 self._retired_workers += judge.started if judge is not None else 0
             self._engine = engine
 
@@ -371,8 +370,8 @@ class Daemon:
             async with asyncio.timeout(RELOAD_TIMEOUT):
                 inputs = await blocking_io(lambda: load_inputs(path))
             config = self._restartless(inputs.config)
-            prober = Prober(config)
-            await prober.start()
+            engine = self._new_engine(config)
+            await engine.start()
         except Exception as exc:  # any bad config keeps the running one
             self.metrics.reloads.labels("failure").inc()
             log.error("config_reload_failed", path=str(path), error=str(exc) or repr(exc),
@@ -380,7 +379,7 @@ class Daemon:
             return
         for warning in inputs.warnings:
             log.warning("config_warning", warning=warning)
-        await self._set_pending(_Pending(config, inputs.targets, prober))
+        await self._set_pending(_Pending(config, inputs.targets, engine))
         self.metrics.reloads.labels("success").inc()
         log.info("config_reloaded", path=str(path), targets=len(inputs.targets),
                  applies="at the next sweep")
@@ -389,7 +388,7 @@ class Daemon:
         old, self._pending = self._pending, pending
         self._wake.set()  # a sleeping loop recomputes its wait with the new interval
         if old is not None:
-            await old.prober.aclose()
+            await old.engine.aclose()
 
     def _restartless(self, new: Config) -> Config:
         """``new``, but keeping the running values of settings that need a restart."""
@@ -415,10 +414,10 @@ class Daemon:
         old = self._engine
         self.config, self.targets = pending.config, list(pending.targets)
         if old is not None:
-            pending.prober.scrubber.adopt(old.prober.scrubber)
-        self._set_engine(self._new_engine(pending.prober))
+            pending.engine.pipeline.scrubber.adopt(old.pipeline.scrubber)
+        self._set_engine(pending.engine)
         if old is not None:
-            await old.prober.aclose()
+            await old.aclose()
         log.info("config_applied", targets=len(self.targets))
 
     # -- records
@@ -554,7 +553,7 @@ class Daemon:
         with self._swap:
             engine, retired = self._engine, self._retired_waits
             workers = self._retired_workers
-        judge = engine.prober.judge if engine else None
+        judge = engine.pipeline.judge if engine else None
         return Reading(
             in_flight=engine.in_flight if engine else 0,
             queue_depth=engine.queue_depth if engine else 0,
@@ -569,7 +568,7 @@ class Daemon:
             loop_lag=self.loop_watch.current_lag(),
             loop_lag_max=self.loop_watch.max_lag,
             analysis_workers_started=workers + (judge.started if judge else 0),
-            analysis_inline=engine is None or not engine.prober.judging_in_worker,
+            analysis_inline=engine is None or not engine.pipeline.judging_in_worker,
         )
 
     def health_problems(self) -> list[str]:
