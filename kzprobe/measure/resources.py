@@ -16,6 +16,7 @@ from kzprobe.config import Config
 from kzprobe.measure.context import ProbeContext
 from kzprobe.measure.control import ControlClient
 from kzprobe.measure.ratelimit import HostLimiter
+from kzprobe.measure.steps.dns import DnsChannels
 from kzprobe.measure.steps.http import measuring_session
 from kzprobe.measure.steps.tls import make_context
 
@@ -63,4 +64,5 @@ def build_resources(config: Config, *, may_dial: Callable[[str], bool] | None = 
         may_dial=may_dial,
         source_address=source_address,
         control=control_client(config),
+        dns_channels=DnsChannels(),
     ))
