@@ -16,37 +16,24 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import structlog
 
 from kzprobe.config import Config
 from kzprobe.errors import FAILURE_INTERRUPTED, classify
-from kzprobe.measure.context import ProbeContext, Stopwatch
-from kzprobe.measure.control import ControlClient
+from kzprobe.measure.context import Experiment, Stopwatch
 from kzprobe.measure.loader import experiment_for
-from kzprobe.measure.ratelimit import HostLimiter, TokenBucket
-from kzprobe.measure.registry import kind_of
-from kzprobe.measure.steps.http import HandoffConnector
-from kzprobe.measure.steps.tls import make_context
+from kzprobe.measure.ratelimit import TokenBucket
+from kzprobe.measure.resources import Resources, build_resources
 from kzprobe.record import build_record
 from kzprobe.targets import Target
 from kzprobe.verdict import outcome as outcomes
-from kzprobe.verdict import worker as judging
-from kzprobe.verdict.outcome import is_interrupted, outcome
-from kzprobe.verdict.pipeline import (
-    Analyzer,
-    Scrubber,
-    Verdict,
-    choose,
-    drop_bodies,
-    keep_bodies,
-    looks_blocked,
-)
-from kzprobe.verdict.worker import ProcessJudge
+from kzprobe.verdict.outcome import outcome
+from kzprobe.verdict.pipeline import Pipeline
 
 log = structlog.get_logger("kzprobe.engine")
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
+Lookup = Callable[[str], Experiment]  # URL scheme -> the experiment that measures it
 
 
 def raise_nofile_limit() -> int:
@@ -59,153 +46,26 @@ def raise_nofile_limit() -> int:
     return soft
 
 
-class Prober:
-    """Long-lived probe resources (TLS contexts, the aiohttp session, limiters)."""
+def Prober(config: Config, *, may_dial: Callable[[str], bool] | None = None,
+           source_address: str | None = None) -> Resources:
+    """Compatibility for ``kzprobe.helper`` only, which used a Prober for its context:
+    now :class:`Resources` (no fingerprints). Remove once the helper calls
+    :func:`~kzprobe.measure.resources.build_resources` itself."""
+    return build_resources(config, may_dial=may_dial, source_address=source_address)
 
-    def __init__(self, config: Config, *, may_dial: Callable[[str], bool] | None = None,
-                 source_address: str | None = None) -> None:
-        self.config = config
-        alpn = config.tls.alpn
-        self._session = aiohttp.ClientSession(
-            connector=HandoffConnector(),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            max_line_size=16 * 1024,
-            max_field_size=16 * 1024,
-            auto_decompress=True,
-        )
-        # aiohttp retries an idempotent request once after a reset or disconnect; a
-        # measurement must record that first failure, not a second attempt (which would
-        # find the handed-over connection already gone).
-        self._session._retry_connection = False
-        self.context = ProbeContext(
-            config=config,
-            verify_context=make_context(ca_file=config.tls.ca_file, alpn=alpn),
-            http11_context=make_context(ca_file=config.tls.ca_file, alpn=("http/1.1",)),
-            benign_context=make_context(ca_file=config.tls.ca_file, alpn=alpn, verify=False),
-            session=self._session,
-            host_limiter=HostLimiter(config.limits.per_host),
-            may_dial=may_dial,
-            source_address=source_address,
-            control=self._control_client(config),
-        )
-        self.analyzer = Analyzer(config)  # built here too: bad fingerprint files fail at start
-        self.scrubber = Scrubber(config)
-        self.judge = (ProcessJudge(config, timeout=config.analysis.worker_timeout)
-                      if config.analysis.worker_process else None)
 
-    @staticmethod
-    def _control_client(config: Config) -> ControlClient | None:
-        if not config.control.helper_urls:
-            return None
-        return ControlClient(config.control.helpers, timeout=config.timeouts.control,
-                             concurrency=config.control.concurrency)
+def build_engine(config: Config, emit: Emit | None = None, *,
+                 wait_writable: Callable[[], Awaitable[None]] | None = None) -> Engine:
+    """An engine and everything it is given, from one config: what the service and ``kzprobe
+    measure`` run. The pipeline first: bad fingerprint files fail before any socket exists."""
+    pipeline = Pipeline(config)
+    return Engine(build_resources(config), pipeline, emit or _discard,
+                  wait_writable=wait_writable)
 
-    async def measure(self, target: Target, *, sweep_id: str | None = None) -> dict[str, Any]:
-        """Measure one target (again, while it looks blocked); always returns a record."""
-        attempts: list[tuple[dict[str, Any], Verdict]] = []
-        for _ in range(1 + self.config.analysis.retries):
-            record = await self._measure_once(target, sweep_id)
-            verdict = await self._judge(record, target)
-            attempts.append((record, verdict))
-            self.scrubber.learn(record["test_keys"])
-            if not looks_blocked(verdict) or is_interrupted(record):
-                break
-        index, agreeing = choose([verdict for _, verdict in attempts])
-        record, verdict = attempts[index]
-        keys = record["test_keys"]
-        keys["x_attempts"] = len(attempts)
-        keys["x_attempts_agreeing"] = agreeing
-        keys["x_attempt_verdicts"] = [
-            {"blocking": v[0], "interference": list(v[1])} for _, v in attempts]
-        record = self.scrubber.scrub(record)
-        if not keep_bodies(self.config.output.store_bodies, verdict):
-            drop_bodies(record["test_keys"])  # after scrubbing: the hash hides the address too
-        return record
 
-    async def _judge(self, record: dict[str, Any], target: Target) -> Verdict:
-        test_name = record.get("test_name")
-        if is_interrupted(record) or not isinstance(test_name, str) or kind_of(test_name) is None:
-            return (None, ())
-        try:
-            if self.judge is None or not self.judge.usable:
-                return judging.judge(self.analyzer, test_name, record["test_keys"], target.url)
-            record["test_keys"], verdict = await self.judge.judge(
-                test_name, record["test_keys"], target.url)
-            return verdict
-        except judging.WorkerUnavailable as exc:  # a crash loop: judge here from now on
-            log.error("analysis_worker_failed", error=str(exc), fallback="inline")
-            return await self._judge(record, target)
-        except asyncio.CancelledError:  # shutdown past its grace: the record still goes out
-            record["test_keys"]["x_analysis_failure"] = FAILURE_INTERRUPTED
-        except Exception as exc:  # a bug in analysis must not lose the observations
-            log.warning("analysis_crashed", error=repr(exc)[:200])
-            log.debug("analysis_crashed_target", url=target.url)
-            record["test_keys"]["x_analysis_failure"] = judging.failure_of(exc)
-        return (None, ())
-
-    async def _measure_once(self, target: Target, sweep_id: str | None) -> dict[str, Any]:
-        experiment = experiment_for(target.scheme)
-        started, clock = time.time(), Stopwatch()
-        try:
-            async with asyncio.timeout(self.config.timeouts.measurement):
-                keys = await experiment.measure(target, self.context, clock)
-        except asyncio.CancelledError:
-            # Only the engine cancels a measurement task (shutdown past its grace period):
-            # the task ends here with a record saying so, instead of vanishing.
-            keys = experiment.failure_keys(target, FAILURE_INTERRUPTED)
-        except Exception as exc:  # a bug in one measurement must not stop the others
-            log.warning("measurement_crashed", error=repr(exc)[:200])
-            log.debug("measurement_crashed_target", url=target.url)
-            keys = experiment.failure_keys(target, classify(exc))
-        return self._record(target, experiment, keys, started, clock, sweep_id)
-
-    def _record(
-        self,
-        target: Target,
-        experiment: Any,
-        keys: Mapping[str, Any],
-        started: float,
-        clock: Stopwatch,
-        sweep_id: str | None,
-    ) -> dict[str, Any]:
-        return build_record(
-            target=target,
-            config=self.config,
-            test_name=experiment.test_name,
-            test_version=experiment.test_version,
-            test_keys=keys,
-            started=started,
-            runtime=clock.now(),
-            sweep_id=sweep_id,
-        )
-
-    @property
-    def judging_in_worker(self) -> bool:
-        """Whether verdicts come from the analysis worker (else from this loop)."""
-        return self.judge is not None and self.judge.usable
-
-    async def start(self) -> None:
-        """Start the analysis worker before the first measurement needs it.
-
-        A worker that cannot start is logged and judging falls back to this loop: a
-        verdict computed here beats a record without one.
-        """
-        if self.judge is None:
-            return
-        try:
-            await self.judge.start()
-        except Exception as exc:
-            log.error("analysis_worker_failed", error=repr(exc)[:200], fallback="inline")
-            await self.judge.aclose()
-            self.judge = None
-
-    async def aclose(self) -> None:
-        await self._session.close()
-        await self.context.dns_channels.aclose()
-        if self.judge is not None:
-            await self.judge.aclose()
-        if self.context.control is not None:
-            await self.context.control.aclose()
+async def _discard(record: dict[str, Any]) -> None:
+    """For an engine that only measures (``kzprobe measure`` prints records in input order
+    itself): no record is emitted."""
 
 
 @dataclass(slots=True)
@@ -229,23 +89,72 @@ class SweepSummary:
 
 
 class Engine:
-    """Runs sweeps: a bounded queue feeding ``limits.concurrency`` workers."""
+    """Runs sweeps: a bounded queue feeding ``limits.concurrency`` workers.
+
+    Everything arrives as arguments: the measuring ``resources``, the verdict ``pipeline``,
+    ``emit`` for finished records and ``experiments``, the lookup from a URL scheme to its
+    experiment. The engine owns what it is given from then on (:meth:`aclose`).
+    """
 
     def __init__(
         self,
-        prober: Prober,
+        resources: Resources,
+        pipeline: Pipeline,
         emit: Emit,
         *,
+        experiments: Lookup = experiment_for,
         wait_writable: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        limits = prober.config.limits
-        self.prober = prober
+        self.config = resources.config
+        self.resources = resources
+        self.pipeline = pipeline
         self.emit = emit
+        self.experiments = experiments
         self.wait_writable = wait_writable
+        limits = self.config.limits
         self.bucket = TokenBucket(limits.rate, limits.burst)
         self.stopping = asyncio.Event()
         self._measuring: set[asyncio.Task[dict[str, Any]]] = set()
         self._queue: asyncio.Queue[Target | None] | None = None
+
+    async def start(self) -> None:
+        """Start the analysis worker before the first measurement needs it."""
+        await self.pipeline.start()
+
+    async def aclose(self) -> None:
+        """Close the measuring resources and the analysis worker."""
+        await self.resources.aclose()
+        await self.pipeline.aclose()
+
+    async def measure(self, target: Target, *, sweep_id: str | None = None) -> dict[str, Any]:
+        """Measure one target (again, while it looks blocked); always returns a record."""
+        return await self.pipeline.run(
+            target.url, lambda: self._measure_once(target, sweep_id))
+
+    async def _measure_once(self, target: Target, sweep_id: str | None) -> dict[str, Any]:
+        experiment = self.experiments(target.scheme)
+        started, clock = time.time(), Stopwatch()
+        try:
+            async with asyncio.timeout(self.config.timeouts.measurement):
+                keys = await experiment.measure(target, self.resources.context, clock)
+        except asyncio.CancelledError:
+            # Only the engine cancels a measurement task (shutdown past its grace period):
+            # the task ends here with a record saying so, instead of vanishing.
+            keys = experiment.failure_keys(target, FAILURE_INTERRUPTED)
+        except Exception as exc:  # a bug in one measurement must not stop the others
+            log.warning("measurement_crashed", error=repr(exc)[:200])
+            log.debug("measurement_crashed_target", url=target.url)
+            keys = experiment.failure_keys(target, classify(exc))
+        return build_record(
+            target=target,
+            config=self.config,
+            test_name=experiment.test_name,
+            test_version=experiment.test_version,
+            test_keys=keys,
+            started=started,
+            runtime=clock.now(),
+            sweep_id=sweep_id,
+        )
 
     @property
     def in_flight(self) -> int:
@@ -269,7 +178,7 @@ class Engine:
     async def sweep(self, targets: Iterable[Target]) -> SweepSummary:
         """Measure every target once (unless asked to stop); return the counts."""
         summary = SweepSummary(sweep_id=uuid.uuid4().hex[:12])
-        workers = max(1, self.prober.config.limits.concurrency)
+        workers = max(1, self.config.limits.concurrency)
         queue: asyncio.Queue[Target | None] = asyncio.Queue(maxsize=workers * 4)
         self._queue = queue
         tasks = [asyncio.create_task(self._worker(queue, summary)) for _ in range(workers)]
@@ -312,7 +221,7 @@ class Engine:
                 await self.wait_writable()
                 if self.stopping.is_set():
                     continue  # stopped while the writer was blocked: do not start now
-            task = asyncio.create_task(self.prober.measure(target, sweep_id=summary.sweep_id))
+            task = asyncio.create_task(self.measure(target, sweep_id=summary.sweep_id))
             self._measuring.add(task)
             try:
                 record = await task

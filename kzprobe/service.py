@@ -22,7 +22,7 @@ import orjson
 import structlog
 
 from kzprobe.config import Config
-from kzprobe.engine import Engine, Prober, raise_nofile_limit
+from kzprobe.engine import Engine, build_engine, raise_nofile_limit
 from kzprobe.ops.notify import Notifier, SystemdEnv
 from kzprobe.ops.readings import Readings, Running, heartbeat
 from kzprobe.ops.reload import Reloader, with_probe_id
@@ -75,13 +75,13 @@ async def measure_urls(config: Config, urls: list[str], out: TextIO = sys.stdout
     targets = [parse_target(url, origin=f"argv[{i}]") for i, url in enumerate(urls)]
     raise_nofile_limit()
     warn_if_public_ip_unknown(config)
-    prober = Prober(config)
-    await prober.start()
+    engine = build_engine(config)
+    await engine.start()
     gate = asyncio.Semaphore(config.limits.concurrency)
 
     async def one(target: Target) -> dict[str, Any]:
         async with gate:
-            return await prober.measure(target)
+            return await engine.measure(target)
 
     try:
         tasks = [asyncio.ensure_future(one(t)) for t in targets]
@@ -90,7 +90,7 @@ async def measure_urls(config: Config, urls: list[str], out: TextIO = sys.stdout
             out.write(orjson.dumps(record).decode() + "\n")
             out.flush()
     finally:
-        await prober.aclose()
+        await engine.aclose()
     return 0
 
 
@@ -186,9 +186,9 @@ class Daemon:
 
     async def _start(self, *, once: bool) -> None:
         warn_if_public_ip_unknown(self.running.config)
-        prober = Prober(self.running.config)
-        await prober.start()
-        self.running.set_engine(self._new_engine(prober))
+        engine = self._new_engine(self.running.config)
+        await engine.start()
+        self.running.set_engine(engine)
         if not once:
             self.readings.start_server()
         self._background = [asyncio.create_task(coro, name=name) for name, coro in (
@@ -210,10 +210,9 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         pending, engine = self.reloader.take(), self.running.engine
-        for prober in (engine.prober if engine else None,
-                       pending.prober if pending else None):
-            if prober is not None:
-                await prober.aclose()
+        for closing in (engine, pending.engine if pending else None):
+            if closing is not None:
+                await closing.aclose()
         timeout = FORCED_CLOSE_TIMEOUT if self.force_exit else CLOSE_TIMEOUT
         await self.sink.aclose(timeout=timeout)
         if self.sink.stats.records_lost:
@@ -224,8 +223,8 @@ class Daemon:
 
     # -- engines and records
 
-    def _new_engine(self, prober: Prober) -> Engine:
-        return Engine(prober, self._emit, wait_writable=self._wait_writable)
+    def _new_engine(self, config: Config) -> Engine:
+        return build_engine(config, self._emit, wait_writable=self._wait_writable)
 
     async def _emit(self, record: dict[str, Any]) -> None:
         await self.sink.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))

@@ -212,13 +212,13 @@ STARTUP_VALUES = st.one_of(
 @example({("tls", "alpn"): ["h2\u00e9"]})
 @example({("output", "prefix"): "kz\x00"})
 def test_what_check_config_accepts_run_starts_with(values: dict[tuple[str, str], Any]) -> None:
-    """A config the parser (check-config) accepts never fails ``run``'s start-up: the prober
-    with its TLS contexts and fingerprints, the engine, the writer, the helper's context."""
+    """A config the parser (check-config) accepts never fails ``run``'s start-up: the engine
+    with its TLS contexts and fingerprints, the writer, the helper's context."""
     import asyncio
 
     import certifi
 
-    from kzprobe.engine import Engine, Prober
+    from kzprobe.engine import build_engine
     from kzprobe.helper import _server_ssl
     from kzprobe.storage.sink import NdjsonSink
 
@@ -235,13 +235,12 @@ def test_what_check_config_accepts_run_starts_with(values: dict[tuple[str, str],
         config = loaded.config
 
         async def start() -> None:
-            prober = Prober(config)
+            engine = build_engine(config, _discard)
             try:
-                Engine(prober, _discard)
                 NdjsonSink(config.output)
                 _server_ssl(config)
             finally:
-                await prober.aclose()
+                await engine.aclose()
 
         asyncio.run(start())
 

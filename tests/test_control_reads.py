@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from kzprobe.config import Config, ControlHelper
-from kzprobe.engine import Prober
+from kzprobe.engine import build_engine
 from kzprobe.helper import RunningHelper, start_helper
 from kzprobe.measure.control import MAX_RESPONSE_BYTES, ControlClient
 from kzprobe.targets import parse_target
@@ -277,12 +277,12 @@ async def test_probe_control_and_site_over_paced_paths(
         async with SegmentingRelay(site_port, pause=0.002) as site, \
                 SegmentingRelay(_port(helper), pause=0.005) as control:
             dns_server.zone["paced.test"] = ["127.0.0.1"]
-            prober = Prober(config_factory(dns=dns_server,
+            engine = build_engine(config_factory(dns=dns_server,
                                            control={"helper_url": [control.url()]}))
             try:
-                record = await prober.measure(parse_target(f"http://paced.test:{site.port}/"))
+                record = await engine.measure(parse_target(f"http://paced.test:{site.port}/"))
             finally:
-                await prober.aclose()
+                await engine.aclose()
     keys = record["test_keys"]
     assert keys["control_failure"] is None
     assert keys["control"]["http_request"]["status_code"] == 200

@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 
 from kzprobe.config import Config, parse_config
-from kzprobe.engine import Prober
 from kzprobe.errors import ConfigError
+from kzprobe.measure.resources import control_client
 
 
 @dataclass
@@ -62,7 +62,7 @@ def _config(control: dict[str, Any], base: Path | None = None) -> Config:
 
 
 async def _query(config: Config) -> tuple[str | None, str | None]:
-    client = Prober._control_client(config)
+    client = control_client(config)
     assert client is not None
     try:
         result = await client.query("https://site.test/", ["127.0.0.1:443"])

@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
-import pytest
-
 from kzprobe.config import Config
-from kzprobe.engine import Engine, Prober
-from kzprobe.measure import registry
+from kzprobe.engine import Emit, Engine, Lookup
 from kzprobe.measure.experiments.web_connectivity import WebConnectivity
 from kzprobe.measure.loader import experiment_for
 from kzprobe.measure.ratelimit import HostLimiter, TokenBucket
+from kzprobe.measure.resources import build_resources
 from kzprobe.targets import parse_target
+from kzprobe.verdict.pipeline import Pipeline
 from tests.servers import DnsServer, WebSite, eventually
 
 
@@ -25,6 +23,11 @@ class _Exploding(WebConnectivity):
 
     async def measure(self, target: Any, ctx: Any, clock: Any) -> dict[str, Any]:
         raise RuntimeError("bug in probe for 203.0.113.9")
+
+
+def _engine(config: Config, emit: Emit, experiments: Lookup = experiment_for) -> Engine:
+    """An engine given everything it needs, as the service builds one."""
+    return Engine(build_resources(config), Pipeline(config), emit, experiments=experiments)
 
 
 async def test_token_bucket_spaces_acquisitions() -> None:
@@ -84,14 +87,13 @@ async def test_sweep_bounds_in_flight_and_emits_every_record(
     """`limits.concurrency` bounds measurements in flight; every target yields one record."""
     dns_server.zone["site.test"] = ["127.0.0.1"]
     config = config_factory(dns=dns_server, limits={"concurrency": 3, "rate": 1000})
-    prober = Prober(config)
     records: list[dict[str, Any]] = []
     peak = 0
 
     async def emit(record: dict[str, Any]) -> None:
         records.append(record)
 
-    engine = Engine(prober, emit)
+    engine = _engine(config, emit)
 
     async def watch() -> None:
         nonlocal peak
@@ -104,29 +106,31 @@ async def test_sweep_bounds_in_flight_and_emits_every_record(
                for i in range(12)]
     summary = await engine.sweep(targets)
     watcher.cancel()
-    await prober.aclose()
+    await engine.aclose()
     assert summary.measured == len(records) == 12
     assert 1 <= peak <= 3
 
 
 async def test_a_crashing_experiment_becomes_a_record(
-        config_factory: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
+        config_factory: Callable[..., Config]) -> None:
     """An unexpected exception is an unknown_failure record (IP scrubbed); the sweep goes on."""
-    exploding = replace(registry.spec_for("http"), experiment=f"{__name__}:_Exploding")
-    monkeypatch.setitem(registry._BY_SCHEME, "http", exploding)
-    experiment_for.cache_clear()
-    prober = Prober(config_factory())
     records: list[dict[str, Any]] = []
+    schemes: list[str] = []
 
     async def emit(record: dict[str, Any]) -> None:
         records.append(record)
 
+    def exploding(scheme: str) -> _Exploding:
+        schemes.append(scheme)
+        return _Exploding()
+
+    engine = _engine(config_factory(), emit, exploding)
     try:
-        summary = await Engine(prober, emit).sweep([parse_target("http://a.test/"),
-                                                    parse_target("http://b.test/")])
+        summary = await engine.sweep([parse_target("http://a.test/"),
+                                      parse_target("http://b.test/")])
     finally:
-        await prober.aclose()
-        experiment_for.cache_clear()
+        await engine.aclose()
+    assert schemes == ["http", "http"]  # the injected lookup, not the module registry
     assert summary.measured == 2
     failure = records[0]["test_keys"]["http_experiment_failure"]
     assert failure.startswith("unknown_failure: RuntimeError")
@@ -139,13 +143,12 @@ async def test_interrupt_records_in_flight_measurements(
     dns_server.zone["site.test"] = ["127.0.0.1"]
     config = config_factory(dns=dns_server, limits={"concurrency": 2},
                             timeouts={"http": 30, "measurement": 60})
-    prober = Prober(config)
     records: list[dict[str, Any]] = []
 
     async def emit(record: dict[str, Any]) -> None:
         records.append(record)
 
-    engine = Engine(prober, emit)
+    engine = _engine(config, emit)
     targets = [parse_target(f"http://site.test:{website.http_port}/slow?s=20&i={i}")
                for i in range(10)]
     sweep = asyncio.create_task(engine.sweep(targets))
@@ -153,6 +156,6 @@ async def test_interrupt_records_in_flight_measurements(
     engine.stop()
     engine.interrupt()
     summary = await asyncio.wait_for(sweep, 10)
-    await prober.aclose()
+    await engine.aclose()
     assert summary.interrupted == 2
     assert [r["test_keys"]["http_experiment_failure"] for r in records] == ["interrupted"] * 2

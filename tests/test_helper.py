@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from kzprobe.config import Config
-from kzprobe.engine import Prober
+from kzprobe.engine import build_engine
 from kzprobe.helper import RunningHelper, start_helper
 from kzprobe.targets import parse_target
 from tests.servers import DnsServer, WebSite, refused_port
@@ -174,11 +174,11 @@ async def test_probe_uses_control_with_failover(config_factory: Callable[..., Co
     dns_server.zone["site.test"] = ["127.0.0.1"]
     good = await helper_factory(allow_nets=["127.0.0.0/8"])
     dead = f"http://127.0.0.1:{refused_port()}/"
-    prober = Prober(config_factory(dns=dns_server, control={"helper_url": [dead, good]}))
+    engine = build_engine(config_factory(dns=dns_server, control={"helper_url": [dead, good]}))
     try:
-        record = await prober.measure(parse_target(f"https://site.test:{website.https_port}/"))
+        record = await engine.measure(parse_target(f"https://site.test:{website.https_port}/"))
     finally:
-        await prober.aclose()
+        await engine.aclose()
     keys = record["test_keys"]
     assert keys["control_failure"] is None
     assert keys["x_control_helper"] == good
@@ -191,11 +191,11 @@ async def test_control_failure_never_blocks_the_measurement(
     """All helpers down: control_failure is recorded, the probe's own steps are complete."""
     dns_server.zone["site.test"] = ["127.0.0.1"]
     dead = f"http://127.0.0.1:{refused_port()}/"
-    prober = Prober(config_factory(dns=dns_server, control={"helper_url": [dead]}))
+    engine = build_engine(config_factory(dns=dns_server, control={"helper_url": [dead]}))
     try:
-        record = await prober.measure(parse_target(f"https://site.test:{website.https_port}/"))
+        record = await engine.measure(parse_target(f"https://site.test:{website.https_port}/"))
     finally:
-        await prober.aclose()
+        await engine.aclose()
     keys = record["test_keys"]
     assert keys["control"] is None
     assert keys["control_failure"] == "connection_refused"

@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from kzprobe.config import parse_config
-from kzprobe.engine import Prober
-from kzprobe.targets import parse_target
-from kzprobe.verdict.pipeline import Analyzer
+from kzprobe.verdict.analyzer import Analyzer
+from kzprobe.verdict.pipeline import Pipeline
+from kzprobe.verdict.verdicts import WebVerdict
 from kzprobe.verdict.worker import (
     MAX_FRAME,
     MAX_STARTS,
@@ -53,7 +53,7 @@ async def test_worker_verdicts_equal_inline_verdicts() -> None:
         assert remote_verdict == local_verdict
         assert orjson.dumps(remote_keys, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
             local_keys, option=orjson.OPT_SORT_KEYS)
-        codes_seen.update(local_verdict[1])
+        codes_seen.update(local_verdict.interference)
     assert len(cases) > 70 and len(codes_seen) > 15 and worker.started == 1
 
 
@@ -69,7 +69,7 @@ async def test_worker_that_dies_is_replaced() -> None:
         _, verdict = await worker.judge(name, copy.deepcopy(keys), url)
     finally:
         await worker.aclose()
-    assert worker.started == 2 and verdict[0] is False
+    assert worker.started == 2 and verdict == WebVerdict(False, ())
 
 
 async def test_answer_later_than_the_timeout_kills_the_worker() -> None:
@@ -98,7 +98,7 @@ async def test_analysis_exception_in_the_worker_is_a_failure_string() -> None:
     finally:
         await worker.aclose()
     assert failure_of(caught.value).startswith("unknown_failure")
-    assert worker.started == 1 and verdict[0] is False
+    assert worker.started == 1 and verdict == WebVerdict(False, ())
 
 
 async def test_closed_judge_lets_its_worker_exit_cleanly() -> None:
@@ -113,27 +113,27 @@ async def test_closed_judge_lets_its_worker_exit_cleanly() -> None:
 
 async def test_workers_that_keep_dying_hand_judging_back(tmp_path: Path) -> None:
     """A worker that dies at start-up is restarted at most MAX_STARTS times in the window;
-    then the judge says so (WorkerUnavailable) and the prober judges on its own loop."""
+    then the judge says so (WorkerUnavailable) and the pipeline judges on its own loop."""
     extra = tmp_path / "local.csv"
     extra.write_text("name,scope,pattern,expected_countries,source,exp_url,notes\n")
     config = parse_config({"analysis": {"not_bogon": ["127.0.0.0/8"],
                                         "fingerprint_files": [str(extra)]}}).config
-    prober = Prober(config)  # reads the file now; the workers, started later, cannot
+    pipeline = Pipeline(config)  # reads the file now; the workers, started later, cannot
     extra.unlink()
     name, url, keys = _cases()[0]
-    assert prober.judge is not None
+    assert pipeline.judge is not None
     failures = []
     try:
         for _ in range(MAX_STARTS):
             with pytest.raises(WorkerGone) as caught:
-                await prober.judge.judge(name, copy.deepcopy(keys), url)
+                await pipeline.judge.judge(name, copy.deepcopy(keys), url)
             failures.append(caught.type)
         record = {"test_name": name, "test_keys": copy.deepcopy(keys)}
-        verdict = await prober._judge(record, parse_target(url))
+        verdict = await pipeline.verdict(record, url)
     finally:
-        await prober.aclose()
-    assert failures == [WorkerGone] * MAX_STARTS and prober.judge.started == MAX_STARTS
-    assert not prober.judge.usable
+        await pipeline.aclose()
+    assert failures == [WorkerGone] * MAX_STARTS and pipeline.judge.started == MAX_STARTS
+    assert not pipeline.judge.usable
     assert verdict == judge(Analyzer(CONFIG), name, copy.deepcopy(keys), url)
     assert "x_analysis_failure" not in record["test_keys"]
 

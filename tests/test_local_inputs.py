@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from kzprobe.config import parse_config
-from kzprobe.engine import Prober
+from kzprobe.engine import build_engine
 from kzprobe.errors import ConfigError
 
 KZPROBE = [sys.executable, "-m", "kzprobe"]
@@ -161,14 +161,14 @@ def test_every_number_has_an_upper_bound() -> None:
 
 
 async def test_runs_startup_accepts_a_valid_ca_file_and_alpn(tmp_path: Path) -> None:
-    """A good PEM bundle and ALPN list: parsed, and the prober builds its contexts from them."""
+    """A good PEM bundle and ALPN list: parsed, and the engine builds its contexts from them."""
     import certifi
 
     ca = tmp_path / "ca.pem"
     await asyncio.to_thread(shutil.copyfile, certifi.where(), ca)
     loaded = parse_config({"tls": {"ca_file": "ca.pem", "alpn": ["h2", "x" * 255]},
                            "analysis": {"worker_process": False}}, where="p.toml", base=tmp_path)
-    await Prober(loaded.config).aclose()  # builds the TLS contexts as ``run`` does
+    await build_engine(loaded.config).aclose()  # builds the TLS contexts as ``run`` does
 
 
 # ------------------------------------------------------ c. accepted but dangerous

@@ -6,20 +6,21 @@ import base64
 import timeit
 from pathlib import Path
 
+import orjson
 import pytest
 
 from kzprobe.config import parse_config
 from kzprobe.errors import ConfigError
+from kzprobe.verdict.analyzer import Analyzer
 from kzprobe.verdict.pipeline import (
     MAX_LEARNED,
-    Analyzer,
     Scrubber,
     choose,
     drop_bodies,
-    keep_bodies,
     public_ips,
     scrub,
 )
+from kzprobe.verdict.verdicts import EndpointVerdict, WebVerdict
 
 HEADER = ("name,scope,other_names,location_found,pattern_type,pattern,confidence_no_fp,"
           "expected_countries,source,exp_url,notes\n")
@@ -62,7 +63,7 @@ def test_missing_fingerprint_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_choose_prefers_the_majority_then_the_latest() -> None:
     """Retries: the verdict most attempts share wins; on a tie, the latest attempt."""
-    blocked, fine = ("http-failure", ("tls.reset",)), (False, ())
+    blocked, fine = WebVerdict("http-failure", ("tls.reset",)), WebVerdict(False, ())
     assert choose([blocked, fine, fine]) == (2, 2)
     assert choose([blocked, blocked, fine]) == (1, 2)
     assert choose([blocked, fine]) == (1, 1)
@@ -88,10 +89,11 @@ def test_loopback_is_never_taken_for_the_public_ip() -> None:
 
 def test_body_policy() -> None:
     """store_bodies: anomalous keeps bodies only for not-plainly-fine verdicts."""
-    assert keep_bodies("anomalous", ("dns", ("dns.nxdomain",)))
-    assert keep_bodies("anomalous", (None, ()))
-    assert not keep_bodies("anomalous", (False, ()))
-    assert keep_bodies("always", (False, ())) and not keep_bodies("never", ("dns", ()))
+    assert WebVerdict("dns", ("dns.nxdomain",)).keep_bodies("anomalous")
+    assert WebVerdict(None, ()).keep_bodies("anomalous")
+    assert not WebVerdict(False, ()).keep_bodies("anomalous")
+    assert WebVerdict(False, ()).keep_bodies("always")
+    assert not WebVerdict("dns", ()).keep_bodies("never")
     keys = {"requests": [{"response": {"body": "hello"}}]}
     drop_bodies(keys)
     response = keys["requests"][0]["response"]
@@ -162,7 +164,7 @@ def test_scrubber_learns_the_ipv4_behind_a_mapped_helper_answer() -> None:
 
 
 def test_scrubber_adopts_what_a_previous_one_learned() -> None:
-    """A config reload builds a new prober: the addresses learned so far carry over."""
+    """A config reload builds a new pipeline: the addresses learned so far carry over."""
     old = Scrubber(parse_config({}).config)
     old.learn({"control": {"x_client_ip": "198.51.100.23"}})
     new = Scrubber(parse_config({}).config)
@@ -234,3 +236,25 @@ def test_ipv6_scrub_finds_the_address_whatever_surrounds_it(prefix: str) -> None
     text = f"{prefix}2001:db8::7 near 2001:db8::70 [2001:0DB8::7]:443 2001:db8::7."
     clean = scrub({"t": text}, [V6])["t"]
     assert clean == f"{prefix}[scrubbed] near 2001:db8::70 [[scrubbed]]:443 [scrubbed]."
+
+
+def test_verdicts_are_typed_per_kind_with_one_identity() -> None:
+    """A web verdict carries OONI's blocking, an endpoint verdict its failure (False when
+    reachable); both compare, retry and cross the worker's wire as [blocking, codes]."""
+    from kzprobe.verdict import verdicts
+
+    reachable, refused = EndpointVerdict(False, ()), EndpointVerdict("connection_refused", ())
+    assert not reachable.looks_blocked() and refused.looks_blocked()
+    assert not EndpointVerdict(None, ()).looks_blocked()  # not judged: nothing to retry
+    assert EndpointVerdict(False, ("tcp.reset",)).looks_blocked()
+    assert not reachable.keep_bodies("anomalous") and refused.keep_bodies("anomalous")
+    assert WebVerdict("dns", ()).looks_blocked() and not WebVerdict(None, ()).looks_blocked()
+    assert refused.as_attempt() == {"blocking": "connection_refused", "interference": []}
+    for test_name, verdict in (("tcpconnect", EndpointVerdict("generic_timeout_error",
+                                                              ("tcp.timeout",))),
+                               ("web_connectivity", WebVerdict("tcp_ip", ("tcp.reset",)))):
+        wire = orjson.loads(orjson.dumps(verdict.wire()))
+        assert verdicts.from_wire(test_name, wire) == verdict
+    assert verdicts.unjudged("tor") == EndpointVerdict()
+    assert verdicts.unjudged("web_connectivity") == WebVerdict()
+    assert WebVerdict(False, ()) != EndpointVerdict(False, ())  # kinds never mix up

@@ -39,14 +39,14 @@ class Running:
         self.engine: Engine | None = None
         self._swap = threading.Lock()  # engine swaps vs. the metrics thread's reads
         self._retired_waits = 0
-        self._retired_workers = 0  # analysis workers started by probers replaced on reload
+        self._retired_workers = 0  # analysis workers started by engines replaced on reload
 
     def set_engine(self, engine: Engine) -> None:
         """Run ``engine`` from now on, keeping the counters of the one it replaces."""
         with self._swap:
             if self.engine is not None:
                 self._retired_waits += self.engine.bucket.waits
-                judge = self.engine.prober.judge
+                judge = self.engine.pipeline.judge
                 self._retired_workers += judge.started if judge is not None else 0
             self.engine = engine
 
@@ -126,7 +126,7 @@ class Readings:
         """Counters for a scrape (called from the metrics thread)."""
         stats = self.sink.stats
         engine, retired, workers = self.running.counters()
-        judge = engine.prober.judge if engine else None
+        judge = engine.pipeline.judge if engine else None
         return Reading(
             in_flight=engine.in_flight if engine else 0,
             queue_depth=engine.queue_depth if engine else 0,
@@ -141,7 +141,7 @@ class Readings:
             loop_lag=self.loop_watch.current_lag(),
             loop_lag_max=self.loop_watch.max_lag,
             analysis_workers_started=workers + (judge.started if judge else 0),
-            analysis_inline=engine is None or not engine.prober.judging_in_worker,
+            analysis_inline=engine is None or not engine.pipeline.judging_in_worker,
         )
 
     def health_problems(self) -> list[str]:

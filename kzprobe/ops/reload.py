@@ -21,7 +21,7 @@ from typing import TypeVar
 import structlog
 
 from kzprobe.config import Config, load_config
-from kzprobe.engine import Engine, Prober
+from kzprobe.engine import Engine
 from kzprobe.errors import KzprobeError
 from kzprobe.ops.readings import Readings, Running
 from kzprobe.targets import Target, load_targets
@@ -94,7 +94,7 @@ class Pending:
 
     config: Config
     targets: tuple[Target, ...]
-    prober: Prober
+    engine: Engine
 
 
 def with_probe_id(config: Config, probe_id: str | None) -> Config:
@@ -123,7 +123,7 @@ class Reloader:
     """Stages reloads of the running config and applies the latest one when asked."""
 
     def __init__(self, running: Running, readings: Readings, wake: asyncio.Event,
-                 new_engine: Callable[[Prober], Engine]) -> None:
+                 new_engine: Callable[[Config], Engine]) -> None:
         self.running = running
         self.readings = readings
         self.wake = wake  # the sweep loop's idle wait: a new interval may end it sooner
@@ -159,10 +159,10 @@ class Reloader:
         old = self.running.engine
         self.running.config, self.running.targets = pending.config, list(pending.targets)
         if old is not None:
-            pending.prober.scrubber.adopt(old.prober.scrubber)
-        self.running.set_engine(self.new_engine(pending.prober))
+            pending.engine.pipeline.scrubber.adopt(old.pipeline.scrubber)
+        self.running.set_engine(pending.engine)
         if old is not None:
-            await old.prober.aclose()
+            await old.aclose()
         log.info("config_applied", targets=len(self.running.targets))
 
     async def _reload(self) -> None:
@@ -183,8 +183,8 @@ class Reloader:
             async with asyncio.timeout(RELOAD_TIMEOUT):
                 inputs = await blocking_io(lambda: load_inputs(path))
             config = restartless(self.running.config, inputs.config)
-            prober = Prober(config)
-            await prober.start()
+            engine = self.new_engine(config)
+            await engine.start()
         except Exception as exc:  # any bad config keeps the running one
             self.readings.metrics.reloads.labels("failure").inc()
             log.error("config_reload_failed", path=str(path), error=str(exc) or repr(exc),
@@ -192,7 +192,7 @@ class Reloader:
             return
         for warning in inputs.warnings:
             log.warning("config_warning", warning=warning)
-        await self._stage(Pending(config, inputs.targets, prober))
+        await self._stage(Pending(config, inputs.targets, engine))
         self.readings.metrics.reloads.labels("success").inc()
         log.info("config_reloaded", path=str(path), targets=len(inputs.targets),
                  applies="at the next sweep")
@@ -201,4 +201,4 @@ class Reloader:
         old, self._pending = self._pending, pending
         self.wake.set()  # a sleeping loop recomputes its wait with the new interval
         if old is not None:
-            await old.prober.aclose()
+            await old.engine.aclose()

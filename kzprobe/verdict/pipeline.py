@@ -1,92 +1,42 @@
-"""From observations to a recorded verdict: analysis, retries, and privacy scrubbing.
+"""What becomes of a measured record: judged, measured again while it looks blocked, the
+attempt most agree on chosen, scrubbed of the probe's public IP, bodies dropped.
 
-The analysis itself is pure (``kzprobe.verdict.analysis``); this module applies it to a
-measurement's ``test_keys``, decides whether a blocked-looking result must be measured
-again (one lost packet is not censorship), and removes the probe's public IP from the
-record before it is stored.
+The analysis itself is pure (``kzprobe.verdict.analysis``, applied by
+``kzprobe.verdict.analyzer``, inline or in the worker process); this module decides whether
+a blocked-looking result must be measured again (one lost packet is not censorship), and
+removes the probe's public IP from the record before it is stored.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
-import csv
 import functools
 import hashlib
 import ipaddress
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import structlog
+
 from kzprobe.config import Config
-from kzprobe.errors import ConfigError
-from kzprobe.localfiles import LocalFileError, read_regular
-from kzprobe.verdict.analysis import (
-    AnalysisParams,
-    FingerprintSet,
-    analyze,
-    interference,
-    load_fingerprints,
-    verdict_key,
-)
-from kzprobe.verdict.analysis.fingerprints import (
-    build_fingerprints,
-    bundled_directory,
-    read_all,
-    read_ooni_csv,
-)
+from kzprobe.errors import FAILURE_INTERRUPTED
+from kzprobe.measure.registry import kind_of
+from kzprobe.verdict import verdicts
+from kzprobe.verdict.analyzer import Analyzer, judge
+from kzprobe.verdict.outcome import is_interrupted
+from kzprobe.verdict.verdicts import Verdict
+from kzprobe.verdict.worker import ProcessJudge, WorkerUnavailable, failure_of
 
-Verdict = tuple[Any, tuple[str, ...]]
+log = structlog.get_logger("kzprobe.verdict.pipeline")
+
+MeasureOnce = Callable[[], Awaitable[dict[str, Any]]]
 SCRUBBED = "[scrubbed]"
-MAX_FINGERPRINT_BYTES = 16 * 1024 * 1024  # OONI's whole HTTP set is ~0.5 MiB
 _NOT_SCRUBBED = frozenset({"peer_certificates"})  # certificates are evidence, kept intact
-
-
-class Analyzer:
-    """Applies OONI's keys and kzprobe's interference codes to measurements."""
-
-    def __init__(self, config: Config, fingerprints: FingerprintSet | None = None) -> None:
-        self.not_bogon = config.analysis.not_bogon
-        self.params = AnalysisParams.from_config(config.analysis, probe_cc=config.probe.cc)
-        if fingerprints is None:
-            files = config.analysis.fingerprint_files
-            fingerprints = with_local_fingerprints(files) if files else load_fingerprints()
-        self.fingerprints = fingerprints
-
-    def apply(self, test_keys: dict[str, Any], url: str) -> Verdict:
-        """Fill the verdict keys of ``test_keys`` in place; return the verdict's identity."""
-        ooni = analyze(test_keys, url=url, not_bogon=self.not_bogon)
-        measured_failure = test_keys.get("http_experiment_failure")
-        test_keys.update(ooni.as_dict())
-        if test_keys.get("http_experiment_failure") is None:
-            # LTE derives it from a failing event; failures with no event of their own
-            # (a redirect limit, an unusable Location) keep what the probe recorded.
-            test_keys["http_experiment_failure"] = measured_failure
-        result = interference(test_keys, oo=ooni, fingerprints=self.fingerprints,
-                              config=self.params, url=url)
-        test_keys.update(result.as_dict())
-        return verdict_key(result)
-
-
-def with_local_fingerprints(paths: Sequence[Path]) -> FingerprintSet:
-    """The bundled sets plus local OONI-format CSVs (a blockpage seen only in one ISP)."""
-    signatures = read_all(bundled_directory())
-    for path in paths:
-        try:  # a regular file, read bounded (a FIFO or /dev/zero is refused, not waited on)
-            data = read_regular(path, MAX_FINGERPRINT_BYTES, "fingerprint file")
-            signatures += read_ooni_csv(data.decode("utf-8-sig"))
-        except (LocalFileError, UnicodeDecodeError, csv.Error) as exc:
-            raise ConfigError(f"{path}: cannot read fingerprints: {exc}") from None
-    return build_fingerprints(signatures)
-
-
-def looks_blocked(verdict: Verdict) -> bool:
-    """Worth re-measuring: OONI says blocked, or any interference code was set."""
-    blocking, codes = verdict
-    return bool(codes) or blocking not in (False, None)
 
 
 def choose(verdicts: Sequence[Verdict]) -> tuple[int, int]:
@@ -338,7 +288,7 @@ class Scrubber:
 
     Configured addresses always count. Without them, the address is what kzprobe helpers
     report (``x_client_ip``): remembered across records (the last MAX_LEARNED distinct
-    ones), so a record whose control failed is scrubbed too. Owned by the prober, whose
+    ones), so a record whose control failed is scrubbed too. Owned by the pipeline, whose
     loop runs every scrub (the analysis worker never sees a stored record).
     """
 
@@ -364,7 +314,7 @@ class Scrubber:
             self._learned.popitem(last=False)
 
     def adopt(self, other: Scrubber) -> None:
-        """Carry over what ``other`` learned (a reload replaces the prober)."""
+        """Carry over what ``other`` learned (a reload replaces the pipeline)."""
         for key in other._learned:
             self._learned[key] = None
             self._learned.move_to_end(key)
@@ -400,11 +350,89 @@ def drop_bodies(test_keys: Mapping[str, Any]) -> None:
         response["x_body_length"] = len(raw)
 
 
-def keep_bodies(mode: str, verdict: Verdict) -> bool:
-    """``always``; ``never``; ``anomalous``: only when the verdict is not plainly fine."""
-    if mode == "always":
-        return True
-    if mode == "never":
-        return False
-    blocking, codes = verdict
-    return bool(codes) or blocking is not False
+class Pipeline:
+    """The verdict side of a measurement, apart from the measuring resources.
+
+    Owns the analyzer (its fingerprints are built here, so bad fingerprint files fail at
+    start), the scrubber and the analysis worker. The engine hands :meth:`run` a way to
+    measure the target once; everything after the observations happens here.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.analyzer = Analyzer(config)
+        self.scrubber = Scrubber(config)
+        self.judge = (ProcessJudge(config, timeout=config.analysis.worker_timeout)
+                      if config.analysis.worker_process else None)
+
+    async def run(self, url: str, measure_once: MeasureOnce) -> dict[str, Any]:
+        """Measure (again, while it looks blocked); the chosen record, scrubbed."""
+        attempts: list[tuple[dict[str, Any], Verdict]] = []
+        for _ in range(1 + self.config.analysis.retries):
+            record = await measure_once()
+            verdict = await self.verdict(record, url)
+            attempts.append((record, verdict))
+            self.scrubber.learn(record["test_keys"])
+            if not verdict.looks_blocked() or is_interrupted(record):
+                break
+        return self.finish(attempts)
+
+    def finish(self, attempts: Sequence[tuple[dict[str, Any], Verdict]]) -> dict[str, Any]:
+        """The attempt most agree on, with the attempts noted, scrubbed, bodies per policy."""
+        index, agreeing = choose([verdict for _, verdict in attempts])
+        record, verdict = attempts[index]
+        keys = record["test_keys"]
+        keys["x_attempts"] = len(attempts)
+        keys["x_attempts_agreeing"] = agreeing
+        keys["x_attempt_verdicts"] = [v.as_attempt() for _, v in attempts]
+        record = self.scrubber.scrub(record)
+        if not verdict.keep_bodies(self.config.output.store_bodies):
+            drop_bodies(record["test_keys"])  # after scrubbing: the hash hides the address too
+        return record
+
+    async def verdict(self, record: dict[str, Any], url: str) -> Verdict:
+        """Judge ``record`` (its keys filled in place); failures of analysis are data."""
+        test_name = record.get("test_name")
+        if (is_interrupted(record) or not isinstance(test_name, str)
+                or kind_of(test_name) is None):
+            return verdicts.unjudged(test_name if isinstance(test_name, str) else None)
+        try:
+            if self.judge is None or not self.judge.usable:
+                return judge(self.analyzer, test_name, record["test_keys"], url)
+            record["test_keys"], verdict = await self.judge.judge(
+                test_name, record["test_keys"], url)
+            return verdict
+        except WorkerUnavailable as exc:  # a crash loop: judge here from now on
+            log.error("analysis_worker_failed", error=str(exc), fallback="inline")
+            return await self.verdict(record, url)
+        except asyncio.CancelledError:  # shutdown past its grace: the record still goes out
+            record["test_keys"]["x_analysis_failure"] = FAILURE_INTERRUPTED
+        except Exception as exc:  # a bug in analysis must not lose the observations
+            log.warning("analysis_crashed", error=repr(exc)[:200])
+            log.debug("analysis_crashed_target", url=url)
+            record["test_keys"]["x_analysis_failure"] = failure_of(exc)
+        return verdicts.unjudged(test_name)
+
+    @property
+    def judging_in_worker(self) -> bool:
+        """Whether verdicts come from the analysis worker (else from this loop)."""
+        return self.judge is not None and self.judge.usable
+
+    async def start(self) -> None:
+        """Start the analysis worker before the first measurement needs it.
+
+        A worker that cannot start is logged and judging falls back to this loop: a
+        verdict computed here beats a record without one.
+        """
+        if self.judge is None:
+            return
+        try:
+            await self.judge.start()
+        except Exception as exc:
+            log.error("analysis_worker_failed", error=repr(exc)[:200], fallback="inline")
+            await self.judge.aclose()
+            self.judge = None
+
+    async def aclose(self) -> None:
+        if self.judge is not None:
+            await self.judge.aclose()

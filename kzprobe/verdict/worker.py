@@ -10,8 +10,10 @@ record that sends the analysis into a loop or a crash costs that record its verd
 Wire format between the two: frames of a 4-byte big-endian length and an orjson body.
 The first frame to the worker is the pickled :class:`~kzprobe.config.Config`, answered by
 ``[]`` once its fingerprints are built; then each request is ``[id, test_name, url,
-test_keys]`` and each answer ``[id, changed_keys, verdict, failure]``. The worker exits when
-its stdin closes (the daemon stopped or was killed).
+test_keys]`` and each answer ``[id, changed_keys, verdict, failure]``, the verdict as
+``[blocking, codes]`` (:meth:`~kzprobe.verdict.verdicts.WebVerdict.wire`), typed again by
+``test_name`` on the daemon's side. The worker exits when its stdin closes (the daemon
+stopped or was killed).
 """
 
 from __future__ import annotations
@@ -31,9 +33,8 @@ import structlog
 
 from kzprobe.config import Config
 from kzprobe.errors import classify
-from kzprobe.measure.registry import kind_of
-from kzprobe.verdict.analysis import endpoints
-from kzprobe.verdict.pipeline import Analyzer, Verdict
+from kzprobe.verdict.analyzer import Analyzer, judge
+from kzprobe.verdict.verdicts import Verdict, from_wire
 
 log = structlog.get_logger("kzprobe.verdict.worker")
 
@@ -50,17 +51,6 @@ class WorkerGone(Exception):
 
 class WorkerUnavailable(WorkerGone):
     """Workers keep dying: MAX_STARTS started within RESTART_WINDOW seconds."""
-
-
-def judge(analyzer: Analyzer, test_name: str, test_keys: dict[str, Any], url: str) -> Verdict:
-    """Fill ``test_keys``'s verdict keys in place; the one dispatch, inline or in the worker,
-    by the kind the registry gives ``test_name`` (ValueError for one it does not know)."""
-    kind = kind_of(test_name)
-    if kind == "endpoint":
-        return endpoints.apply(test_keys)
-    if kind == "web":
-        return analyzer.apply(test_keys, url)
-    raise ValueError(f"no experiment registered with test_name {test_name!r}")
 
 
 def frame(body: bytes) -> bytes:
@@ -123,9 +113,9 @@ def _answer(analyzer: Analyzer, request: bytes) -> bytes:
     rid, test_name, url, keys = orjson.loads(request)
     before = dict(keys)
     try:
-        blocking, codes = judge(analyzer, test_name, keys, url)
+        verdict = judge(analyzer, test_name, keys, url)
         changed = {k: v for k, v in keys.items() if before.get(k, _ABSENT) is not v}
-        return orjson.dumps([rid, changed, [blocking, list(codes)], None])
+        return orjson.dumps([rid, changed, verdict.wire(), None])
     except Exception as exc:  # the record keeps its observations and says why
         return orjson.dumps([rid, None, None, classify(exc)])
 
@@ -311,7 +301,7 @@ class ProcessJudge:
         if failure is not None:
             raise _AnalysisFailed(failure)
         test_keys.update(changed)
-        return test_keys, (verdict[0], tuple(verdict[1]))
+        return test_keys, from_wire(test_name, verdict)
 
     async def _worker(self) -> _Link:
         if self._starting is None:

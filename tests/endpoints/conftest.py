@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from kzprobe.config import Config
-from kzprobe.engine import Prober
+from kzprobe.engine import Engine, build_engine
 from kzprobe.helper import HelperServer
 from kzprobe.targets import parse_target
 from tests.conftest import make_config
@@ -37,17 +37,17 @@ def endpoint_config(ca_file: Path | None = None, helper_url: str | None = None,
 
 @pytest.fixture
 async def measure(ca_file: Path) -> AsyncIterator[Measure]:
-    """Measure one target URI with the real engine (``Prober.measure``: verdict included)."""
-    probers: list[Prober] = []
+    """Measure one target URI with the real engine (``Engine.measure``: verdict included)."""
+    engines: list[Engine] = []
 
     async def run(uri: str, *, helper_url: str | None = None, **sections: Any) -> dict[str, Any]:
-        prober = Prober(endpoint_config(ca_file, helper_url, **sections))
-        probers.append(prober)
-        return await prober.measure(parse_target(uri))
+        engine = build_engine(endpoint_config(ca_file, helper_url, **sections))
+        engines.append(engine)
+        return await engine.measure(parse_target(uri))
 
     yield run
-    for prober in probers:
-        await prober.aclose()
+    for engine in engines:
+        await engine.aclose()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import trustme
 
 from kzprobe.config import Config
-from kzprobe.engine import Prober
+from kzprobe.engine import build_engine
 from kzprobe.measure.context import Stopwatch
 from kzprobe.measure.experiments.endpoint import MAX_ADDRESSES, TcpConnect
 from kzprobe.targets import parse_target
@@ -93,12 +93,12 @@ async def test_names_are_resolved_and_addresses_bounded(
     """A host name is resolved (df-002 recorded); at most MAX_ADDRESSES addresses are dialled."""
     dns_server.zone["many.test"] = [f"127.0.0.{i}" for i in range(1, 10)]
     config: Config = endpoint_config(ca_file, dns=dns_server)
-    prober = Prober(config)
+    engine = build_engine(config)
     try:
         keys = await TcpConnect().measure(parse_target(f"tcp://many.test:{website.http_port}"),
-                                          prober.context, Stopwatch())
+                                          engine.resources.context, Stopwatch())
     finally:
-        await prober.aclose()
+        await engine.aclose()
     assert keys["queries"][0]["hostname"] == "many.test"
     assert len(keys["tcp_connect"]) == MAX_ADDRESSES
     assert keys["reachable"] is True  # 127.0.0.1 answers; the others are refused

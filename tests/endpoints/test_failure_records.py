@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from kzprobe.engine import Engine, Prober
+from kzprobe.engine import build_engine
 from kzprobe.targets import parse_target
 from kzprobe.verdict.outcome import is_interrupted
 from tests.endpoints.conftest import endpoint_config
@@ -59,11 +59,11 @@ async def test_past_the_deadline_is_an_endpoint_record(ca_file: Path, silent: Ra
     the endpoint's own shape, judged as endpoints are."""
     config = endpoint_config(ca_file, f"http://127.0.0.1:{silent.port}/",
                              timeouts={"measurement": 0.5, "control": 30.0, "tls": 30.0})
-    prober = Prober(config)
+    engine = build_engine(config)
     try:
-        record = await prober.measure(parse_target(f"{scheme}://127.0.0.1:{silent.port}"))
+        record = await engine.measure(parse_target(f"{scheme}://127.0.0.1:{silent.port}"))
     finally:
-        await prober.aclose()
+        await engine.aclose()
     _assert_endpoint_shape(record, scheme, "generic_timeout_error")
     assert record["test_keys"]["interference"] == []
     assert not is_interrupted(record)
@@ -75,13 +75,12 @@ async def test_interrupted_endpoint_is_an_endpoint_record(ca_file: Path,
     ``interrupted`` in the endpoint keys, and the sweep counts it as interrupted."""
     config = endpoint_config(ca_file, f"http://127.0.0.1:{silent.port}/",
                              timeouts={"measurement": 60.0, "control": 60.0})
-    prober = Prober(config)
     records: list[dict[str, Any]] = []
 
     async def emit(record: dict[str, Any]) -> None:
         records.append(record)
 
-    engine = Engine(prober, emit)
+    engine = build_engine(config, emit)
     sweep = asyncio.create_task(engine.sweep([parse_target(f"tcp://127.0.0.1:{silent.port}")]))
     try:
         await eventually(lambda: silent.connections >= 2)  # the connect, then the helper
@@ -89,7 +88,7 @@ async def test_interrupted_endpoint_is_an_endpoint_record(ca_file: Path,
         engine.interrupt()
         summary = await asyncio.wait_for(sweep, 10)
     finally:
-        await prober.aclose()
+        await engine.aclose()
     (record,) = records
     _assert_endpoint_shape(record, "tcp", "interrupted")
     assert is_interrupted(record)

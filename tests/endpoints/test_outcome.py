@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from kzprobe.engine import Engine, Prober, SweepSummary
+from kzprobe.config import Config
+from kzprobe.engine import SweepSummary, build_engine
 from kzprobe.ops.metrics import Metrics, Reading
 from kzprobe.targets import parse_target
 from tests.endpoints.censor import tcp_filter
@@ -58,7 +59,7 @@ def _summary_word(summary: SweepSummary) -> str:
     return words[0] if words else "ok"
 
 
-async def _sweep(prober: Prober, uri: str, metrics: Metrics,
+async def _sweep(config: Config, uri: str, metrics: Metrics,
                  interrupt_when: Callable[[], bool] | None) -> tuple[SweepSummary, dict[str, Any]]:
     records: list[dict[str, Any]] = []
 
@@ -66,13 +67,16 @@ async def _sweep(prober: Prober, uri: str, metrics: Metrics,
         metrics.observe(record)
         records.append(record)
 
-    engine = Engine(prober, emit)
-    sweep = asyncio.create_task(engine.sweep([parse_target(uri)]))
-    if interrupt_when is not None:
-        await eventually(interrupt_when)
-        engine.stop()
-        engine.interrupt()
-    summary = await asyncio.wait_for(sweep, 30)
+    engine = build_engine(config, emit)
+    try:
+        sweep = asyncio.create_task(engine.sweep([parse_target(uri)]))
+        if interrupt_when is not None:
+            await eventually(interrupt_when)
+            engine.stop()
+            engine.interrupt()
+        summary = await asyncio.wait_for(sweep, 30)
+    finally:
+        await engine.aclose()
     (record,) = records
     return summary, record
 
@@ -92,10 +96,8 @@ async def test_summary_and_metrics_agree(name: str, ca_file: Path, dns_server: D
                   ) if controlled else None
         config = endpoint_config(ca_file, helper, dns=dns_server,
                                  timeouts={"http": 30.0, "control": 30.0, "measurement": 30.0})
-        prober = Prober(config)
-        stack.push_async_callback(prober.aclose)
         metrics = Metrics(_reading)
-        summary, record = await _sweep(prober, uri, metrics,
+        summary, record = await _sweep(config, uri, metrics,
                                        (lambda: silent.connections >= 1) if interrupted else None)
     words = {w for w in ("ok", "anomaly", "failure", "interrupted")
              if metrics.registry.get_sample_value("kzprobe_measurements_total", {"result": w})}

@@ -12,7 +12,7 @@ import pytest
 from dnslib import QTYPE, DNSRecord
 
 from kzprobe.config import Config
-from kzprobe.engine import Prober
+from kzprobe.engine import build_engine
 from kzprobe.helper import start_helper
 from kzprobe.targets import parse_target
 from tests.conftest import make_config
@@ -56,11 +56,11 @@ async def test_endpoint_asks_every_resolver(ca_file: Path, website: WebSite, que
                                            ) -> None:
     """A name only the second resolver knows is reachable; both resolvers' lookups are
     recorded, AAAA among them only when asked for."""
-    prober = Prober(_with_resolvers(endpoint_config(ca_file), two_resolvers, query_aaaa))
+    engine = build_engine(_with_resolvers(endpoint_config(ca_file), two_resolvers, query_aaaa))
     try:
-        record = await prober.measure(parse_target(f"tcp://only2.test:{website.http_port}"))
+        record = await engine.measure(parse_target(f"tcp://only2.test:{website.http_port}"))
     finally:
-        await prober.aclose()
+        await engine.aclose()
     keys = record["test_keys"]
     assert keys["reachable"] is True, keys["failure"]
     asked = {(q["resolver_address"], q["query_type"]) for q in keys["queries"]}

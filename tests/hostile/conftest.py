@@ -1,7 +1,7 @@
-"""Fixtures for hostile-server tests: a Prober per test, hostile servers, bounded runs.
+"""Fixtures for hostile-server tests: a Engine per test, hostile servers, bounded runs.
 
 Each measurement runs under tracemalloc so a test can assert the bytes it cost, and
-``still_works`` proves the same Prober measures a normal site afterwards. The analysis
+``still_works`` proves the same Engine measures a normal site afterwards. The analysis
 retries are off so one measurement is one attempt (the bounds in the README are per
 attempt; ``analysis.retries`` re-measures a blocked-looking result that many times).
 """
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from kzprobe.config import Config
-from kzprobe.engine import Prober
+from kzprobe.engine import Engine, build_engine
 from kzprobe.targets import parse_target
 from tests.hostile.servers import Behaviour, HostileServer
 from tests.servers import DnsServer, WebSite
@@ -62,13 +62,13 @@ def _maxrss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-async def bounded(prober: Prober, url: str) -> Run:
+async def bounded(engine: Engine, url: str) -> Run:
     """Measure ``url`` with the clock and the allocator watching."""
     rss = _maxrss()
     tracemalloc.start()
     started = time.monotonic()
     try:
-        record = await prober.measure(parse_target(url))
+        record = await engine.measure(parse_target(url))
     finally:
         seconds = time.monotonic() - started
         peak = tracemalloc.get_traced_memory()[1]
@@ -78,20 +78,20 @@ async def bounded(prober: Prober, url: str) -> Run:
 
 @pytest.fixture
 async def probe(config_factory: Callable[..., Config], dns_server: DnsServer
-                ) -> AsyncIterator[Callable[..., Prober]]:
-    """A factory of Probers (closed at teardown) resolving through ``dns_server``."""
-    probers: list[Prober] = []
+                ) -> AsyncIterator[Callable[..., Engine]]:
+    """A factory of engines (closed at teardown) resolving through ``dns_server``."""
+    engines: list[Engine] = []
 
-    def make(dns: Any = None, **sections: dict[str, object]) -> Prober:
+    def make(dns: Any = None, **sections: dict[str, object]) -> Engine:
         sections.setdefault("analysis", {})
         sections["analysis"] = {"retries": 0, **sections["analysis"]}
-        prober = Prober(config_factory(dns=dns or dns_server, **sections))
-        probers.append(prober)
-        return prober
+        engine = build_engine(config_factory(dns=dns or dns_server, **sections))
+        engines.append(engine)
+        return engine
 
     yield make
-    for prober in probers:
-        await prober.aclose()
+    for engine in engines:
+        await engine.aclose()
 
 
 @pytest.fixture
@@ -113,13 +113,13 @@ async def hostile() -> AsyncIterator[Callable[..., Any]]:
 
 @pytest.fixture
 def still_works(dns_server: DnsServer, website: WebSite) -> Callable[..., Any]:
-    """Assert that a Prober that met a hostile server still measures a normal site."""
+    """Assert that a Engine that met a hostile server still measures a normal site."""
     dns_server.zone["site.test"] = ["127.0.0.1"]
 
-    async def check(prober: Prober, *, https: bool = False) -> None:
+    async def check(engine: Engine, *, https: bool = False) -> None:
         url = (f"https://site.test:{website.https_port}/" if https
                else f"http://site.test:{website.http_port}/")
-        record = await prober.measure(parse_target(url))
+        record = await engine.measure(parse_target(url))
         request = record["test_keys"]["requests"][0]
         assert request["failure"] is None
         assert request["response"]["code"] == 200

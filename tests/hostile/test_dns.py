@@ -80,10 +80,10 @@ async def resolver() -> AsyncIterator[Callable[..., Any]]:
 
 async def _measure(probe: Callable[..., Any], dns: HostileDns, website: WebSite, name: str
                    ) -> tuple[Any, Run]:
-    prober = probe(dns=dns)
-    run = await bounded(prober, f"http://h.test:{website.http_port}/")
+    engine = probe(dns=dns)
+    run = await bounded(engine, f"http://h.test:{website.http_port}/")
     run.report(name)
-    return prober, run
+    return engine, run
 
 
 @pytest.mark.parametrize(
@@ -99,7 +99,7 @@ async def test_record_floods_are_capped(probe, resolver, website: WebSite, still
                                         name: str, answer: Any, wire: list[str]) -> None:
     """Hundreds or thousands of records: 64 stored, 8 dialled, the site still measured."""
     dns = await resolver(answer)
-    prober, run = await _measure(probe, dns, website, name)
+    engine, run = await _measure(probe, dns, website, name)
     query = run.keys["queries"][0]
     assert query["failure"] is None
     assert len(query["answers"]) == MAX_ANSWERS
@@ -108,18 +108,18 @@ async def test_record_floods_are_capped(probe, resolver, website: WebSite, still
     assert [proto for host, proto in dns.queries if host == "h.test"] == wire
     assert run.seconds < SLACK
     assert run.peak_bytes < MEMORY_BOUND
-    await still_works(prober)
+    await still_works(engine)
 
 
 async def test_truncated_answer_without_tcp_is_a_failure(probe, resolver, website: WebSite,
                                                          still_works) -> None:
     """TC set and nothing listening on TCP: the DNS failure is recorded, nothing dialled."""
     dns = await resolver(flood(300, udp_tc=True), tcp=False)
-    prober, run = await _measure(probe, dns, website, "TC over UDP, TCP refused")
+    engine, run = await _measure(probe, dns, website, "TC over UDP, TCP refused")
     assert run.keys["dns_experiment_failure"] == "connection_refused"
     assert run.keys["tcp_connect"] == []
     assert run.seconds < SLACK
-    await still_works(prober)
+    await still_works(engine)
 
 
 @pytest.mark.parametrize(
@@ -133,26 +133,26 @@ async def test_cname_loops_are_no_answer(probe, resolver, website: WebSite, stil
                                          name: str, answer: Any) -> None:
     """A CNAME loop is recorded as it came, dns_no_answer; kzprobe does not chase it."""
     dns = await resolver(answer)
-    prober, run = await _measure(probe, dns, website, name)
+    engine, run = await _measure(probe, dns, website, name)
     query = run.keys["queries"][0]
     assert query["failure"] == "dns_no_answer"
     assert {a["answer_type"] for a in query["answers"]} == {"CNAME"}
     assert run.keys["dns_experiment_failure"] == "dns_no_answer"
     assert len(dns.queries) == 1
     assert run.seconds < SLACK
-    await still_works(prober)
+    await still_works(engine)
 
 
 async def test_long_cname_chain_keeps_its_address(probe, resolver, website: WebSite,
                                                   still_works) -> None:
     """A 100-hop CNAME chain ending in an A: 16 CNAMEs and the address are kept and dialled."""
     dns = await resolver(cname_chain([f"c{i}.test" for i in range(100)], final="127.0.0.1"))
-    prober, run = await _measure(probe, dns, website, "100-hop CNAME chain")
+    engine, run = await _measure(probe, dns, website, "100-hop CNAME chain")
     answers = run.keys["queries"][0]["answers"]
     assert [a["answer_type"] for a in answers] == ["CNAME"] * MAX_CNAMES + ["A"]
     assert answers[-1]["ipv4"] == "127.0.0.1"
     assert run.request["response"]["code"] == 200
-    await still_works(prober)
+    await still_works(engine)
 
 
 @pytest.mark.parametrize(
@@ -169,8 +169,8 @@ async def test_broken_answers_are_failures(probe, resolver, website: WebSite, st
                                            seconds: float) -> None:
     """Broken packets are dns_server_misbehaving; spoof-like and missing ones time out."""
     dns = await resolver(answer)
-    prober, run = await _measure(probe, dns, website, name)
+    engine, run = await _measure(probe, dns, website, name)
     assert run.keys["queries"][0]["failure"] == failure
     assert run.keys["dns_experiment_failure"] == failure
     assert seconds - 0.2 < run.seconds < seconds + SLACK
-    await still_works(prober)
+    await still_works(engine)

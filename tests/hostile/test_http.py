@@ -1,8 +1,8 @@
 """Hostile HTTP servers: every one ends in bounded time and memory with a failure string.
 
-Each test measures a real loopback server through the engine's Prober, asserts the
+Each test measures a real loopback server through the engine, asserts the
 recorded failure, the time (the deadline that should fire + SLACK) and the memory, and
-then measures a normal site with the same Prober.
+then measures a normal site with the same engine.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import compression_utils
 
-from kzprobe.engine import Prober
+from kzprobe.engine import Engine, build_engine
 from tests.hostile.conftest import HTTP_TIMEOUT, MEMORY_BOUND, RSS_BOUND, SLACK, Run, bounded
 from tests.hostile.servers import (
     MIB,
@@ -46,9 +46,9 @@ def _body_bytes(response: dict[str, Any]) -> bytes:
     return str(body).encode()
 
 
-async def _measure(prober: Prober, server: HostileServer, name: str, scheme: str = "http"
+async def _measure(engine: Engine, server: HostileServer, name: str, scheme: str = "http"
                    ) -> Run:
-    run = await bounded(prober, f"{scheme}://h.test:{server.port}/")
+    run = await bounded(engine, f"{scheme}://h.test:{server.port}/")
     run.report(name)
     return run
 
@@ -64,15 +64,15 @@ async def test_endless_body_is_cut_at_the_snapshot_cap(probe, hostile, still_wor
     piece = b"A" * 65536
     chunk = (lambda: b"10000\r\n" + piece + b"\r\n") if chunked else (lambda: piece)
     server = await hostile(respond_forever(head, chunk))
-    prober = probe()
-    run = await _measure(prober, server, f"endless body ({'chunked' if chunked else 'close'})")
+    engine = probe()
+    run = await _measure(engine, server, f"endless body ({'chunked' if chunked else 'close'})")
     response = run.request["response"]
     assert run.request["failure"] is None
     assert len(_body_bytes(response)) == BODY_LIMIT
     assert response["body_is_truncated"] is True
     assert run.seconds < SLACK
     assert run.peak_bytes < MEMORY_BOUND
-    await still_works(prober)
+    await still_works(engine)
 
 
 def test_bomb_stream_is_a_valid_gibibyte_of_zeros() -> None:
@@ -112,8 +112,8 @@ async def test_compression_bomb_is_decoded_only_up_to_the_cap(
     server = await hostile(stream_body(head, lambda: bomb_chunks(encoding), holder,
                                        chunked=chunked))
     holder.append(server)
-    prober = probe()
-    run = await _measure(prober, server, f"{encoding} bomb ({'chunked' if chunked else 'length'})")
+    engine = probe()
+    run = await _measure(engine, server, f"{encoding} bomb ({'chunked' if chunked else 'length'})")
     response = run.request["response"]
     assert run.request["failure"] is None
     assert _body_bytes(response) == bytes(BODY_LIMIT)
@@ -121,7 +121,7 @@ async def test_compression_bomb_is_decoded_only_up_to_the_cap(
     assert run.seconds < SLACK
     assert run.peak_bytes < MEMORY_BOUND
     assert run.rss_growth < RSS_BOUND
-    await still_works(prober)
+    await still_works(engine)
 
 
 async def test_nested_gzip_bomb_is_decoded_once(probe, hostile, still_works) -> None:
@@ -130,14 +130,14 @@ async def test_nested_gzip_bomb_is_decoded_once(probe, hostile, still_works) -> 
     assert len(bomb) < 16 * 1024
     head = OK_HEAD + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(bomb)
     server = await hostile(respond(head, bomb))
-    prober = probe()
-    run = await _measure(prober, server, "nested gzip bomb")
+    engine = probe()
+    run = await _measure(engine, server, "nested gzip bomb")
     body = _body_bytes(run.request["response"])
     assert run.request["failure"] is None
     assert body[:2] == b"\x1f\x8b"  # the inner gzip member, stored as received
     assert len(body) <= BODY_LIMIT
     assert run.peak_bytes < MEMORY_BOUND
-    await still_works(prober)
+    await still_works(engine)
 
 
 async def test_brotli_not_offered_is_an_invalid_response(probe, hostile, still_works) -> None:
@@ -146,10 +146,10 @@ async def test_brotli_not_offered_is_an_invalid_response(probe, hostile, still_w
         pytest.skip("a brotli decoder is installed: aiohttp decodes br (bounded like gzip)")
     body = bytes(range(256)) * 64
     head = OK_HEAD + b"Content-Encoding: br\r\nContent-Length: %d\r\n\r\n" % len(body)
-    prober = probe()
-    run = await _measure(prober, await hostile(respond(head, body)), "br not offered")
+    engine = probe()
+    run = await _measure(engine, await hostile(respond(head, body)), "br not offered")
     assert run.keys["http_experiment_failure"] == "http_invalid_response"
-    await still_works(prober)
+    await still_works(engine)
 
 
 async def test_garbage_declared_gzip_is_an_invalid_response(probe, hostile, still_works) -> None:
@@ -157,11 +157,11 @@ async def test_garbage_declared_gzip_is_an_invalid_response(probe, hostile, stil
     good = zlib.compress(b"hello" * 1000, wbits=31)
     head = OK_HEAD + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % (len(good) + 100)
     server = await hostile(respond(head, good[:20], b"\xff" * 100))
-    prober = probe()
-    run = await _measure(prober, server, "bad gzip")
+    engine = probe()
+    run = await _measure(engine, server, "bad gzip")
     assert run.keys["http_experiment_failure"] == "http_invalid_response"
     assert run.seconds < SLACK
-    await still_works(prober)
+    await still_works(engine)
 
 
 async def test_malformed_chunk_after_the_headers_fails_at_once(probe, hostile,
@@ -179,11 +179,11 @@ async def test_malformed_chunk_after_the_headers_fails_at_once(probe, hostile,
         await writer.drain()
         await asyncio.sleep(30)
 
-    prober = probe()
-    run = await _measure(prober, await hostile(late_garbage), "malformed chunk")
+    engine = probe()
+    run = await _measure(engine, await hostile(late_garbage), "malformed chunk")
     assert run.keys["http_experiment_failure"] == "http_invalid_response"
     assert run.seconds < 0.3 + 1.0
-    await still_works(prober)
+    await still_works(engine)
 
 
 # --------------------------------------------------------------------------- slow servers
@@ -202,12 +202,12 @@ async def test_malformed_chunk_after_the_headers_fails_at_once(probe, hostile,
 async def test_slow_servers_end_at_the_http_deadline(probe, hostile, still_works, name: str,
                                                      behaviour: Any) -> None:
     """Trickled bodies or headers, silence, endless 1xx: generic_timeout_error at timeouts.http."""
-    prober = probe()
-    run = await _measure(prober, await hostile(behaviour), name)
+    engine = probe()
+    run = await _measure(engine, await hostile(behaviour), name)
     assert run.request["failure"] == "generic_timeout_error"
     assert HTTP_TIMEOUT - 0.5 < run.seconds < HTTP_TIMEOUT + SLACK
     assert run.peak_bytes < MEMORY_BOUND
-    await still_works(prober)
+    await still_works(engine)
 
 
 # --------------------------------------------------------------------------- redirects
@@ -219,13 +219,13 @@ async def test_redirect_chains_stop_at_max_redirects(probe, dns_server: DnsServe
                                                      path: str) -> None:
     """100 redirects or a loop: 11 requests (limits.max_redirects = 10), then a failure."""
     dns_server.zone["site.test"] = ["127.0.0.1"]
-    prober = probe()
-    run = await bounded(prober, f"http://site.test:{website.http_port}{path}")
+    engine = probe()
+    run = await bounded(engine, f"http://site.test:{website.http_port}{path}")
     run.report(f"redirects {path}")
     assert len(run.keys["requests"]) == 11
     assert run.keys["http_experiment_failure"] == "unknown_failure: stopped after 10 redirects"
     assert run.seconds < SLACK
-    await still_works(prober)
+    await still_works(engine)
 
 
 @pytest.mark.parametrize("location", [b"ftp://h.test/file", b"javascript:alert(1)",
@@ -236,12 +236,12 @@ async def test_redirect_to_a_non_http_scheme_is_not_followed(
     """A Location that is not http(s): http_invalid_redirect_location_host, nothing dialled."""
     head = b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n"
     server = await hostile(respond(head))
-    prober = probe()
-    run = await _measure(prober, server, f"redirect to {location.decode()[:12]}")
+    engine = probe()
+    run = await _measure(engine, server, f"redirect to {location.decode()[:12]}")
     assert run.keys["http_experiment_failure"] == "http_invalid_redirect_location_host"
     assert len(run.keys["requests"]) == 1 and server.connections == 1
     assert dns_server.queries == 1
-    await still_works(prober)
+    await still_works(engine)
 
 
 # --------------------------------------------------------------------------- header abuse
@@ -259,12 +259,12 @@ async def test_redirect_to_a_non_http_scheme_is_not_followed(
 async def test_oversized_headers_are_header_too_large(probe, hostile, still_works, name: str,
                                                       head: bytes) -> None:
     """Over aiohttp's limits (16 KiB per line or field, 128 headers): http_header_too_large."""
-    prober = probe()
-    run = await _measure(prober, await hostile(respond(head, b"hi")), name)
+    engine = probe()
+    run = await _measure(engine, await hostile(respond(head, b"hi")), name)
     assert run.keys["http_experiment_failure"] == "http_header_too_large"
     assert run.seconds < SLACK
     assert run.peak_bytes < MEMORY_BOUND
-    await still_works(prober)
+    await still_works(engine)
 
 
 async def test_invalid_utf8_is_kept_and_nul_in_body_is_base64(probe, hostile,
@@ -273,14 +273,14 @@ async def test_invalid_utf8_is_kept_and_nul_in_body_is_base64(probe, hostile,
     body = b"<html>\x00\xff\xfe\xc3(</html>"
     head = b"HTTP/1.1 200 OK\r\nX-Bad: caf\xc3\xa9 \xff\xfe\r\nContent-Length: %d\r\n\r\n" % len(
         body)
-    prober = probe()
-    run = await _measure(prober, await hostile(respond(head, body)), "invalid UTF-8 / NUL body")
+    engine = probe()
+    run = await _measure(engine, await hostile(respond(head, body)), "invalid UTF-8 / NUL body")
     response = run.request["response"]
     assert run.request["failure"] is None
     assert response["headers"]["X-Bad"] == "café \ufffd\ufffd"
     assert response["body"]["format"] == "base64"
     assert _body_bytes(response) == body
-    await still_works(prober)
+    await still_works(engine)
 
 
 @pytest.mark.parametrize(
@@ -299,12 +299,12 @@ async def test_invalid_utf8_is_kept_and_nul_in_body_is_base64(probe, hostile,
 async def test_malformed_responses_are_invalid_responses(probe, hostile, still_works, name: str,
                                                          behaviour: Any) -> None:
     """NUL in headers, HTTP/0.9, binary garbage on port 80: http_invalid_response, fast."""
-    prober = probe()
-    run = await _measure(prober, await hostile(behaviour), name)
+    engine = probe()
+    run = await _measure(engine, await hostile(behaviour), name)
     assert run.keys["http_experiment_failure"] == "http_invalid_response"
     assert run.seconds < SLACK
     assert run.peak_bytes < MEMORY_BOUND
-    await still_works(prober)
+    await still_works(engine)
 
 
 # --------------------------------------------------------------------------- over TLS
@@ -323,8 +323,8 @@ async def test_hostile_https_server_is_bounded_the_same_way(
         "1 MiB header line": lambda: respond(b"HTTP/1.1 200 OK\r\nX: " + b"a" * MIB + b"\r\n\r\n"),
     }
     server = await hostile(behaviours[name](), tls_context(ca, tmp_path, "h.test"))
-    prober = probe()
-    run = await _measure(prober, server, f"https {name}", scheme="https")
+    engine = probe()
+    run = await _measure(engine, server, f"https {name}", scheme="https")
     assert run.keys["tls_handshakes"][0]["failure"] is None
     if name == "1 MiB header line":
         assert run.keys["http_experiment_failure"] == "http_header_too_large"
@@ -333,7 +333,7 @@ async def test_hostile_https_server_is_bounded_the_same_way(
         assert len(_body_bytes(run.request["response"])) == BODY_LIMIT
     assert run.seconds < SLACK
     assert run.peak_bytes < MEMORY_BOUND
-    await still_works(prober, https=True)
+    await still_works(engine, https=True)
 
 
 def _first(chunks: Iterator[bytes], count: int) -> list[bytes]:
@@ -423,20 +423,20 @@ async def _under_uvloop() -> dict[str, str | None]:
         "malformed chunk": late_garbage,
         "1 MiB header line": respond(b"HTTP/1.1 200 OK\r\nX: " + b"a" * MIB + b"\r\n\r\n"),
     }
-    prober = Prober(make_config(dns=dns, analysis={"retries": 0}))
+    engine = build_engine(make_config(dns=dns, analysis={"retries": 0}))
     found: dict[str, str | None] = {}
     try:
         for name, behaviour in behaviours.items():
             server = HostileServer(behaviour)
             await server.start()
-            run = await bounded(prober, f"http://h.test:{server.port}/")
+            run = await bounded(engine, f"http://h.test:{server.port}/")
             assert run.seconds < SLACK and run.peak_bytes < MEMORY_BOUND
             found[name] = run.request["failure"]
             if name in ("gzip bomb", "endless body"):
                 assert len(_body_bytes(run.request["response"])) == BODY_LIMIT
             await server.close()
     finally:
-        await prober.aclose()
+        await engine.aclose()
         dns.close()
     return found
 

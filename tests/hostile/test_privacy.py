@@ -31,9 +31,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from kzprobe.config import Config, load_config
-from kzprobe.engine import Prober
 from kzprobe.helper import HelperServer
-from kzprobe.service import Daemon, measure_urls
+from kzprobe.service import Daemon, build_engine, measure_urls
 from kzprobe.storage.segments import iter_records, list_segments
 from kzprobe.targets import parse_target
 from tests.hostile.servers import tls_context
@@ -134,13 +133,13 @@ def _without_certificates(record: dict[str, Any]) -> dict[str, Any]:
 async def _measure(config_factory: Callable[..., Config], dns_server: DnsServer,
                    helper_url: str, url: str) -> dict[str, Any]:
     dns_server.zone["echo.test"] = ["127.0.0.1"]
-    prober = Prober(config_factory(dns=dns_server, probe={"public_ip": PUBLIC_IP},
+    engine = build_engine(config_factory(dns=dns_server, probe={"public_ip": PUBLIC_IP},
                                    control={"helper_url": [helper_url]},
                                    analysis={"retries": 0}))
     try:
-        record = await prober.measure(parse_target(url))
+        record = await engine.measure(parse_target(url))
     finally:
-        await prober.aclose()
+        await engine.aclose()
     keys = record["test_keys"]
     assert keys["control"] is not None, keys["control_failure"]
     assert keys["requests"][-1]["response"]["code"] in (200, 302)
@@ -218,14 +217,14 @@ async def test_failed_control_is_scrubbed_with_the_address_a_helper_reported_ear
     """No public_ip configured: the helper's answers teach the address for later records."""
     nat, url = nat_helper
     dns_server.zone["echo.test"] = ["127.0.0.1"]
-    prober = Prober(config_factory(dns=dns_server, control={"helper_url": [url]},
+    engine = build_engine(config_factory(dns=dns_server, control={"helper_url": [url]},
                                    analysis={"retries": 0}))
     try:
-        first = await prober.measure(parse_target(f"http://echo.test:{echo_site[0]}/"))
+        first = await engine.measure(parse_target(f"http://echo.test:{echo_site[0]}/"))
         nat.failing = True
-        second = await prober.measure(parse_target(f"http://echo.test:{echo_site[0]}/binary"))
+        second = await engine.measure(parse_target(f"http://echo.test:{echo_site[0]}/binary"))
     finally:
-        await prober.aclose()
+        await engine.aclose()
     assert first["test_keys"]["control"]["x_client_ip"] == "[scrubbed]"
     assert second["test_keys"]["control"] is None and second["test_keys"]["control_failure"]
     for record in (first, second):
@@ -238,13 +237,13 @@ async def test_dropped_body_hash_is_of_the_scrubbed_body(
         helper_url: str) -> None:
     """A hash of the raw page would give the address away to a brute force over a prefix."""
     dns_server.zone["echo.test"] = ["127.0.0.1"]
-    prober = Prober(config_factory(dns=dns_server, probe={"public_ip": PUBLIC_IP},
+    engine = build_engine(config_factory(dns=dns_server, probe={"public_ip": PUBLIC_IP},
                                    control={"helper_url": [helper_url]},
                                    output={"store_bodies": "never"}, analysis={"retries": 0}))
     try:
-        record = await prober.measure(parse_target(f"http://echo.test:{echo_site[0]}/"))
+        record = await engine.measure(parse_target(f"http://echo.test:{echo_site[0]}/"))
     finally:
-        await prober.aclose()
+        await engine.aclose()
     response = record["test_keys"]["requests"][0]["response"]
     scrubbed = (b"<html><head><title>Your IP is [scrubbed]</title></head>"
                 b"<body>You are [scrubbed]</body></html>")
@@ -258,12 +257,13 @@ async def test_every_spelling_of_an_ipv6_public_address_is_scrubbed(
         helper_url: str) -> None:
     """A dual-stack VPS: public_ip lists both; upper case and expanded IPv6 forms go too."""
     dns_server.zone["echo.test"] = ["127.0.0.1"]
-    prober = Prober(config_factory(dns=dns_server, probe={"public_ip": [PUBLIC_IP, PUBLIC_IP6]},
-                                   control={"helper_url": [helper_url]}, analysis={"retries": 0}))
+    engine = build_engine(config_factory(
+        dns=dns_server, probe={"public_ip": [PUBLIC_IP, PUBLIC_IP6]},
+        control={"helper_url": [helper_url]}, analysis={"retries": 0}))
     try:
-        record = await prober.measure(parse_target(f"http://echo.test:{echo_site[0]}/v6"))
+        record = await engine.measure(parse_target(f"http://echo.test:{echo_site[0]}/v6"))
     finally:
-        await prober.aclose()
+        await engine.aclose()
     text = "\n".join(_strings(record, keys=True))
     assert text.count("[scrubbed]") >= len(IP6_SPELLINGS)
     assert "2001" not in text
@@ -275,9 +275,10 @@ async def test_a_page_of_address_lookalikes_is_scrubbed_in_bounded_time(
     """500 KiB of near misses of the probe's IPv6 address: the scrub (on the measuring loop)
     stays short, and the real address is gone."""
     dns_server.zone["echo.test"] = ["127.0.0.1"]
-    prober = Prober(config_factory(dns=dns_server, probe={"public_ip": [PUBLIC_IP, PUBLIC_IP6]},
-                                   control={"helper_url": [helper_url]}, analysis={"retries": 0}))
-    original = prober.scrubber.scrub
+    engine = build_engine(config_factory(
+        dns=dns_server, probe={"public_ip": [PUBLIC_IP, PUBLIC_IP6]},
+        control={"helper_url": [helper_url]}, analysis={"retries": 0}))
+    original = engine.pipeline.scrubber.scrub
     spent: list[float] = []
 
     def timed(record: dict[str, Any]) -> dict[str, Any]:
@@ -287,11 +288,11 @@ async def test_a_page_of_address_lookalikes_is_scrubbed_in_bounded_time(
         finally:
             spent.append(time.process_time() - started)
 
-    prober.scrubber.scrub = timed  # type: ignore[method-assign]
+    engine.pipeline.scrubber.scrub = timed  # type: ignore[method-assign]
     try:
-        record = await prober.measure(parse_target(f"http://echo.test:{echo_site[0]}/lookalikes"))
+        record = await engine.measure(parse_target(f"http://echo.test:{echo_site[0]}/lookalikes"))
     finally:
-        await prober.aclose()
+        await engine.aclose()
     body = record["test_keys"]["requests"][0]["response"]["body"]
     assert len(body) > 400 * 1024 and body.endswith("You are [scrubbed].")
     assert spent and spent[0] < 0.15
@@ -352,7 +353,7 @@ async def test_configured_probe_id_is_in_the_record(
 async def test_addresses_learned_before_a_reload_still_scrub_after_it(
         ca_file: Path, dns_server: DnsServer, echo_site: tuple[int, int],
         nat_helper: tuple[NatHelper, str], tmp_path: Path) -> None:
-    """SIGHUP builds a new prober; what the old one learned from helpers carries over, so a
+    """SIGHUP builds a new engine; what the old one learned from helpers carries over, so a
     record whose control fails right after a reload is still scrubbed."""
     nat, helper = nat_helper
     dns_server.zone["echo.test"] = ["127.0.0.1"]
@@ -371,16 +372,16 @@ async def test_addresses_learned_before_a_reload_still_scrub_after_it(
     try:
         await eventually(lambda: len(records) >= 1, timeout=20)
         nat.failing = True
-        first_prober = daemon.running.engine.prober if daemon.running.engine else None
+        first_engine = daemon.running.engine
         daemon.request_reload()
         await eventually(lambda: daemon.running.engine is not None
-                         and daemon.running.engine.prober is not first_prober, timeout=20)
+                         and daemon.running.engine is not first_engine, timeout=20)
         applied_at = len(records)
         await eventually(lambda: len(records) >= applied_at + 2, timeout=20)
     finally:
         daemon.request_stop()
         await task
     after = records[applied_at + 1]
-    assert after["test_keys"]["control"] is None  # measured by the new prober, helper failing
+    assert after["test_keys"]["control"] is None  # measured by the new engine, helper failing
     text = "\n".join(_strings(after, keys=True))
     assert "[scrubbed]" in text and PUBLIC_IP not in text

@@ -11,7 +11,7 @@ import pytest
 import trustme
 from cryptography import x509
 
-from kzprobe.engine import Prober
+from kzprobe.engine import Engine
 from tests.hostile.conftest import MEMORY_BOUND, SLACK, TLS_TIMEOUT, Run, bounded
 from tests.hostile.servers import HostileServer, respond, tls_context
 from tests.servers import DnsServer
@@ -24,8 +24,8 @@ def _names(dns_server: DnsServer) -> None:
     dns_server.zone["h.test"] = ["127.0.0.1"]
 
 
-async def _measure(prober: Prober, server: HostileServer, name: str) -> Run:
-    run = await bounded(prober, f"https://h.test:{server.port}/")
+async def _measure(engine: Engine, server: HostileServer, name: str) -> Run:
+    run = await bounded(engine, f"https://h.test:{server.port}/")
     run.report(name)
     return run
 
@@ -53,39 +53,39 @@ def _stall_after(sent: bytes, *, drip: bool = False) -> Any:
 async def test_handshake_stalls_end_at_the_tls_deadline(probe, hostile, still_works, name: str,
                                                         behaviour: Any) -> None:
     """A stalled handshake is generic_timeout_error at timeouts.tls, plus one benign-SNI check."""
-    prober = probe()
+    engine = probe()
     server = await hostile(behaviour)
-    run = await _measure(prober, server, name)
+    run = await _measure(engine, server, name)
     assert run.keys["tls_handshakes"][0]["failure"] == "generic_timeout_error"
     assert [c["failure"] for c in run.keys["x_sni_checks"]] == ["generic_timeout_error"]
     assert run.keys["http_experiment_failure"] == "generic_timeout_error"
     assert 2 * TLS_TIMEOUT - 0.5 < run.seconds < 2 * TLS_TIMEOUT + SLACK
     assert server.connections == 2
-    await still_works(prober, https=True)
+    await still_works(engine, https=True)
 
 
 async def test_a_one_mebibyte_chain_is_refused_by_openssl(probe, hostile, still_works,
                                                           ca: trustme.CA, tmp_path: Path) -> None:
     """16 x 64 KiB certificates: over OpenSSL's 100 KiB cap, ssl_failed_handshake, fast, small."""
     context = tls_context(ca, tmp_path, "h.test", padding=(16, 64 * 1024))
-    prober = probe()
+    engine = probe()
     server = await hostile(respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"), context)
-    run = await _measure(prober, server, "1 MiB certificate chain")
+    run = await _measure(engine, server, "1 MiB certificate chain")
     shake = run.keys["tls_handshakes"][0]
     assert shake["failure"] == "ssl_failed_handshake"
     assert shake["peer_certificates"] == []  # refused as a message: never parsed into a chain
     assert run.seconds < SLACK
     assert run.peak_bytes < MEMORY_BOUND
-    await still_works(prober, https=True)
+    await still_works(engine, https=True)
 
 
 async def test_stored_chain_is_cut_at_max_chain_bytes(probe, hostile, ca: trustme.CA,
                                                       tmp_path: Path) -> None:
     """A 90 KiB chain OpenSSL accepts: the record keeps whole certificates up to max_chain_bytes."""
     context = tls_context(ca, tmp_path, "h.test", padding=(9, 10 * 1024))
-    prober = probe(tls={"max_chain_bytes": 32 * 1024})
+    engine = probe(tls={"max_chain_bytes": 32 * 1024})
     server = await hostile(respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi"), context)
-    run = await _measure(prober, server, "90 KiB chain, 32 KiB stored")
+    run = await _measure(engine, server, "90 KiB chain, 32 KiB stored")
     shake = run.keys["tls_handshakes"][0]
     chain = [base64.b64decode(c["data"]) for c in shake["peer_certificates"]]
     assert shake["failure"] is None
@@ -115,9 +115,9 @@ async def _endless_records(reader: asyncio.StreamReader, writer: asyncio.StreamW
 async def test_garbage_instead_of_tls_fails_the_handshake(probe, hostile, still_works, name: str,
                                                           behaviour: Any) -> None:
     """Not TLS at all, or endless handshake records: ssl_failed_handshake, fast and small."""
-    prober = probe()
-    run = await _measure(prober, await hostile(behaviour), name)
+    engine = probe()
+    run = await _measure(engine, await hostile(behaviour), name)
     assert run.keys["tls_handshakes"][0]["failure"] == "ssl_failed_handshake"
     assert run.seconds < SLACK
     assert run.peak_bytes < MEMORY_BOUND
-    await still_works(prober, https=True)
+    await still_works(engine, https=True)

@@ -10,7 +10,7 @@ import pytest
 from oonidata.dataclient import load_measurement
 
 from kzprobe.config import Config
-from kzprobe.engine import Prober
+from kzprobe.engine import Engine, build_engine
 from kzprobe.targets import parse_target
 from tests.servers import DnsServer, WebSite, refused_port, reset_socket
 
@@ -18,16 +18,16 @@ from tests.servers import DnsServer, WebSite, refused_port, reset_socket
 @pytest.fixture
 async def measure(config_factory: Callable[..., Config],
                   dns_server: DnsServer) -> AsyncIterator[Callable[..., Any]]:
-    probers: list[Prober] = []
+    engines: list[Engine] = []
 
     async def run(url: str, **sections: dict[str, object]) -> dict[str, Any]:
-        prober = Prober(config_factory(dns=dns_server, **sections))
-        probers.append(prober)
-        return await prober.measure(parse_target(url))
+        engine = build_engine(config_factory(dns=dns_server, **sections))
+        engines.append(engine)
+        return await engine.measure(parse_target(url))
 
     yield run
-    for prober in probers:
-        await prober.aclose()
+    for engine in engines:
+        await engine.aclose()
 
 
 async def test_https_site_is_fetched_on_the_measured_connection(

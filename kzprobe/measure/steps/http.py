@@ -71,6 +71,25 @@ class HandoffConnector(aiohttp.BaseConnector):
         return proto
 
 
+def measuring_session() -> aiohttp.ClientSession:
+    """The one aiohttp session measurements share: it dials nothing (connections are handed
+    over), keeps no cookies, and never retries.
+
+    aiohttp retries an idempotent request once after a reset or disconnect; a measurement
+    must record that first failure, not a second attempt (which would find the handed-over
+    connection already gone). There is no public switch, hence the private attribute.
+    """
+    session = aiohttp.ClientSession(
+        connector=HandoffConnector(),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        max_line_size=16 * 1024,
+        max_field_size=16 * 1024,
+        auto_decompress=True,
+    )
+    session._retry_connection = False
+    return session
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpResponse:
     code: int
