@@ -37,12 +37,12 @@ from kzprobe.bogons import is_special_purpose, parse_ip_loose
 from kzprobe.config import Config, HelperConfig, is_loopback_host
 from kzprobe.engine import Prober
 from kzprobe.measure.context import Stopwatch, close_transport
-from kzprobe.measure.experiments.endpoint import UDP_SCHEMES
+from kzprobe.measure.experiments.endpoint import UDP_SCHEMES, EndpointExperiment
 from kzprobe.measure.experiments.web_connectivity import FETCH_LIMITS, FetchLimits, WebConnectivity
-from kzprobe.measure.flow import resolve
+from kzprobe.measure.flow import Measured, Resolution, dial, resolve, secure
 from kzprobe.measure.ratelimit import TokenBucket
 from kzprobe.measure.registry import experiment_for
-from kzprobe.measure.steps import tcp, tls
+from kzprobe.measure.steps import tcp
 from kzprobe.measure.steps.http import BodyTooLarge, read_whole
 from kzprobe.targets import Target, parse_target
 
@@ -222,6 +222,13 @@ def _format_endpoint(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
+def _th_dns(found: Resolution | None) -> tuple[list[str], str | None]:
+    """THResponse ``dns``: the addresses and the failure (none for an IP host)."""
+    if found is None:
+        return [], None
+    return found.addresses, _th_dns_failure(found.failure)
+
+
 def _th_dns_failure(failure: str | None) -> str | None:
     if failure in (None, "dns_no_answer"):
         return None
@@ -264,11 +271,12 @@ class Helper:
         if target.is_endpoint:
             return await self.measure_endpoint(target, request, client_ip)
         clock = Stopwatch()
-        addrs, dns_failure = await self._resolve(target, clock)
+        found = await self._resolve(target, clock)
+        addrs, dns_failure = _th_dns(found)
         endpoints = self._endpoints(target, request.get("tcp_connect"), addrs)
         connects, http_keys = await asyncio.gather(
             self._connect_all(target, endpoints, clock),
-            WebConnectivity().measure(target, self.prober.context, clock))
+            WebConnectivity().measure(target, self.prober.context, clock, resolution=found))
         tcp_results, tls_results = connects
         return {
             "tcp_connect": tcp_results,
@@ -301,13 +309,15 @@ class Helper:
                     "x_endpoint": {"test_name": "wireguard", "reachable": None, "failure": None,
                                    "failed_operation": None,
                                    "x_note": "no registered WireGuard peer for this server"}}
-        addrs, dns_failure = await self._resolve(target, clock)
+        found = await self._resolve(target, clock)
+        addrs, dns_failure = _th_dns(found)
         endpoints = ([] if target.scheme in UDP_SCHEMES
                      else self._endpoints(target, request.get("tcp_connect"), addrs))
         experiment = experiment_for(target.scheme)
+        assert isinstance(experiment, EndpointExperiment)  # every endpoint scheme's is one
         connects, keys = await asyncio.gather(
             self._connect_all(target, endpoints, clock),
-            experiment.measure(target, self.prober.context, clock))
+            experiment.measure(target, self.prober.context, clock, resolution=found))
         tcp_results, tls_results = connects
         return {
             "tcp_connect": tcp_results,
@@ -338,11 +348,12 @@ class Helper:
                 return replace(target, params=(*target.params, *extra))
         return target
 
-    async def _resolve(self, target: Target, clock: Stopwatch) -> tuple[list[str], str | None]:
+    async def _resolve(self, target: Target, clock: Stopwatch) -> Resolution | None:
+        """The one resolution of the request's host (None for an IP): answered as ``dns``
+        and measured by the experiment."""
         if target.host_is_ip:
-            return [], None
-        found = await resolve(target.host, self.prober.context, clock)
-        return found.addresses, _th_dns_failure(found.failure)
+            return None
+        return await resolve(target.host, self.prober.context, clock)
 
     def _endpoints(self, target: Target, requested: Any, addrs: list[str]) -> list[tuple[str, int]]:
         """Probe-supplied and resolved endpoints, restricted to the protocol's ports and policy."""
@@ -361,29 +372,30 @@ class Helper:
 
     async def _connect_all(self, target: Target, endpoints: list[tuple[str, int]],
                            clock: Stopwatch) -> tuple[dict[str, Any], dict[str, Any]]:
-        results = await asyncio.gather(*(self._connect(target, ip, port, clock)
+        steps = Measured(ctx=self.prober.context, clock=clock)
+        results = await asyncio.gather(*(self._connect(steps, target, ip, port)
                                          for ip, port in endpoints))
         tcp_results = {key: value for key, value, _ in results}
         tls_results = {key: shake for key, _, shake in results if shake is not None}
         return tcp_results, tls_results
 
-    async def _connect(self, target: Target, ip: str, port: int,
-                       clock: Stopwatch) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
-        cfg = self.config
+    async def _connect(self, steps: Measured, target: Target, ip: str,
+                       port: int) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+        """TCP connect to one endpoint, and a TLS handshake on HTTPS ports (verified, SNI
+        the URL host), through the probe's own steps (from ``bind_address``)."""
         key = _format_endpoint(ip, port)
-        result, transport, held = await tcp.connect(ip, port, timeout=cfg.timeouts.connect,
-                                                    clock=clock, source=cfg.helper.bind_address)
-        status = {"status": result.failure is None,
-                  "failure": _th_connect_failure(result.failure)}
+        conn = await dial(steps, ip, port)
+        connect = conn if isinstance(conn, tcp.TcpConnect) else conn.connect
+        status = {"status": connect.failure is None,
+                  "failure": _th_connect_failure(connect.failure)}
         wants_tls = port == 443 or (target.scheme == "https" and port == target.port)
-        if transport is None or held is None or not wants_tls:
-            await close_transport(transport)
+        if isinstance(conn, tcp.TcpConnect) or not wants_tls:
+            if not isinstance(conn, tcp.TcpConnect):
+                await close_transport(conn.transport)
             return key, status, None
-        shake, tls_transport = await tls.handshake(
-            transport, held, address=key, server_name=target.host,
-            context=self.prober.context.verify_context, timeout=cfg.timeouts.tls, clock=clock,
-            max_chain_bytes=cfg.tls.max_chain_bytes)
-        await close_transport(tls_transport or transport)
+        shake, tls_transport = await secure(steps, conn, server_name=target.host,
+                                            context=self.prober.context.verify_context)
+        await close_transport(tls_transport)
         return key, status, {"server_name": target.host, "status": shake.failure is None,
                              "failure": shake.failure}
 

@@ -97,7 +97,6 @@ async def test_helper_resolves_as_the_probe_does(
     assert dns == {"failure": None, "addrs": ["127.0.0.1"]}
 
 
-@pytest.mark.xfail(reason="the helper resolves again in the experiment", strict=True)
 @pytest.mark.parametrize("scheme", ["http", "tcp"])
 async def test_helper_resolves_once(ca_file: Path, website: WebSite, scheme: str,
                                     two_resolvers: tuple[RecordingDns, RecordingDns]) -> None:

@@ -279,8 +279,13 @@ class WebConnectivity:
     test_name = "web_connectivity"
     test_version = "0.5.28"
 
-    async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch) -> dict[str, Any]:
+    async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch, *,
+                      resolution: Resolution | None = None) -> dict[str, Any]:
+        """The URL's test_keys; ``resolution``: its host's, made already (the helper)."""
         flow = _Flow(ctx=ctx, clock=clock)
+        if resolution is not None:
+            flow.queries.extend(resolution.lookups)
+            flow.resolved[target.host] = resolution
         try:
             await _follow(flow, target)
             await _run_sni_checks(flow, target)
