@@ -10,7 +10,6 @@ MAX_LINES = 600
 # removed once the module is split below MAX_LINES.
 ALLOWED: dict[str, int] = {
     "kzprobe/config.py": 913,
-    "kzprobe/helper.py": 758,
     "kzprobe/service.py": 652,
     "kzprobe/storage/sink.py": 1138,
 }
