@@ -33,6 +33,7 @@ from kzprobe.measure.context import close_transport
 from kzprobe.measure.experiments.web_connectivity import FETCH_LIMITS, FetchLimits
 from kzprobe.measure.ratelimit import TokenBucket
 from kzprobe.measure.steps.http import BodyTooLarge, read_whole
+from kzprobe.netaddr import join_hostport
 
 log = structlog.get_logger("kzprobe.helper")
 HELLO = {"message": "Hello OONItarian!", "software": "kzprobe"}
@@ -41,7 +42,7 @@ SERVER_ERRORS_PER_MINUTE = 20  # aiohttp's own errors (malformed HTTP) logged, t
 
 def startup_warnings(helper: HelperConfig) -> list[tuple[str, str]]:
     """Settings that expose the helper, logged loudly at start: (event, explanation)."""
-    host = helper.listen.rpartition(":")[0]
+    host = helper.listen.rpartition(":")[0]  # config's form: IPv6 with or without brackets
     if is_loopback_host(host):
         return []
     if not helper.token:
@@ -341,7 +342,7 @@ async def start_helper(config: Config) -> tuple[RunningHelper, str]:
     helper = config.helper
     for event, why in startup_warnings(helper):
         log.warning(event, listen=helper.listen, why=why)
-    host, _, port = helper.listen.rpartition(":")
+    host, _, port = helper.listen.rpartition(":")  # config's form (see startup_warnings)
     context = _server_ssl(config)
     front = HelperServer(config)
     runner = web.AppRunner(front.app(), handle_signals=False, access_log=None,
@@ -361,8 +362,7 @@ async def start_helper(config: Config) -> tuple[RunningHelper, str]:
         await runner.cleanup()
         raise
     bound = server.sockets[0].getsockname()
-    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    url = f"{'https' if context else 'http'}://{shown}:{bound[1]}/"
+    url = f"{'https' if context else 'http'}://{join_hostport(bound[0], bound[1])}/"
     return RunningHelper(url, runner, server), url
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from kzprobe import failures
 from kzprobe.bogons import is_special_purpose
 from kzprobe.config import Config
 from kzprobe.engine import Prober
@@ -22,10 +23,16 @@ from kzprobe.measure.experiments.web_connectivity import WebConnectivity
 from kzprobe.measure.flow import Measured, Resolution, dial, resolve, secure
 from kzprobe.measure.registry import experiment_for
 from kzprobe.measure.steps import tcp
+from kzprobe.netaddr import join_hostport, split_hostport
 from kzprobe.targets import Target, parse_target
+from kzprobe.verdict.analysis.observations import web_title
+from kzprobe.verdict.analysis.records import body_bytes
 
-_HTTP_FAILURES = {"generic_timeout_error": "generic_timeout_error",
-                  "connection_refused": "connection_refused_error"}
+_HTTP_FAILURES = {failures.GENERIC_TIMEOUT_ERROR: failures.GENERIC_TIMEOUT_ERROR,
+                  failures.CONNECTION_REFUSED: failures.TH_CONNECTION_REFUSED}
+_DNS_SERVER_FAILURES = frozenset({
+    failures.DNS_SERVFAIL_ERROR, failures.DNS_REFUSED_ERROR, failures.DNS_SERVER_MISBEHAVING,
+    failures.DNS_TEMPORARY_FAILURE, failures.DNS_NON_RECOVERABLE_FAILURE})
 
 
 class BadRequest(Exception):
@@ -33,14 +40,9 @@ class BadRequest(Exception):
 
 
 def _split_endpoint(endpoint: str) -> tuple[str, int] | None:
-    host, sep, port = endpoint.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        return None
-    return host.strip("[]"), int(port)
-
-
-def _format_endpoint(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+    """A probe-supplied ``host:port`` (IPv6 in brackets), port 0 refused."""
+    parsed = split_hostport(endpoint)
+    return parsed if parsed is not None and parsed[1] > 0 else None
 
 
 def _th_dns(found: Resolution | None) -> tuple[list[str], str | None]:
@@ -51,26 +53,32 @@ def _th_dns(found: Resolution | None) -> tuple[list[str], str | None]:
 
 
 def _th_dns_failure(failure: str | None) -> str | None:
-    if failure in (None, "dns_no_answer"):
+    """A resolve failure in the test helper's words (an empty answer is none)."""
+    if failure is None or failure == failures.DNS_NO_ANSWER:
         return None
-    if failure == "dns_nxdomain_error":
-        return "dns_name_error"
-    if failure in ("dns_servfail_error", "dns_refused_error", "dns_server_misbehaving",
-                   "dns_temporary_failure", "dns_non_recoverable_failure"):
-        return "dns_server_failure"
-    return "unknown_error" if failure != "generic_timeout_error" else failure
+    if failure == failures.DNS_NXDOMAIN_ERROR:
+        return failures.TH_DNS_NAME_ERROR
+    if failure in _DNS_SERVER_FAILURES:
+        return failures.TH_DNS_SERVER_FAILURE
+    if failure == failures.GENERIC_TIMEOUT_ERROR:
+        return failure
+    return failures.TH_UNKNOWN_ERROR
 
 
 def _th_connect_failure(failure: str | None) -> str | None:
-    if failure is None or failure == "generic_timeout_error":
+    """A TCP connect failure in the test helper's words."""
+    if failure is None or failure == failures.GENERIC_TIMEOUT_ERROR:
         return failure
-    return "connection_refused_error" if failure == "connection_refused" else "connect_error"
+    if failure == failures.CONNECTION_REFUSED:
+        return failures.TH_CONNECTION_REFUSED
+    return failures.CONNECT_ERROR
 
 
 def _th_http_failure(failure: str) -> str:
+    """The fetch's failure in the test helper's words (any DNS one is a lookup error)."""
     if failure.startswith("dns_"):
-        return "dns_lookup_error"
-    return _HTTP_FAILURES.get(failure, "unknown_error")
+        return failures.TH_DNS_LOOKUP_ERROR
+    return _HTTP_FAILURES.get(failure, failures.TH_UNKNOWN_ERROR)
 
 
 class Helper:
@@ -204,7 +212,7 @@ class Helper:
                        port: int) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
         """TCP connect to one endpoint, and a TLS handshake on HTTPS ports (verified, SNI
         the URL host), through the probe's own steps (from ``bind_address``)."""
-        key = _format_endpoint(ip, port)
+        key = join_hostport(ip, port)
         conn = await dial(steps, ip, port)
         connect = conn if isinstance(conn, tcp.TcpConnect) else conn.connect
         status = {"status": connect.failure is None,
@@ -225,11 +233,16 @@ class Helper:
         info: dict[str, Any] = {}
         for ip in dict.fromkeys([ip for ip, _ in endpoints] + addrs):
             flags = (2 if ip in addrs else 1) | (4 if is_special_purpose(ip) else 0)
-            if any(key.startswith((f"{ip}:", f"[{ip}]:")) and value["status"]
+            if any(_host_of(key) == ip and value["status"]
                    for key, value in tls_results.items()):
                 flags |= 8
             info[ip] = {"asn": 0, "flags": flags}
         return info
+
+
+def _host_of(endpoint: str) -> str | None:
+    parsed = split_hostport(endpoint)
+    return parsed[0] if parsed is not None else None
 
 
 def _request_target(request: Mapping[str, Any]) -> Target:
@@ -253,23 +266,11 @@ def _http_summary(keys: Mapping[str, Any]) -> dict[str, Any]:
     if failure or final is None or not final["response"]["code"]:
         return {"body_length": -1, "discovered_h3_endpoint": "", "status_code": -1,
                 "failure": _th_http_failure(failure or keys.get("dns_experiment_failure")
-                                            or "unknown_error"),
+                                            or failures.TH_UNKNOWN_ERROR),
                 "title": "", "headers": {}}
     response = final["response"]
     body = response["body"]
     length = final.get("x_body_length") or (len(body) if isinstance(body, str) else 0)
     return {"body_length": length, "discovered_h3_endpoint": "", "failure": None,
             "status_code": response["code"], "headers": response["headers"],
-            "title": _title(body)}
-
-
-def _title(body: Any) -> str:
-    if not isinstance(body, str):
-        return ""
-    lower = body.lower()
-    start = lower.find("<title")
-    if start < 0:
-        return ""
-    start = lower.find(">", start) + 1
-    end = lower.find("</title", start)
-    return body[start:end].strip() if 0 < start <= end else ""
+            "title": web_title(body_bytes(body))}  # as the probe's analysis compares it
