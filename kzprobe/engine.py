@@ -46,13 +46,6 @@ def raise_nofile_limit() -> int:
     return soft
 
 
-def Prober(config: Config, *, may_dial: Callable[[str], bool] | None = None,
-           source_address: str | None = None) -> Resources:
-    """Compatibility for ``kzprobe.helper`` only, which used a Prober for its context:
-    now :class:`Resources` (no fingerprints). Remove once the helper calls
-    :func:`~kzprobe.measure.resources.build_resources` itself."""
-    return build_resources(config, may_dial=may_dial, source_address=source_address)
-
 
 def build_engine(config: Config, emit: Emit | None = None, *,
                  wait_writable: Callable[[], Awaitable[None]] | None = None) -> Engine:

@@ -362,3 +362,22 @@ def test_dial_policy_allows_public_addresses() -> None:
 
     assert DialPolicy(())("93.184.216.34") is True
     assert DialPolicy(())("2606:2800:220:1:248:1893:25c8:1946") is True
+
+
+@pytest.mark.parametrize(("body", "title"), [
+    ("<html><title>Welcome</title></html>", "Welcome"),
+    ("<HTML><TITLE> Доступ ограничен </TITLE></HTML>", " Доступ ограничен "),  # as written
+    ('<title lang="kk">With attributes</title>', ""),  # OONI's parser takes no attributes
+    ({"format": "base64", "data": "PHRpdGxlPkJsb2NrZWQ8L3RpdGxlPv8="}, "Blocked"),  # not UTF-8
+])
+def test_th_title_is_the_one_the_analysis_compares(body: object, title: str) -> None:
+    """THResponse ``title`` comes from the parser the probe's title_match uses (OONI's
+    WebGetTitle), so the two sides of the comparison cannot differ by parser (the helper's
+    own parser took attributes, stripped spaces and skipped base64 bodies)."""
+    from kzprobe.helper.th import _http_summary
+    from kzprobe.verdict.analysis.observations import web_title
+    from kzprobe.verdict.analysis.records import body_bytes
+
+    keys = {"requests": [{"response": {"code": 200, "body": body, "headers": {}}}],
+            "http_experiment_failure": None}
+    assert _http_summary(keys)["title"] == title == web_title(body_bytes(body))

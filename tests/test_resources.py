@@ -66,6 +66,6 @@ async def test_the_helper_measures_with_resources_only(
     """The helper's measuring side is Resources: no analyzer, no scrubber, no worker."""
     helper = Helper(config_factory())
     try:
-        assert isinstance(helper.prober, Resources)
+        assert isinstance(helper.resources, Resources)
     finally:
         await helper.aclose()

@@ -20,6 +20,9 @@ from tests.endpoints.conftest import endpoint_config
 from tests.servers import DnsServer, WebSite
 from tests.test_helper import ANY_PORT
 
+# local servers listen on ephemeral ports: the helper's port allow-list is opened explicitly
+LOOPBACK_HELPER = {"allow_nets": ["127.0.0.0/8"], "allowed_ports": ["1-65535"]}
+
 
 @dataclass
 class RecordingDns(DnsServer):
@@ -86,10 +89,23 @@ async def test_helper_resolves_as_the_probe_does(
         ca_file: Path, website: WebSite, scheme: str,
         two_resolvers: tuple[RecordingDns, RecordingDns]) -> None:
     """The helper asks every resolver too, and no AAAA when query_aaaa is off."""
-    config = _with_resolvers(make_config(ca_file=ca_file, helper={"allow_nets": ["127.0.0.0/8"]}),
+    config = _with_resolvers(make_config(ca_file=ca_file, helper=LOOPBACK_HELPER),
                              two_resolvers, query_aaaa=False)
     suffix = "/" if scheme == "http" else ""
     dns = await _th_dns(config, f"{scheme}://only2.test:{website.http_port}{suffix}")
     assert "AAAA" not in two_resolvers[0].asked + two_resolvers[1].asked
     assert "A" in two_resolvers[0].asked
     assert dns == {"failure": None, "addrs": ["127.0.0.1"]}
+
+
+@pytest.mark.parametrize("scheme", ["http", "tcp"])
+async def test_helper_resolves_once(ca_file: Path, website: WebSite, scheme: str,
+                                    two_resolvers: tuple[RecordingDns, RecordingDns]) -> None:
+    """The helper's ``dns`` answer and the addresses it measures come from one resolution:
+    each resolver is asked once per request."""
+    config = _with_resolvers(make_config(ca_file=ca_file, helper=LOOPBACK_HELPER),
+                             two_resolvers, query_aaaa=False)
+    suffix = "/" if scheme == "http" else ""
+    dns = await _th_dns(config, f"{scheme}://only2.test:{website.http_port}{suffix}")
+    assert dns == {"failure": None, "addrs": ["127.0.0.1"]}
+    assert [s.asked for s in two_resolvers] == [["A"], ["A"]]

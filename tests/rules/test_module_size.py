@@ -9,7 +9,6 @@ MAX_LINES = 600
 # Ratchet: today's oversized modules and their size. An entry may not grow, and must be
 # removed once the module is split below MAX_LINES.
 ALLOWED: dict[str, int] = {
-    "kzprobe/helper.py": 758,
 }
 
 

@@ -20,7 +20,6 @@ from urllib.parse import quote
 
 from kzprobe import failures
 from kzprobe.errors import classify
-from kzprobe.failures import SNI_CHECK_FAILURES as SNI_CHECK_FAILURES  # tor.py imports it here
 from kzprobe.measure.context import (
     ControlResult,
     ProbeContext,
@@ -29,9 +28,19 @@ from kzprobe.measure.context import (
     is_dialable,
     is_ip_literal,
 )
+from kzprobe.measure.flow import (
+    Connection,
+    Measured,
+    Resolution,
+    needs_sni_check,
+    start_control,
+)
+from kzprobe.measure.flow import dial as flow_dial
 from kzprobe.measure.flow import resolve as resolve_host
+from kzprobe.measure.flow import secure as flow_secure
+from kzprobe.measure.flow import sni_check as flow_sni_check
 from kzprobe.measure.registry import UDP_SCHEMES, spec_for
-from kzprobe.measure.steps import dns, tcp, tls
+from kzprobe.measure.steps import tcp, tls
 from kzprobe.measure.steps.udp import NetEvent, format_address
 from kzprobe.targets import Target
 
@@ -63,35 +72,25 @@ class Outcome:
                 "failed_operation": self.failed_operation, "t0": self.t0, "t": self.t}
 
 
-@dataclass(slots=True)
-class Flow:
+@dataclass(slots=True, kw_only=True)
+class Flow(Measured):
     """Everything measured for one endpoint target."""
 
     target: Target
-    ctx: ProbeContext
-    clock: Stopwatch
-    queries: list[dns.DnsLookup] = field(default_factory=list)
-    connects: list[tcp.TcpConnect] = field(default_factory=list)
-    handshakes: list[tls.TlsHandshake] = field(default_factory=list)
-    sni_checks: list[tls.TlsHandshake] = field(default_factory=list)
     events: list[NetEvent] = field(default_factory=list)
     unverified: set[int] = field(default_factory=set)  # transactions handshaking with verify off
-    next_tid: int = 1
-
-    def transaction_id(self) -> int:
-        self.next_tid += 1
-        return self.next_tid - 1
 
 
 ProbeAddress = Callable[[Flow, str], Awaitable[Outcome]]
 
 
-async def resolve(flow: Flow) -> tuple[list[str], str | None]:
-    """The host's addresses from every resolver (a literal IP is its own answer)."""
+async def resolve(flow: Flow, given: Resolution | None = None) -> tuple[list[str], str | None]:
+    """The host's addresses from every resolver (a literal IP is its own answer); the
+    helper passes the resolution it has made already (``given``)."""
     host = flow.target.host
     if is_ip_literal(host):
         return [host], None
-    found = await resolve_host(host, flow.ctx, flow.clock)
+    found = given if given is not None else await resolve_host(host, flow.ctx, flow.clock)
     flow.queries.extend(found.lookups)
     return found.addresses, found.failure
 
@@ -110,13 +109,9 @@ def control_uri(target: Target) -> str:
 def _start_control(flow: Flow, addresses: list[str]) -> asyncio.Task[ControlResult] | None:
     """Ask the helper about the same endpoint URI (a kzprobe helper runs the same
     experiment from outside; any OONI helper still answers the ``tcp_connect`` part)."""
-    control = flow.ctx.control
-    if control is None:
-        return None
     target = flow.target
-    endpoints = [] if target.scheme in UDP_SCHEMES else [
-        format_address(ip, target.port) for ip in addresses[:MAX_ADDRESSES]]
-    return asyncio.ensure_future(control.query(control_uri(target), endpoints))
+    port = None if target.scheme in UDP_SCHEMES else target.port
+    return start_control(flow.ctx, control_uri(target), addresses[:MAX_ADDRESSES], port)
 
 
 async def _probe_all(flow: Flow, addresses: list[str], probe: ProbeAddress) -> list[Outcome]:
@@ -141,12 +136,12 @@ def _summary(outcomes: list[Outcome], dns_failure: str | None,
 
 
 async def run(target: Target, ctx: ProbeContext, clock: Stopwatch, probe: ProbeAddress, *,
-              protocol_key: str) -> dict[str, Any]:
+              protocol_key: str, resolution: Resolution | None = None) -> dict[str, Any]:
     """Measure one endpoint target with ``probe`` per address; return its test_keys."""
     flow = Flow(target=target, ctx=ctx, clock=clock)
     control_task: asyncio.Task[ControlResult] | None = None
     try:
-        resolved, dns_failure = await resolve(flow)
+        resolved, dns_failure = await resolve(flow, resolution)
         addresses = [ip for ip in resolved if is_dialable(ip, ctx)]
         control_task = _start_control(flow, addresses)
         outcomes = await _probe_all(flow, addresses, probe)
@@ -222,8 +217,11 @@ class EndpointExperiment:
     test_version: str
     protocol_key: str
 
-    async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch) -> dict[str, Any]:
-        keys = await run(target, ctx, clock, self.probe_address, protocol_key=self.protocol_key)
+    async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch, *,
+                      resolution: Resolution | None = None) -> dict[str, Any]:
+        """The endpoint's test_keys; ``resolution``: the host's, made already (the helper)."""
+        keys = await run(target, ctx, clock, self.probe_address, protocol_key=self.protocol_key,
+                         resolution=resolution)
         return self.finish(target, keys)
 
     def failure_keys(self, target: Target, failure: str) -> dict[str, Any]:
@@ -239,66 +237,35 @@ class EndpointExperiment:
 # --------------------------------------------------------------------------- shared steps
 
 
-@dataclass(slots=True)
-class Dialled:
-    """An open connection of a probe, with the transaction id its events share."""
-
-    transport: asyncio.Transport
-    held: tcp.HeldProtocol
-    connect: tcp.TcpConnect
-    tid: int
-
-    @property
-    def address(self) -> str:
-        return self.connect.address
+Dialled = Connection  # an open connection of a probe (the experiments' name for it)
 
 
 async def dial(flow: Flow, ip: str, tags: tuple[str, ...] = ()) -> Dialled | Outcome:
     """TCP connect (recorded); an :class:`Outcome` if it failed."""
-    cfg = flow.ctx.config
-    tid = flow.transaction_id()
-    result, transport, held = await tcp.connect(
-        ip, flow.target.port, timeout=cfg.timeouts.connect, clock=flow.clock,
-        transaction_id=tid, tags=tags, source=flow.ctx.source_address)
-    flow.connects.append(result)
-    if transport is None or held is None:
-        return Outcome(address=result.address, failure=result.failure,
-                       failed_operation="tcp_connect", t0=result.t0, t=result.t)
-    return Dialled(transport, held, result, tid)
+    conn = await flow_dial(flow, ip, flow.target.port, tags=tags)
+    if isinstance(conn, tcp.TcpConnect):
+        return Outcome(address=conn.address, failure=conn.failure,
+                       failed_operation="tcp_connect", t0=conn.t0, t=conn.t)
+    return conn
 
 
 async def secure(flow: Flow, conn: Dialled, *, server_name: str, verify: bool,
                  tags: tuple[str, ...] = ()) -> tuple[tls.TlsHandshake, asyncio.Transport | None]:
-    """TLS handshake on ``conn`` (recorded); closes the connection if it failed."""
-    cfg = flow.ctx.config
+    """TLS handshake on ``conn`` (recorded; ``no_tls_verify`` unless ``verify``); closes
+    the connection if it failed."""
     context = flow.ctx.verify_context if verify else flow.ctx.benign_context
     if not verify:
         flow.unverified.add(conn.tid)
-    shake, tls_transport = await tls.handshake(
-        conn.transport, conn.held, address=conn.address, server_name=server_name,
-        context=context, timeout=cfg.timeouts.tls, clock=flow.clock,
-        max_chain_bytes=cfg.tls.max_chain_bytes, transaction_id=conn.tid, tags=tags)
-    flow.handshakes.append(shake)
-    if tls_transport is None:
-        await close_transport(conn.transport)
-    return shake, tls_transport
+    return await flow_secure(flow, conn, server_name=server_name, context=context, tags=tags)
 
 
 async def sni_check(flow: Flow, ip: str) -> None:
     """Handshake again with the benign SNI: a server that answers it is not down, so a
-    failure with the real SNI is the name's (self-proving SNI filtering)."""
-    benign = flow.ctx.config.analysis.benign_sni
-    conn = await dial(flow, ip, tags=("sni=benign",))
-    if isinstance(conn, Outcome):
-        flow.sni_checks.append(tls.TlsHandshake(
-            address=conn.address, server_name=benign, failure=conn.failure, t0=conn.t0,
-            t=conn.t, tags=("sni=benign", "step=tcp")))
-        return
-    shake, tls_transport = await secure(flow, conn, server_name=benign, verify=False,
-                                        tags=("sni=benign",))
-    flow.handshakes.remove(shake)
-    flow.sni_checks.append(shake)
-    await close_transport(tls_transport)
+    failure with the real SNI is the name's (self-proving SNI filtering). The benign
+    connect is in ``tcp_connect``; the check is ``no_tls_verify``."""
+    shake = await flow_sni_check(flow, ip, flow.target.port, record_connect=True)
+    if "step=tcp" not in shake.tags:
+        flow.unverified.add(shake.transaction_id)
 
 
 # --------------------------------------------------------------------------- tcp:// tls://
@@ -344,7 +311,7 @@ class TlsHandshake(EndpointExperiment):
         shake, tls_transport = await secure(
             flow, conn, server_name=server_name, verify=_truthy(target.param("verify"), True))
         await close_transport(tls_transport)
-        if shake.failure in SNI_CHECK_FAILURES:
+        if needs_sni_check(shake):
             await sni_check(flow, ip)
         return Outcome(address=conn.address, failure=shake.failure,
                        failed_operation="tls_handshake" if shake.failure else None,

@@ -28,7 +28,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from kzprobe.measure.context import close_transport
 from kzprobe.measure.experiments.endpoint import (
-    SNI_CHECK_FAILURES,
     Dialled,
     EndpointExperiment,
     Flow,
@@ -38,6 +37,7 @@ from kzprobe.measure.experiments.endpoint import (
     secure,
     sni_check,
 )
+from kzprobe.measure.flow import needs_sni_check
 from kzprobe.measure.registry import spec_for
 from kzprobe.measure.steps import stream
 from kzprobe.targets import Target
@@ -181,7 +181,7 @@ class Tor(EndpointExperiment):
         sni = flow.target.param("sni") or random_sni()
         shake, tls_transport = await secure(flow, conn, server_name=sni, verify=False)
         if tls_transport is None:
-            if shake.failure in SNI_CHECK_FAILURES:
+            if needs_sni_check(shake):
                 await sni_check(flow, ip)
             return Outcome(address=conn.address, failure=shake.failure,
                            failed_operation="tls_handshake", t0=conn.connect.t0, t=shake.t)

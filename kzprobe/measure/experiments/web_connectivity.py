@@ -25,10 +25,19 @@ from kzprobe.measure.context import (
     is_dialable,
     is_ip_literal,
 )
-from kzprobe.measure.flow import resolve
+from kzprobe.measure.flow import (
+    Connection,
+    Measured,
+    Resolution,
+    dial,
+    needs_sni_check,
+    resolve,
+    secure,
+    sni_check,
+    start_control,
+)
 from kzprobe.measure.registry import spec_for
-from kzprobe.measure.steps import dns, http, tcp, tls
-from kzprobe.netaddr import join_hostport
+from kzprobe.measure.steps import http, tcp
 from kzprobe.targets import Target, parse_target
 
 MAX_ENDPOINTS = 8  # addresses dialled per hop (bounded even if DNS returns hundreds)
@@ -54,81 +63,53 @@ class FetchLimits:
 FETCH_LIMITS: ContextVar[FetchLimits | None] = ContextVar("kzprobe_fetch_limits", default=None)
 
 
-@dataclass(slots=True)
-class _Connection:
-    transport: asyncio.Transport
-    held: tcp.HeldProtocol
-    ip: str
-    address: str
-    alpn: str
-    transaction_id: int
-
-
-@dataclass(slots=True)
-class _Flow:
+@dataclass(slots=True, kw_only=True)
+class _Flow(Measured):
     """Everything measured for one target, across redirect hops."""
 
-    ctx: ProbeContext
-    clock: Stopwatch
-    queries: list[dns.DnsLookup] = field(default_factory=list)
-    connects: list[tcp.TcpConnect] = field(default_factory=list)
-    handshakes: list[tls.TlsHandshake] = field(default_factory=list)
     requests: list[http.HttpTransaction] = field(default_factory=list)
-    resolved: dict[str, list[str]] = field(default_factory=dict)
-    sni_checks: list[tls.TlsHandshake] = field(default_factory=list)
+    resolved: dict[str, Resolution] = field(default_factory=dict)
     dns_failure: str | None = None
     last_hop_failure: str | None = None
-    next_transaction: int = 1
     control_task: asyncio.Task[ControlResult] | None = None
 
-    def transaction_id(self) -> int:
-        self.next_transaction += 1
-        return self.next_transaction - 1
 
-
-async def _resolve(flow: _Flow, host: str, depth: int) -> tuple[list[str], str | None]:
-    """Addresses for ``host`` from every resolver, and the failure if there were none."""
+async def _resolve(flow: _Flow, host: str, depth: int) -> Resolution:
+    """Addresses for ``host`` from every resolver (once per host across hops), and the
+    failure if there were none."""
     if is_ip_literal(host):
-        return [host], None
-    if host in flow.resolved:
-        return flow.resolved[host], None
-    found = await resolve(host, flow.ctx, flow.clock, depth=depth)
-    flow.queries.extend(found.lookups)
-    flow.resolved[host] = found.addresses
-    return found.addresses, found.failure
+        return Resolution((), [host], None)
+    if host not in flow.resolved:
+        found = await resolve(host, flow.ctx, flow.clock, depth=depth)
+        flow.queries.extend(found.lookups)
+        flow.resolved[host] = found
+    return flow.resolved[host]
 
 
-async def _dial(flow: _Flow, target: Target, ip: str, tid: int, tags: tuple[str, ...],
-                context: ssl.SSLContext | None) -> _Connection | str:
+async def _dial(flow: _Flow, target: Target, ip: str, tags: tuple[str, ...],
+                context: ssl.SSLContext | None) -> Connection | str:
     """Connect to ``ip`` (and, with a context, handshake with SNI = the URL host), recording
     each step; the open connection, or the failure string of the step that failed."""
-    cfg = flow.ctx.config
-    result, transport, held = await tcp.connect(
-        ip, target.port, timeout=cfg.timeouts.connect, clock=flow.clock, transaction_id=tid,
-        tags=tags, source=flow.ctx.source_address)
-    flow.connects.append(result)
-    if transport is None or held is None:
-        return result.failure or failures.unknown("no connection")
+    conn = await dial(flow, ip, target.port, tags=tags)
+    if isinstance(conn, tcp.TcpConnect):
+        return conn.failure or failures.unknown("no connection")
     if context is None:
-        return _Connection(transport, held, ip, result.address, "", tid)
-    shake, tls_transport = await tls.handshake(
-        transport, held, address=result.address, server_name=target.host, context=context,
-        timeout=cfg.timeouts.tls, clock=flow.clock, max_chain_bytes=cfg.tls.max_chain_bytes,
-        transaction_id=tid, tags=tags)
-    flow.handshakes.append(shake)
+        return conn
+    shake, tls_transport = await secure(flow, conn, server_name=target.host, context=context,
+                                        tags=tags)
     if tls_transport is None:
-        await close_transport(transport)
         return shake.failure or failures.unknown("no handshake")
-    return _Connection(tls_transport, held, ip, result.address, shake.negotiated_protocol, tid)
+    conn.transport = tls_transport
+    return conn
 
 
 async def _open(flow: _Flow, target: Target, ip: str, depth: int,
-                winner: asyncio.Future[_Connection]) -> str | None:
+                winner: asyncio.Future[Connection]) -> str | None:
     """Connect (and handshake) to one address; offer the connection to carry the GET."""
     context = flow.ctx.verify_context if target.scheme == "https" else None
     tags = (f"depth={depth}", "fetch_body=true")
     async with flow.ctx.host_limiter.slot(ip):
-        conn = await _dial(flow, target, ip, flow.transaction_id(), tags, context)
+        conn = await _dial(flow, target, ip, tags, context)
     if isinstance(conn, str):
         return conn
     if winner.done():
@@ -140,10 +121,12 @@ async def _open(flow: _Flow, target: Target, ip: str, depth: int,
 
 async def _hop(flow: _Flow, target: Target, depth: int) -> http.HttpTransaction | None:
     """Measure one URL hop; return its transaction, or None if nothing could connect."""
-    resolved, dns_failure = await _resolve(flow, target.host, depth)
+    found = await _resolve(flow, target.host, depth)
+    resolved, dns_failure = found.addresses, found.failure
     if depth == 0:
         flow.dns_failure = dns_failure
-        _start_control(flow, target, resolved)
+        flow.control_task = start_control(flow.ctx, target.url, resolved[:MAX_ENDPOINTS],
+                                          target.port)
     addresses = [ip for ip in resolved if is_dialable(ip, flow.ctx)]
     if not addresses:
         # OONI: no GET without an address. At depth 0 the DNS keys say why; on a redirect
@@ -153,7 +136,7 @@ async def _hop(flow: _Flow, target: Target, depth: int) -> http.HttpTransaction 
         flow.last_hop_failure = failures.DNS_BOGON_ERROR if refused else (
             dns_failure if depth > 0 else None)
         return None
-    winner: asyncio.Future[_Connection] = asyncio.get_running_loop().create_future()
+    winner: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
     candidates = addresses[:MAX_ENDPOINTS]
     if len(candidates) == 1:  # the common case: no task per address
         opened = [await _open(flow, target, candidates[0], depth, winner)]
@@ -169,7 +152,7 @@ async def _hop(flow: _Flow, target: Target, depth: int) -> http.HttpTransaction 
     return await _get(flow, target, conn, depth)
 
 
-async def _get(flow: _Flow, target: Target, conn: _Connection, depth: int) -> http.HttpTransaction:
+async def _get(flow: _Flow, target: Target, conn: Connection, depth: int) -> http.HttpTransaction:
     cfg = flow.ctx.config
     limits = FETCH_LIMITS.get()
     body_limit = cfg.limits.body_bytes if limits is None else min(cfg.limits.body_bytes,
@@ -185,7 +168,7 @@ async def _get(flow: _Flow, target: Target, conn: _Connection, depth: int) -> ht
             timeout=cfg.timeouts.http,
             body_limit=body_limit,
             clock=flow.clock,
-            transaction_id=conn.transaction_id,
+            transaction_id=conn.tid,
             tags=(f"depth={depth}", "fetch_body=true"),
         )
     if limits is not None and transaction.response is not None:
@@ -193,13 +176,12 @@ async def _get(flow: _Flow, target: Target, conn: _Connection, depth: int) -> ht
     return transaction
 
 
-async def _fetch_fresh(flow: _Flow, target: Target, conn: _Connection,
+async def _fetch_fresh(flow: _Flow, target: Target, conn: Connection,
                        depth: int) -> http.HttpTransaction | None:
     """Re-dial with ALPN http/1.1 only, for servers that picked h2 in the measured handshake."""
     await close_transport(conn.transport)
     tags = (f"depth={depth}", "fetch_body=true", "alpn=http/1.1")
-    fresh = await _dial(flow, target, conn.ip, flow.transaction_id(), tags,
-                        flow.ctx.http11_context)
+    fresh = await _dial(flow, target, conn.ip, tags, flow.ctx.http11_context)
     if isinstance(fresh, str):
         flow.last_hop_failure = fresh
         return None
@@ -256,43 +238,6 @@ def _refused_by_limits(limits: FetchLimits | None, target: Target, depth: int) -
     return None
 
 
-def _start_control(flow: _Flow, target: Target, resolved: list[str]) -> None:
-    """Ask the helper(s) about this URL while the probe measures it (never blocks it)."""
-    control = flow.ctx.control
-    if control is None:
-        return
-    endpoints = [join_hostport(ip, target.port) for ip in resolved[:MAX_ENDPOINTS]]
-    flow.control_task = asyncio.ensure_future(control.query(target.url, endpoints))
-
-
-def _needs_sni_check(shake: tls.TlsHandshake, cfg: Config) -> bool:
-    if "depth=0" not in shake.tags:
-        return False
-    slow = shake.failure is None and shake.t - shake.t0 >= cfg.analysis.throttle_min_seconds
-    return shake.failure in failures.SNI_CHECK_FAILURES or slow
-
-
-async def _sni_check(flow: _Flow, ip: str, port: int) -> None:
-    """Repeat the handshake to the same address with a benign SNI: tells SNI filtering
-    (benign works) from a dead server (benign fails too), and gives throttling a baseline."""
-    cfg = flow.ctx.config
-    tid = flow.transaction_id()
-    result, transport, held = await tcp.connect(ip, port, timeout=cfg.timeouts.connect,
-                                                clock=flow.clock, transaction_id=tid,
-                                                source=flow.ctx.source_address)
-    if transport is None or held is None:
-        flow.sni_checks.append(tls.TlsHandshake(
-            address=result.address, server_name=cfg.analysis.benign_sni, failure=result.failure,
-            t0=result.t0, t=result.t, transaction_id=tid, tags=("sni=benign", "step=tcp")))
-        return
-    shake, tls_transport = await tls.handshake(
-        transport, held, address=result.address, server_name=cfg.analysis.benign_sni,
-        context=flow.ctx.benign_context, timeout=cfg.timeouts.tls, clock=flow.clock,
-        max_chain_bytes=cfg.tls.max_chain_bytes, transaction_id=tid, tags=("sni=benign",))
-    await close_transport(tls_transport or transport)
-    flow.sni_checks.append(shake)
-
-
 def _slow_request(request: http.HttpTransaction, cfg: Config) -> bool:
     """A first byte or a 64 KiB body window slower than the throttling threshold."""
     limit = cfg.analysis.throttle_min_seconds
@@ -308,11 +253,13 @@ async def _run_sni_checks(flow: _Flow, target: Target) -> None:
     cfg = flow.ctx.config
     if target.scheme != "https":
         return
-    addresses = {(c.ip, c.port) for h in flow.handshakes if _needs_sni_check(h, cfg)
+    throttle = cfg.analysis.throttle_min_seconds
+    addresses = {(c.ip, c.port) for h in flow.handshakes
+                 if "depth=0" in h.tags and needs_sni_check(h, throttle)
                  for c in flow.connects if c.transaction_id == h.transaction_id}
     addresses |= {(c.ip, c.port) for q in flow.requests if _slow_request(q, cfg)
                   for c in flow.connects if c.transaction_id == q.transaction_id}
-    await asyncio.gather(*(_sni_check(flow, ip, port) for ip, port in sorted(addresses)))
+    await asyncio.gather(*(sni_check(flow, ip, port) for ip, port in sorted(addresses)))
 
 
 async def _control(flow: _Flow) -> ControlResult | None:
@@ -333,8 +280,13 @@ class WebConnectivity:
     test_name = spec_for("https").test_name  # the registry's, not repeated here
     test_version = spec_for("https").test_version
 
-    async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch) -> dict[str, Any]:
+    async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch, *,
+                      resolution: Resolution | None = None) -> dict[str, Any]:
+        """The URL's test_keys; ``resolution``: its host's, made already (the helper)."""
         flow = _Flow(ctx=ctx, clock=clock)
+        if resolution is not None:
+            flow.queries.extend(resolution.lookups)
+            flow.resolved[target.host] = resolution
         try:
             await _follow(flow, target)
             await _run_sni_checks(flow, target)
