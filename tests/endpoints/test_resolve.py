@@ -17,8 +17,8 @@ from kzprobe.helper import start_helper
 from kzprobe.targets import parse_target
 from tests.conftest import make_config
 from tests.endpoints.conftest import endpoint_config
+from tests.helper.test_helper import ANY_PORT
 from tests.servers import DnsServer, WebSite
-from tests.test_helper import ANY_PORT
 
 # local servers listen on ephemeral ports: the helper's port allow-list is opened explicitly
 LOOPBACK_HELPER = {"allow_nets": ["127.0.0.0/8"], "allowed_ports": ["1-65535"]}

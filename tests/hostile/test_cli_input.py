@@ -95,7 +95,7 @@ def test_a_directory_as_config_is_one_line(tmp_path: Path) -> None:
 
 
 # Wrong TOML types, one key per section; every key of every section is covered in-process by
-# tests/test_config_properties.py.
+# tests/config/test_config_properties.py.
 WRONG_TYPES = [
     ("probe", "cc = 7", "[probe] cc: expected str, got int"),
     ("dns", "resolvers = [53]", "[dns] resolvers: expected a list of strings"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kzprobe.config import Config, load_config
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "kzprobe.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "kzprobe.toml"
 # Dataclass fields whose TOML key is spelled differently.
 KEY_NAMES = {("control", "helper_urls"): "helper_url"}
 

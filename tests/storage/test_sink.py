@@ -29,7 +29,7 @@ from kzprobe.storage.codecs import Encoder
 from kzprobe.storage.segments import iter_lines, iter_records, list_segments
 from kzprobe.storage.sink import NdjsonSink
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HELPER = Path(__file__).with_name("helpers_sink_writer.py")
 NAME_RE = re.compile(r"^kzprobe-(\d{8}T\d{6}Z)-testhost-(\d+)-(\d{6})\.ndjson(\.gz|\.zst)?$")
 

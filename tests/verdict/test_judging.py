@@ -24,8 +24,8 @@ from kzprobe.verdict.worker import (
     judge,
     take_frames,
 )
-from tests.analysis.scenarios import all_scenarios
-from tests.analysis.test_ooni_qa import MEASUREMENTS
+from tests.verdict.analysis.scenarios import all_scenarios
+from tests.verdict.analysis.test_ooni_qa import MEASUREMENTS
 
 CONFIG = parse_config({"analysis": {"not_bogon": ["127.0.0.0/8"]}}).config
 

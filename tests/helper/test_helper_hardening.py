@@ -25,7 +25,7 @@ from kzprobe.config import ConfigError, HelperConfig, parse_config
 from kzprobe.helper import ClientTable, RunningHelper, start_helper
 from tests.servers import DnsServer, WebSite, refused_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from kzprobe.verdict.analysis.fingerprints import (
 )
 from kzprobe.verdict.analysis.fingerprints import _hits as hits
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "fingerprints"
+SHARED = Path(__file__).resolve().parents[4] / "shared" / "data" / "fingerprints"
 
 
 def sig(name: str, pattern: str, *, location: str = "body", kind: str = "contains",

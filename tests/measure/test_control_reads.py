@@ -21,9 +21,9 @@ from kzprobe.engine import build_engine
 from kzprobe.helper import RunningHelper, start_helper
 from kzprobe.measure.control import MAX_RESPONSE_BYTES, ControlClient
 from kzprobe.targets import parse_target
+from tests.helper.test_helper import ANY_PORT
 from tests.relay import SegmentingRelay
 from tests.servers import DnsServer, refused_port
-from tests.test_helper import ANY_PORT
 
 # What a CDN-fronted page sends: a few KB of headers (cookies, CSP, tracing).
 REALISTIC_HEADERS = [

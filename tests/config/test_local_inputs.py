@@ -148,7 +148,7 @@ def test_check_config_rejects_what_run_cannot_use(body: str, message: str,
 
 def test_every_number_has_an_upper_bound() -> None:
     """2**62 (or 1e300) for any numeric key of any section is a ConfigError naming the key."""
-    from tests.test_config_properties import ALL_KEYS
+    from tests.config.test_config_properties import ALL_KEYS
 
     for name, key in ALL_KEYS:
         for huge in (2**62, 1e300):

@@ -1,6 +1,6 @@
 """Write numbered records through NdjsonSink until killed (for test_sink's kill -9 test).
 
-Usage: python tests/helpers_sink_writer.py DIR RUN
+Usage: python tests/storage/helpers_sink_writer.py DIR RUN
 Prints ``ready`` once started, then now and then the sink's ``records_written``: a lower
 bound on the records that must survive a SIGKILL.
 """
