@@ -1,5 +1,5 @@
-"""Real loopback servers for tests: DNS (dnslib), HTTP(S) (aiohttp + trustme), and
-TCP/TLS servers that misbehave the way censors and broken sites do.
+"""Real loopback servers for tests: the one DNS server (dnslib, UDP and TCP), HTTP(S)
+(aiohttp + trustme), and TCP/TLS servers that misbehave the way censors and broken sites do.
 
 Every server binds 127.0.0.1 on an ephemeral port and is closed by its fixture.
 """
@@ -12,68 +12,132 @@ import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import trustme
 from aiohttp import web
-from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSRecord
+from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSError, DNSRecord
+
+
+class Query(NamedTuple):
+    """One question a :class:`DnsServer` was asked, and over which wire."""
+
+    name: str
+    qtype: str
+    proto: str
+
+
+DnsReply = DNSRecord | bytes | None
+DnsHandler = Callable[[DNSRecord, str], DnsReply]
+
+
+def addresses(request: DNSRecord, ips: list[str]) -> DNSRecord:
+    """A normal answer to ``request`` with A records for ``ips``, whatever it asked."""
+    reply = request.reply()
+    for ip in ips:
+        reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(ip), ttl=60))
+    return reply
 
 
 @dataclass
 class DnsServer:
-    """UDP DNS server whose answers tests change at run time.
+    """The tests' one DNS server: UDP and TCP on one port, answers changed at run time.
 
     ``zone`` maps a name (no trailing dot) to addresses; ``faults`` maps a name to
-    ``nxdomain``/``servfail``/``refused``/``silent``/``no_answer``.
+    ``nxdomain``/``servfail``/``refused``/``silent``/``no_answer``; ``handlers`` map a
+    name to ``fn(request, "udp" | "tcp")`` returning a reply, raw wire bytes (to send
+    broken packets) or None (silence; TCP closes). Every query is kept in ``queries``.
+    ``tcp=False`` leaves TCP closed, as a resolver that only speaks UDP.
     """
 
     zone: dict[str, list[str]] = field(default_factory=dict)
     faults: dict[str, str] = field(default_factory=dict)
+    handlers: dict[str, DnsHandler] = field(default_factory=dict)
+    tcp: bool = True
     port: int = 0
-    queries: int = 0
+    queries: list[Query] = field(default_factory=list)
     transport: asyncio.DatagramTransport | None = None
+    stream: asyncio.Server | None = None
 
-    def reply(self, data: bytes) -> bytes | None:
-        self.queries += 1
-        request = DNSRecord.parse(data)
+    def reply(self, data: bytes, proto: str = "udp") -> bytes | None:
+        """The wire answer to one query, or None to stay silent."""
+        try:
+            request = DNSRecord.parse(data)
+        except DNSError:
+            return None
         name = str(request.q.qname).rstrip(".").lower()
+        self.queries.append(Query(name, str(QTYPE[request.q.qtype]), proto))
+        handler = self.handlers.get(name)
+        out = handler(request, proto) if handler else self.answer(request, name)
+        return bytes(out.pack()) if isinstance(out, DNSRecord) else out
+
+    def answer(self, request: DNSRecord, name: str) -> DNSRecord | None:
+        """The zone's answer, bent by ``faults``."""
         fault = self.faults.get(name)
         response = request.reply()
         if fault == "silent":
             return None
         if fault in ("nxdomain", "servfail", "refused"):
             response.header.rcode = getattr(RCODE, fault.upper())
-            return bytes(response.pack())
+            return response
         if name not in self.zone and fault != "no_answer":
             response.header.rcode = RCODE.NXDOMAIN
-            return bytes(response.pack())
+            return response
         for address in [] if fault == "no_answer" else self.zone[name]:
             is_v6 = ":" in address
             if request.q.qtype == QTYPE.A and not is_v6:
                 response.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(address), ttl=60))
             elif request.q.qtype == QTYPE.AAAA and is_v6:
                 response.add_answer(RR(request.q.qname, QTYPE.AAAA, rdata=AAAA(address), ttl=60))
-        return bytes(response.pack())
+        return response
 
     async def start(self) -> None:
+        for _ in range(20):  # the UDP port may be taken on TCP; try another
+            await self._bind_udp()
+            try:
+                if self.tcp:
+                    self.stream = await asyncio.start_server(self._serve_tcp, "127.0.0.1",
+                                                             self.port)
+                return
+            except OSError:
+                self.close()
+        raise OSError("no free UDP+TCP port pair")
+
+    async def _bind_udp(self) -> None:
         server = self
 
         class Protocol(asyncio.DatagramProtocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                server.transport = transport  # type: ignore[assignment]
-
             def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-                answer = server.reply(data)
-                if answer is not None and server.transport is not None:
-                    server.transport.sendto(answer, addr)
+                out = server.reply(data, "udp")
+                if out is not None and server.transport is not None:
+                    server.transport.sendto(out, addr)
 
         loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(Protocol, local_addr=("127.0.0.1", 0))
-        assert self.transport is not None
-        self.port = self.transport.get_extra_info("sockname")[1]
+        transport, _ = await loop.create_datagram_endpoint(Protocol,
+                                                           local_addr=("127.0.0.1", 0))
+        self.transport = transport
+        self.port = transport.get_extra_info("sockname")[1]
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                (size,) = struct.unpack("!H", await reader.readexactly(2))
+                out = self.reply(await reader.readexactly(size), "tcp")
+                if out is None:
+                    break
+                writer.write(struct.pack("!H", len(out)) + out)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.transport.abort()
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+        if self.stream is not None:
+            self.stream.close()
 
     @property
     def address(self) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from dnslib import DNSRecord
 
 from kzprobe.config import Config
 from kzprobe.engine import build_engine
@@ -237,14 +238,11 @@ async def test_dns_rebinding_cannot_reach_a_refused_address(
         config_factory: Callable[..., Config], website: WebSite) -> None:
     """A name that answers an allowed address first and a refused one next is never dialled
     at the refused one: every lookup's addresses pass the policy before any connect."""
-    from tests.servers import DnsServer as Dns
+    def rebinding(request: DNSRecord, proto: str) -> DNSRecord | None:
+        dns.zone["rebind.test"] = ["127.0.0.1"] if len(dns.queries) % 2 else ["127.0.0.9"]
+        return dns.answer(request, "rebind.test")
 
-    class Rebinding(Dns):
-        def reply(self, data: bytes) -> bytes | None:
-            self.zone["rebind.test"] = ["127.0.0.1"] if self.queries % 2 == 0 else ["127.0.0.9"]
-            return super().reply(data)
-
-    dns = Rebinding()
+    dns = DnsServer(handlers={"rebind.test": rebinding})
     await dns.start()
     try:
         runner, url = await _start_helper(config_factory(

@@ -1,9 +1,9 @@
 """Hostile loopback servers: the worst of the internet, in a few lines each.
 
 Raw HTTP behaviours are coroutines over a stream pair (plain TCP or TLS), served by
-:class:`HostileServer`; :class:`HostileDns` answers UDP and TCP on one port with a
-function per name; the bomb and certificate builders stream or mint what the servers
-send. Every server binds 127.0.0.1 on an ephemeral port and is closed by its fixture.
+:class:`HostileServer` (hostile DNS is :class:`tests.servers.DnsServer` with handlers);
+the bomb and certificate builders stream or mint what the servers send. Every server
+binds 127.0.0.1 on an ephemeral port and is closed by its fixture.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import ssl
 import struct
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import trustme
@@ -23,7 +22,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID, ObjectIdentifier
-from dnslib import QTYPE, RR, A, DNSRecord
 
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 MIB = 1 << 20
@@ -200,93 +198,3 @@ def tls_context(ca: trustme.CA, tmp: Path, *names: str, padding: tuple[int, int]
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(str(chain), str(key))
     return ctx
-
-
-# --------------------------------------------------------------------------- DNS
-
-DnsAnswer = Callable[[DNSRecord, str], bytes | None]
-
-
-def addresses(request: DNSRecord, ips: list[str]) -> bytes:
-    """A normal answer with A records for ``ips``."""
-    reply = request.reply()
-    for ip in ips:
-        reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(ip), ttl=60))
-    return bytes(reply.pack())
-
-
-@dataclass
-class HostileDns:
-    """A DNS server on UDP and TCP (same port) whose answers are functions per name.
-
-    ``answers`` maps a name to ``fn(request, "udp" | "tcp") -> wire bytes | None``;
-    other names in ``zone`` get a normal answer. ``tcp=False`` leaves TCP closed.
-    """
-
-    answers: dict[str, DnsAnswer] = field(default_factory=dict)
-    zone: dict[str, list[str]] = field(default_factory=dict)
-    tcp: bool = True
-    port: int = 0
-    queries: list[tuple[str, str]] = field(default_factory=list)
-    udp: asyncio.DatagramTransport | None = None
-    stream: asyncio.Server | None = None
-
-    def answer(self, data: bytes, proto: str) -> bytes | None:
-        request = DNSRecord.parse(data)
-        name = str(request.q.qname).rstrip(".").lower()
-        self.queries.append((name, proto))
-        if name in self.answers:
-            return self.answers[name](request, proto)
-        return addresses(request, self.zone.get(name, []))
-
-    async def start(self) -> None:
-        for _ in range(20):  # the UDP port may be taken on TCP; try another
-            await self._bind_udp()
-            try:
-                if self.tcp:
-                    self.stream = await asyncio.start_server(self._serve_tcp, "127.0.0.1",
-                                                             self.port)
-                return
-            except OSError:
-                self.close()
-        raise OSError("no free UDP+TCP port pair")
-
-    async def _bind_udp(self) -> None:
-        server = self
-
-        class Protocol(asyncio.DatagramProtocol):
-            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-                out = server.answer(data, "udp")
-                if out is not None and server.udp is not None:
-                    server.udp.sendto(out, addr)
-
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(Protocol,
-                                                           local_addr=("127.0.0.1", 0))
-        self.udp = transport
-        self.port = transport.get_extra_info("sockname")[1]
-
-    async def _serve_tcp(self, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                (size,) = struct.unpack("!H", await reader.readexactly(2))
-                out = self.answer(await reader.readexactly(size), "tcp")
-                if out is None:
-                    break
-                writer.write(struct.pack("!H", len(out)) + out)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.transport.abort()
-
-    def close(self) -> None:
-        if self.udp is not None:
-            self.udp.close()
-        if self.stream is not None:
-            self.stream.close()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"

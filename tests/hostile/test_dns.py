@@ -11,8 +11,7 @@ from dnslib import CNAME, QTYPE, RR, A, DNSRecord
 from kzprobe.measure.experiments.web_connectivity import MAX_ENDPOINTS
 from kzprobe.measure.steps.dns import MAX_ANSWERS, MAX_CNAMES
 from tests.hostile.conftest import DNS_TIMEOUT, MEMORY_BOUND, SLACK, Run, bounded
-from tests.hostile.servers import HostileDns, addresses
-from tests.servers import WebSite
+from tests.servers import DnsHandler, DnsServer, WebSite, addresses
 
 
 def _many(count: int) -> list[str]:
@@ -20,20 +19,20 @@ def _many(count: int) -> list[str]:
     return ["127.0.0.1"] + [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(count - 1)]
 
 
-def flood(count: int, *, udp_tc: bool = False) -> Callable[[DNSRecord, str], bytes]:
+def flood(count: int, *, udp_tc: bool = False) -> DnsHandler:
     """``count`` A records; with ``udp_tc``, UDP gets an empty answer with TC set."""
-    def answer(request: DNSRecord, proto: str) -> bytes:
+    def answer(request: DNSRecord, proto: str) -> DNSRecord:
         if udp_tc and proto == "udp":
             reply = request.reply()
             reply.header.tc = 1
-            return bytes(reply.pack())
+            return reply
         return addresses(request, _many(count))
     return answer
 
 
-def cname_chain(names: list[str], final: str | None = None) -> Callable[[DNSRecord, str], bytes]:
+def cname_chain(names: list[str], final: str | None = None) -> DnsHandler:
     """CNAMEs from the query name through ``names`` (a loop if it ends where it began)."""
-    def answer(request: DNSRecord, proto: str) -> bytes:
+    def answer(request: DNSRecord, proto: str) -> DNSRecord:
         reply = request.reply()
         owner = str(request.q.qname)
         for name in names:
@@ -41,13 +40,13 @@ def cname_chain(names: list[str], final: str | None = None) -> Callable[[DNSReco
             owner = name
         if final:
             reply.add_answer(RR(owner, QTYPE.A, rdata=A(final), ttl=60))
-        return bytes(reply.pack())
+        return reply
     return answer
 
 
 def cut(request: DNSRecord, proto: str) -> bytes:
     """An answer cut three bytes short, TC not set."""
-    return addresses(request, ["127.0.0.1"])[:-3]
+    return bytes(addresses(request, ["127.0.0.1"]).pack())[:-3]
 
 
 def garbage(request: DNSRecord, proto: str) -> bytes:
@@ -55,7 +54,7 @@ def garbage(request: DNSRecord, proto: str) -> bytes:
     return request.pack()[:2] + b"\xff" * 40
 
 
-def wrong_id(request: DNSRecord, proto: str) -> bytes:
+def wrong_id(request: DNSRecord, proto: str) -> DNSRecord:
     """A good answer to a query that was never asked (an off-path guess)."""
     request.header.id ^= 0xFFFF
     return addresses(request, ["127.0.0.1"])
@@ -63,12 +62,11 @@ def wrong_id(request: DNSRecord, proto: str) -> bytes:
 
 @pytest.fixture
 async def resolver() -> AsyncIterator[Callable[..., Any]]:
-    servers: list[HostileDns] = []
+    servers: list[DnsServer] = []
 
-    async def start(answer: Callable[[DNSRecord, str], bytes | None], *, tcp: bool = True
-                    ) -> HostileDns:
-        server = HostileDns(answers={"h.test": answer}, zone={"site.test": ["127.0.0.1"]},
-                            tcp=tcp)
+    async def start(answer: DnsHandler, *, tcp: bool = True) -> DnsServer:
+        server = DnsServer(handlers={"h.test": answer}, zone={"site.test": ["127.0.0.1"]},
+                           tcp=tcp)
         await server.start()
         servers.append(server)
         return server
@@ -78,7 +76,7 @@ async def resolver() -> AsyncIterator[Callable[..., Any]]:
         server.close()
 
 
-async def _measure(probe: Callable[..., Any], dns: HostileDns, website: WebSite, name: str
+async def _measure(probe: Callable[..., Any], dns: DnsServer, website: WebSite, name: str
                    ) -> tuple[Any, Run]:
     engine = probe(dns=dns)
     run = await bounded(engine, f"http://h.test:{website.http_port}/")
@@ -105,7 +103,7 @@ async def test_record_floods_are_capped(probe, resolver, website: WebSite, still
     assert len(query["answers"]) == MAX_ANSWERS
     assert len(run.keys["tcp_connect"]) == MAX_ENDPOINTS
     assert run.request["response"]["code"] == 200
-    assert [proto for host, proto in dns.queries if host == "h.test"] == wire
+    assert [proto for host, _, proto in dns.queries if host == "h.test"] == wire
     assert run.seconds < SLACK
     assert run.peak_bytes < MEMORY_BOUND
     await still_works(engine)

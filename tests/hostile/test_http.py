@@ -240,7 +240,7 @@ async def test_redirect_to_a_non_http_scheme_is_not_followed(
     run = await _measure(engine, server, f"redirect to {location.decode()[:12]}")
     assert run.keys["http_experiment_failure"] == "http_invalid_redirect_location_host"
     assert len(run.keys["requests"]) == 1 and server.connections == 1
-    assert dns_server.queries == 1
+    assert len(dns_server.queries) == 1
     await still_works(engine)
 
 

@@ -46,7 +46,7 @@ async def test_https_site_is_fetched_on_the_measured_connection(
     assert "Welcome to the test site" in final["response"]["body"]
     assert final["transaction_id"] == keys["tls_handshakes"][0]["transaction_id"]
     assert keys["http_experiment_failure"] is None
-    assert dns_server.queries == 1  # no hidden second lookup by the HTTP client
+    assert len(dns_server.queries) == 1  # no hidden second lookup by the HTTP client
     assert website.hits == 1
 
 
