@@ -18,7 +18,7 @@ import contextlib
 import socket
 from dataclasses import dataclass, field
 
-from kzprobe.simnet.relay import abort_with_rst
+from kzprobe.simnet.relay import Activity, abort_with_rst
 
 
 @dataclass
@@ -86,7 +86,7 @@ class SegmentingRelay:
             writer.transport.abort()
             return
         _nodelay(up_writer)
-        clock = _Idle()
+        clock = Activity()
         pumps = (asyncio.ensure_future(self._pump(reader, up_writer, clock, up=True)),
                  asyncio.ensure_future(self._pump(up_reader, writer, clock, up=False)))
         try:
@@ -105,7 +105,7 @@ class SegmentingRelay:
                     await asyncio.wait_for(end.wait_closed(), 2)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    clock: _Idle, *, up: bool) -> None:
+                    clock: Activity, *, up: bool) -> None:
         """Copy one direction segment by segment, then pass the EOF on (half-close)."""
         first = True
         while data := await clock.read(reader, self.segment, self.idle):
@@ -124,28 +124,6 @@ class SegmentingRelay:
         if writer.can_write_eof():
             writer.write_eof()
 
-
-class _Idle:
-    """When either direction last moved: a quiet direction is not an idle connection."""
-
-    def __init__(self) -> None:
-        self.last = asyncio.get_running_loop().time()
-
-    def touch(self) -> None:
-        self.last = asyncio.get_running_loop().time()
-
-    async def read(self, reader: asyncio.StreamReader, size: int, idle: float) -> bytes:
-        loop = asyncio.get_running_loop()
-        while True:
-            left = self.last + idle - loop.time()
-            if left <= 0:
-                raise TimeoutError("relay connection idle")
-            try:
-                data = await asyncio.wait_for(reader.read(size), left)
-            except TimeoutError:
-                continue
-            self.touch()
-            return data
 
 
 def _nodelay(writer: asyncio.StreamWriter) -> None:
