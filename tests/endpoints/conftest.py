@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from kzprobe.targets import parse_target
 from tests.conftest import make_config
 from tests.endpoints import daemons
 from tests.endpoints.censor import OUTSIDE
-from tests.servers import DnsServer
+from tests.servers import DnsServer, RawServer
 
 Measure = Callable[..., Awaitable[dict[str, Any]]]
 
@@ -97,3 +98,18 @@ def wireguard_server(tmp_path_factory: pytest.TempPathFactory
                      ) -> Iterator[daemons.WireGuardServer]:
     with daemons.wireguard_server(tmp_path_factory.mktemp("wg")) as server:
         yield server
+
+
+async def _hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Accept and never answer: a control helper that hangs, a TLS peer that stalls."""
+    await reader.read(1 << 16)
+    await asyncio.sleep(3600)
+
+
+@pytest.fixture
+async def silent() -> AsyncIterator[RawServer]:
+    """A loopback server that accepts connections and never answers."""
+    server = RawServer(_hold)
+    await server.start()
+    yield server
+    await server.close()

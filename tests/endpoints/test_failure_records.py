@@ -5,7 +5,6 @@ experiment's own (empty) keys, and none of web_connectivity's keys."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +23,6 @@ ENDPOINT_KEYS = ("endpoint", "x_protocol", "queries", "tcp_connect", "tls_handsh
                  "control_failure", "interference", "blocking", "accessible")
 OWN_KEYS = {"tcp": ("x_tcp",), "tor": ("x_tor_link", "targets")}
 
-
-async def _hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Accept and never answer: a control helper that hangs, a TLS peer that stalls."""
-    await reader.read(1 << 16)
-    await asyncio.sleep(3600)
-
-
-@pytest.fixture
-async def silent() -> AsyncIterator[RawServer]:
-    server = RawServer(_hold)
-    await server.start()
-    yield server
-    await server.close()
 
 
 def _assert_endpoint_shape(record: dict[str, Any], scheme: str, failure: str) -> None:

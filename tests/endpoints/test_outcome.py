@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +33,6 @@ CASES: dict[str, tuple[str, bool, bool, str]] = {
     "tcp interrupted": ("tcp://127.0.0.1:{silent}", True, True, "interrupted"),
 }
 
-
-async def _hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await reader.read(1 << 16)
-    await asyncio.sleep(3600)
-
-
-@pytest.fixture
-async def silent() -> AsyncIterator[RawServer]:
-    server = RawServer(_hold)
-    await server.start()
-    yield server
-    await server.close()
 
 
 def _reading() -> Reading:
