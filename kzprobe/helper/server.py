@@ -30,7 +30,7 @@ from kzprobe.helper.policy import (
 )
 from kzprobe.helper.th import BadRequest, Helper
 from kzprobe.measure.context import close_transport
-from kzprobe.measure.experiments.web_connectivity import FETCH_LIMITS, FetchLimits
+from kzprobe.measure.experiments.web_connectivity import FetchLimits
 from kzprobe.measure.ratelimit import TokenBucket
 from kzprobe.measure.steps.http import BodyTooLarge, read_whole
 from kzprobe.netaddr import join_hostport
@@ -160,16 +160,15 @@ class HelperServer:
             return refusal
         limits = FetchLimits(remaining=self.config.helper.max_fetch_bytes,
                              ports=self.config.helper.allowed_ports)
-        token = FETCH_LIMITS.set(limits)
         self.in_flight += 1
         try:
-            return await self._serve(request, client)
+            return await self._serve(request, client, limits)
         finally:
             self.in_flight -= 1
-            FETCH_LIMITS.reset(token)
             entry.bytes_left -= self.config.helper.max_fetch_bytes - limits.remaining
 
-    async def _serve(self, request: web.Request, client: str) -> web.Response:
+    async def _serve(self, request: web.Request, client: str,
+                     limits: FetchLimits) -> web.Response:
         limit = self.config.helper.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return _json({"error": "request too large"}, status=413)
@@ -179,7 +178,7 @@ class HelperServer:
                 payload = orjson.loads(body)
                 if not isinstance(payload, dict):
                     raise BadRequest("expected a JSON object")
-                return _json(await self.helper.measure(payload, client))
+                return _json(await self.helper.measure(payload, client, limits))
         except BodyTooLarge:
             return _json({"error": "request too large"}, status=413)
         except (orjson.JSONDecodeError, BadRequest) as exc:

@@ -18,7 +18,7 @@ from kzprobe.config import Config
 from kzprobe.helper.policy import DialPolicy, prober_config
 from kzprobe.measure.context import Stopwatch, close_transport
 from kzprobe.measure.experiments.endpoint import EndpointExperiment
-from kzprobe.measure.experiments.web_connectivity import WebConnectivity
+from kzprobe.measure.experiments.web_connectivity import FetchLimits, WebConnectivity
 from kzprobe.measure.flow import Measured, Resolution, dial, resolve, secure
 from kzprobe.measure.loader import experiment_for
 from kzprobe.measure.registry import UDP_SCHEMES
@@ -94,7 +94,9 @@ class Helper:
     async def aclose(self) -> None:
         await self.resources.aclose()
 
-    async def measure(self, request: Mapping[str, Any], client_ip: str) -> dict[str, Any]:
+    async def measure(self, request: Mapping[str, Any], client_ip: str,
+                      limits: FetchLimits | None = None) -> dict[str, Any]:
+        """The THResponse; ``limits`` bounds the bytes and ports of the site fetch."""
         target = _request_target(request)
         if target.port not in self.config.helper.allowed_ports:
             raise BadRequest(f"port {target.port} is not in this helper's allowed_ports")
@@ -106,7 +108,8 @@ class Helper:
         endpoints = self._endpoints(target, request.get("tcp_connect"), addrs)
         connects, http_keys = await asyncio.gather(
             self._connect_all(target, endpoints, clock),
-            WebConnectivity().measure(target, self.resources.context, clock, resolution=found))
+            WebConnectivity().measure(target, self.resources.context, clock, resolution=found,
+                                      limits=limits))
         tcp_results, tls_results = connects
         return {
             "tcp_connect": tcp_results,

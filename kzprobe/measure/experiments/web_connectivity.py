@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
@@ -48,8 +47,9 @@ REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 class FetchLimits:
     """Bounds the test helper puts on one request's fetch, across all its redirect hops.
 
-    A context variable, not part of the shared ProbeContext: each helper request has its
-    own. The probe sets none (its own limits.body_bytes and max_redirects apply).
+    Passed to :meth:`WebConnectivity.measure` per request, not part of the shared
+    ProbeContext: each helper request has its own. The probe passes none (its own
+    limits.body_bytes and max_redirects apply).
     """
 
     remaining: int  # body bytes still allowed
@@ -58,9 +58,6 @@ class FetchLimits:
     @property
     def spent_all(self) -> bool:
         return self.remaining <= 0
-
-
-FETCH_LIMITS: ContextVar[FetchLimits | None] = ContextVar("kzprobe_fetch_limits", default=None)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -72,6 +69,7 @@ class _Flow(Measured):
     dns_failure: str | None = None
     last_hop_failure: str | None = None
     control_task: asyncio.Task[ControlResult] | None = None
+    limits: FetchLimits | None = None  # the helper's bounds on this fetch; None for the probe
 
 
 async def _resolve(flow: _Flow, host: str, depth: int) -> Resolution:
@@ -154,7 +152,7 @@ async def _hop(flow: _Flow, target: Target, depth: int) -> http.HttpTransaction 
 
 async def _get(flow: _Flow, target: Target, conn: Connection, depth: int) -> http.HttpTransaction:
     cfg = flow.ctx.config
-    limits = FETCH_LIMITS.get()
+    limits = flow.limits
     body_limit = cfg.limits.body_bytes if limits is None else min(cfg.limits.body_bytes,
                                                                   max(limits.remaining, 0))
     async with flow.ctx.host_limiter.slot(conn.ip):
@@ -203,7 +201,7 @@ def _redirect_target(response: http.HttpResponse, current: Target) -> Target | s
 
 async def _follow(flow: _Flow, target: Target) -> None:
     current = target
-    limits = FETCH_LIMITS.get()
+    limits = flow.limits
     for depth in range(flow.ctx.config.limits.max_redirects + 1):
         refusal = _refused_by_limits(limits, current, depth)
         if refusal is not None:
@@ -281,9 +279,11 @@ class WebConnectivity:
     test_version = spec_for("https").test_version
 
     async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch, *,
-                      resolution: Resolution | None = None) -> dict[str, Any]:
-        """The URL's test_keys; ``resolution``: its host's, made already (the helper)."""
-        flow = _Flow(ctx=ctx, clock=clock)
+                      resolution: Resolution | None = None,
+                      limits: FetchLimits | None = None) -> dict[str, Any]:
+        """The URL's test_keys; ``resolution``: its host's, made already, and ``limits``: the
+        bounds on this fetch (both from the helper)."""
+        flow = _Flow(ctx=ctx, clock=clock, limits=limits)
         if resolution is not None:
             flow.queries.extend(resolution.lookups)
             flow.resolved[target.host] = resolution
