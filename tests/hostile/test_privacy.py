@@ -134,8 +134,8 @@ async def _measure(config_factory: Callable[..., Config], dns_server: DnsServer,
                    helper_url: str, url: str) -> dict[str, Any]:
     dns_server.zone["echo.test"] = ["127.0.0.1"]
     engine = build_engine(config_factory(dns=dns_server, probe={"public_ip": PUBLIC_IP},
-                                   control={"helper_url": [helper_url]},
-                                   analysis={"retries": 0}))
+                                         control={"helper_url": [helper_url]},
+                                         analysis={"retries": 0}))
     try:
         record = await engine.measure(parse_target(url))
     finally:
@@ -218,7 +218,7 @@ async def test_failed_control_is_scrubbed_with_the_address_a_helper_reported_ear
     nat, url = nat_helper
     dns_server.zone["echo.test"] = ["127.0.0.1"]
     engine = build_engine(config_factory(dns=dns_server, control={"helper_url": [url]},
-                                   analysis={"retries": 0}))
+                                         analysis={"retries": 0}))
     try:
         first = await engine.measure(parse_target(f"http://echo.test:{echo_site[0]}/"))
         nat.failing = True
@@ -237,9 +237,9 @@ async def test_dropped_body_hash_is_of_the_scrubbed_body(
         helper_url: str) -> None:
     """A hash of the raw page would give the address away to a brute force over a prefix."""
     dns_server.zone["echo.test"] = ["127.0.0.1"]
-    engine = build_engine(config_factory(dns=dns_server, probe={"public_ip": PUBLIC_IP},
-                                   control={"helper_url": [helper_url]},
-                                   output={"store_bodies": "never"}, analysis={"retries": 0}))
+    engine = build_engine(config_factory(
+        dns=dns_server, probe={"public_ip": PUBLIC_IP}, control={"helper_url": [helper_url]},
+        output={"store_bodies": "never"}, analysis={"retries": 0}))
     try:
         record = await engine.measure(parse_target(f"http://echo.test:{echo_site[0]}/"))
     finally:

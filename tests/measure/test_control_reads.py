@@ -278,7 +278,7 @@ async def test_probe_control_and_site_over_paced_paths(
                 SegmentingRelay(_port(helper), pause=0.005) as control:
             dns_server.zone["paced.test"] = ["127.0.0.1"]
             engine = build_engine(config_factory(dns=dns_server,
-                                           control={"helper_url": [control.url()]}))
+                                                 control={"helper_url": [control.url()]}))
             try:
                 record = await engine.measure(parse_target(f"http://paced.test:{site.port}/"))
             finally:
