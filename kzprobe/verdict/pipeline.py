@@ -305,19 +305,18 @@ class Scrubber:
         """Remember the address a helper reported for this measurement, if any."""
         reported = _reported(test_keys)
         address = _address(reported) if reported is not None else None
-        if address is None or not _public(str(address)):
-            return
-        key = str(address)
-        self._learned[key] = None
-        self._learned.move_to_end(key)
-        while len(self._learned) > MAX_LEARNED:
-            self._learned.popitem(last=False)
+        if address is not None and _public(str(address)):
+            self._remember(str(address))
 
     def adopt(self, other: Scrubber) -> None:
         """Carry over what ``other`` learned (a reload replaces the pipeline)."""
         for key in other._learned:
-            self._learned[key] = None
-            self._learned.move_to_end(key)
+            self._remember(key)
+
+    def _remember(self, key: str) -> None:
+        """``key`` as the newest learned address; the oldest go past MAX_LEARNED."""
+        self._learned[key] = None
+        self._learned.move_to_end(key)
         while len(self._learned) > MAX_LEARNED:
             self._learned.popitem(last=False)
 
