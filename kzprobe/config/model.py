@@ -99,10 +99,26 @@ class OutputConfig:
     max_age_days: float | None = None  # retention: delete closed segments older than this
 
 
+DEFAULT_GROUP = "default"  # the group of ``[targets] urls/files``, swept every ``[schedule]``
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TargetConfig:
+class TargetGroup:
+    """``[[targets.groups]]``: targets swept on a schedule of their own (a watchlist), sharing
+    the one rate limit and worker pool; a group with a shorter interval is served first."""
+
+    name: str
+    interval: float = 60.0  # seconds between this group's sweep starts
+    jitter: float | None = None  # None: [schedule] jitter
     urls: tuple[str, ...] = ()
     files: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetConfig:
+    urls: tuple[str, ...] = ()  # with files: the default group, swept every [schedule] interval
+    files: tuple[Path, ...] = ()
+    groups: tuple[TargetGroup, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
