@@ -108,6 +108,13 @@ class Metrics:
                                         registry=reg)
         self.last_sweep = Gauge("kzprobe_last_successful_sweep_timestamp_seconds",
                                 "Unix time the last complete sweep finished.", registry=reg)
+        self.group_last_sweep = Gauge(
+            "kzprobe_group_last_sweep_timestamp_seconds",
+            "Unix time the group's last complete sweep finished.", ["group"], registry=reg)
+        self.group_interval = Gauge(
+            "kzprobe_group_interval_seconds",
+            "The group's configured sweep interval (silence is 2 of these without a sweep).",
+            ["group"], registry=reg)
         self.reloads = Counter("kzprobe_config_reloads", "SIGHUP reloads, by result.",
                                ["result"], registry=reg)
         self.retention_deleted = Counter("kzprobe_retention_deleted_segments",

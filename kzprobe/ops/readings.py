@@ -103,6 +103,7 @@ class Readings:
         if complete:
             self._last_sweep_end, self._last_sweep_wall = time.monotonic(), time.time()
             self._group_ends[summary.group] = self._last_sweep_end
+            self.metrics.group_last_sweep.labels(summary.group).set(self._last_sweep_wall)
             self.metrics.sweep_duration.observe(summary.duration)
             self.metrics.last_sweep.set(self._last_sweep_wall)
 

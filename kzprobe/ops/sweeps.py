@@ -97,6 +97,7 @@ class SweepLoop:
     def _start(self, group: SweepGroup, *, once: bool) -> None:
         engine = self.running.engine
         assert engine is not None
+        self.readings.metrics.group_interval.labels(group.name).set(group.interval)
         fraction = 1 + random.uniform(-group.jitter, group.jitter)
         self._clocks[group.name] = _Clock(asyncio.get_running_loop().time(), fraction)
         task = asyncio.create_task(self._sweep_group(engine, group, retain=not once),
