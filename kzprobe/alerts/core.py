@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ FORGET_AFTER = 30 * 86400.0  # a target not measured for this long is forgotten
 MAX_TARGETS = 200_000  # targets tracked; the least recently seen go first
 MAX_DRAFTS = 100_000  # confirmed changes awaiting their sweep's end
 MAX_REPLAY = 1_000_000  # events replayed at start (the state file was lost, say)
+LOGGED_EVENTS = 20  # events of one batch logged one by one; the rest as a count
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +171,15 @@ class Alerts:
         except Exception:
             log.exception("alerts_sweep_failed", group=group, sweep=sweep_id)
 
+    async def emit(self, events: Sequence[Mapping[str, Any]], group: str = DEFAULT_GROUP) -> None:
+        """Write and send events made elsewhere (issue 17's network events: ``input`` null,
+        ``scope`` "network") through the same log, numbering and outboxes."""
+        try:
+            async with self._lock:
+                await self._flush([_Draft(group, dict(event)) for event in events])
+        except Exception:
+            log.exception("alerts_emit_failed", events=len(events))
+
     def _take(self, group: str | None) -> list[_Draft]:
         """The drafts of ``group`` (None: all), removed from the waiting list."""
         taken: list[_Draft] = []
@@ -196,9 +206,14 @@ class Alerts:
             return
         self.seq += len(events)
         for event in events:
-            self.changes[event["kind"]] = self.changes.get(event["kind"], 0) + 1
-            log.info("alert_event", kind=event["kind"], input=event["input"],
-                     event_id=event["event_id"], summary=event["summary"])
+            kind = str(event.get("kind"))
+            self.changes[kind] = self.changes.get(kind, 0) + 1
+        for event in events[:LOGGED_EVENTS]:
+            log.info("alert_event", kind=event.get("kind"), input=event.get("input"),
+                     event_id=event["event_id"], summary=event.get("summary"))
+        if len(events) > LOGGED_EVENTS:
+            log.info("alert_events_more", count=len(events) - LOGGED_EVENTS,
+                     last_event_id=events[-1]["event_id"])
         for outbox in self.outboxes:
             outbox.add(events)
         try:

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 import structlog
 
 from kzprobe import __version__
@@ -156,7 +157,13 @@ class Deliverer:
                 continue
             self.idle.clear()
             message = outbox.next_message()
-            body = render(message, outbox.webhook.format, config.group_first)
+            try:
+                body = render(message, outbox.webhook.format, config.group_first)
+            except (TypeError, ValueError, orjson.JSONEncodeError):  # a damaged log line
+                log.exception("alert_event_unsendable", event=message[0].get("event_id"))
+                outbox.delivered(message)
+                outbox.stats.dropped += len(message)
+                continue
             status, retry_after = await post(self.session, outbox.webhook.url, body,
                                              token=outbox.webhook.token, timeout=config.timeout)
             if status is not None and 200 <= status < 300:

@@ -101,7 +101,7 @@ def _first_seq(path: Path) -> int | None:
 
 
 def read_after(directory: Path, seq: int, keep: int) -> tuple[list[dict[str, Any]], int]:
-    """Target events with ``seq`` above ``seq``, oldest first, the newest ``keep`` of them,
+    """The events with a ``seq`` above ``seq``, oldest first, the newest ``keep`` of them,
     and how many older ones did not fit. Reads only the days that can hold them."""
     files = event_files(directory)
     start = len(files)

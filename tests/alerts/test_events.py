@@ -161,3 +161,18 @@ def test_read_after_reads_only_what_is_needed(tmp_path: Path) -> None:
     found, left = journal.read_after(tmp_path, 1, keep=2)
     assert [e["seq"] for e in found] == [3, 4] and left == 1
     assert journal.last_seq(tmp_path) == 4
+
+
+async def test_events_made_elsewhere_share_the_log(tmp_path: Path,
+                                                   make_alerts: MakeAlerts) -> None:
+    """emit(): a network event gets the next seq and an id in the same log."""
+    alerts = await make_alerts(alerts_config(tmp_path))
+    await sweep(alerts, [blocked()], "s1")
+    await sweep(alerts, [blocked()], "s2")
+    await alerts.emit([{"kind": "outage", "input": None, "scope": "network",
+                        "probe_asn": "AS9198", "probe_id": "vps1", "at": "2026-12-07T14:00:00Z",
+                        "from": {"state": "online", "interference": []},
+                        "to": {"state": "full_outage", "interference": []}}])
+    events = read_events(tmp_path)
+    assert [(e["seq"], e["kind"]) for e in events] == [(1, "blocked"), (2, "outage")]
+    assert events[1]["event_id"].startswith("vps1-2-") and events[1]["scope"] == "network"
