@@ -103,8 +103,9 @@ class Alerts:
             if obs is not None:
                 self.tracker.settle(obs.key, obs)
             replayed.add(_identity(event))
-        self._drafts = [_Draft(str(d.get("group") or DEFAULT_GROUP), d) for d in drafts
-                        if _identity(d) not in replayed]
+        restored = [_Draft(str(d.get("group") or DEFAULT_GROUP), d) for d in drafts
+                    if _identity(d) not in replayed]
+        self._drafts[:0] = restored  # before any observed while starting
         self._start_delivery(loaded)
         await self._save_cursors()
         if self._drafts:

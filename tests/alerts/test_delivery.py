@@ -246,3 +246,18 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
         assert min(300.0, 2.0 ** attempt) / 2 <= delay <= min(300.0, 2.0 ** attempt)
     assert backoff(3, 300.0, retry_after=120.0) == 120.0
     assert backoff(3, 10.0, retry_after=120.0) == 10.0
+
+
+async def test_flip_blocked_ok_blocked_posts_three_events(
+        tmp_path: Path, receiver: Receiver, make_alerts: MakeAlerts) -> None:
+    """blocked -> ok -> blocked during one run: exactly three POSTs, in that order."""
+    alerts = await make_alerts(alerts_config(tmp_path, Webhook(url=receiver.url)))
+    looks = [ok, ok, blocked, blocked, ok, ok, blocked, blocked]
+    for n, make in enumerate(looks):
+        alerts.observe(make(sweep=f"s{n}"))
+        await alerts.sweep_finished("watch", f"s{n}", records=1)
+    await eventually(lambda: len(receiver.requests) == 3, timeout=30)
+    await asyncio.sleep(0.2)
+    bodies = receiver.delivered()
+    assert [b["kind"] for b in bodies] == ["blocked", "unblocked", "blocked"]
+    assert [b["seq"] for b in bodies] == [1, 2, 3]
