@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
@@ -33,6 +33,7 @@ from kzprobe.config.model import AlertsConfig, Webhook
 
 log = structlog.get_logger("kzprobe.alerts")
 
+MATRIX_SEND = "/send/m.room.message"
 MAX_GROUP = 500  # events in one grouped message (ids listed): bounds a body
 USER_AGENT = f"kzprobe/{__version__}"
 
@@ -73,16 +74,26 @@ def _retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: the backoff decides
 
 
+def destination(webhook: Webhook, key: str) -> tuple[str, str]:
+    """(method, URL): POST to the URL; for a ``matrix`` webhook that is a homeserver's
+    ``.../rooms/<room>/send/m.room.message``, PUT with the idempotency key as the Matrix
+    transaction id (the client-server API's own deduplication)."""
+    path = urlsplit(webhook.url).path.rstrip("/")
+    if webhook.format == "matrix" and path.endswith(MATRIX_SEND):
+        return "PUT", f"{webhook.url.rstrip('/')}/{quote(key, safe='')}"
+    return "POST", webhook.url
+
+
 async def post(session: aiohttp.ClientSession, url: str, body: Body, *, token: str | None,
-               timeout: float) -> tuple[int | None, float | None]:
-    """POST ``body``; (status or None when no answer, Retry-After seconds). Never raises."""
+               timeout: float, method: str = "POST") -> tuple[int | None, float | None]:
+    """Send ``body``; (status or None when no answer, Retry-After seconds). Never raises."""
     headers = {"Content-Type": body.content_type, "Idempotency-Key": body.key,
                "User-Agent": USER_AGENT}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
-        async with asyncio.timeout(timeout), session.post(
-                url, data=body.data, headers=headers, allow_redirects=False) as response:
+        async with asyncio.timeout(timeout), session.request(
+                method, url, data=body.data, headers=headers, allow_redirects=False) as response:
             return response.status, _retry_after(response.headers.get("Retry-After"))
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
         log.warning("alert_post_failed", url=where(url), error=type(exc).__name__)
@@ -164,7 +175,8 @@ class Deliverer:
                 outbox.delivered(message)
                 outbox.stats.dropped += len(message)
                 continue
-            status, retry_after = await post(self.session, outbox.webhook.url, body,
+            method, url = destination(outbox.webhook, body.key)
+            status, retry_after = await post(self.session, url, body, method=method,
                                              token=outbox.webhook.token, timeout=config.timeout)
             if status is not None and 200 <= status < 300:
                 outbox.delivered(message)

@@ -4,8 +4,10 @@ events and every event id).
 
 - ``json``: the event itself (SPEC16), or the grouped object; ``application/json``.
 - ``slack``: ``{"text": ...}`` (Slack incoming webhooks, Mattermost, Rocket.Chat).
-- ``matrix``: ``{"msgtype": "m.text", "body": ...}``, an ``m.room.message`` content, as
-  Matrix webhook bridges (hookshot, maubot webhook) relay it.
+- ``matrix``: ``{"msgtype": "m.text", "body": ...}``, an ``m.room.message`` content: POSTed
+  to a webhook bridge, or PUT straight to a homeserver when the URL is
+  ``.../_matrix/client/v3/rooms/<room id>/send/m.room.message`` (the token is then the
+  bot's access token, the idempotency key its transaction id).
 - ``text``: the same words as ``text/plain; charset=utf-8`` (ntfy, Gotify, a mail relay).
 
 The readable formats are link-free: inputs are defanged (``https[:]//twitter[.]com/``) so

@@ -57,12 +57,14 @@ class Receiver:
     fail: int = 0
     status: int = 503
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # "METHOD /path" of each request
     port: int = 0
     runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.requests.append((dict(request.headers), body))
+        self.paths.append(f"{request.method} {request.path}")
         if self.fail > 0:
             self.fail -= 1
             return web.Response(status=self.status)
@@ -78,7 +80,7 @@ class Receiver:
 
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_post("/hook", self.handle)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
         self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", self.port)

@@ -261,3 +261,19 @@ async def test_flip_blocked_ok_blocked_posts_three_events(
     bodies = receiver.delivered()
     assert [b["kind"] for b in bodies] == ["blocked", "unblocked", "blocked"]
     assert [b["seq"] for b in bodies] == [1, 2, 3]
+
+
+async def test_matrix_homeserver_url_is_a_put_with_the_transaction_id(
+        tmp_path: Path, receiver: Receiver, make_alerts: MakeAlerts) -> None:
+    """A Matrix send URL gets PUT .../send/m.room.message/<event id>, the bot's token."""
+    room = f"http://127.0.0.1:{receiver.port}/_matrix/client/v3/rooms/!r:hs/send/m.room.message"
+    alerts = await make_alerts(alerts_config(
+        tmp_path, Webhook(url=room, format="matrix", token="bot-token")))
+    await flip(alerts, ["https://twitter.com/"])
+    await eventually(lambda: len(receiver.requests) == 1, timeout=30)
+    (event,) = read_events(tmp_path)
+    assert receiver.paths == [
+        f"PUT /_matrix/client/v3/rooms/!r:hs/send/m.room.message/{event['event_id']}"]
+    headers, body = receiver.requests[0]
+    assert headers["Authorization"] == "Bearer bot-token"
+    assert orjson.loads(body)["msgtype"] == "m.text"
