@@ -93,8 +93,13 @@ class Alerts:
     # -- start
 
     async def start(self) -> None:
-        """Load the state, replay newer events, refill the outboxes, start delivering."""
-        loaded = await asyncio.to_thread(self._read_files)
+        """Load the state, replay newer events, refill the outboxes, start delivering.
+        Unreadable files are logged and alerting starts afresh: it never stops the daemon."""
+        try:
+            loaded = await asyncio.to_thread(self._read_files)
+        except OSError as exc:
+            log.error("alerts_state_unreadable", error=str(exc), directory=str(self.directory))
+            loaded = _Loaded(None, [], {}, 0, [])
         saved_seq, drafts = store.load(loaded.state, self.tracker)
         self.seq = max(saved_seq, loaded.log_seq)
         replayed = set()

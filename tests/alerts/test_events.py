@@ -176,3 +176,15 @@ async def test_events_made_elsewhere_share_the_log(tmp_path: Path,
     events = read_events(tmp_path)
     assert [(e["seq"], e["kind"]) for e in events] == [(1, "blocked"), (2, "outage")]
     assert events[1]["event_id"].startswith("vps1-2-") and events[1]["scope"] == "network"
+
+
+async def test_unreadable_directory_does_not_stop_alerting(tmp_path: Path,
+                                                         make_alerts: MakeAlerts) -> None:
+    """An output dir that is a file: start, sweeps and close log errors and never raise."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_bytes(b"")
+    alerts = await make_alerts(alerts_config(blocker))
+    await sweep(alerts, [blocked()], "s1")
+    await sweep(alerts, [blocked()], "s2")
+    assert alerts.seq == 0 and alerts.reading().changes == tuple(
+        (kind, 0) for kind in ("blocked", "unblocked", "mechanism_changed", "down", "up"))
