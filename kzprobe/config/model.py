@@ -14,6 +14,7 @@ from kzprobe.netaddr import join_hostport
 
 Compression = Literal["gzip", "zstd", "none"]
 StoreBodies = Literal["anomalous", "always", "never"]
+WebhookFormat = Literal["json", "slack", "matrix", "text"]
 MAX_PROBE_ID = 32
 _PROBE_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_PROBE_ID}}}")
 
@@ -197,6 +198,29 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Webhook:
+    """One receiver of change events; its token goes to it alone (never shown in a repr)."""
+
+    url: str
+    format: WebhookFormat = "json"
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertsConfig:
+    """``[alerts]``: when a change of a target's state counts, and who is told."""
+
+    confirm: int = 2  # consecutive agreeing sweeps before a change is confirmed
+    webhooks: tuple[Webhook, ...] = ()
+    heartbeat_url: str = ""  # "" = off; POSTed after every finished sweep
+    group_above: int = 5  # more changes in one sweep and network: one grouped message
+    group_first: int = 10  # changes listed by name in a grouped message
+    timeout: float = 10.0  # seconds per POST
+    max_backoff: float = 300.0  # retry backoff cap (exponential from 1 s, with jitter)
+    max_pending: int = 10000  # undelivered events kept per webhook (oldest dropped)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole, validated configuration."""
 
@@ -213,6 +237,7 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     helper: HelperConfig = field(default_factory=HelperConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
 
 def valid_probe_id(text: str) -> bool:
