@@ -21,8 +21,10 @@ from typing import Any, TextIO, TypeVar
 import orjson
 import structlog
 
+from kzprobe.alerts.core import Alerts
+from kzprobe.alerts.reading import AlertReading
 from kzprobe.config import Config
-from kzprobe.engine import Engine, build_engine, raise_nofile_limit
+from kzprobe.engine import Engine, SweepSummary, build_engine, raise_nofile_limit
 from kzprobe.ops.notify import Notifier, SystemdEnv
 from kzprobe.ops.readings import Readings, Running, heartbeat
 from kzprobe.ops.reload import Reloader, with_probe_id
@@ -36,6 +38,7 @@ log = structlog.get_logger("kzprobe.service")
 
 CLOSE_TIMEOUT = 15.0  # seconds the writer gets to drain and close at shutdown
 FORCED_CLOSE_TIMEOUT = 2.0  # ... after a second stop signal
+ALERTS_CLOSE_TIMEOUT = 5.0  # seconds pending webhook deliveries get at shutdown
 EXIT_RECORDS_LOST = 3  # stopped, but accepted records could not be written (disk full)
 
 # Rarer GC runs: refcounting frees a measurement's garbage (benchmarks/README.md, finding 7).
@@ -111,12 +114,14 @@ class Daemon:
         self.stop_requested = asyncio.Event()
         self.force_exit = False
         self.running = Running(config, targets)
+        self.alerts: Alerts | None = None  # made once the probe id is known (serve)
         self.readings = Readings(self.running, self.sink, self.stop_requested,
-                                 systemd or SystemdEnv(), loop_stuck_after=loop_stuck_after)
+                                 systemd or SystemdEnv(), loop_stuck_after=loop_stuck_after,
+                                 alerts=self._alert_reading)
         wake = asyncio.Event()  # the idle wait between sweeps: stop, or a reload
         self.reloader = Reloader(self.running, self.readings, wake, self._new_engine)
         self.sweeps = SweepLoop(self.running, self.readings, self.reloader,
-                                self.stop_requested, wake)
+                                self.stop_requested, wake, after_sweep=self._after_sweep)
         self._signals = 0
         self._background: list[asyncio.Task[None]] = []
 
@@ -172,6 +177,8 @@ class Daemon:
             log.info("segments_recovered", count=len(recovered))
         self.running.config = with_probe_id(self.running.config, self.sink.probe_id)
         try:
+            self.alerts = Alerts(self.running.config, probe_id=self.sink.probe_id)
+            await self.alerts.start()
             await self._start(once=once)
             await self.sweeps.run(once=once)
         finally:
@@ -211,6 +218,8 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.reloader.retired()
+        if self.alerts is not None:  # what waits for delivery stays in the durable outbox
+            await self.alerts.aclose(timeout=0.5 if self.force_exit else ALERTS_CLOSE_TIMEOUT)
         pending, engine = self.reloader.take(), self.running.engine
         for closing in (engine, pending.engine if pending else None):
             if closing is not None:
@@ -231,8 +240,19 @@ class Daemon:
     async def _emit(self, record: dict[str, Any]) -> None:
         await self.sink.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
         self.readings.metrics.observe(record)
+        if self.alerts is not None:
+            self.alerts.observe(record)
         if self.on_record is not None:
             await self.on_record(record)
+
+    async def _after_sweep(self, summary: SweepSummary, complete: bool) -> None:
+        if self.alerts is not None:
+            await self.alerts.sweep_finished(summary.group, summary.sweep_id,
+                                             records=summary.measured)
+
+    def _alert_reading(self) -> AlertReading:
+        alerts = self.alerts
+        return alerts.reading() if alerts is not None else AlertReading()
 
     async def _wait_writable(self) -> None:
         """The writer's backpressure, but a stop request ends the wait (nothing starts then)."""

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import structlog
 
+from kzprobe.alerts.reading import AlertReading
 from kzprobe.config import DEFAULT_GROUP, Config, metrics_exposure
 from kzprobe.engine import Engine, SweepSummary
 from kzprobe.errors import KzprobeError
@@ -60,7 +61,8 @@ class Readings:
     """Status, metrics and health of one daemon, and the systemd notifications carrying them."""
 
     def __init__(self, running: Running, sink: NdjsonSink, stop_requested: asyncio.Event,
-                 systemd: SystemdEnv, *, loop_stuck_after: float) -> None:
+                 systemd: SystemdEnv, *, loop_stuck_after: float,
+                 alerts: Callable[[], AlertReading] | None = None) -> None:
         self.running = running
         self.sink = sink
         self.stop_requested = stop_requested
@@ -68,7 +70,7 @@ class Readings:
         self.notifier = Notifier(systemd.notify_socket)
         self.loop_watch = LoopWatch()
         self.loop_stuck_after = loop_stuck_after
-        self.metrics = Metrics(self.reading)
+        self.metrics = Metrics(self.reading, alerts)
         self.metrics_address: str | None = None
         self._server: MetricsServer | None = None
         self._started = time.monotonic()

@@ -32,9 +32,10 @@ async def site() -> AsyncIterator[Site]:
 async def start_daemon(tmp_path: Path) -> AsyncIterator[StartDaemon]:
     started: list[DaemonProcess] = []
 
-    async def start(config: Path, env: Mapping[str, str] | None = None) -> DaemonProcess:
+    async def start(config: Path, env: Mapping[str, str] | None = None,
+                    command: str = "run") -> DaemonProcess:
         log = tmp_path / f"daemon-{len(started)}.log"
-        daemon = await DaemonProcess(config, log, env).start()
+        daemon = await DaemonProcess(config, log, env, command=command).start()
         started.append(daemon)
         return daemon
 

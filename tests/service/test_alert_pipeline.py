@@ -92,7 +92,7 @@ def _alertmanager(tmp: Path, tool: str, receiver: Receiver
     return proc, f"127.0.0.1:{port}"
 
 
-def _prometheus(tmp: Path, tool: str, scrape: str, alertmanager: str
+def _prometheus(tmp: Path, tool: str, scrape: str, alertmanager: str, port: int
                 ) -> subprocess.Popen[bytes]:
     shutil.copy(RULES, tmp / "rules.yml")
     (tmp / "prom.yml").write_text(
@@ -104,8 +104,23 @@ def _prometheus(tmp: Path, tool: str, scrape: str, alertmanager: str
         f"      - targets: [\"{scrape}\"]\n", encoding="utf-8")
     return _start([tool, f"--config.file={tmp / 'prom.yml'}",
                    f"--storage.tsdb.path={tmp / 'tsdb'}",
-                   f"--web.listen-address=127.0.0.1:{_free_port()}", "--log.level=warn"],
+                   f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
                   tmp / "prom.log")
+
+
+async def _diagnose(prom_port: int, am_address: str) -> str:
+    """What Prometheus and Alertmanager hold, for a failure message."""
+    import aiohttp
+
+    found = []
+    async with aiohttp.ClientSession() as session:
+        for url in (f"http://127.0.0.1:{prom_port}/api/v1/query?query=kzprobe_target_state",
+                    f"http://127.0.0.1:{prom_port}/api/v1/targets",
+                    f"http://127.0.0.1:{prom_port}/api/v1/alerts",
+                    f"http://{am_address}/api/v2/alerts"):
+            async with session.get(url) as resp:
+                found.append(f"{url}: {(await resp.text())[:1500]}")
+    return "\n".join(found)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -122,12 +137,24 @@ def _alert(body: dict[str, Any], status: str) -> bool:
                and a["status"] == status for a in body.get("alerts", []))
 
 
+async def _helper(tmp: Path, start_daemon: StartDaemon) -> str:
+    """A real ``kzprobe helper`` on loopback (the control: without one a page that loads is
+    ``unknown``, not ``ok``, and an unblock could not be told)."""
+    config = tmp / "helper.toml"
+    config.write_text('[helper]\nlisten = "127.0.0.1:0"\nallow_nets = ["127.0.0.0/8"]\n'
+                      'allowed_ports = ["1-65535"]\n', encoding="utf-8")
+    helper = await start_daemon(config, command="helper")
+    return str((await helper.wait_event("helper_listening"))["url"])
+
+
 async def test_a_flipping_watch_target_alerts_through_webhook_prometheus_and_alertmanager(
         tmp_path: Path, site: Site, receiver: Receiver, start_daemon: StartDaemon) -> None:
     tools = require("prometheus", "prometheus-alertmanager")
     (tmp_path / "fp.csv").write_text(BLOCKPAGE_FINGERPRINTS, encoding="utf-8")
+    helper_url = await _helper(tmp_path, start_daemon)
     config = daemon_config(tmp_path / "c.toml", urls=[], out=tmp_path / "out",
-                           analysis={"fingerprint_files": [tmp_path / "fp.csv"]})
+                           analysis={"fingerprint_files": [tmp_path / "fp.csv"]},
+                           control={"helper_url": helper_url})
     flip = site.url("/flip")
     with config.open("a", encoding="utf-8") as out:
         out.write(f'[alerts]\nconfirm = 2\nwebhooks = [{{ url = "{receiver.url("/kzprobe")}",'
@@ -135,14 +162,19 @@ async def test_a_flipping_watch_target_alerts_through_webhook_prometheus_and_ale
                   f'[[targets.groups]]\nname = "watch"\ninterval = 0.5\nurls = ["{flip}"]\n')
     daemon = await start_daemon(config)
     am, am_address = _alertmanager(tmp_path, tools["prometheus-alertmanager"], receiver)
-    prom = _prometheus(tmp_path, tools["prometheus"], await daemon.address(), am_address)
+    prom_port = _free_port()
+    prom = _prometheus(tmp_path, tools["prometheus"], await daemon.address(), am_address,
+                       prom_port)
     try:
         await daemon.wait_event("sweep_finished", count=3)  # ok, confirmed: no event
         site.blocked.add("/flip")
         blocked = await receiver.wait("/kzprobe", lambda e: e.get("kind") == "blocked")
         assert blocked["input"] == flip and blocked["group"] == "watch"
         assert blocked["to"] == {"state": "blocked", "interference": ["http.blockpage"]}
-        await receiver.wait("/alertmanager", lambda b: _alert(b, "firing"), timeout=90)
+        try:
+            await receiver.wait("/alertmanager", lambda b: _alert(b, "firing"), timeout=90)
+        except TimeoutError:
+            raise AssertionError(await _diagnose(prom_port, am_address)) from None
         site.blocked.clear()
         unblocked = await receiver.wait("/kzprobe", lambda e: e.get("kind") == "unblocked")
         assert unblocked["from"]["state"] == "blocked" and unblocked["to"]["state"] == "ok"
