@@ -50,6 +50,8 @@ def read_regular(path: Path | str, limit: int, what: str) -> bytes:
         raise MissingFileError(f"no such file: {path}") from None
     except OSError as exc:
         raise LocalFileError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL in the name: no file can have it
+        raise LocalFileError(f"{str(path)!r}: cannot read {what}: not a file name") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

@@ -25,8 +25,8 @@ def _parse_helper(s: _Section, base: Path | None) -> HelperConfig:
     d = HelperConfig()
     token = _helper_token(s, base)
     cert, key = s.string("tls_cert", None), s.string("tls_key", None)
-    if bool(cert) != bool(key):
-        raise s.fail("tls_cert", "tls_cert and tls_key go together")
+    if bool(cert) != bool(key):  # name the one given: its partner is what is missing
+        raise s.fail("tls_cert" if cert else "tls_key", "tls_cert and tls_key go together")
     paths = [_resolve_path(base, p) if p else None for p in (cert, key)]
     _check_server_tls(s, paths[0], paths[1])
     return HelperConfig(
