@@ -80,6 +80,12 @@ def _bar_span(row: dict[str, Any]) -> tuple[str, float]:
     return row["start"], max(end - start, _MIN_BAR).total_seconds() * 1000
 
 
+def _band_end(start: str, end: str) -> str:
+    """A band's right edge: its end, or ``_MIN_BAR`` after its start if that is later."""
+    first = datetime.strptime(start, TIME_FORMAT)
+    return max(datetime.strptime(end, TIME_FORMAT), first + _MIN_BAR).strftime(TIME_FORMAT)
+
+
 def timeline(report: Report) -> str:
     """One row per target of the heatmap: its blocked periods, coloured by mechanism."""
     shown = {_label(r) for r in report.table("heatmap").records()}  # the same targets
@@ -135,7 +141,8 @@ def _bands(fig: Any, periods: Sequence[dict[str, Any]], lo: str, hi: str) -> Non
             hovertemplate="%{y}<br>%{customdata[0]} .. %{customdata[1]} UTC %{customdata[2]}"
                           "<extra>" + html.escape(state) + "</extra>"))
         for r in mine:
-            fig.add_vrect(x0=r["start"] or lo, x1=r["end"] or hi, fillcolor=colour,
+            start = r["start"] or lo
+            fig.add_vrect(x0=start, x1=_band_end(start, r["end"] or hi), fillcolor=colour,
                           opacity=0.12, line_width=0, layer="below")
 
 
@@ -173,7 +180,7 @@ def changes_timeline(report: Report) -> str:
                      automargin=True)
     fig.update_layout(title="Change events and outage periods (bands)", barmode="overlay",
                       legend_title_text="event or network state")
-    return _figure(fig, "events", 220 + 22 * len(order))
+    return _figure(fig, "events", max(360, 220 + 24 * len(order)))
 
 
 def daily(report: Report) -> str:

@@ -6,7 +6,6 @@ import csv
 import io
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -16,57 +15,9 @@ from kzprobe.report import ReportError, Window, build_report, events
 from kzprobe.report.command import ReportRequest, run
 from kzprobe.report.render import CSV_TABLES
 from tests.report.builders import lines, network_event, target_event, web, write
+from tests.report.conftest import EVENTS, MECH, SEGMENT, TWITTER, outage_events, outage_records
 
-TW, MECH = "https://twitter.com/", "https://mech.kz/"
-SEGMENT = "kz-20261207T000000Z-vps1-100-000001.ndjson"
-EVENTS = "events-20261207.ndjson"
-
-
-def _outage(record: dict[str, Any], state: str = "international_outage") -> dict[str, Any]:
-    return record | {"x_network_state": state, "x_network_check": "chk-1", "x_outage": True}
-
-
-def _records() -> list[dict[str, Any]]:
-    """twitter on AS9198: ok, blocked, two records inside an outage, blocked again."""
-    return [
-        web(TW, "2026-12-07 13:00:00", category="GRP"),
-        web(TW, "2026-12-07 14:05:00", category="GRP", blocking="http-failure",
-            accessible=False, interference=["tls.timeout"]),
-        _outage(web(TW, "2026-12-07 15:00:00", category="GRP", blocking=None,
-                    accessible=None)),
-        _outage(web(TW, "2026-12-07 15:30:00", category="GRP",
-                    interference=["http.blockpage"], blockpage="cp.d_corp_kz_ps")),
-        web(TW, "2026-12-07 16:00:00", category="GRP", blocking="http-failure",
-            accessible=False, interference=["tls.timeout"]),
-    ]
-
-
-def _events() -> list[dict[str, Any]]:
-    return [
-        target_event("blocked", TW, "2026-12-07T14:05:00Z", to=("blocked", ["tls.timeout"]),
-                     seq=1, sni_blocking_confirmed=True, x_future_key={"nested": 1}),
-        network_event("outage", "2026-12-07T15:00:00Z", frm="online",
-                      to="international_outage", seq=2),
-        network_event("recovered", "2026-12-07T15:45:00Z", frm="international_outage",
-                      to="online", seq=3),
-        target_event("unblocked", TW, "2026-12-07T16:30:00Z", frm=("blocked", ["tls.timeout"]),
-                     to=("ok", []), seq=4),
-        target_event("mechanism_changed", MECH, "2026-12-07T17:00:00+00:00",
-                     frm=("blocked", ["tls.timeout"]), to=("blocked", ["tls.mitm"]), seq=5,
-                     group="default"),
-        network_event("degraded", "2026-12-07T18:00:00Z", frm="online", to="degraded", seq=6),
-    ]
-
-
-@pytest.fixture
-def probe(tmp_path: Path) -> Path:
-    """One output directory: a segment and the day's event log, its last line torn mid-write."""
-    out = tmp_path / "probe"
-    write(out / SEGMENT, lines(_records()))
-    torn = orjson.dumps(network_event("outage", "2026-12-07T19:00:00Z", frm="degraded",
-                                      to="full_outage", seq=7))
-    write(out / EVENTS, lines(_events()) + torn[: len(torn) // 2])
-    return out
+TW = TWITTER
 
 
 def test_events_table_in_time_order(probe: Path) -> None:
@@ -105,7 +56,7 @@ def test_outage_periods_with_start_end_state_duration(probe: Path) -> None:
 
 def test_an_outage_entered_before_the_first_event_read_starts_at_null(tmp_path: Path) -> None:
     """A first event leaving an outage says one was under way: start null, end known."""
-    write(tmp_path / SEGMENT, lines(_records()))
+    write(tmp_path / SEGMENT, lines(outage_records()))
     write(tmp_path / EVENTS, lines([
         network_event("recovered", "2026-12-07T15:45:00Z", frm="full_outage", to="online"),
         network_event("outage", "2026-12-07T20:00:00Z", frm="online", to="dns_outage", seq=2,
@@ -148,10 +99,10 @@ def test_damaged_lines_unknown_keys_and_kinds(tmp_path: Path,
     """Bad lines are reported by file and line and skipped; unknown kinds and keys are kept
     and ignored; an over-long line is skipped without losing the next one."""
     monkeypatch.setattr(events, "MAX_EVENT_LINE_BYTES", 2000)
-    good = _events()
+    good = outage_events()
     future = good[1] | {"kind": "quarantined", "event_version": 9, "new": [1, 2]}
     huge = good[2] | {"summary": "x" * 5000}
-    write(tmp_path / SEGMENT, lines(_records()))
+    write(tmp_path / SEGMENT, lines(outage_records()))
     path = write(tmp_path / EVENTS, lines([
         good[0], b"{not json", b"[1]", {"kind": "blocked", "input": TW},
         {"at": "2026-12-07T14:00:00Z"}, good[0] | {"at": "yesterday"}, future, huge, good[3],
@@ -169,10 +120,10 @@ def test_damaged_lines_unknown_keys_and_kinds(tmp_path: Path,
 def test_a_file_is_read_up_to_its_byte_cap(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Past MAX_EVENTS_FILE_BYTES a log is not read further, and the report says so."""
-    data = lines(_events())
+    data = lines(outage_events())
     cap = data.index(b"\n") + 1
     monkeypatch.setattr(events, "MAX_EVENTS_FILE_BYTES", cap)
-    write(tmp_path / SEGMENT, lines(_records()))
+    write(tmp_path / SEGMENT, lines(outage_records()))
     path = write(tmp_path / EVENTS, data)
     report = build_report([tmp_path])
     assert [r["kind"] for r in report.table("events").records()] == ["blocked"]
@@ -189,8 +140,8 @@ def test_only_the_newest_events_are_kept(tmp_path: Path, monkeypatch: pytest.Mon
                                          files_not_read: int) -> None:
     """MAX_EVENTS bounds what is kept: the newest, and the notes say what was left out."""
     monkeypatch.setattr(events, "MAX_EVENTS", cap)
-    write(tmp_path / SEGMENT, lines(_records()))
-    first, second = _events()[:3], _events()[3:5]
+    write(tmp_path / SEGMENT, lines(outage_records()))
+    first, second = outage_events()[:3], outage_events()[3:5]
     write(tmp_path / "events-20261206.ndjson", lines(first))
     write(tmp_path / EVENTS, lines(second))
     data = run(ReportRequest(paths=(tmp_path,), format="json"))
