@@ -92,7 +92,8 @@ def fleet(tmp_path: Path) -> list[Path]:
     return [a, b]
 
 
-def _outage(record: dict[str, Any], state: str = "international_outage") -> dict[str, Any]:
+def in_outage(record: dict[str, Any], state: str = "international_outage") -> dict[str, Any]:
+    """The record as measured during an outage (issue 17: x_network_state, x_outage)."""
     return record | {"x_network_state": state, "x_network_check": "chk-1", "x_outage": True}
 
 
@@ -102,9 +103,9 @@ def outage_records() -> list[dict[str, Any]]:
         web(TWITTER, "2026-12-07 13:00:00", category="GRP"),
         web(TWITTER, "2026-12-07 14:05:00", category="GRP", blocking="http-failure",
             accessible=False, interference=["tls.timeout"]),
-        _outage(web(TWITTER, "2026-12-07 15:00:00", category="GRP", blocking=None,
+        in_outage(web(TWITTER, "2026-12-07 15:00:00", category="GRP", blocking=None,
                     accessible=None)),
-        _outage(web(TWITTER, "2026-12-07 15:30:00", category="GRP",
+        in_outage(web(TWITTER, "2026-12-07 15:30:00", category="GRP",
                     interference=["http.blockpage"], blockpage="cp.d_corp_kz_ps")),
         web(TWITTER, "2026-12-07 16:00:00", category="GRP", blocking="http-failure",
             accessible=False, interference=["tls.timeout"]),

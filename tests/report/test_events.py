@@ -15,7 +15,15 @@ from kzprobe.report import ReportError, Window, build_report, events
 from kzprobe.report.command import ReportRequest, run
 from kzprobe.report.render import CSV_TABLES
 from tests.report.builders import lines, network_event, target_event, web, write
-from tests.report.conftest import EVENTS, MECH, SEGMENT, TWITTER, outage_events, outage_records
+from tests.report.conftest import (
+    EVENTS,
+    MECH,
+    SEGMENT,
+    TWITTER,
+    in_outage,
+    outage_events,
+    outage_records,
+)
 
 TW = TWITTER
 
@@ -257,3 +265,10 @@ def test_the_cli_offers_every_table() -> None:
     from kzprobe import cli
 
     assert cli._REPORT_TABLES == CSV_TABLES
+
+
+def test_a_share_with_only_outage_measurements_is_null(tmp_path: Path) -> None:
+    """Nothing measured outside an outage: no share at all, rather than a made-up 0."""
+    write(tmp_path / SEGMENT, lines([in_outage(web(TW, "2026-12-07 13:00:00"))]))
+    row = build_report([tmp_path]).table("targets").records()[0]
+    assert (row["measurements"], row["outage_measurements"], row["blocked_share"]) == (1, 1, None)
