@@ -31,6 +31,7 @@ MAX_EVENT_LINE_BYTES = 1 << 20  # an event is a few hundred bytes; evidence list
 MAX_EVENTS_FILE_BYTES = 256 << 20  # per file: a day of events is kilobytes
 MAX_EVIDENCE = 20  # evidence ids kept per event
 NETWORK_SCOPE = "network"
+NETWORK_KINDS = frozenset({"outage", "recovered", "degraded"})  # issue 17; other kinds: targets
 # A file holds the events confirmed on its UTC day; ``at`` precedes the confirmation by
 # a few sweeps, and clocks get stepped: a day of slack keeps pruning by --since safe.
 _DAY_SLACK = timedelta(days=1)
@@ -175,13 +176,16 @@ def parse_event(value: Any) -> Event | str:
     if at is None:
         return "no 'at' time (ISO 8601)"
     url = _text(value.get("input"))
-    scope = NETWORK_SCOPE if value.get("scope") == NETWORK_SCOPE or url is None else "target"
+    network = value.get("scope") == NETWORK_SCOPE or kind in NETWORK_KINDS
+    if not network and not url:
+        return "no 'input' string (a target's event)"
     from_state, from_mechanism = _side(value.get("from"))
     to_state, to_mechanism = _side(value.get("to"))
     seq = value.get("seq")
     sni = value.get("sni_blocking_confirmed")
     return Event(
-        at=at, kind=kind, scope=scope, event_id=_text(value.get("event_id")),
+        at=at, kind=kind, scope=NETWORK_SCOPE if network else "target",
+        event_id=_text(value.get("event_id")),
         seq=seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
         confirmed_at=parse_time(value.get("confirmed_at")), input=url,
         group=_text(value.get("group")), probe_cc=_text(value.get("probe_cc")),

@@ -114,15 +114,16 @@ def test_damaged_lines_unknown_keys_and_kinds(tmp_path: Path,
     path = write(tmp_path / EVENTS, lines([
         good[0], b"{not json", b"[1]", {"kind": "blocked", "input": TW},
         {"at": "2026-12-07T14:00:00Z"}, good[0] | {"at": "yesterday"}, future, huge, good[3],
-        b"", b"   "]))
+        b"", b"   ", good[3] | {"input": None, "event_id": "x"}]))
     report = build_report([tmp_path])
     assert [(e.file, e.line, e.reason.split(":")[0]) for e in report.stats.errors] == [
         (path, 2, "invalid JSON"), (path, 3, "not a JSON object"),
         (path, 4, "no 'at' time (ISO 8601)"), (path, 5, "no 'kind' string"),
-        (path, 6, "no 'at' time (ISO 8601)"), (path, 8, "line longer than 2000 bytes")]
+        (path, 6, "no 'at' time (ISO 8601)"), (path, 8, "line longer than 2000 bytes"),
+        (path, 12, "no 'input' string (a target's event)")]
     assert [r["kind"] for r in report.table("events").records()] == [
         "blocked", "quarantined", "unblocked"]
-    assert report.summary["corrupt_lines"] == 6
+    assert report.summary["corrupt_lines"] == 7
 
 
 def test_a_file_is_read_up_to_its_byte_cap(tmp_path: Path,
