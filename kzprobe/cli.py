@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _REPORT_TABLES = ("targets", "changes", "periods", "categories", "networks", "days",
-                  "mechanisms", "errors")
+                  "mechanisms", "events", "outages", "errors")
 
 
 def _add_report(sub: argparse._SubParsersAction[_Parser]) -> None:

@@ -1,7 +1,12 @@
-"""From segment paths to a :class:`Report`: scan once, then query the scanned table."""
+"""From segment paths to a :class:`Report`: scan once, then query the scanned table.
+
+The event logs beside the segments (:mod:`kzprobe.report.events`) are read in the same
+pass and become the ``events`` and ``outages`` tables.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -11,7 +16,8 @@ from typing import Any
 
 import duckdb
 
-from kzprobe.report import scan, sql
+from kzprobe.report import events, scan, sql, timeline
+from kzprobe.report.events import EventLog
 from kzprobe.report.model import TIME_FORMAT, ReadStats, Report, Table, Window
 
 HEATMAP_TARGETS = 150  # rows of the HTML heatmap: the most often blocked targets
@@ -28,23 +34,34 @@ TABLE_QUERIES: tuple[tuple[str, str], ...] = (
 )
 
 
+Scanned = tuple[duckdb.DuckDBPyConnection, ReadStats, EventLog]
+
+
 @contextmanager
 def scanned(paths: Iterable[Path], window: Window, *, memory_limit: str = MEMORY_LIMIT,
-            threads: int | None = None) -> Iterator[tuple[duckdb.DuckDBPyConnection, ReadStats]]:
-    """A DuckDB connection whose table ``m`` holds the usable records, and the read stats.
+            threads: int | None = None) -> Iterator[Scanned]:
+    """A DuckDB connection whose table ``m`` holds the usable records, the read stats
+    (segments and event logs), and the event log.
 
     Everything (DuckDB's spill files, copies of open segments) lives in a temporary
     directory removed on exit.
     """
+    paths = list(paths)
     with tempfile.TemporaryDirectory(prefix="kzprobe-report-") as name:
         tmp = Path(name)
         con = scan.connect(tmp, memory_limit=memory_limit, threads=threads)
         try:
-            stats = scan.load(con, paths, window, tmp)
+            errors = scan.ErrorLog()
+            stats = scan.load(con, paths, window, tmp, errors)
+            log = events.read_log(paths, window, errors)
+            stats = dataclasses.replace(
+                stats, corrupt_lines=errors.count, errors=errors.sorted(),
+                event_files=log.files, events_not_read=log.not_read,
+                event_files_not_read=log.files_not_read)
             con.execute(sql.CREATE_STARTS)
             con.execute(sql.CREATE_RUNS)
             con.execute(sql.CREATE_TARGETS)
-            yield con, stats
+            yield con, stats, log
         finally:
             con.close()
 
@@ -68,12 +85,16 @@ def bucket_for(first_seen: str | None, last_seen: str | None) -> str:
 
 
 def summarise(con: duckdb.DuckDBPyConnection, stats: ReadStats, window: Window, *,
-              heatmap: bool = False) -> Report:
-    """Every table of the report from the scanned records (and the heatmap's, if asked)."""
+              log: EventLog | None = None, heatmap: bool = False) -> Report:
+    """Every table of the report from the scanned records and events (and the heatmap's,
+    if asked)."""
+    log = log or EventLog()
     summary = query(con, "summary", sql.SUMMARY).records()[0]
-    summary.update(files=stats.files, open_segments=stats.open_segments,
-                   corrupt_lines=stats.corrupt_lines)
     tables = [query(con, name, text) for name, text in TABLE_QUERIES]
+    tables += [timeline.events_table(log, window), timeline.outages_table(log, window)]
+    summary.update(files=stats.files, open_segments=stats.open_segments,
+                   corrupt_lines=stats.corrupt_lines, event_files=stats.event_files,
+                   events=len(tables[-2].rows), outage_periods=len(tables[-1].rows))
     if heatmap:
         bucket = bucket_for(summary["first_seen"], summary["last_seen"])
         summary["heatmap_bucket"] = bucket
@@ -85,5 +106,5 @@ def build_report(paths: Iterable[Path], window: Window | None = None, *,
                  memory_limit: str = MEMORY_LIMIT, heatmap: bool = False) -> Report:
     """The report over every segment under ``paths`` within ``window`` (default: all)."""
     window = window or Window()
-    with scanned(paths, window, memory_limit=memory_limit) as (con, stats):
-        return summarise(con, stats, window, heatmap=heatmap)
+    with scanned(paths, window, memory_limit=memory_limit) as (con, stats, log):
+        return summarise(con, stats, window, log=log, heatmap=heatmap)

@@ -74,10 +74,12 @@ def run(request: ReportRequest) -> bytes:
     """Scan once; export Parquet if asked; render the report."""
     if request.export_parquet is not None:
         parquet.check_target(request.export_parquet)
-    with scanned(request.paths, request.window, memory_limit=request.memory_limit) as (con, stats):
+    with scanned(request.paths, request.window,
+                 memory_limit=request.memory_limit) as (con, stats, log):
         if request.export_parquet is not None:
             parquet.export(con, request.export_parquet)
-        report = summarise(con, stats, request.window, heatmap=request.format == "html")
+        report = summarise(con, stats, request.window, log=log,
+                           heatmap=request.format == "html")
     return render(report, request.format, request.table)
 
 

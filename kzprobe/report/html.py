@@ -1,9 +1,10 @@
 """``--format html``: one self-contained page (plotly.js inlined, no network to view it).
 
 Figures are Plotly (a maintained library, not hand-drawn SVG): a heatmap of the most
-often blocked targets over time, a timeline of each one's blocked periods, the blocked
-share per day and network, and blocked measurements by mechanism and category. Tables
-are bounded; the JSON and CSV formats carry every row.
+often blocked targets over time, a timeline of each one's blocked periods, the change
+events with the network's outage periods as bands, the blocked share per day and
+network, and blocked measurements by mechanism and category. Tables and figures are
+bounded; the JSON and CSV formats carry every row.
 """
 
 from __future__ import annotations
@@ -17,10 +18,23 @@ import plotly.graph_objects as go  # type: ignore[import-untyped]
 import plotly.offline  # type: ignore[import-untyped]
 
 from kzprobe.report.model import TIME_FORMAT, Report, Table
-from kzprobe.report.render import blocked_now, errors_table
+from kzprobe.report.render import blocked_now, errors_table, notes
+from kzprobe.report.timeline import describe, shown_outages
 
 MAX_TABLE_ROWS = 500
 MAX_TIMELINE_BARS = 5000
+MAX_BANDS = 200  # outage periods drawn (the table lists them all, up to MAX_TABLE_ROWS)
+MAX_EVENT_MARKERS = 2000  # the latest target changes drawn
+MAX_EVENT_ROWS = 150  # targets on the events figure: those that changed most
+_BAND_COLOURS = {"full_outage": "#424242", "international_outage": "#6a1b9a",
+                 "dns_outage": "#1565c0", "control_unreachable": "#9e9e9e",
+                 "degraded": "#ef6c00"}
+_KIND_MARKERS = {"blocked": ("#c62828", "x"), "unblocked": ("#2e7d32", "circle"),
+                 "mechanism_changed": ("#f9a825", "diamond"), "down": ("#757575", "triangle-down"),
+                 "up": ("#1565c0", "triangle-up")}
+_EVENT_COLUMNS = ("at", "kind", "probe_asn", "probe_id", "input", "group", "from_state",
+                  "from_mechanism", "to_state", "to_mechanism", "sni_blocking_confirmed",
+                  "blockpage", "confirmed_at", "evidence")
 _MIN_BAR = timedelta(minutes=5)  # a one-measurement period still shows
 _COLORSCALE = [[0.0, "#2e7d32"], [0.5, "#f9a825"], [1.0, "#c62828"]]
 _STYLE = """
@@ -66,6 +80,12 @@ def _bar_span(row: dict[str, Any]) -> tuple[str, float]:
     return row["start"], max(end - start, _MIN_BAR).total_seconds() * 1000
 
 
+def _band_end(start: str, end: str) -> str:
+    """A band's right edge: its end, or ``_MIN_BAR`` after its start if that is later."""
+    first = datetime.strptime(start, TIME_FORMAT)
+    return max(datetime.strptime(end, TIME_FORMAT), first + _MIN_BAR).strftime(TIME_FORMAT)
+
+
 def timeline(report: Report) -> str:
     """One row per target of the heatmap: its blocked periods, coloured by mechanism."""
     shown = {_label(r) for r in report.table("heatmap").records()}  # the same targets
@@ -92,6 +112,82 @@ def timeline(report: Report) -> str:
     return _figure(fig, "timeline", 200 + 18 * len({_label(r) for r in periods}))
 
 
+def _network_label(row: dict[str, Any]) -> str:
+    return f"network {row['probe_asn']}" + (f" ({row['probe_id']})" if row["probe_id"] else "")
+
+
+def _span(report: Report, periods: Sequence[dict[str, Any]],
+          changes: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    """Where an open-ended band starts and ends: the first and last time the report knows."""
+    since = report.window.since
+    times = [t for t in (report.summary["first_seen"], report.summary["last_seen"],
+                         since.strftime(TIME_FORMAT) if since else None) if t]
+    times += [t for r in periods for t in (r["start"], r["end"]) if t]
+    times += [c["at"] for c in changes]
+    return min(times), max(times)
+
+
+def _bands(fig: Any, periods: Sequence[dict[str, Any]], lo: str, hi: str) -> None:
+    """Outage periods: a bar on their network's row and a shade across the whole figure
+    (the shades set at once: plotly's add_vrect costs tens of ms a call)."""
+    shades = []
+    for state in sorted({r["state"] for r in periods}):
+        mine = [r for r in periods if r["state"] == state]
+        colour = _BAND_COLOURS.get(state, "#8d6e63")
+        spans = [_bar_span({"start": r["start"] or lo, "end": r["end"] or hi}) for r in mine]
+        fig.add_trace(go.Bar(
+            name=state, orientation="h", y=[_network_label(r) for r in mine],
+            base=[b for b, _ in spans], x=[d for _, d in spans], marker_color=colour,
+            customdata=[[r["start"] or "before", r["end"] or "ongoing", r["duration"] or ""]
+                        for r in mine],
+            hovertemplate="%{y}<br>%{customdata[0]} .. %{customdata[1]} UTC %{customdata[2]}"
+                          "<extra>" + html.escape(state) + "</extra>"))
+        for r in mine:
+            start = r["start"] or lo
+            shades.append({"type": "rect", "xref": "x", "yref": "paper", "y0": 0, "y1": 1,
+                           "x0": start, "x1": _band_end(start, r["end"] or hi),
+                           "fillcolor": colour, "opacity": 0.12, "line": {"width": 0},
+                           "layer": "below"})
+    fig.update_layout(shapes=shades)
+
+
+def _markers(fig: Any, changes: Sequence[dict[str, Any]]) -> None:
+    """Target changes: one marker per event on its target's row, by kind."""
+    for kind in sorted({c["kind"] for c in changes}):
+        mine = [c for c in changes if c["kind"] == kind]
+        colour, symbol = _KIND_MARKERS.get(kind, ("#000000", "square"))
+        fig.add_trace(go.Scatter(
+            name=kind, mode="markers", x=[c["at"] for c in mine], y=[_label(c) for c in mine],
+            marker={"color": colour, "symbol": symbol, "size": 10},
+            text=[html.escape(describe(c)) for c in mine],
+            hovertemplate="%{text}<extra></extra>"))
+
+
+def changes_timeline(report: Report) -> str:
+    """Confirmed changes of targets (markers) over the network's outage periods (bands)."""
+    periods = report.table("outages").records()[:MAX_BANDS]
+    changes = [r for r in report.table("events").records()
+               if r["scope"] != "network"][-MAX_EVENT_MARKERS:]
+    if not periods and not changes:
+        return '<p class="note">No change events in this window.</p>'
+    busiest: dict[str, int] = {}
+    for c in changes:
+        busiest[_label(c)] = busiest.get(_label(c), 0) + 1
+    rows = sorted(busiest, key=lambda label: (-busiest[label], label))[:MAX_EVENT_ROWS]
+    changes = [c for c in changes if _label(c) in set(rows)]
+    lo, hi = _span(report, periods, changes)
+    fig = go.Figure()
+    _bands(fig, periods, lo, hi)
+    _markers(fig, changes)
+    order = sorted({_network_label(r) for r in periods}) + sorted(rows)
+    fig.update_xaxes(type="date")
+    fig.update_yaxes(categoryorder="array", categoryarray=order, autorange="reversed",
+                     automargin=True)
+    fig.update_layout(title="Change events and outage periods (bands)", barmode="overlay",
+                      legend_title_text="event or network state")
+    return _figure(fig, "events", max(360, 220 + 24 * len(order)))
+
+
 def daily(report: Report) -> str:
     """Blocked share of measurements per day, one line per probe network."""
     rows = report.table("days").records()
@@ -101,7 +197,8 @@ def daily(report: Report) -> str:
         fig.add_trace(go.Scatter(name=asn, x=[r["day"] for r in mine],
                                  y=[r["blocked_share"] for r in mine], mode="lines+markers"))
     fig.update_yaxes(range=[0, 1], tickformat=".0%", title="blocked")
-    fig.update_layout(title="Blocked share of measurements per day and network")
+    fig.update_layout(title="Blocked share of measurements per day and network "
+                            "(measurements during outages left out)")
     return _figure(fig, "daily", 360)
 
 
@@ -159,16 +256,28 @@ def _summary(report: Report) -> str:
     return (f"<p>{s['records']} measurements of {s['urls']} URLs on {s['networks']} networks, "
             f"{html.escape(str(s['first_seen']))} to {html.escape(str(s['last_seen']))} UTC; "
             f"{s['files']} files ({s['open_segments']} open), {s['corrupt_lines']} corrupt "
-            f"lines. {s['targets_blocked_now']} targets blocked now; {s['changes']} changes.</p>")
+            f"lines. {s['targets_blocked_now']} targets blocked now; {s['changes']} changes; "
+            f"{s['events']} change events and {s['outage_periods']} outage periods from "
+            f"{s['event_files']} event files.</p>"
+            + "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes(report)))
+
+
+def _latest(table: Table) -> Table:
+    return Table(table.name, table.columns, tuple(reversed(table.rows)))
 
 
 def to_html(report: Report) -> bytes:
     """The whole page, with plotly.js inlined once."""
-    changes = report.table("changes")
-    latest = Table(changes.name, changes.columns, tuple(reversed(changes.rows)))
+    latest = _latest(report.table("changes"))
     body = "".join([
         "<h1>kzprobe report</h1>", _summary(report),
         _section("Targets over time", heatmap(report), timeline(report)),
+        _section("Change events and outages", changes_timeline(report)),
+        _section("Outage periods", html_table(shown_outages(report.table("outages")),
+                                              ("probe_asn", "probe_id", "state", "start",
+                                               "end", "duration"))),
+        _section("Change events (latest first)", html_table(_latest(report.table("events")),
+                                                            _EVENT_COLUMNS)),
         _section("Per day and network", daily(report)),
         _section("Mechanisms and categories", breakdown(report)),
         _section("Blocked now", _list(blocked_now(report))),

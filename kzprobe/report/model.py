@@ -53,8 +53,11 @@ class ReadStats:
     files: int
     open_segments: int
     records: int
-    corrupt_lines: int
+    corrupt_lines: int  # segments' and event logs' unusable lines
     errors: tuple[ReadError, ...] = field(default=())
+    event_files: int = 0
+    events_not_read: int = 0  # older events left out by the cap on events kept
+    event_files_not_read: int = 0  # older event logs not opened once the cap was reached
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,14 @@ from typing import Any
 
 import orjson
 
+from kzprobe.report import events
 from kzprobe.report.model import Report, Table
+from kzprobe.report.timeline import describe, shown_outages
 
 JSON_FORMAT_VERSION = 1
 CSV_TABLES = ("targets", "changes", "periods", "categories", "networks", "days",
-              "mechanisms", "errors")
+              "mechanisms", "events", "outages", "errors")
+MAX_TEXT_EVENTS = 200  # the latest events in the terminal; JSON and CSV carry every one
 
 # The columns a terminal has room for; JSON and CSV carry every column.
 _TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -21,8 +24,21 @@ _TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
                 "measurements", "blocked_share", "blockpages", "mitm_issuers"),
     "changes": ("at", "after", "input", "probe_asn", "from_state", "from_mechanism",
                 "to_state", "to_mechanism"),
+    "outages": ("probe_asn", "probe_id", "state", "start", "end", "duration"),
 }
 _TEXT_TABLES = ("targets", "changes", "categories", "networks", "days", "mechanisms")
+
+
+def notes(report: Report) -> list[str]:
+    """What a reader must know to read the figures: outage records left out, events capped."""
+    out = [f"Blocked counts and shares leave out the {report.summary['outage_records']} "
+           "measurements taken during a network outage (records with x_outage: true)."]
+    stats = report.stats
+    if stats.events_not_read or stats.event_files_not_read:
+        out.append(f"Only the newest {events.MAX_EVENTS} events were read: {stats.events_not_read} "
+                   f"older events and {stats.event_files_not_read} older event files were "
+                   "left out (narrow the report with --since).")
+    return out
 _TEXT_MAX_WIDTH = 60
 
 
@@ -44,6 +60,7 @@ def to_json(report: Report) -> bytes:
         "kzprobe_report": JSON_FORMAT_VERSION,
         "window": _window(report),
         "summary": report.summary,
+        "notes": notes(report),
         "errors": errors_table(report).records(),
     }
     for table in report.tables:
@@ -84,6 +101,16 @@ def blocked_now(report: Report) -> list[str]:
     return lines
 
 
+def timeline_lines(report: Report, limit: int = MAX_TEXT_EVENTS) -> list[str]:
+    """The latest ``limit`` events, one quotable line each, oldest first."""
+    rows = report.table("events").records()
+    lines = [describe(row) for row in rows[-limit:]] if limit else []
+    if len(rows) > limit:
+        lines.insert(0, f"({len(rows) - limit} earlier events: --format json, or csv "
+                        "--table events)")
+    return lines
+
+
 def _aligned(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [len(c) for c in columns]
     for row in rows:
@@ -109,10 +136,17 @@ def to_text(report: Report) -> bytes:
         f"measured {s['first_seen']} .. {s['last_seen']} UTC: {s['urls']} URLs on "
         f"{s['networks']} networks, {s['targets_blocked_now']} blocked now, "
         f"{s['changes']} changes" if s["records"] else "no records in the window",
+        f"{s['events']} change events and {s['outage_periods']} outage periods from "
+        f"{s['event_files']} event files",
+        *notes(report),
         "",
         "== blocked now",
         *blocked_now(report),
         "",
+        f"== events ({len(report.table('events').rows)})",
+        *timeline_lines(report),
+        "",
+        *_text_table(shown_outages(report.table("outages"))),
     ]
     for name in _TEXT_TABLES:
         lines += _text_table(report.table(name))

@@ -21,6 +21,7 @@ import duckdb
 import orjson
 
 from kzprobe.report import sql
+from kzprobe.report.events import is_events_file
 from kzprobe.report.model import TIME_FORMAT, ReadError, ReadStats, ReportError, Window
 from kzprobe.storage.naming import SegmentName
 from kzprobe.storage.segments import MAX_LINE_BYTES, current, is_open, iter_lines, list_segments
@@ -42,6 +43,10 @@ class ErrorLog:
         self.count += 1
         if len(self.kept) < MAX_ERRORS_KEPT:
             self.kept.append(ReadError(path, line, reason))
+
+    def sorted(self) -> tuple[ReadError, ...]:
+        """The kept problems by file and line."""
+        return tuple(sorted(self.kept, key=lambda e: (str(e.file), e.line)))
 
 
 def connect(tmp: Path, *, memory_limit: str,
@@ -150,11 +155,16 @@ def _may_overlap(start: datetime | None, end: datetime | None, window: Window) -
 
 
 def list_files(paths: Iterable[Path]) -> list[Path]:
-    """The segments named by the command line; a missing path or a non-segment is an error."""
+    """The segments named by the command line; a missing path or a non-segment is an error.
+
+    Event logs (``events-YYYYMMDD.ndjson``) share the segments' suffix and directory but
+    are not records: :mod:`kzprobe.report.events` reads them.
+    """
     try:
         files = list_segments([Path(p) for p in paths], include_open=True)
     except (OSError, ValueError) as exc:
         raise ReportError(str(exc)) from None
+    files = [f for f in files if not is_events_file(f.name)]
     if not files:
         shown = ", ".join(str(p) for p in paths)
         raise ReportError(f"{shown}: no segments (.ndjson, .ndjson.gz, .ndjson.zst, .part)")
@@ -179,9 +189,9 @@ def _insert(con: duckdb.DuckDBPyConnection, files: Sequence[Path], params: list[
 
 
 def load(con: duckdb.DuckDBPyConnection, paths: Iterable[Path], window: Window,
-         tmp: Path) -> ReadStats:
+         tmp: Path, errors: ErrorLog | None = None) -> ReadStats:
     """Fill table ``m`` with the usable records of the segments under ``paths``."""
-    errors = ErrorLog()
+    errors = errors if errors is not None else ErrorLog()
     listed = list_files(paths)
     files = prune(listed, window)
     copies: list[Path] = []
@@ -199,7 +209,7 @@ def load(con: duckdb.DuckDBPyConnection, paths: Iterable[Path], window: Window,
     records = con.execute("SELECT count(*) FROM m").fetchone()
     return ReadStats(files=len(listed), open_segments=len(files) - len(closed),
                      records=int(records[0]) if records else 0, corrupt_lines=errors.count,
-                     errors=tuple(sorted(errors.kept, key=lambda e: (str(e.file), e.line))))
+                     errors=errors.sorted())
 
 
 def _rescan_flagged(con: duckdb.DuckDBPyConnection, copies: set[str], errors: ErrorLog) -> None:

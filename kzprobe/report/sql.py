@@ -5,7 +5,9 @@ a record is *blocked* when kzprobe saw interference or OONI's ``blocking`` names
 method; *down* when OONI says not blocked but not accessible either (the site failed
 for the control too); *accessible* when OONI says not blocked, or an endpoint was
 reachable; *unknown* otherwise. Change events follow the *decisive* records only
-(blocked or accessible), per target and probe network.
+(blocked or accessible), per target and probe network. Records measured during a network
+outage (top-level ``x_outage: true``) are left out of every blocked count and share: their
+failures are the outage's, not the censor's. They are not decisive either.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ _COLUMNS = """{
     'resolver_ip': 'VARCHAR', 'test_name': 'VARCHAR', 'test_version': 'VARCHAR',
     'software_name': 'VARCHAR', 'software_version': 'VARCHAR', 'category_code': 'VARCHAR',
     'test_runtime': 'DOUBLE', 'annotations': 'STRUCT(kzprobe_sweep VARCHAR)',
+    'x_network_state': 'JSON', 'x_outage': 'JSON',
     'test_keys': 'STRUCT(blocking JSON, accessible BOOLEAN, reachable BOOLEAN,
         failure VARCHAR, interference VARCHAR[], blockpage VARCHAR, tls_mitm_issuer VARCHAR,
         x_tls_mitm_known VARCHAR, sni_blocking_confirmed BOOLEAN,
@@ -35,7 +38,8 @@ CREATE OR REPLACE TABLE m (
     failure VARCHAR, interference VARCHAR[], blockpage VARCHAR, tls_mitm_issuer VARCHAR,
     x_tls_mitm_known VARCHAR, sni_blocking_confirmed BOOLEAN,
     dns_experiment_failure VARCHAR, http_experiment_failure VARCHAR,
-    x_attempts INTEGER, x_attempts_agreeing INTEGER, bad_file VARCHAR
+    x_attempts INTEGER, x_attempts_agreeing INTEGER, x_network_state VARCHAR, x_outage BOOLEAN,
+    bad_file VARCHAR
 )"""
 
 _STATE = """CASE
@@ -57,7 +61,8 @@ WITH src AS (
     SELECT * FROM read_json($1, columns = {_COLUMNS}, format = 'newline_delimited',
         ignore_errors = true, filename = true)
 ), typed AS (
-    SELECT *, test_keys AS tk,
+    SELECT * EXCLUDE (x_network_state, x_outage), test_keys AS tk,
+        x_network_state AS src_network_state, x_outage AS src_outage,
         try_strptime(measurement_start_time, '%Y-%m-%d %H:%M:%S') AS ts,
         CASE WHEN json_type(input) = 'VARCHAR' THEN input ->> '$' END AS url,
         list_sort(coalesce(test_keys.interference, [])) AS interference,
@@ -79,6 +84,10 @@ SELECT
     tk.blockpage, tk.tls_mitm_issuer, tk.x_tls_mitm_known, tk.sni_blocking_confirmed,
     tk.dns_experiment_failure, tk.http_experiment_failure, tk.x_attempts,
     tk.x_attempts_agreeing,
+    CASE WHEN json_type(src_network_state) = 'VARCHAR' THEN src_network_state ->> '$' END
+        AS x_network_state,
+    coalesce(json_type(src_outage) = 'BOOLEAN' AND src_outage::VARCHAR = 'true', false)
+        AS x_outage,
     CASE WHEN ok THEN NULL ELSE filename END AS bad_file
 FROM checked
 WHERE NOT ok OR (($2::TIMESTAMP IS NULL OR ts >= $2::TIMESTAMP)
@@ -92,14 +101,15 @@ _T = "'%Y-%m-%d %H:%M:%S'"
 
 # The decisive records at which a target's state starts: its first one, and each one
 # whose state (or, when blocked, whose set of interference codes) differs from the one
-# before. Ties in time are broken by state and mechanism so the answer is stable.
+# before. Ties in time are broken by state and mechanism so the answer is stable. A record
+# measured during an outage is no observation (as for the alert tracker).
 CREATE_STARTS = """
 CREATE OR REPLACE TEMP TABLE starts AS
 WITH seq AS (
     SELECT input, probe_asn, measurement_start_time AS ts, state, mechanism,
         lag(state) OVER w AS prev_state, lag(mechanism) OVER w AS prev_mechanism,
         lag(measurement_start_time) OVER w AS prev_ts
-    FROM m WHERE state IN ('blocked', 'accessible')
+    FROM m WHERE state IN ('blocked', 'accessible') AND NOT x_outage
     WINDOW w AS (PARTITION BY input, probe_asn
                  ORDER BY measurement_start_time, state, mechanism)
 )
@@ -113,7 +123,7 @@ CREATE_RUNS = """
 CREATE OR REPLACE TEMP TABLE runs AS
 WITH last_decisive AS (
     SELECT input, probe_asn, max(measurement_start_time) AS last_ts
-    FROM m WHERE state IN ('blocked', 'accessible') GROUP BY ALL
+    FROM m WHERE state IN ('blocked', 'accessible') AND NOT x_outage GROUP BY ALL
 )
 SELECT s.input, s.probe_asn, s.state, s.mechanism, s.ts AS start_ts, s.prev_ts AS after_ts,
     coalesce(lead(s.prev_ts) OVER (PARTITION BY s.input, s.probe_asn ORDER BY s.ts),
@@ -125,7 +135,8 @@ CREATE_TARGETS = """
 CREATE OR REPLACE TEMP TABLE targets AS
 WITH g AS (  -- first a few rows per target (one per distinct verdict), then per target
     SELECT input, probe_asn, state, mechanism, category_code, test_name, blockpage,
-        tls_mitm_issuer, ooni_blocked, len(interference) > 0 AS interfered, count(*) AS n,
+        tls_mitm_issuer, ooni_blocked, len(interference) > 0 AS interfered, x_outage,
+        count(*) AS n,
         min(measurement_start_time) AS first_ts, max(measurement_start_time) AS last_ts
     FROM m GROUP BY ALL
 ), agg AS (
@@ -134,9 +145,12 @@ WITH g AS (  -- first a few rows per target (one per distinct verdict), then per
             AS category_code,
         arg_max(test_name, (last_ts, test_name)) AS test_name,
         sum(n)::BIGINT AS measurements,
-        coalesce(sum(n) FILTER (WHERE state = 'blocked'), 0)::BIGINT AS blocked,
-        coalesce(sum(n) FILTER (WHERE ooni_blocked), 0)::BIGINT AS ooni_blocked,
-        coalesce(sum(n) FILTER (WHERE interfered), 0)::BIGINT AS interference,
+        coalesce(sum(n) FILTER (WHERE x_outage), 0)::BIGINT AS outage_measurements,
+        coalesce(sum(n) FILTER (WHERE state = 'blocked' AND NOT x_outage), 0)::BIGINT
+            AS blocked,
+        coalesce(sum(n) FILTER (WHERE ooni_blocked AND NOT x_outage), 0)::BIGINT
+            AS ooni_blocked,
+        coalesce(sum(n) FILTER (WHERE interfered AND NOT x_outage), 0)::BIGINT AS interference,
         arg_max(state, (last_ts, state, mechanism)) AS last_state,
         arg_max_null(mechanism, (last_ts, state, mechanism)) AS last_mechanism,
         min(first_ts) AS first_ts, max(last_ts) AS last_ts,
@@ -168,8 +182,9 @@ def _ts(column: str, alias: str | None = None) -> str:
     return f"strftime({column}, {_T}) AS {alias or column.removesuffix('_ts')}"
 
 
-def _share(count: str, total: str = "measurements") -> str:
-    return f"round({count} / {total}, 4) AS {count}_share"
+def _share(count: str) -> str:
+    """A blocked count over the measurements taken outside network outages."""
+    return f"round({count} / nullif(measurements - outage_measurements, 0), 4) AS {count}_share"
 
 
 TARGETS = f"""
@@ -179,7 +194,7 @@ SELECT input, probe_asn, category_code, test_name, measurements,
     state, mechanism, {_ts('since_ts')}, {_ts('since_after_ts')}, changes,
     last_state, last_mechanism, {_ts('first_ts', 'first_seen')}, {_ts('last_ts', 'last_seen')},
     {_ts('first_blocked_ts')}, {_ts('last_blocked_ts')},
-    mechanisms, blockpages, mitm_issuers
+    mechanisms, blockpages, mitm_issuers, outage_measurements
 FROM targets
 ORDER BY state = 'blocked' DESC, input, probe_asn
 """
@@ -197,7 +212,9 @@ SELECT category_code, count(*) AS targets,
     count(*) FILTER (WHERE state = 'blocked') AS targets_blocked_now,
     count(*) FILTER (WHERE blocked > 0) AS targets_ever_blocked,
     sum(measurements)::BIGINT AS measurements, sum(blocked)::BIGINT AS blocked,
-    round(sum(blocked) / sum(measurements), 4) AS blocked_share
+    round(sum(blocked) / nullif(sum(measurements) - sum(outage_measurements), 0), 4)
+        AS blocked_share,
+    sum(outage_measurements)::BIGINT AS outage_measurements
 FROM targets GROUP BY category_code
 ORDER BY targets_blocked_now DESC, blocked DESC, category_code NULLS LAST
 """
@@ -205,16 +222,18 @@ ORDER BY targets_blocked_now DESC, blocked DESC, category_code NULLS LAST
 DAYS = """
 WITH d AS (  -- per day, network and target first, so distinct targets are a plain count
     SELECT measurement_start_time::DATE AS day, probe_asn, input, count(*) AS n,
-        count(*) FILTER (WHERE state = 'blocked') AS b,
-        count(*) FILTER (WHERE ooni_blocked) AS o,
-        count(*) FILTER (WHERE len(interference) > 0) AS i
+        count(*) FILTER (WHERE x_outage) AS x,
+        count(*) FILTER (WHERE state = 'blocked' AND NOT x_outage) AS b,
+        count(*) FILTER (WHERE ooni_blocked AND NOT x_outage) AS o,
+        count(*) FILTER (WHERE len(interference) > 0 AND NOT x_outage) AS i
     FROM m GROUP BY ALL
 )
 SELECT strftime(day, '%Y-%m-%d') AS day, probe_asn,
     sum(n)::BIGINT AS measurements, sum(b)::BIGINT AS blocked,
-    round(sum(b) / sum(n), 4) AS blocked_share,
+    round(sum(b) / nullif(sum(n) - sum(x), 0), 4) AS blocked_share,
     sum(o)::BIGINT AS ooni_blocked, sum(i)::BIGINT AS interference,
-    count(*) AS targets, count(*) FILTER (WHERE b > 0) AS targets_blocked
+    count(*) AS targets, count(*) FILTER (WHERE b > 0) AS targets_blocked,
+    sum(x)::BIGINT AS outage_measurements
 FROM d GROUP BY d.day, probe_asn ORDER BY d.day, probe_asn
 """
 
@@ -222,7 +241,9 @@ NETWORKS = f"""
 WITH agg AS (
     SELECT probe_asn, arg_max(probe_cc, measurement_start_time) AS probe_cc,
         arg_max(probe_network_name, measurement_start_time) AS probe_network_name,
-        count(*) AS measurements, count(*) FILTER (WHERE state = 'blocked') AS blocked,
+        count(*) AS measurements,
+        count(*) FILTER (WHERE x_outage) AS outage_measurements,
+        count(*) FILTER (WHERE state = 'blocked' AND NOT x_outage) AS blocked,
         count(DISTINCT input) AS targets,
         min(measurement_start_time) AS first_ts, max(measurement_start_time) AS last_ts
     FROM m GROUP BY probe_asn
@@ -232,7 +253,7 @@ WITH agg AS (
 )
 SELECT probe_asn, probe_cc, probe_network_name, measurements, targets,
     targets_blocked_now, blocked, {_share('blocked')},
-    {_ts('first_ts', 'first_seen')}, {_ts('last_ts', 'last_seen')}
+    {_ts('first_ts', 'first_seen')}, {_ts('last_ts', 'last_seen')}, outage_measurements
 FROM agg JOIN now USING (probe_asn) ORDER BY probe_asn
 """
 
@@ -254,7 +275,8 @@ SELECT count(*) AS records, count(DISTINCT input) AS urls,
     {_ts('min(measurement_start_time)', 'first_seen')},
     {_ts('max(measurement_start_time)', 'last_seen')},
     (SELECT count(*) FROM targets WHERE state = 'blocked') AS targets_blocked_now,
-    (SELECT count(*) FROM starts WHERE prev_state IS NOT NULL) AS changes
+    (SELECT count(*) FROM starts WHERE prev_state IS NOT NULL) AS changes,
+    count(*) FILTER (WHERE x_outage) AS outage_records
 FROM m
 """
 
@@ -265,7 +287,7 @@ FROM runs ORDER BY input, probe_asn, start_ts
 """
 
 # $1 bucket ('hour', 'day', 'week'), $2 how many targets: those that changed most, then
-# the most often blocked.
+# the most often blocked. Outage records are not counted: a bucket inside an outage is blank.
 HEATMAP = f"""
 WITH top AS (
     SELECT input, probe_asn, changes, blocked FROM targets WHERE blocked > 0
@@ -274,6 +296,7 @@ WITH top AS (
 SELECT input, probe_asn, {_ts('date_trunc($1, measurement_start_time)', 'bucket')},
     count(*) AS measurements, count(*) FILTER (WHERE state = 'blocked') AS blocked
 FROM m JOIN top USING (input, probe_asn)
+WHERE NOT x_outage
 GROUP BY ALL
 ORDER BY any_value(top.changes) DESC, any_value(top.blocked) DESC, input, probe_asn, bucket
 """

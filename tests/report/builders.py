@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,40 @@ def write(path: Path, data: bytes) -> Path:
         data = zc.compress(data[:half]) + zc.compress(data[half:])
     path.write_bytes(data)
     return path
+
+
+def target_event(kind: str, url: str, at: str, *, to: tuple[str, Sequence[str]],
+                 frm: tuple[str, Sequence[str]] = ("ok", ()), asn: str = "AS9198",
+                 probe_id: str = "vps1", seq: int = 1, group: str = "watch",
+                 **extra: Any) -> dict[str, Any]:
+    """A target's change event as the alert tracker writes it (SPEC16), ``at`` ISO with Z."""
+    return {
+        "event_version": 1, "event_id": f"{probe_id}-{seq}-{_hash8(url + kind + at)}",
+        "seq": seq, "kind": kind, "input": url, "group": group, "probe_cc": "KZ",
+        "probe_asn": asn, "probe_id": probe_id, "category_code": "GRP",
+        "from": {"state": frm[0], "interference": list(frm[1])},
+        "to": {"state": to[0], "interference": list(to[1])},
+        "at": at, "confirmed_at": at, "sni_blocking_confirmed": None, "blockpage": None,
+        "evidence": [{"measurement_uid": f"uid-{seq}", "measurement_start_time": at,
+                      "sweep": "s"}],
+        "summary": f"{url} {kind}", **extra,
+    }
+
+
+def network_event(kind: str, at: str, *, frm: str, to: str, asn: str = "AS9198",
+                  probe_id: str = "vps1", seq: int = 1) -> dict[str, Any]:
+    """A network-state event (issue 17): no input, scope "network", anchors as evidence."""
+    return {
+        "event_version": 1, "event_id": f"{probe_id}-{seq}-net{seq:05x}", "seq": seq,
+        "kind": kind, "input": None, "scope": "network", "group": None, "probe_cc": "KZ",
+        "probe_asn": asn, "probe_id": probe_id, "category_code": None,
+        "from": {"state": frm, "interference": []}, "to": {"state": to, "interference": []},
+        "at": at, "confirmed_at": at,
+        "evidence": [{"anchor": "https://www.example.com/", "scope": "international",
+                      "failure": "generic_timeout_error"}],
+        "summary": f"network {to}",
+    }
+
+
+def _hash8(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
-from tests.report.builders import endpoint, lines, web, write
+from tests.report.builders import endpoint, lines, network_event, target_event, web, write
 
 TWITTER, NEWS, MECH = "https://twitter.com/", "https://news.kz/", "https://mech.kz/"
 BLOCKPAGE, OONI_ONLY, DOWN = "http://blocked.kz/", "https://ooni-only.kz/", "https://down.kz/"
 VPN = "openvpn://vpn.example:1194/"
+SEGMENT = "kz-20261207T000000Z-vps1-100-000001.ndjson"
+EVENTS = "events-20261207.ndjson"
 
 
 def _probe_a_day1() -> list[dict[str, object]]:
@@ -87,3 +90,52 @@ def fleet(tmp_path: Path) -> list[Path]:
     write(a / "kz-20240303T000000Z-vps1-100-000003.ndjson.part", _probe_a_live())
     write(b / "kz-20240301T000000Z-vps2-200-000001.ndjson", _probe_b())
     return [a, b]
+
+
+def in_outage(record: dict[str, Any], state: str = "international_outage") -> dict[str, Any]:
+    """The record as measured during an outage (issue 17: x_network_state, x_outage)."""
+    return record | {"x_network_state": state, "x_network_check": "chk-1", "x_outage": True}
+
+
+def outage_records() -> list[dict[str, Any]]:
+    """twitter on AS9198: ok, blocked, two records inside an outage, blocked again."""
+    return [
+        web(TWITTER, "2026-12-07 13:00:00", category="GRP"),
+        web(TWITTER, "2026-12-07 14:05:00", category="GRP", blocking="http-failure",
+            accessible=False, interference=["tls.timeout"]),
+        in_outage(web(TWITTER, "2026-12-07 15:00:00", category="GRP", blocking=None,
+                    accessible=None)),
+        in_outage(web(TWITTER, "2026-12-07 15:30:00", category="GRP",
+                    interference=["http.blockpage"], blockpage="cp.d_corp_kz_ps")),
+        web(TWITTER, "2026-12-07 16:00:00", category="GRP", blocking="http-failure",
+            accessible=False, interference=["tls.timeout"]),
+    ]
+
+
+def outage_events() -> list[dict[str, Any]]:
+    """Six events of one probe: target changes around an outage, then a degraded network."""
+    return [
+        target_event("blocked", TWITTER, "2026-12-07T14:05:00Z", to=("blocked", ["tls.timeout"]),
+                     seq=1, sni_blocking_confirmed=True, x_future_key={"nested": 1}),
+        network_event("outage", "2026-12-07T15:00:00Z", frm="online",
+                      to="international_outage", seq=2),
+        network_event("recovered", "2026-12-07T15:45:00Z", frm="international_outage",
+                      to="online", seq=3),
+        target_event("unblocked", TWITTER, "2026-12-07T16:30:00Z", frm=("blocked", ["tls.timeout"]),
+                     to=("ok", []), seq=4),
+        target_event("mechanism_changed", MECH, "2026-12-07T17:00:00+00:00",
+                     frm=("blocked", ["tls.timeout"]), to=("blocked", ["tls.mitm"]), seq=5,
+                     group="default"),
+        network_event("degraded", "2026-12-07T18:00:00Z", frm="online", to="degraded", seq=6),
+    ]
+
+
+@pytest.fixture
+def probe(tmp_path: Path) -> Path:
+    """One output directory: a segment and the day's event log, its last line torn mid-write."""
+    out = tmp_path / "probe"
+    write(out / SEGMENT, lines(outage_records()))
+    torn = orjson.dumps(network_event("outage", "2026-12-07T19:00:00Z", frm="degraded",
+                                      to="full_outage", seq=7))
+    write(out / EVENTS, lines(outage_events()) + torn[: len(torn) // 2])
+    return out

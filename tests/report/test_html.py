@@ -72,3 +72,32 @@ def test_report_page_is_self_contained(fleet: list[Path]) -> None:
     page = to_html(build_report(fleet, heatmap=True)).decode()
     assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=", page)
     assert "Plotly.newPlot" in page and len(page) > 3_000_000  # the library itself is inside
+
+
+def test_events_figure_draws_outage_bands_and_changes(probe: Path, tmp_path: Path) -> None:
+    """The events figure draws the target changes as markers and each outage period as a
+    band (a bar on its network's row and a shade across); the outage table lists them."""
+    page = tmp_path / "report.html"
+    page.write_bytes(to_html(build_report([probe], heatmap=True)))
+    dom, console = render(page, tmp_path / "profile")
+    assert console == []
+    figure = re.search(r'<div id="events" class="plotly-graph-div js-plotly-plot".*?'
+                       r'class="main-svg"(.*?)</div></div></div>', dom, re.S)
+    assert figure, "events was not drawn"
+    drawn = figure.group(0)
+    assert drawn.count('class="point"') >= 2  # one bar per outage period
+    shades = re.findall(r'<path data-index="\d+" fill-rule="evenodd" d="M([\d.]+),[\d.]+H([\d.]+)'
+                        r'[^"]*" style="opacity: 0.12;', drawn)
+    assert len(shades) == 2 and all(float(right) > float(left) for left, right in shades)
+    assert "network AS9198 (vps1)" in drawn and "https://twitter.com/ [AS9198]" in drawn
+    assert "<td>international_outage</td><td>2026-12-07 15:00:00</td>" \
+           "<td>2026-12-07 15:45:00</td><td>45m 00s</td>" in dom
+    assert "<td>ongoing</td>" in dom
+    assert "leave out the 2 measurements taken during a network outage" in dom
+
+
+def test_a_report_without_events_says_so(fleet: list[Path]) -> None:
+    """No event log beside the segments: the section says there is nothing to draw."""
+    page = to_html(build_report(fleet, heatmap=True)).decode()
+    assert '<div id="events"' not in page
+    assert "No change events in this window." in page

@@ -22,7 +22,8 @@ SCHEMA = [
     ("blockpage", "VARCHAR"), ("tls_mitm_issuer", "VARCHAR"), ("x_tls_mitm_known", "VARCHAR"),
     ("sni_blocking_confirmed", "BOOLEAN"), ("dns_experiment_failure", "VARCHAR"),
     ("http_experiment_failure", "VARCHAR"), ("x_attempts", "INTEGER"),
-    ("x_attempts_agreeing", "INTEGER"), ("day", "DATE"),
+    ("x_attempts_agreeing", "INTEGER"), ("x_network_state", "VARCHAR"), ("x_outage", "BOOLEAN"),
+    ("day", "DATE"),
 ]
 
 

@@ -28,6 +28,7 @@ def test_summary_counts_files_records_and_corrupt_lines(report: Report) -> None:
         "first_seen": "2024-03-01 00:00:00", "last_seen": "2024-03-03 00:00:00",
         "targets_blocked_now": 5, "changes": 4,
         "files": 4, "open_segments": 1, "corrupt_lines": 3,
+        "outage_records": 0, "event_files": 0, "events": 0, "outage_periods": 0,
     }
 
 
@@ -137,13 +138,13 @@ def test_periods_cover_each_run_of_a_state(report: Report) -> None:
 def test_categories(report: Report) -> None:
     """Per category (the target's latest code): targets blocked now, ever, and shares."""
     assert report.table("categories").rows == (
-        ("GRP", 2, 2, 2, 8, 6, 0.75),
-        ("ANON", 1, 1, 1, 3, 3, 1.0),
-        ("HUMR", 1, 1, 1, 1, 1, 1.0),
-        ("POLR", 1, 1, 1, 1, 1, 1.0),
-        ("NEWS", 2, 0, 1, 6, 3, 0.5),
-        (None, 1, 0, 1, 2, 1, 0.5),
-        ("MISC", 1, 0, 0, 1, 0, 0.0),
+        ("GRP", 2, 2, 2, 8, 6, 0.75, 0),
+        ("ANON", 1, 1, 1, 3, 3, 1.0, 0),
+        ("HUMR", 1, 1, 1, 1, 1, 1.0, 0),
+        ("POLR", 1, 1, 1, 1, 1, 1.0, 0),
+        ("NEWS", 2, 0, 1, 6, 3, 0.5, 0),
+        (None, 1, 0, 1, 2, 1, 0.5, 0),
+        ("MISC", 1, 0, 0, 1, 0, 0.0, 0),
     )
 
 
@@ -151,19 +152,19 @@ def test_networks_read_together(report: Report) -> None:
     """Files of two probes in two ISPs are reported per network side by side."""
     assert report.table("networks").rows == (
         ("AS206026", "KZ", "Kcell JSC", 4, 2, 1, 3, 0.75,
-         "2024-03-01 00:30:00", "2024-03-01 03:30:00"),
+         "2024-03-01 00:30:00", "2024-03-01 03:30:00", 0),
         ("AS9198", "KZ", "JSC Kazakhtelecom", 18, 7, 4, 12, 0.6667,
-         "2024-03-01 00:00:00", "2024-03-03 00:00:00"),
+         "2024-03-01 00:00:00", "2024-03-03 00:00:00", 0),
     )
 
 
 def test_days_time_series(report: Report) -> None:
     """Per day and network: measurements, blocked (either rule, OONI, kzprobe), targets."""
     assert report.table("days").rows == (
-        ("2024-03-01", "AS206026", 4, 3, 0.75, 3, 3, 2, 1),
-        ("2024-03-01", "AS9198", 10, 8, 0.8, 7, 8, 4, 4),
-        ("2024-03-02", "AS9198", 6, 3, 0.5, 2, 2, 5, 3),
-        ("2024-03-03", "AS9198", 2, 1, 0.5, 1, 1, 2, 1),
+        ("2024-03-01", "AS206026", 4, 3, 0.75, 3, 3, 2, 1, 0),
+        ("2024-03-01", "AS9198", 10, 8, 0.8, 7, 8, 4, 4, 0),
+        ("2024-03-02", "AS9198", 6, 3, 0.5, 2, 2, 5, 3, 0),
+        ("2024-03-03", "AS9198", 2, 1, 0.5, 1, 1, 2, 1, 0),
     )
 
 
