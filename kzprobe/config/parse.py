@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kzprobe.config.anchors import _parse_network
 from kzprobe.config.control import _parse_control
 from kzprobe.config.helper import _parse_helper
 from kzprobe.config.model import Config
@@ -45,6 +46,7 @@ _SECTIONS: dict[str, Callable[..., Any]] = {
     "control": _parse_control,
     "service": _parse_service,
     "helper": _parse_helper,
+    "network": _parse_network,
 }
 
 
