@@ -35,7 +35,11 @@ def failed_at_lookup(keys: Mapping[str, Any]) -> bool:
     """The failure is the target's own lookup (no address to try): says nothing of the path."""
     if "reachable" in keys:
         return keys.get("failed_operation") == RESOLVE_OPERATION
-    return keys.get("dns_experiment_failure") is not None
+    if keys.get("dns_experiment_failure") is not None:
+        return True
+    queries = keys.get("queries")
+    return not keys.get("tcp_connect") and isinstance(queries, list) and any(
+        isinstance(q, dict) and q.get("failure") is not None for q in queries)
 
 
 def _span(event: Mapping[str, Any]) -> float | None:
