@@ -219,13 +219,18 @@ class NetworkMonitor:
 
     async def _check_round(self) -> None:
         check_id, at = uuid.uuid4().hex[:16], self.clock()
-        measured = await asyncio.gather(*(self._measure(t) for _, _, t in self.anchors))
+        helper = asyncio.create_task(self._helper_checks())  # alongside, not after
+        try:
+            measured = await asyncio.gather(*(self._measure(t) for _, _, t in self.anchors))
+        except BaseException:
+            helper.cancel()
+            raise
         checks = [self._check(name, scope, got) for (name, scope, _), got
                   in zip(self.anchors, measured, strict=True)]
         records = [got for got in measured if isinstance(got, dict)]
         resolvers = resolvers_check(records, self._scope)
         checks += [resolvers] if resolvers is not None else []
-        checks += await self._helper_checks()
+        checks += await helper
         round_ = CheckRound(check_id=check_id, at=at, checks=tuple(checks), ended=self.clock())
         self._last_check = round_.ended
         change = self.machine.observe(round_)
