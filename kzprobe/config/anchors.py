@@ -56,6 +56,11 @@ def _anchors(s: _Section) -> tuple[Anchor, ...]:
     if anchors and len(scopes) < len(_SCOPES):
         s.warn("anchors", "list domestic and international anchors: with one scope only, an "
                           "international outage cannot be told from a full one")
+    named = [a for a in anchors if a.target != RESOLVERS_ANCHOR
+             and not parse_target(a.target).host_is_ip]
+    if RESOLVERS_ANCHOR in names and not named:
+        s.warn("anchors", "'resolvers' are judged by the anchors' own lookups: list an "
+                          "anchor by name too, or they are never checked")
     return anchors
 
 

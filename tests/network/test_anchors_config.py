@@ -57,3 +57,11 @@ def test_one_scope_only_is_a_warning() -> None:
     """Without both scopes an international outage cannot be told from a full one."""
     _, warnings = network(anchors=[{"target": "tcp://1.1.1.1:443", "scope": "international"}])
     assert len(warnings) == 1 and "domestic and international" in warnings[0]
+
+
+def test_resolvers_without_a_named_anchor_is_a_warning() -> None:
+    """The resolvers are judged by the anchors' lookups: with only addresses, never."""
+    _, warnings = network(anchors=[{"target": "resolvers", "scope": "domestic"},
+                                   {"target": "tcp://10.0.0.1:443", "scope": "domestic"},
+                                   {"target": "tcp://1.1.1.1:443", "scope": "international"}])
+    assert len(warnings) == 1 and "lookups" in warnings[0]
