@@ -22,7 +22,7 @@ from kzprobe.config import Config
 from kzprobe.errors import FAILURE_INTERRUPTED, classify
 from kzprobe.measure.context import Experiment, Stopwatch
 from kzprobe.measure.loader import experiment_for
-from kzprobe.measure.ratelimit import TokenBucket
+from kzprobe.measure.ratelimit import PriorityGate, TokenBucket
 from kzprobe.measure.resources import Resources, build_resources
 from kzprobe.record import build_record
 from kzprobe.targets import Target
@@ -64,6 +64,7 @@ async def _discard(record: dict[str, Any]) -> None:
 @dataclass(slots=True)
 class SweepSummary:
     sweep_id: str
+    group: str = "default"
     targets: int = 0
     measured: int = 0
     failures: int = 0
@@ -106,9 +107,15 @@ class Engine:
         self.wait_writable = wait_writable
         limits = self.config.limits
         self.bucket = TokenBucket(limits.rate, limits.burst)
+        # One worker pool and one rate limit for every group's sweeps; a group with a
+        # shorter interval (a watchlist) is served first at both.
+        self.slots = PriorityGate(max(1, limits.concurrency))
+        self._turn = PriorityGate(1)  # who takes the next token from the bucket
         self.stopping = asyncio.Event()
         self._measuring: set[asyncio.Task[dict[str, Any]]] = set()
-        self._queue: asyncio.Queue[Target | None] | None = None
+        self._queues: set[asyncio.Queue[Target | None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def start(self) -> None:
         """Start the analysis worker before the first measurement needs it."""
@@ -155,9 +162,12 @@ class Engine:
 
     @property
     def queue_depth(self) -> int:
-        """Targets waiting for a worker in the running sweep (a metric; 0 between sweeps)."""
-        queue = self._queue
-        return 0 if queue is None else queue.qsize()
+        """Targets waiting for a worker in the running sweeps (a metric; 0 between sweeps)."""
+        return sum(queue.qsize() for queue in list(self._queues))
+
+    async def wait_idle(self) -> None:
+        """Until no sweep runs on this engine (a reload retires it only then)."""
+        await self._idle.wait()
 
     def stop(self) -> None:
         """Stop starting measurements; those in flight go on."""
@@ -168,13 +178,19 @@ class Engine:
         for task in list(self._measuring):
             task.cancel()
 
-    async def sweep(self, targets: Iterable[Target]) -> SweepSummary:
-        """Measure every target once (unless asked to stop); return the counts."""
-        summary = SweepSummary(sweep_id=uuid.uuid4().hex[:12])
+    async def sweep(self, targets: Iterable[Target], *, group: str = "default",
+                    priority: float = 0.0) -> SweepSummary:
+        """Measure every target once (unless asked to stop); return the counts.
+
+        Sweeps of several groups may run at once: they share the engine's worker slots and
+        rate limit, a lower ``priority`` (the group's interval) served first."""
+        summary = SweepSummary(sweep_id=uuid.uuid4().hex[:12], group=group)
         workers = max(1, self.config.limits.concurrency)
         queue: asyncio.Queue[Target | None] = asyncio.Queue(maxsize=workers * 4)
-        self._queue = queue
-        tasks = [asyncio.create_task(self._worker(queue, summary)) for _ in range(workers)]
+        self._queues.add(queue)
+        self._idle.clear()
+        tasks = [asyncio.create_task(self._worker(queue, summary, priority))
+                 for _ in range(workers)]
         try:
             for target in targets:
                 if self.stopping.is_set():
@@ -185,7 +201,9 @@ class Engine:
             for _ in tasks:
                 await self._put(queue, None, force=True)
             await asyncio.gather(*tasks, return_exceptions=True)
-            self._queue = None
+            self._queues.discard(queue)
+            if not self._queues:
+                self._idle.set()
         summary.duration = time.monotonic() - summary.started
         return summary
 
@@ -205,20 +223,31 @@ class Engine:
             except TimeoutError:
                 continue
 
-    async def _worker(self, queue: asyncio.Queue[Target | None], summary: SweepSummary) -> None:
+    async def _worker(self, queue: asyncio.Queue[Target | None], summary: SweepSummary,
+                      priority: float) -> None:
         while (target := await queue.get()) is not None:
             if self.stopping.is_set():
                 continue  # drain without measuring
+            async with self.slots.hold(priority):
+                record = await self._admitted(target, summary, priority)
+            if record is not None:
+                summary.add(record)
+                await self.emit(record)
+
+    async def _admitted(self, target: Target, summary: SweepSummary,
+                        priority: float) -> dict[str, Any] | None:
+        """Measure ``target`` in a worker slot once the rate limit and the writer allow."""
+        if self.stopping.is_set():
+            return None  # stopped while waiting for a slot
+        async with self._turn.hold(priority):
             await self.bucket.acquire()
-            if self.wait_writable is not None:
-                await self.wait_writable()
-                if self.stopping.is_set():
-                    continue  # stopped while the writer was blocked: do not start now
-            task = asyncio.create_task(self.measure(target, sweep_id=summary.sweep_id))
-            self._measuring.add(task)
-            try:
-                record = await task
-            finally:
-                self._measuring.discard(task)
-            summary.add(record)
-            await self.emit(record)
+        if self.wait_writable is not None:
+            await self.wait_writable()
+            if self.stopping.is_set():
+                return None  # stopped while the writer was blocked: do not start now
+        task = asyncio.create_task(self.measure(target, sweep_id=summary.sweep_id))
+        self._measuring.add(task)
+        try:
+            return await task
+        finally:
+            self._measuring.discard(task)

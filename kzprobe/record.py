@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,6 +47,7 @@ def build_record(
         annotations["category_code"] = target.category_code
     if sweep_id:
         annotations["kzprobe_sweep"] = sweep_id
+    annotations["kzprobe_group"] = target.group
     if config.probe.id:
         annotations["kzprobe_probe_id"] = config.probe.id
     helper = config.control.helper_urls[0] if config.control.helper_urls else None
@@ -74,4 +76,7 @@ def build_record(
         "test_runtime": round(runtime, 6),
         "category_code": target.category_code,
         "test_keys": dict(test_keys),
+        # OONI's backend assigns measurement_uid on upload; this one is kzprobe's, so that
+        # change events can name the measurements that decided them.
+        "x_measurement_uid": uuid.uuid4().hex,
     }

@@ -200,6 +200,7 @@ class Daemon:
         # keep them out of every later collection
         self.readings.ready()
         log.info("daemon_ready", targets=len(self.running.targets),
+                 groups={g.name: len(g.targets) for g in self.sweeps.running_groups()},
                  metrics=self.metrics_address, watchdog_s=self.readings.systemd.watchdog_interval,
                  notify=self.readings.notifier.enabled)
 
@@ -209,6 +210,7 @@ class Daemon:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.reloader.retired()
         pending, engine = self.reloader.take(), self.running.engine
         for closing in (engine, pending.engine if pending else None):
             if closing is not None:

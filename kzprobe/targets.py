@@ -52,6 +52,7 @@ class Target:
     category_code: str | None = None
     origin: str = "<config>"  # file:line it came from
     params: tuple[tuple[str, str], ...] = ()  # endpoint URI parameters, sorted by name
+    group: str = "default"  # the [[targets.groups]] name (records: annotations.kzprobe_group)
 
     @property
     def is_endpoint(self) -> bool:
@@ -313,15 +314,16 @@ def dedupe(targets: Iterable[Target]) -> tuple[list[Target], list[str]]:
     return list(seen.values()), warnings
 
 
-def load_targets(urls: Iterable[str], files: Iterable[Path]) -> tuple[list[Target], list[str]]:
+def load_targets(urls: Iterable[str], files: Iterable[Path], *,
+                 where: str = "[targets]") -> tuple[list[Target], list[str]]:
     """All targets from config URLs and list files, deduplicated, with warnings."""
     collected: list[Target] = []
     warnings: list[str] = []
     for index, url in enumerate(urls):
         try:
-            collected.append(parse_target(url, origin=f"[targets] urls[{index}]"))
+            collected.append(parse_target(url, origin=f"{where} urls[{index}]"))
         except ValueError as exc:
-            warnings.append(f"[targets] urls[{index}]: {exc}; skipped")
+            warnings.append(f"{where} urls[{index}]: {exc}; skipped")
     for path in files:
         found, problems = read_target_file(path)
         collected.extend(found)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from kzprobe.config.helper import MAX_KEY_FILE_BYTES
 from kzprobe.config.model import (
+    DEFAULT_GROUP,
     MAX_PROBE_ID,
     AnalysisConfig,
     Compression,
@@ -30,6 +31,7 @@ from kzprobe.config.model import (
     ServiceConfig,
     StoreBodies,
     TargetConfig,
+    TargetGroup,
     TimeoutConfig,
     TlsConfig,
     valid_probe_id,
@@ -63,12 +65,12 @@ from kzprobe.errors import ConfigError
 
 __all__ = [
     "ALLOW_NETS_MIN_PREFIX", "ALLOW_NETS_WARN_PREFIX", "DAY", "DEFAULT_CONFIG_PATH",
-    "DEFAULT_MAX_INTEGER", "DEFAULT_MAX_NUMBER", "MAX_ALPN_BYTES", "MAX_BYTES",
+    "DEFAULT_GROUP", "DEFAULT_MAX_INTEGER", "DEFAULT_MAX_NUMBER", "MAX_ALPN_BYTES", "MAX_BYTES",
     "MAX_CA_FILE_BYTES", "MAX_CERT_FILE_BYTES", "MAX_CONFIG_BYTES", "MAX_FINGERPRINT_BYTES",
     "MAX_KEY_FILE_BYTES", "MAX_PROBE_ID", "MAX_TIMEOUT", "MAX_TOKEN_BYTES", "AnalysisConfig",
     "Compression", "Config", "ConfigError", "ControlConfig", "ControlHelper", "DnsConfig",
     "Fail", "HelperConfig", "LimitConfig", "LoadedConfig", "OutputConfig", "ProbeConfig",
     "Resolver", "ScheduleConfig", "ServiceConfig", "StoreBodies", "TargetConfig",
-    "TimeoutConfig", "TlsConfig", "is_loopback_host", "load_config", "metrics_exposure",
-    "parse_config", "parse_resolver", "valid_probe_id",
+    "TargetGroup", "TimeoutConfig", "TlsConfig", "is_loopback_host", "load_config",
+    "metrics_exposure", "parse_config", "parse_resolver", "valid_probe_id",
 ]

@@ -14,6 +14,7 @@ from kzprobe.netaddr import join_hostport
 
 Compression = Literal["gzip", "zstd", "none"]
 StoreBodies = Literal["anomalous", "always", "never"]
+WebhookFormat = Literal["json", "slack", "matrix", "text"]
 AnchorScope = Literal["domestic", "international"]
 RESOLVERS_ANCHOR = "resolvers"  # the anchor entry that stands for the configured resolvers
 MAX_PROBE_ID = 32
@@ -101,10 +102,26 @@ class OutputConfig:
     max_age_days: float | None = None  # retention: delete closed segments older than this
 
 
+DEFAULT_GROUP = "default"  # the group of ``[targets] urls/files``, swept every ``[schedule]``
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TargetConfig:
+class TargetGroup:
+    """``[[targets.groups]]``: targets swept on a schedule of their own (a watchlist), sharing
+    the one rate limit and worker pool; a group with a shorter interval is served first."""
+
+    name: str
+    interval: float = 60.0  # seconds between this group's sweep starts
+    jitter: float | None = None  # None: [schedule] jitter
     urls: tuple[str, ...] = ()
     files: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetConfig:
+    urls: tuple[str, ...] = ()  # with files: the default group, swept every [schedule] interval
+    files: tuple[Path, ...] = ()
+    groups: tuple[TargetGroup, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,6 +200,29 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Webhook:
+    """One receiver of change events; its token goes to it alone (never shown in a repr)."""
+
+    url: str
+    format: WebhookFormat = "json"
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertsConfig:
+    """``[alerts]``: when a change of a target's state counts, and who is told."""
+
+    confirm: int = 2  # consecutive agreeing sweeps before a change is confirmed
+    webhooks: tuple[Webhook, ...] = ()
+    heartbeat_url: str = ""  # "" = off; POSTed after every finished sweep
+    group_above: int = 5  # more changes in one sweep and network: one grouped message
+    group_first: int = 10  # changes listed by name in a grouped message
+    timeout: float = 10.0  # seconds per POST
+    max_backoff: float = 300.0  # retry backoff cap (exponential from 1 s, with jitter)
+    max_pending: int = 10000  # undelivered events kept per webhook (oldest dropped)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Anchor:
     """One connectivity anchor: a target URI kzprobe measures (or ``resolvers``), and
     whether reaching it crosses the country's border."""
@@ -224,6 +264,7 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     helper: HelperConfig = field(default_factory=HelperConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
 
 

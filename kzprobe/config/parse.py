@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kzprobe.config.alerts import _parse_alerts
 from kzprobe.config.anchors import _parse_network
 from kzprobe.config.control import _parse_control
 from kzprobe.config.helper import _parse_helper
@@ -46,11 +47,12 @@ _SECTIONS: dict[str, Callable[..., Any]] = {
     "control": _parse_control,
     "service": _parse_service,
     "helper": _parse_helper,
+    "alerts": _parse_alerts,
     "network": _parse_network,
 }
 
 
-_NEEDS_BASE = {"tls", "output", "targets", "helper", "analysis", "control"}
+_NEEDS_BASE = {"tls", "output", "targets", "helper", "analysis", "control", "alerts"}
 
 
 @dataclass(frozen=True, slots=True)

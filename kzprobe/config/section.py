@@ -23,15 +23,17 @@ Fail = Callable[[str, str], ConfigError]  # (key in the table, message) -> the e
 class _Section:
     """Typed reads from one TOML table, with errors that name file and key."""
 
-    def __init__(self, where: str, name: str, table: Mapping[str, Any]) -> None:
+    def __init__(self, where: str, name: str, table: Mapping[str, Any], *,
+                 within: str = "") -> None:
         self.where = where
         self.name = name
+        self.within = within  # an array-of-tables entry's label, e.g. "groups[2] "
         self.table = table
         self.used: set[str] = set()
         self.warnings: list[str] = []
 
     def _key(self, key: str) -> str:
-        return f"{self.where}: [{self.name}] {key}"
+        return f"{self.where}: [{self.name}] {self.within}{key}"
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
         self.used.add(key)
@@ -107,7 +109,7 @@ class _Section:
 
     def unknown_keys(self) -> list[str]:
         return [
-            f"{self.where}: [{self.name}] unknown key {k!r}"
+            f"{self.where}: [{self.name}] {self.within}unknown key {k!r}"
             for k in self.table
             if k not in self.used
         ]

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from kzprobe.config.model import (
+    DEFAULT_GROUP,
     MAX_PROBE_ID,
     AnalysisConfig,
     DnsConfig,
@@ -20,6 +22,7 @@ from kzprobe.config.model import (
     ScheduleConfig,
     ServiceConfig,
     TargetConfig,
+    TargetGroup,
     TimeoutConfig,
     valid_probe_id,
 )
@@ -27,6 +30,7 @@ from kzprobe.config.network import _listen_ip, _networks, metrics_exposure, pars
 from kzprobe.config.section import DAY, MAX_BYTES, MAX_TIMEOUT, _resolve_path, _Section
 
 MAX_FINGERPRINT_BYTES = 16 * 1024 * 1024  # one local fingerprint CSV
+_GROUP_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")  # in records, metrics labels and logs
 
 
 def _parse_probe(s: _Section) -> ProbeConfig:
@@ -144,7 +148,38 @@ def _optional_positive(s: _Section, key: str, kind: type | tuple[type, ...],
 
 def _parse_targets(s: _Section, base: Path | None) -> TargetConfig:
     files = tuple(_resolve_path(base, f) for f in s.strings("files", ()))
-    return TargetConfig(urls=s.strings("urls", ()), files=files)
+    tables = s.get("groups", list, [])
+    groups: list[TargetGroup] = []
+    for index, table in enumerate(tables, start=1):
+        if not isinstance(table, dict):
+            raise s.fail("groups", "expected [[targets.groups]] tables")
+        group = _Section(s.where, s.name, table, within=f"groups[{index}] ")
+        groups.append(_parse_group(group, base, taken={g.name for g in groups}))
+        s.warnings.extend(group.warnings)
+        s.warnings.extend(group.unknown_keys())
+    return TargetConfig(urls=s.strings("urls", ()), files=files, groups=tuple(groups))
+
+
+def _parse_group(s: _Section, base: Path | None, *, taken: set[str]) -> TargetGroup:
+    name = s.get("name", str, None)
+    if name is None:
+        raise s.fail("name", "every group needs a name")
+    if not _GROUP_NAME.fullmatch(name) or name == DEFAULT_GROUP:
+        raise s.fail("name", f"expected 1-32 characters of A-Z a-z 0-9 _ - (and not "
+                             f"{DEFAULT_GROUP!r}), got {name!r}")
+    if name in taken:
+        raise s.fail("name", f"group {name!r} is defined twice")
+    d = TargetGroup(name=name)
+    jitter = s.get("jitter", (int, float), None)
+    if jitter is not None and not 0 <= jitter < 1:
+        raise s.fail("jitter", "must be a fraction from 0 to below 1")
+    urls = s.strings("urls", ())
+    files = tuple(_resolve_path(base, f) for f in s.strings("files", ()))
+    if not urls and not files:
+        raise s.fail("urls", f"group {name!r} has neither urls nor files")
+    return TargetGroup(name=name, interval=s.number("interval", d.interval, maximum=30 * DAY),
+                       jitter=None if jitter is None else float(jitter), urls=urls,
+                       files=files)
 
 
 def _parse_analysis(s: _Section, base: Path | None) -> AnalysisConfig:

@@ -1,4 +1,5 @@
-"""Limits: a token bucket for measurements started per second, and a per-IP gate.
+"""Limits: a token bucket for measurements started per second, a per-IP gate, and a
+priority gate that lets a watchlist's sweep go ahead of a long default sweep.
 
 The bucket is what keeps a monitor polite and its traffic pattern steady; the per-host
 gate keeps thousands of test-list URLs hosted behind one CDN address from hammering it.
@@ -8,6 +9,8 @@ Both use the loop's monotonic clock and hold no reference to a loop between call
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
 from collections.abc import Callable
 
@@ -51,6 +54,58 @@ class TokenBucket:
                 await asyncio.sleep((1 - self._tokens) / self.rate)
                 self._refill()
             self._tokens -= 1
+
+
+class PriorityGate:
+    """At most ``capacity`` holders; waiters are admitted lowest ``priority`` first, in
+    arrival order within one priority. The groups of targets share one worker pool and one
+    rate limit through two of these: a watchlist sweep (priority = its shorter interval)
+    takes the next free slot and the next token before the queued rest of a long sweep."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self._free = capacity
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    async def acquire(self, priority: float) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._order), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # granted as we were cancelled: hand the slot on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():  # a cancelled waiter is skipped here, lazily
+                future.set_result(None)
+                return
+        self._free += 1
+
+    def hold(self, priority: float) -> _Held:
+        """``async with gate.hold(priority):`` one slot for the block."""
+        return _Held(self, priority)
+
+
+class _Held:
+    __slots__ = ("_gate", "_priority")
+
+    def __init__(self, gate: PriorityGate, priority: float) -> None:
+        self._gate, self._priority = gate, priority
+
+    async def __aenter__(self) -> None:
+        await self._gate.acquire(self._priority)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._gate.release()
 
 
 class HostLimiter:

@@ -27,9 +27,9 @@ How to wire it into the daemon (``kzprobe/service.py``, ``kzprobe/ops/sweeps.py`
     # recovery: ``await monitor.wait_online()`` (or ``wait_change()``) wakes the scheduler,
     # which starts a full sweep at once when the state leaves an outage.
 
-    async def on_network_change(change):
-        event = network_event(change, probe=config.probe, probe_id=probe_id, seq=log.next_seq())
-        await event_log.append(event); metrics.set_network_state(change.to_state)
+    async def on_network_change(change):   # numbered and delivered by the alerts service
+        await alerts.emit([network_event(change, probe=config.probe, probe_id=probe_id)])
+        metrics.set_network_state(change.to_state)
 
     # shutdown: monitor.stop(); await the run task; await helper.aclose()
 

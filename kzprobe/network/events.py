@@ -1,10 +1,11 @@
 """Network-state events for the shared event log (``events-YYYYMMDD.ndjson``): the envelope
-of per-target events with ``input`` null and ``scope`` "network" (docs: SPEC16, README
-"Network states"). Pure: a :class:`~kzprobe.network.state.Transition` in, a dict out."""
+of per-target events with ``input`` null and ``scope`` "network" (README "Network states and
+anchors"). Pure: a :class:`~kzprobe.network.state.Transition` in, a draft out; the alerts
+service numbers it (``event_version``, ``event_id``, ``seq``: ``kzprobe.alerts.events.number``)
+when it writes it (``AlertService.emit``)."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
@@ -19,7 +20,6 @@ from kzprobe.network.state import (
     Transition,
 )
 
-EVENT_VERSION = 1
 _WORDS = {
     ONLINE: "connectivity restored",
     INTERNATIONAL_OUTAGE: "international connectivity lost",
@@ -35,13 +35,6 @@ def utc(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def event_id(probe_id: str | None, seq: int, kind: str, at: str, input_: str | None = None
-             ) -> str:
-    """``<probe_id or 'probe'>-<seq>-<8 hex of a hash of input+kind+at>`` (SPEC16)."""
-    digest = hashlib.sha256(f"{input_ or ''}{kind}{at}".encode()).hexdigest()[:8]
-    return f"{probe_id or 'probe'}-{seq}-{digest}"
-
-
 def summary(change: Transition, probe: ProbeConfig) -> str:
     """One line, e.g. "international connectivity lost on AS9198 since 14:05 UTC (3 of 3
     international anchors down)"."""
@@ -53,14 +46,11 @@ def summary(change: Transition, probe: ProbeConfig) -> str:
            f"({detail})"
 
 
-def network_event(change: Transition, *, probe: ProbeConfig, probe_id: str | None,
-                  seq: int) -> dict[str, Any]:
-    """The event-log object for one confirmed change; ``seq`` is the log's next number."""
-    at = utc(change.at)
+def network_event(change: Transition, *, probe: ProbeConfig, probe_id: str | None
+                  ) -> dict[str, Any]:
+    """The event of one confirmed change, without ``seq`` and ``event_id`` (given when the
+    event log writes it)."""
     return {
-        "event_version": EVENT_VERSION,
-        "event_id": event_id(probe_id, seq, change.kind, at),
-        "seq": seq,
         "kind": change.kind,
         "input": None,
         "group": None,
@@ -71,7 +61,7 @@ def network_event(change: Transition, *, probe: ProbeConfig, probe_id: str | Non
         "category_code": None,
         "from": {"state": change.from_state, "interference": []},
         "to": {"state": change.to_state, "interference": []},
-        "at": at,
+        "at": utc(change.at),
         "confirmed_at": utc(change.confirmed_at),
         "sni_blocking_confirmed": None,
         "blockpage": None,

@@ -25,6 +25,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from kzprobe import __version__
+from kzprobe.alerts.reading import AlertReading
 from kzprobe.errors import KzprobeError
 from kzprobe.network.state import STATES as NETWORK_STATES
 from kzprobe.verdict.outcome import OUTCOMES, outcome
@@ -92,10 +93,47 @@ class _Mirror(Collector):
             yield GaugeMetricFamily(f"kzprobe_{name}", doc, value=number)
 
 
+class _AlertMirror(Collector):
+    """Alerting at scrape time: each target's confirmed state (one series per target, so
+    the cardinality is the number of targets), changes, deliveries and the outbox."""
+
+    def __init__(self, read: Callable[[], AlertReading]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        r = self._read()
+        state = GaugeMetricFamily("kzprobe_target_state", "1 for each target, labelled with "
+                                  "its confirmed state (ok, blocked, down, unknown).",
+                                  labels=["input", "group", "state"])
+        for target, group, value in r.targets:
+            state.add_metric([target, group, value], 1)
+        yield state
+        yield _labelled_counter("kzprobe_target_changes", "Confirmed changes of target "
+                                "state, by kind.", "kind", r.changes)
+        yield _labelled_counter("kzprobe_alert_deliveries", "Webhook POSTs acknowledged "
+                                "(delivered) or failed, and events dropped undelivered.",
+                                "result", (("delivered", r.delivered), ("failed", r.failed),
+                                           ("dropped", r.dropped)))
+        yield _labelled_counter("kzprobe_alert_heartbeats", "Heartbeat POSTs, by result.",
+                                "result", (("ok", r.heartbeats_ok),
+                                           ("failed", r.heartbeats_failed)))
+        yield GaugeMetricFamily("kzprobe_alert_pending", "Events awaiting webhook delivery.",
+                                value=r.pending)
+
+
+def _labelled_counter(name: str, doc: str, label: str,
+                      values: Iterable[tuple[str, int]]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, value in values:
+        family.add_metric([key], value)
+    return family
+
+
 class Metrics:
     """The daemon's metrics, in a registry of their own (tests run several daemons)."""
 
-    def __init__(self, read: Callable[[], Reading]) -> None:
+    def __init__(self, read: Callable[[], Reading],
+                 alerts: Callable[[], AlertReading] | None = None) -> None:
         self.registry = reg = CollectorRegistry()
         self.measurements = Counter("kzprobe_measurements", "Measurements written, by result.",
                                     ["result"], registry=reg)
@@ -109,6 +147,13 @@ class Metrics:
                                         registry=reg)
         self.last_sweep = Gauge("kzprobe_last_successful_sweep_timestamp_seconds",
                                 "Unix time the last complete sweep finished.", registry=reg)
+        self.group_last_sweep = Gauge(
+            "kzprobe_group_last_sweep_timestamp_seconds",
+            "Unix time the group's last complete sweep finished.", ["group"], registry=reg)
+        self.group_interval = Gauge(
+            "kzprobe_group_interval_seconds",
+            "The group's configured sweep interval (silence is 2 of these without a sweep).",
+            ["group"], registry=reg)
         self.reloads = Counter("kzprobe_config_reloads", "SIGHUP reloads, by result.",
                                ["result"], registry=reg)
         self.retention_deleted = Counter("kzprobe_retention_deleted_segments",
@@ -125,6 +170,8 @@ class Metrics:
                                    "state ([network] anchors), 0 for the others.", ["state"],
                                    registry=reg)
         reg.register(_Mirror(read))
+        if alerts is not None:
+            reg.register(_AlertMirror(alerts))
         ProcessCollector(registry=reg)
 
     def set_network_state(self, state: str) -> None:

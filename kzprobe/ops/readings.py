@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import structlog
 
-from kzprobe.config import Config, metrics_exposure
+from kzprobe.config import DEFAULT_GROUP, Config, metrics_exposure
 from kzprobe.engine import Engine, SweepSummary
 from kzprobe.errors import KzprobeError
 from kzprobe.ops.health import HealthInputs, LoopWatch, problems
@@ -73,6 +73,7 @@ class Readings:
         self._server: MetricsServer | None = None
         self._started = time.monotonic()
         self._last_sweep_end: float | None = None  # monotonic, complete sweeps only
+        self._group_ends: dict[str, float] = {}  # group -> its last complete sweep (monotonic)
         self._last_sweep_wall: float | None = None
         self._last_summary: SweepSummary | None = None
 
@@ -101,6 +102,8 @@ class Readings:
         self._last_summary = summary
         if complete:
             self._last_sweep_end, self._last_sweep_wall = time.monotonic(), time.time()
+            self._group_ends[summary.group] = self._last_sweep_end
+            self.metrics.group_last_sweep.labels(summary.group).set(self._last_sweep_wall)
             self.metrics.sweep_duration.observe(summary.duration)
             self.metrics.last_sweep.set(self._last_sweep_wall)
 
@@ -146,14 +149,27 @@ class Readings:
 
     def health_problems(self) -> list[str]:
         """What ``/healthz`` reports (called from the metrics thread)."""
-        since = time.monotonic() - (self._last_sweep_end or self._started)
+        since, interval = self._most_overdue()
         return problems(HealthInputs(
             loop_lag=self.loop_watch.current_lag(),
             writer_blocked=self.sink.stats.blocked,
             writer_error=self.sink.stats.last_error,
             seconds_since_sweep=since,
-            sweep_interval=self.running.config.schedule.interval,
+            sweep_interval=interval,
         ), stuck_after=self.loop_stuck_after)
+
+    def _most_overdue(self) -> tuple[float, float]:
+        """(seconds since its last complete sweep, interval) of the group most behind its
+        schedule: a stuck default sweep is noticed while a watchlist keeps sweeping."""
+        now, config = time.monotonic(), self.running.config
+        intervals = {DEFAULT_GROUP: config.schedule.interval,
+                     **{g.name: g.interval for g in config.targets.groups}}
+        names = {t.group for t in self.running.targets} or {DEFAULT_GROUP}
+        return max(((now - self._group_ends.get(name, self._started), intervals[name])
+                    for name in names if name in intervals),
+                   key=lambda pair: pair[0] / pair[1],
+                   default=(now - (self._last_sweep_end or self._started),
+                            config.schedule.interval))
 
     def start_server(self) -> None:
         """Serve ``/metrics`` and ``/healthz`` if configured; a failure is logged, not fatal."""

@@ -23,8 +23,9 @@ import structlog
 from kzprobe.config import Config, load_config
 from kzprobe.engine import Engine
 from kzprobe.errors import KzprobeError
+from kzprobe.ops.groups import load_group_targets
 from kzprobe.ops.readings import Readings, Running
-from kzprobe.targets import Target, load_targets
+from kzprobe.targets import Target
 
 T = TypeVar("T")
 log = structlog.get_logger("kzprobe.ops.reload")
@@ -75,8 +76,8 @@ class Inputs:
 
 
 def daemon_targets(config: Config) -> tuple[list[Target], list[str]]:
-    """The daemon's targets from the config (CLI helper; raises TargetError)."""
-    return load_targets(config.targets.urls, config.targets.files)
+    """The daemon's targets, every group's, from the config (CLI helper; raises TargetError)."""
+    return load_group_targets(config)
 
 
 def load_inputs(path: Path) -> Inputs:
@@ -131,6 +132,7 @@ class Reloader:
         self.task: asyncio.Task[None] | None = None
         self._pending: Pending | None = None
         self._again = False
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def request(self) -> None:
         """SIGHUP: re-read the config file and target lists in the background."""
@@ -145,6 +147,11 @@ class Reloader:
     def upcoming(self) -> Config:
         """The config the next sweep runs with: a staged one, or the running one."""
         return self._pending.config if self._pending is not None else self.running.config
+
+    def upcoming_targets(self) -> list[Target]:
+        """The targets the next sweep chooses from: staged ones, or the running ones."""
+        pending = self._pending
+        return list(pending.targets) if pending is not None else self.running.targets
 
     def take(self) -> Pending | None:
         """The staged reload, no longer staged (for applying, or closing at shutdown)."""
@@ -161,9 +168,21 @@ class Reloader:
         if old is not None:
             pending.engine.pipeline.scrubber.adopt(old.pipeline.scrubber)
         self.running.set_engine(pending.engine)
-        if old is not None:
-            await old.aclose()
+        if old is not None:  # another group's sweep may still run on it: close it after
+            task = asyncio.create_task(self._retire(old), name="kzprobe-retire-engine")
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
         log.info("config_applied", targets=len(self.running.targets))
+
+    @staticmethod
+    async def _retire(engine: Engine) -> None:
+        await engine.wait_idle()
+        await engine.aclose()
+
+    async def retired(self) -> None:
+        """Until the engines replaced by reloads are closed (at shutdown, sweeps are over)."""
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
 
     async def _reload(self) -> None:
         self.readings.reloading()

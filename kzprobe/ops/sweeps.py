@@ -1,8 +1,15 @@
-"""The daemon's sweep loop: a sweep per interval, a staged reload before each, retention.
+"""The daemon's sweep scheduler: each group of targets swept on its own interval, retention.
 
-A stop request ends the wait between sweeps at once and gives a running sweep the
-shutdown grace period before the measurements still in flight are interrupted.
-Retention runs after every sweep and on a timer of its own, off the loop.
+Every group (the default ``[targets]`` one and each ``[[targets.groups]]``) has its own
+clock: a group's next sweep is due ``interval`` (with jitter) after its last one started,
+whether or not another group's sweep is still running, so a two-hour default sweep never
+delays a one-minute watchlist. The sweeps share the engine's worker slots and rate limit
+(:class:`~kzprobe.engine.Engine`). A staged reload applies when the next sweep of any
+group starts; an engine it replaces is closed once its sweeps are over.
+
+A stop request ends the waits at once and gives running sweeps the shutdown grace period
+before the measurements still in flight are interrupted. Retention runs after every sweep
+and on a timer of its own, off the loop.
 """
 
 from __future__ import annotations
@@ -10,51 +17,132 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 
 from kzprobe.engine import Engine, SweepSummary
+from kzprobe.ops.groups import SweepGroup, sweep_groups
 from kzprobe.ops.readings import Readings, Running
 from kzprobe.ops.reload import Reloader
 from kzprobe.storage import retention
-from kzprobe.targets import Target
 
 log = structlog.get_logger("kzprobe.ops.sweeps")
 
 RETENTION_EVERY = 60.0  # seconds between retention passes (also after every sweep)
+AfterSweep = Callable[[SweepSummary, bool], Awaitable[None]]  # (summary, complete)
+
+
+@dataclass(slots=True)
+class _Clock:
+    """When a group's last sweep started (loop time) and its jitter draw for the next."""
+
+    started: float
+    fraction: float
+
+    def due(self, group: SweepGroup) -> float:
+        return self.started + group.interval * self.fraction
 
 
 class SweepLoop:
-    """Runs the sweeps of ``running`` until ``stop_requested``; ``wake`` ends an idle wait."""
+    """Runs the groups' sweeps until ``stop_requested``; ``wake`` ends an idle wait."""
 
     def __init__(self, running: Running, readings: Readings, reloader: Reloader,
-                 stop_requested: asyncio.Event, wake: asyncio.Event) -> None:
+                 stop_requested: asyncio.Event, wake: asyncio.Event,
+                 after_sweep: AfterSweep | None = None) -> None:
         self.running = running
         self.readings = readings
         self.reloader = reloader
         self.stop_requested = stop_requested
         self.wake = wake
+        self.after_sweep = after_sweep
+        self._clocks: dict[str, _Clock] = {}
+        self._active: dict[str, asyncio.Task[None]] = {}
 
     async def run(self, *, once: bool) -> None:
-        while not self.stop_requested.is_set():
-            await self.reloader.apply()
-            engine = self.running.engine
-            assert engine is not None
-            started = asyncio.get_running_loop().time()
-            targets = list(self.running.targets)
-            summary = await self._sweep(engine, targets)
-            self._finished(summary, complete=summary.targets == len(targets)
-                           and not self.stop_requested.is_set())
-            if once:
-                return
-            await self.retain()
-            await self._sleep_until_next(started)
+        """Sweep until stopped; with ``once``, every group once (at the same time)."""
+        swept: set[str] = set()
+        try:
+            while not self.stop_requested.is_set():
+                self.wake.clear()  # before looking: a sweep ending from here on wakes _wait
+                upcoming = self._upcoming()
+                due = [g.name for g in upcoming if self._is_due(g) and g.name not in swept]
+                if due:
+                    await self.reloader.apply()  # the staged config, if any, starts now
+                    for group in self.running_groups():
+                        if group.name in due:
+                            self._start(group, once=once)
+                            swept.update({group.name} if once else ())
+                if once and not self._active and swept >= {g.name for g in upcoming}:
+                    return
+                await self._wait(upcoming)
+        finally:
+            if self._active:
+                await asyncio.gather(*self._active.values(), return_exceptions=True)
+
+    def running_groups(self) -> tuple[SweepGroup, ...]:
+        return sweep_groups(self.running.config, self.running.targets)
+
+    def _upcoming(self) -> tuple[SweepGroup, ...]:
+        """The groups as the next sweep will see them (a staged reload's, if any)."""
+        return sweep_groups(self.reloader.upcoming(), self.reloader.upcoming_targets())
+
+    def _is_due(self, group: SweepGroup) -> bool:
+        if group.name in self._active:
+            return False
+        clock = self._clocks.get(group.name)
+        return clock is None or clock.due(group) <= asyncio.get_running_loop().time()
+
+    def _start(self, group: SweepGroup, *, once: bool) -> None:
+        engine = self.running.engine
+        assert engine is not None
+        self.readings.metrics.group_interval.labels(group.name).set(group.interval)
+        fraction = 1 + random.uniform(-group.jitter, group.jitter)
+        self._clocks[group.name] = _Clock(asyncio.get_running_loop().time(), fraction)
+        task = asyncio.create_task(self._sweep_group(engine, group, retain=not once),
+                                   name=f"kzprobe-sweep-{group.name}")
+        self._active[group.name] = task
+        task.add_done_callback(lambda _: self._ended(group.name))
+
+    def _ended(self, name: str) -> None:
+        self._active.pop(name, None)
+        self.wake.set()  # the scheduler looks again: this group's next sweep is now timed
+
+    async def _wait(self, groups: tuple[SweepGroup, ...]) -> None:
+        """Until the next group is due, a sweep ends, a reload is staged, or a stop."""
+        if self.wake.is_set():
+            return
+        now = asyncio.get_running_loop().time()
+        dues = [self._clocks[g.name].due(g) for g in groups
+                if g.name not in self._active and g.name in self._clocks]
+        timeout = max(0.0, min(dues) - now) if dues else None
+        if timeout == 0.0:
+            return
+        try:
+            await asyncio.wait_for(self.wake.wait(), timeout=timeout)
+        except TimeoutError:
+            pass
+
+    async def _sweep_group(self, engine: Engine, group: SweepGroup, *, retain: bool) -> None:
+        try:
+            summary = await self._sweep(engine, group)
+            complete = (summary.targets == len(group.targets)
+                        and not self.stop_requested.is_set())
+            self._finished(summary, complete=complete)
+            if self.after_sweep is not None:
+                await self.after_sweep(summary, complete)
+            if retain:
+                await self.retain()
+        except Exception as exc:  # a sweep's bookkeeping must not end the scheduler
+            log.error("sweep_failed", group=group.name, error=repr(exc)[:300])
 
     def _finished(self, summary: SweepSummary, *, complete: bool) -> None:
         self.readings.sweep_finished(summary, complete=complete)
         log.info(
             "sweep_finished",
             sweep=summary.sweep_id,
+            group=summary.group,
             targets=summary.targets,
             measured=summary.measured,
             failures=summary.failures,
@@ -66,34 +154,20 @@ class SweepLoop:
         )
         self.readings.refresh_status()
 
-    async def _sweep(self, engine: Engine, targets: list[Target]) -> SweepSummary:
-        task = asyncio.create_task(engine.sweep(targets))
+    async def _sweep(self, engine: Engine, group: SweepGroup) -> SweepSummary:
+        task = asyncio.create_task(engine.sweep(group.targets, group=group.name,
+                                                priority=group.interval))
         stop_wait = asyncio.create_task(self.stop_requested.wait())
         await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         stop_wait.cancel()
         if not task.done():
+            engine.stop()  # an engine a reload replaced is not the one the Daemon stops
             grace = self.running.config.service.shutdown_grace
             done, _ = await asyncio.wait({task}, timeout=grace)
             if not done:
-                log.warning("grace_expired", in_flight=engine.in_flight)
+                log.warning("grace_expired", group=group.name, in_flight=engine.in_flight)
                 engine.interrupt()
         return await task
-
-    async def _sleep_until_next(self, started: float) -> None:
-        """Wait for the next sweep; a reload during the wait applies its new interval."""
-        jitter = self.running.config.schedule.jitter
-        fraction = 1 + random.uniform(-jitter, jitter)
-        loop = asyncio.get_running_loop()
-        while not self.stop_requested.is_set():
-            self.wake.clear()
-            config = self.reloader.upcoming()
-            remaining = started + config.schedule.interval * fraction - loop.time()
-            if remaining <= 0:
-                return
-            try:
-                await asyncio.wait_for(self.wake.wait(), timeout=remaining)
-            except TimeoutError:
-                return
 
     async def retention_timer(self) -> None:
         while True:

@@ -18,6 +18,10 @@ def _documented_keys(text: str) -> dict[str, set[str]]:
     keys: dict[str, set[str]] = {}
     section = ""
     for line in text.splitlines():
+        array = re.match(r"^#?\s?\[\[(\w+)\.(\w+)\]\]", line)  # [[targets.groups]]
+        if array:
+            keys.setdefault(array.group(1), set()).add(array.group(2))
+            continue
         header = re.match(r"^\[(\w+)\]", line)
         if header:
             section = header.group(1)

@@ -27,6 +27,14 @@ from prometheus_client.parser import text_string_to_metric_families
 KZPROBE = [sys.executable, "-m", "kzprobe"]
 PAGE = ("<html><head><title>Service test page</title></head><body>"
         + "measured text " * 40 + "</body></html>")
+BLOCKPAGE_MARK = "Access restricted by kzprobe-test-isp"
+BLOCKPAGE = f"<html><head><title>Blocked</title></head><body>{BLOCKPAGE_MARK}</body></html>"
+# An OONI-format fingerprint for BLOCKPAGE, for [analysis] fingerprint_files: a blockpage is
+# self-proving, so a site the test switches to it is "blocked" without a control.
+BLOCKPAGE_FINGERPRINTS = (
+    "name,scope,other_names,location_found,pattern_type,pattern,confidence_no_fp,"
+    "expected_countries,source,exp_url,notes\n"
+    f"test.isp_blockpage,isp,,body,contains,{BLOCKPAGE_MARK},5,KZ,test,,\n")
 
 
 @dataclass
@@ -34,6 +42,7 @@ class Site:
     """HTTP on 127.0.0.1 that records each request (path and query) as it starts."""
 
     seen: list[str] = field(default_factory=list)
+    blocked: set[str] = field(default_factory=set)  # paths answered with BLOCKPAGE now
     port: int = 0
     runner: web.AppRunner | None = None
 
@@ -45,7 +54,8 @@ class Site:
 
     async def _page(self, request: web.Request) -> web.Response:
         self.seen.append(request.path_qs)
-        return web.Response(text=PAGE, content_type="text/html")
+        page = BLOCKPAGE if request.path in self.blocked else PAGE
+        return web.Response(text=page, content_type="text/html")
 
     async def _slow(self, request: web.Request) -> web.Response:
         self.seen.append(request.path_qs)
