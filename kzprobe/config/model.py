@@ -15,6 +15,8 @@ from kzprobe.netaddr import join_hostport
 Compression = Literal["gzip", "zstd", "none"]
 StoreBodies = Literal["anomalous", "always", "never"]
 WebhookFormat = Literal["json", "slack", "matrix", "text"]
+AnchorScope = Literal["domestic", "international"]
+RESOLVERS_ANCHOR = "resolvers"  # the anchor entry that stands for the configured resolvers
 MAX_PROBE_ID = 32
 _PROBE_ID = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_PROBE_ID}}}")
 
@@ -221,6 +223,31 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Anchor:
+    """One connectivity anchor: a target URI kzprobe measures (or ``resolvers``), and
+    whether reaching it crosses the country's border."""
+
+    target: str
+    scope: AnchorScope
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkConfig:
+    """``[network]``: anchors that tell an outage from a block (kzprobe.network)."""
+
+    interval: float = 30.0  # seconds between anchor checks (and one right before each sweep)
+    anchors: tuple[Anchor, ...] = ()  # none: the network state is not monitored
+    outage_rate: float = 0.1  # during an outage, targets are swept at this fraction of the rate
+    confirm: int = 2  # consecutive checks that agree before an outage or degradation is confirmed
+    recover: int = 2  # consecutive checks that agree before a recovery is confirmed
+    recheck: float = 5.0  # seconds to the next check while a change waits for confirmation
+    degraded_factor: float = 3.0  # an anchor is slow above this multiple of its own baseline ...
+    degraded_min_seconds: float = 0.5  # ... and at least this much slower than it
+    baseline_samples: int = 20  # rolling baseline: the median of this many normal checks
+    baseline_min_samples: int = 3  # no degradation is judged on fewer samples than this
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole, validated configuration."""
 
@@ -238,6 +265,7 @@ class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     helper: HelperConfig = field(default_factory=HelperConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
 
 def valid_probe_id(text: str) -> bool:

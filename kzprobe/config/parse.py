@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kzprobe.config.alerts import _parse_alerts
+from kzprobe.config.anchors import _parse_network
 from kzprobe.config.control import _parse_control
 from kzprobe.config.helper import _parse_helper
 from kzprobe.config.model import Config
@@ -47,6 +48,7 @@ _SECTIONS: dict[str, Callable[..., Any]] = {
     "service": _parse_service,
     "helper": _parse_helper,
     "alerts": _parse_alerts,
+    "network": _parse_network,
 }
 
 

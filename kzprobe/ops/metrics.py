@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from kzprobe import __version__
 from kzprobe.alerts.reading import AlertReading
 from kzprobe.errors import KzprobeError
+from kzprobe.network.state import STATES as NETWORK_STATES
 from kzprobe.verdict.outcome import OUTCOMES, outcome
 
 SWEEP_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
@@ -165,10 +166,18 @@ class Metrics:
             self.measurements.labels(result)  # export zeros, so rates work from the start
         for result in ("success", "failure"):
             self.reloads.labels(result)
+        self.network_state = Gauge("kzprobe_network_state", "1 for the confirmed network "
+                                   "state ([network] anchors), 0 for the others.", ["state"],
+                                   registry=reg)
         reg.register(_Mirror(read))
         if alerts is not None:
             reg.register(_AlertMirror(alerts))
         ProcessCollector(registry=reg)
+
+    def set_network_state(self, state: str) -> None:
+        """Export the confirmed network state (one series per state, bounded: 6)."""
+        for name in NETWORK_STATES:
+            self.network_state.labels(name).set(int(name == state))
 
     def observe(self, record: dict[str, Any]) -> None:
         """Count one written record."""
