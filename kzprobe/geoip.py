@@ -11,6 +11,7 @@ lookup must never fail a measurement.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import stat
 import time
@@ -89,7 +90,7 @@ class _Database:
         """The record for ``ip`` (None: not covered, or not an address)."""
         self._maybe_reopen()
         try:
-            found = self._reader.get(ip)
+            found = self._reader.get(_unmapped(ip))
         except (ValueError, TypeError, maxminddb.InvalidDatabaseError):
             return None
         return found if isinstance(found, Mapping) else None
@@ -112,6 +113,18 @@ class _Database:
 
     def close(self) -> None:
         self._reader.close()
+
+
+def _unmapped(ip: str) -> str:
+    """``::ffff:a.b.c.d`` (a dual-stack socket's peer) as ``a.b.c.d``: not every database
+    aliases the mapped range to its IPv4 tree."""
+    if "ffff" not in ip.lower():
+        return ip
+    try:
+        mapped = ipaddress.IPv6Address(ip).ipv4_mapped
+    except ValueError:
+        return ip
+    return str(mapped) if mapped is not None else ip
 
 
 def _as_info(found: Mapping[str, Any] | None) -> AsInfo | None:
