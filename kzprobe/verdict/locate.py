@@ -34,16 +34,15 @@ MAX_ANSWERS_ANNOTATED = 256  # per query; the probe stores at most 64
 class Location:
     """The probe's network as the databases place the address a helper reported."""
 
-    probe_asn: str
-    probe_network_name: str
+    probe_asn: str | None  # None: no ASN database, or it does not know the address
+    probe_network_name: str | None
     probe_cc: str | None  # None: no country database, or it does not know the address
 
     def fields(self) -> dict[str, str]:
-        """The record's top-level fields this location can fill."""
-        found = {"probe_asn": self.probe_asn, "probe_network_name": self.probe_network_name}
-        if self.probe_cc is not None:
-            found["probe_cc"] = self.probe_cc
-        return found
+        """The record's top-level fields this location can fill (those that are known)."""
+        found = {"probe_asn": self.probe_asn, "probe_network_name": self.probe_network_name,
+                 "probe_cc": self.probe_cc}
+        return {key: value for key, value in found.items() if value is not None}
 
 
 def annotate_answers(queries: Any, geo: GeoIP) -> None:
@@ -75,6 +74,10 @@ class Locator:
         self.geo = geo if geo is not None else open_geoip(config.geoip)
         self.location: Location | None = None
         self._warned: set[tuple[str, str]] = set()
+        if self.geo is not None:
+            log.info("geoip_ready", asn_db=str(config.geoip.asn_db or ""),
+                     country_db=str(config.geoip.country_db or ""),
+                     detects=sorted(k for k, v in self.configured.items() if v == UNSET[k]))
 
     def annotate(self, record: dict[str, Any]) -> None:
         """Fill ``record``'s ASN fields and probe location in place (no database: no-op)."""
@@ -98,8 +101,9 @@ class Locator:
     def observe(self, address: str) -> Location | None:
         """Locate ``address`` (the probe's, per a helper); log the first location and changes."""
         assert self.geo is not None
-        info = self.geo.asn(address)
-        found = None if info is None else Location(info.label, info.org, self.geo.country(address))
+        info, country = self.geo.asn(address), self.geo.country(address)
+        found = None if info is None and country is None else Location(
+            info.label if info else None, info.org if info else None, country)
         if found != self.location:
             _log_change(self.location, found)
             self.location = found

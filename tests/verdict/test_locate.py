@@ -104,3 +104,11 @@ def test_an_address_the_database_does_not_know_forgets_the_location(
         locator.annotate(record)
     assert record["probe_asn"] == "AS0" and locator.location is None
     assert [e["event"] for e in logs] == ["probe_location_unknown"]
+
+
+def test_a_country_database_alone_detects_the_country(geoip: dict[str, str]) -> None:
+    locator = Locator(_config({"country_db": geoip["country_db"]}, asn="AS64501"))
+    record = _record(ISP)
+    locator.annotate(record)
+    assert (record["probe_cc"], record["probe_asn"]) == ("KZ", "AS0")  # AS0: _record's value
+    assert "x_probe_detected" not in record  # no ASN detected: nothing to disagree with
