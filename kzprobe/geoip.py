@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import maxminddb
 import structlog
 
-from kzprobe.config.model import GeoipConfig
+if TYPE_CHECKING:  # the config parser imports this module: no import of kzprobe.config here
+    from kzprobe.config.model import GeoipConfig
 
 log = structlog.get_logger("kzprobe.geoip")
 
@@ -118,7 +119,7 @@ class _Database:
 def _unmapped(ip: str) -> str:
     """``::ffff:a.b.c.d`` (a dual-stack socket's peer) as ``a.b.c.d``: not every database
     aliases the mapped range to its IPv4 tree."""
-    if "ffff" not in ip.lower():
+    if ":" not in ip or "ffff" not in ip.lower():
         return ip
     try:
         mapped = ipaddress.IPv6Address(ip).ipv4_mapped

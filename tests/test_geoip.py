@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,13 @@ def test_the_committed_demo_database_matches_its_generator() -> None:
         assert geo.asn(cidr.split("/")[0]) == AsInfo(asn, org), cidr
     assert geo.asn("127.0.0.100") is None  # the demo ISP's forged answer stays unknown
     geo.close()
+
+
+@pytest.mark.parametrize("module", ["kzprobe.geoip", "kzprobe.config.geoip",
+                                    "kzprobe.verdict.locate"])
+def test_each_module_imports_first_in_a_fresh_interpreter(module: str) -> None:
+    """The config parser imports the reader: the reader must not need kzprobe.config at
+    import time (the static import-graph rule does not see a package __init__ cycle)."""
+    result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
