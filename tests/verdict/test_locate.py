@@ -112,3 +112,18 @@ def test_a_country_database_alone_detects_the_country(geoip: dict[str, str]) -> 
     locator.annotate(record)
     assert (record["probe_cc"], record["probe_asn"]) == ("KZ", "AS0")  # AS0: _record's value
     assert "x_probe_detected" not in record  # no ASN detected: nothing to disagree with
+
+
+def test_a_reloaded_pipeline_keeps_the_location(geoip: dict[str, str]) -> None:
+    """SIGHUP builds a new pipeline: its locator starts from the old one's location, so a
+    record measured before the next helper answer is still placed (and nothing re-logged)."""
+    old = Locator(_config(geoip))
+    old.annotate(_record(ISP))
+    new = Locator(_config(geoip))
+    new.adopt(old)
+    with capture_logs() as logs:
+        record = _record(None)
+        new.annotate(record)
+        new.annotate(_record(ISP))
+    assert record["probe_asn"] == "AS64501"
+    assert logs == []
