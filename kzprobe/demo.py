@@ -50,6 +50,9 @@ MITM_ENGINE = 27  # the interception box proper; MITM_BOX diverts the targeted n
 HELPER = 30  # the control helper listens here ...
 OUTSIDE = 50  # ... and dials from here: the censor lets this "foreign" source through
 BOGUS = 100
+# The demo's IP-to-ASN database (tests/geoipdb.py writes it): the probe's 127.0.0.1 and the
+# ISP resolver in "Demo ISP" AS64501, the sites, boxes and helper in "Demo Internet" AS64500.
+DEMO_ASN_DB = Path(__file__).with_name("data") / "demo-asn.mmdb"
 THROTTLE_SECONDS = 1.2
 LARGE_BYTES = 4 * 1024 * 1024
 _START_ATTEMPTS = 10
@@ -283,7 +286,12 @@ allow_nets = [{q(self.not_bogon)}]
 rate_per_client = 1000.0
 rate_burst = 1000
 allowed_ports = ["1-65535"]  # the demo's sites listen on ephemeral loopback ports
-"""
+{self._geoip_toml()}"""
+
+    def _geoip_toml(self) -> str:
+        """``[geoip]`` with the bundled demo database (its plan is 127.0.0.x: another
+        prefix finds no ASN, and the analysis falls back to its TLS stand-in)."""
+        return f"\n[geoip]\nasn_db = {json.dumps(str(DEMO_ASN_DB))}\n"
 
     def config_toml(self, output_dir: Path, *, helper_url: str | None = None) -> str:
         """A kzprobe config that sweeps the demo targets through the ISP resolver."""
@@ -292,15 +300,15 @@ allowed_ports = ["1-65535"]  # the demo's sites listen on ephemeral loopback por
             resolver=q(self.isp_resolver), ca_file=q(str(self.ca_file)),
             urls="".join(f"  {q(t.url, ensure_ascii=False)},\n" for t in self.targets),
             output_dir=q(str(output_dir)), not_bogon=self.not_bogon,
-            bogus=self.ip(BOGUS), helper_url=q(helper_url) if helper_url else "")
+            bogus=self.ip(BOGUS), helper_url=q(helper_url) if helper_url else "") \
+            + self._geoip_toml()
 
 
 _CONFIG_TEMPLATE = """\
 # kzprobe demo: sweep of a simulated censored internet on loopback (generated)
 [probe]
+# asn and network_name are detected with [geoip] (the bundled demo database)
 cc = "ZZ"
-asn = "AS0"
-network_name = "kzprobe demo (simulated network on loopback)"
 
 [dns]
 resolvers = [{resolver}]

@@ -22,6 +22,7 @@ from kzprobe.config.model import (
     ControlConfig,
     ControlHelper,
     DnsConfig,
+    GeoipConfig,
     HelperConfig,
     LimitConfig,
     OutputConfig,
@@ -69,8 +70,8 @@ __all__ = [
     "MAX_CA_FILE_BYTES", "MAX_CERT_FILE_BYTES", "MAX_CONFIG_BYTES", "MAX_FINGERPRINT_BYTES",
     "MAX_KEY_FILE_BYTES", "MAX_PROBE_ID", "MAX_TIMEOUT", "MAX_TOKEN_BYTES", "AnalysisConfig",
     "Compression", "Config", "ConfigError", "ControlConfig", "ControlHelper", "DnsConfig",
-    "Fail", "HelperConfig", "LimitConfig", "LoadedConfig", "OutputConfig", "ProbeConfig",
-    "Resolver", "ScheduleConfig", "ServiceConfig", "StoreBodies", "TargetConfig",
+    "Fail", "GeoipConfig", "HelperConfig", "LimitConfig", "LoadedConfig", "OutputConfig",
+    "ProbeConfig", "Resolver", "ScheduleConfig", "ServiceConfig", "StoreBodies", "TargetConfig",
     "TargetGroup", "TimeoutConfig", "TlsConfig", "is_loopback_host", "load_config",
     "metrics_exposure", "parse_config", "parse_resolver", "valid_probe_id",
 ]

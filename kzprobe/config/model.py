@@ -194,6 +194,15 @@ class HelperConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GeoipConfig:
+    """MaxMind DB files (DB-IP "IP to ASN Lite" / GeoLite2-ASN, and a country database)."""
+
+    asn_db: Path | None = None  # None: answers keep asn 0, probe_asn comes from [probe] only
+    country_db: Path | None = None  # None: probe_cc comes from [probe] only
+    recheck_interval: float = 3600.0  # seconds between looks at the files for a refresh
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceConfig:
     shutdown_grace: float = 20.0
     metrics_listen: str = "127.0.0.1:9108"  # "" turns the metrics and /healthz server off
@@ -266,6 +275,7 @@ class Config:
     helper: HelperConfig = field(default_factory=HelperConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    geoip: GeoipConfig = field(default_factory=GeoipConfig)
 
 
 def valid_probe_id(text: str) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 from kzprobe.config.alerts import _parse_alerts
 from kzprobe.config.anchors import _parse_network
 from kzprobe.config.control import _parse_control
+from kzprobe.config.geoip import _parse_geoip
 from kzprobe.config.helper import _parse_helper
 from kzprobe.config.model import Config
 from kzprobe.config.section import _Section
@@ -49,10 +50,11 @@ _SECTIONS: dict[str, Callable[..., Any]] = {
     "helper": _parse_helper,
     "alerts": _parse_alerts,
     "network": _parse_network,
+    "geoip": _parse_geoip,
 }
 
 
-_NEEDS_BASE = {"tls", "output", "targets", "helper", "analysis", "control", "alerts"}
+_NEEDS_BASE = {"tls", "output", "targets", "helper", "analysis", "control", "alerts", "geoip"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from typing import Any
 from kzprobe import failures
 from kzprobe.bogons import is_special_purpose
 from kzprobe.config import Config
+from kzprobe.geoip import GeoIP, open_geoip
 from kzprobe.helper.policy import DialPolicy, prober_config
 from kzprobe.measure.context import Stopwatch, close_transport
 from kzprobe.measure.experiments.endpoint import EndpointExperiment
@@ -90,9 +91,12 @@ class Helper:
         self.policy = DialPolicy(config.helper.allow_nets)
         self.resources = build_resources(prober_config(config), may_dial=self.policy,
                                          source_address=config.helper.bind_address)
+        self.geo = open_geoip(config.geoip)  # ip_info asn, as OONI's helper fills it
 
     async def aclose(self) -> None:
         await self.resources.aclose()
+        if self.geo is not None:
+            self.geo.close()
 
     async def measure(self, request: Mapping[str, Any], client_ip: str,
                       limits: FetchLimits | None = None) -> dict[str, Any]:
@@ -240,8 +244,14 @@ class Helper:
             if any(_host_of(key) == ip and value["status"]
                    for key, value in tls_results.items()):
                 flags |= 8
-            info[ip] = {"asn": 0, "flags": flags}
+            info[ip] = {"asn": _asn(self.geo, ip), "flags": flags}
         return info
+
+
+def _asn(geo: GeoIP | None, ip: str) -> int:
+    """The address's ASN from the helper's database; 0 (OONI's unknown) without one."""
+    info = geo.asn(ip) if geo is not None else None
+    return info.asn if info is not None else 0
 
 
 def _host_of(endpoint: str) -> str | None:

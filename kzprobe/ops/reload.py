@@ -169,6 +169,7 @@ class Reloader:
         self.running.config, self.running.targets = pending.config, list(pending.targets)
         if old is not None:
             pending.engine.pipeline.scrubber.adopt(old.pipeline.scrubber)
+            pending.engine.pipeline.locator.adopt(old.pipeline.locator)
         self.running.set_engine(pending.engine)
         if old is not None:  # another group's sweep may still run on it: close it after
             task = asyncio.create_task(self._retire(old), name="kzprobe-retire-engine")

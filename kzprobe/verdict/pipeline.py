@@ -28,6 +28,7 @@ from kzprobe.errors import FAILURE_INTERRUPTED
 from kzprobe.measure.registry import kind_of
 from kzprobe.verdict import verdicts
 from kzprobe.verdict.analyzer import Analyzer, judge
+from kzprobe.verdict.locate import Locator
 from kzprobe.verdict.outcome import is_interrupted
 from kzprobe.verdict.verdicts import Verdict
 from kzprobe.verdict.worker import ProcessJudge, WorkerUnavailable, failure_of
@@ -361,6 +362,7 @@ class Pipeline:
         self.config = config
         self.analyzer = Analyzer(config)
         self.scrubber = Scrubber(config)
+        self.locator = Locator(config)  # [geoip]: ASNs in records, the probe's own network
         self.judge = (ProcessJudge(config, timeout=config.analysis.worker_timeout)
                       if config.analysis.worker_process else None)
 
@@ -369,6 +371,7 @@ class Pipeline:
         attempts: list[tuple[dict[str, Any], Verdict]] = []
         for _ in range(1 + self.config.analysis.retries):
             record = await measure_once()
+            self.locator.annotate(record)
             verdict = await self.verdict(record, url)
             attempts.append((record, verdict))
             self.scrubber.learn(record["test_keys"])
@@ -433,5 +436,6 @@ class Pipeline:
             self.judge = None
 
     async def aclose(self) -> None:
+        self.locator.close()
         if self.judge is not None:
             await self.judge.aclose()

@@ -16,8 +16,9 @@ from types import FrameType
 
 import pytest
 
-from . import endpoints, netns
+from . import endpoints, geoip, netns
 from .endpoints import EndpointServers
+from .geoip import LabGeoip
 from .lab import Lab
 
 _UNAVAILABLE: list[str] = []  # cached reason, so the check runs once per session
@@ -75,6 +76,16 @@ def lab_endpoints(lab: Lab) -> Iterator[EndpointServers]:
         yield servers
     finally:
         endpoints.stop(lab, servers)
+
+
+@pytest.fixture(scope="session")
+def lab_geoip(lab: Lab) -> Iterator[LabGeoip]:
+    """The lab's ASN/country databases and the helper that reads them, started on first use."""
+    started = geoip.start(lab)
+    try:
+        yield started
+    finally:
+        geoip.stop(lab, started)
 
 
 def require_endpoint(servers: EndpointServers, key: str) -> None:

@@ -165,6 +165,40 @@ class DnsRule:
         return f"ISP resolver: {self.name} -> {self.action}"
 
 
+@dataclass(frozen=True, slots=True)
+class ProxyRule:
+    """A per-SNI action of the honest transparent proxy (the ``dns_proxy`` box): DPI in
+    front of it. Verified by a handshake with that SNI from the client."""
+
+    name: str  # the SNI
+    action: str  # an sni_filter action: reset | blackhole | fin
+
+    def install(self, lab: Lab) -> None:
+        lab.proxy_rules[self.name] = self.action
+        _reload_proxy_rules(lab)
+        _until(lambda: self._took_effect(lab), f"proxy did not apply {self.describe()}")
+
+    def remove(self, lab: Lab) -> None:
+        if lab.proxy_rules.pop(self.name, None) is not None:
+            _reload_proxy_rules(lab)
+            _until(lambda: not self._took_effect(lab), f"proxy kept {self.describe()}")
+
+    def _took_effect(self, lab: Lab) -> bool:
+        got = lab.raw("tls", self.name, "--ip", lab.proxy_ip, "--cafile", str(lab.ca_file),
+                      timeout=0.5)
+        return "version" not in got
+
+    def describe(self) -> str:
+        return f"transparent proxy: SNI {self.name} -> {self.action}"
+
+
+def _reload_proxy_rules(lab: Lab) -> None:
+    tmp = lab.proxy_rules_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"default": "pass", "rules": dict(lab.proxy_rules)}))
+    tmp.replace(lab.proxy_rules_path)
+    lab.service("proxy_https").signal_hup()
+
+
 def reload_isp_rules(lab: Lab) -> None:
     """Rewrite the ISP resolver's rules file and SIGHUP it."""
     data = {"default": lab.isp_default, "rules": dict(lab.isp_rules)}
@@ -290,6 +324,13 @@ def _dns_scenarios(lab: Lab) -> list[Scenario]:
                  (DnsRule(s["dns_silent"], "silent"),)),
         Scenario("dns_proxy", "proxied", "ISP resolver answers an honest transparent proxy",
                  (DnsRule(s["proxied"], f"redirect:{lab.proxy_ip}"),)),
+        Scenario("dns_proxy_sni_rst", "proxied",
+                 "ISP resolver answers the transparent proxy, which resets the site's SNI",
+                 (DnsRule(s["proxied"], f"redirect:{lab.proxy_ip}"),
+                  ProxyRule(s["proxied"], "reset"))),
+        Scenario("dns_cdn", "proxied", "ISP resolver answers another address of the site's "
+                 "network (a CDN edge: the same web server)",
+                 (DnsRule(s["proxied"], f"redirect:{lab.sites['open'].ip}"),)),
     ]
 
 
@@ -406,3 +447,5 @@ def assert_clean(lab: Lab) -> None:
         raise LabError(f"qdisc left on the router: {qdisc}")
     if lab.isp_rules:
         raise LabError(f"ISP resolver rules left: {lab.isp_rules}")
+    if lab.proxy_rules:
+        raise LabError(f"transparent proxy rules left: {lab.proxy_rules}")

@@ -50,6 +50,8 @@ class Lab:
         self.isp_rules: dict[str, str] = {}  # per-name rules of the ISP resolver (scenarios)
         self.isp_default = f"forward:{topology.INTERNET_IP}:53"
         self.isp_rules_path = workdir / "isp-dns-rules.json"
+        self.proxy_rules: dict[str, str] = {}  # per-SNI actions of the transparent proxy
+        self.proxy_rules_path = workdir / "proxy-rules.json"
         self.boxes = {  # router services that scenarios divert traffic to
             "filter": (topology.ROUTER_CLIENT_IP, servers.FILTER_PORT),
             "mitm": (topology.ROUTER_CLIENT_IP, servers.MITM_PORT),
@@ -57,6 +59,8 @@ class Lab:
             "diff_proxy": (topology.ROUTER_CLIENT_IP, servers.DIFF_PROXY_PORT),
         }
         self.control_url: str | None = None  # the control helper, once it runs
+        self.geoip_control_url: str | None = None  # a second helper, with the lab ASN database
+        self.asn_db: Path | None = None  # the lab's IP-to-ASN database (geoip.LAB_ASNS)
         self.control_missing = ""  # why there is no control helper
         self.netem = False  # set at bring-up: can this kernel do tc netem?
         self.mechanisms: dict[str, str] = {}  # fault -> mechanism actually used

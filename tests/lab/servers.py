@@ -118,6 +118,20 @@ HELPER_PORT = 8765
 HELPER_NOT_WIRED = ("KeyError: 'helper'", "invalid choice: 'helper'")
 
 
+def helper_sections(lab: Lab, listen: str) -> dict[str, dict[str, Any]]:
+    """The lab helper's config: the honest resolver, lab addresses only."""
+    return {
+        "dns": {"resolvers": [INTERNET_IP]},
+        "tls": {"ca_file": str(lab.ca_file)},
+        "timeouts": {"dns": 2.0, "connect": 1.5, "tls": 1.5, "http": 3.0},
+        "helper": {"listen": listen, "allow_nets": [LAB_NET], "rate_per_client": 100.0,
+                   "rate_burst": 100, "deadline": 10.0,
+                   # a lab address, reached only inside the lab's namespaces
+                   "allow_anonymous": True,
+                   "allowed_ports": sorted({80, 443, CLOSED_PORT} | {e.port for e in ENDPOINTS})},
+    }
+
+
 def start_helper(lab: Lab) -> None:
     """``kzprobe helper`` in the internet namespace: honest DNS, dials only lab addresses.
 
@@ -127,16 +141,7 @@ def start_helper(lab: Lab) -> None:
     """
     config = lab.workdir / "helper.toml"
     listen = f"{HELPER_IP}:{HELPER_PORT}"
-    config.write_text(tomlw.dumps({
-        "dns": {"resolvers": [INTERNET_IP]},
-        "tls": {"ca_file": str(lab.ca_file)},
-        "timeouts": {"dns": 2.0, "connect": 1.5, "tls": 1.5, "http": 3.0},
-        "helper": {"listen": listen, "allow_nets": [LAB_NET], "rate_per_client": 100.0,
-                   "rate_burst": 100, "deadline": 10.0,
-                   # a lab address, reached only inside the lab's namespaces
-                   "allow_anonymous": True,
-                   "allowed_ports": sorted({80, 443, CLOSED_PORT} | {e.port for e in ENDPOINTS})},
-    }), encoding="utf-8")
+    config.write_text(tomlw.dumps(helper_sections(lab, listen)), encoding="utf-8")
     argv = [sys.executable, "-m", "kzprobe", "helper", "--config", str(config)]
     service = services.spawn(lab.names.internet, "helper", argv, lab.workdir,
                              stderr_marker='"helper_listening"')
@@ -190,7 +195,8 @@ def _plan(lab: Lab) -> list[tuple[str, str, str, list[str]]]:
         ("proxy_http", n.router, "sni-filter", ["--listen", f"{lab.proxy_ip}:80",
                                                 "--upstream", f"{proxied}:80"]),
         ("proxy_https", n.router, "sni-filter", ["--listen", f"{lab.proxy_ip}:443",
-                                                 "--upstream", f"{proxied}:443"]),
+                                                 "--upstream", f"{proxied}:443",
+                                                 "--rules", str(lab.proxy_rules_path)]),
     ]
 
 
@@ -203,6 +209,7 @@ def _write_inputs(lab: Lab) -> None:
     _dump(w / "sites.json", site_specs())
     _dump(w / "filter.json", {"default": "pass", "rules": faults.relay_rules(lab)})
     _dump(lab.isp_rules_path, {"default": lab.isp_default, "rules": {}})
+    _dump(lab.proxy_rules_path, {"default": "pass", "rules": {}})
     (w / "restricted.html").write_text(RESTRICTED_HTML, encoding="utf-8")
 
 

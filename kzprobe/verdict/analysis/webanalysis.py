@@ -2,9 +2,12 @@
 
 Each set holds transaction ids. "Unexpected" = the probe failed where the control succeeded;
 "expected" = both failed; "unexplained" = a failure after a redirect, where the control has
-no per-step data. Our one deliberate difference: without an ASN database, an address also
-counts as valid for the domain when a TLS handshake with the URL's SNI validated on it (by
-the probe or by the control, LTE's ``ip_info`` flag 8), see :class:`AddressFacts`.
+no per-step data. A lookup is valid as OONI decides it (an address in common, or a non-zero
+ASN in common) wherever ASNs are known on both sides; where they are not (no ASN database on
+the probe nor on the helper), an address also counts as valid for the domain when a TLS
+handshake with the URL's SNI validated on it (by the probe or by the control, LTE's
+``ip_info`` flag 8), see :func:`lookup_verdict`. Which rule decided is kept
+(``x_dns_consistency_rule``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ from kzprobe.verdict.analysis.observations import (
 )
 
 IP_FLAG_VALID_FOR_DOMAIN = 8  # oohelperd ip_info flag: TLS with the URL's SNI succeeded
+# Which rule decided a lookup (and, the weakest of them, a record's dns_consistency):
+RULE_IP = "ip"  # an address in common with the control
+RULE_ASN = "asn"  # OONI's: a non-zero ASN in common, ASNs known on both sides
+RULE_TLS = "tls"  # kzprobe's stand-in where no ASN is known: an address TLS validated
+RULE_FAILURE = "failure"  # no answers compared: the lookups' failures decided
+_RULE_STRENGTH = (RULE_IP, RULE_ASN, RULE_TLS)
 _MISCONFIGURED_V6 = (failures.NETWORK_UNREACHABLE, failures.HOST_UNREACHABLE)
 
 
@@ -40,10 +49,9 @@ class AddressFacts:
     asn: Mapping[str, int] = field(default_factory=dict)
     validated: frozenset[str] = frozenset()
 
-    @property
-    def has_asn(self) -> bool:
-        """OONI records carry ASNs; kzprobe's do not (no ASN database)."""
-        return bool(self.asn)
+    def asns(self, ips: frozenset[str]) -> set[int]:
+        """The known (non-zero) ASNs of ``ips``; bogons and unknown addresses have none."""
+        return {self.asn.get(ip, 0) for ip in ips} - {0}
 
 
 def _asns_from_answers(test_keys: Mapping[str, Any], asn: dict[str, int]) -> None:
@@ -91,15 +99,27 @@ def address_facts(test_keys: Mapping[str, Any], url: str, control: r.Entry | Non
     return AddressFacts(asn=asn, validated=frozenset(validated))
 
 
-def lookup_is_valid(measured: frozenset[str], control: frozenset[str], facts: AddressFacts) -> bool:
-    """IP intersection; then ASN intersection when the record has ASNs (OONI's exact rule),
-    else an address validated by TLS for the URL's host (our stand-in for the ASN match)."""
+def lookup_verdict(measured: frozenset[str], control: frozenset[str],
+                   facts: AddressFacts) -> tuple[bool, str]:
+    """(valid, rule): IP intersection; then, with ASNs known for both the probe's and the
+    control's addresses, ASN intersection (OONI's exact rule); else an address validated by
+    TLS for the URL's host (our stand-in for the ASN match)."""
     if (measured & control) - {""}:
-        return True
-    if not facts.has_asn:
-        return bool(measured & facts.validated)
-    probe_asns = {facts.asn.get(ip, 0) for ip in measured} - {0}
-    return bool(probe_asns & ({facts.asn.get(ip, 0) for ip in control} - {0}))
+        return True, RULE_IP
+    probe_asns, control_asns = facts.asns(measured), facts.asns(control)
+    if probe_asns and control_asns:
+        return bool(probe_asns & control_asns), RULE_ASN
+    return bool(measured & facts.validated), RULE_TLS
+
+
+def lookup_is_valid(measured: frozenset[str], control: frozenset[str], facts: AddressFacts) -> bool:
+    """Whether the lookup's answers are consistent with the control's (:func:`lookup_verdict`)."""
+    return lookup_verdict(measured, control, facts)[0]
+
+
+def weakest_rule(rules: set[str]) -> str:
+    """The rule to report for several lookups: the least certain one that was used."""
+    return max(rules, key=_RULE_STRENGTH.index) if rules else RULE_FAILURE
 
 
 @dataclass(slots=True)
@@ -114,6 +134,7 @@ class WebAnalysis:
     dns_unexpected_failure: set[int] = field(default_factory=set)
     dns_unexplained_failure: set[int] = field(default_factory=set)
     dns_expected_failure: set[int] = field(default_factory=set)
+    dns_rules: set[str] = field(default_factory=set)  # how each compared lookup was decided
     dns_experiment_failure: str | None = None
     tcp_unexpected: set[int] = field(default_factory=set)
     tcp_unexplained: set[int] = field(default_factory=set)
@@ -151,8 +172,9 @@ def dns_success_metrics(wa: WebAnalysis, box: Container, facts: AddressFacts, *,
             wa.dns_bogon.add(txid)
         if obs.ctrl_dns_addrs is None:
             continue
-        valid = lookup_is_valid(obs.dns_addrs or frozenset(), obs.ctrl_dns_addrs, facts)
+        valid, rule = lookup_verdict(obs.dns_addrs or frozenset(), obs.ctrl_dns_addrs, facts)
         (wa.dns_valid if valid else wa.dns_invalid).add(txid)
+        wa.dns_rules.add(rule)
     if undo:
         for obs in box.endpoints.values():
             if obs.tls_failure == "" and (obs.dns_txid or 0) > 0:

@@ -2,9 +2,10 @@
 
 :func:`analyze` reads recorded ``test_keys`` and returns the keys OONI's LTE (0.5.28) would
 write for the same observations, so ``blocking``/``accessible`` agree between a kzprobe
-record and an OONI record of the same event. The one deliberate deviation: with no ASN
-database, an address that a TLS handshake with the URL's SNI validated (probe side, or the
-control's ``tls_handshake``/``ip_info`` flag 8) counts as a consistent DNS answer.
+record and an OONI record of the same event. The one deliberate deviation: where no ASN is
+known (no ASN database on the probe or the helper), an address that a TLS handshake with the
+URL's SNI validated (probe side, or the control's ``tls_handshake``/``ip_info`` flag 8)
+counts as a consistent DNS answer; ``x_dns_consistency_rule`` says which rule decided.
 
 Which lookups are "classic" (the v0.4-compatible view): the system resolver's
 (``engine`` getaddrinfo) and any query tagged ``classic`` (kzprobe tags its first resolver's).
@@ -37,6 +38,7 @@ from kzprobe.verdict.analysis.webanalysis import (
     WebAnalysis,
     address_facts,
     analyze_container,
+    weakest_rule,
 )
 
 Blocking = str | bool | None
@@ -62,6 +64,7 @@ class OoniKeys:
     http_experiment_failure: str | None = None
     x_blocking_flags: int = 0
     x_dns_flags: int = 0
+    x_dns_consistency_rule: str | None = None  # ip | asn | tls | failure (webanalysis.RULE_*)
 
     def as_dict(self) -> dict[str, Any]:
         """The keys as they go into ``test_keys``."""
@@ -104,6 +107,11 @@ def dns_consistency(wa: WebAnalysis) -> str | None:
     if wa.dns_invalid or wa.dns_unexpected_failure or ghost:
         return "inconsistent"
     return None
+
+
+def consistency_rule(wa: WebAnalysis, consistency: str | None) -> str | None:
+    """Which rule decided ``dns_consistency`` (None when it is None)."""
+    return None if consistency is None else weakest_rule(wa.dns_rules)
 
 
 def _sort_key(obs: Obs) -> tuple[int, int, str, int]:
@@ -291,4 +299,5 @@ def analyze(test_keys: Mapping[str, Any], *, url: str,
         headers_match=diff.headers_match, title_match=diff.title_match,
         blocking=verdict.blocking, accessible=verdict.accessible,
         http_experiment_failure=verdict.failure, x_blocking_flags=x_blocking, x_dns_flags=x_dns,
+        x_dns_consistency_rule=consistency_rule(wa, consistency),
     )
