@@ -156,6 +156,10 @@ class Engine:
             sweep_id=sweep_id,
         )
 
+    def set_rate_factor(self, factor: float) -> None:
+        """Measure at ``factor`` times ``[limits] rate`` (an outage: ``[network] outage_rate``)."""
+        self.bucket.rate = self.config.limits.rate * factor
+
     @property
     def in_flight(self) -> int:
         return len(self._measuring)

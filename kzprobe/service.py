@@ -26,6 +26,7 @@ from kzprobe.alerts.reading import AlertReading
 from kzprobe.config import Config
 from kzprobe.engine import Engine, SweepSummary, build_engine, raise_nofile_limit
 from kzprobe.ops.notify import Notifier, SystemdEnv
+from kzprobe.ops.outages import NetworkWatch
 from kzprobe.ops.readings import Readings, Running, heartbeat
 from kzprobe.ops.reload import Reloader, with_probe_id
 from kzprobe.ops.reload import daemon_targets as daemon_targets  # the CLI imports it from here
@@ -121,7 +122,9 @@ class Daemon:
         wake = asyncio.Event()  # the idle wait between sweeps: stop, or a reload
         self.reloader = Reloader(self.running, self.readings, wake, self._new_engine)
         self.sweeps = SweepLoop(self.running, self.readings, self.reloader,
-                                self.stop_requested, wake, after_sweep=self._after_sweep)
+                                self.stop_requested, wake, after_sweep=self._after_sweep,
+                                before_sweep=self._before_sweep)
+        self.network: NetworkWatch | None = None  # made with the first engine (_start)
         self._signals = 0
         self._background: list[asyncio.Task[None]] = []
 
@@ -196,6 +199,9 @@ class Daemon:
         engine = self._new_engine(self.running.config)
         await engine.start()
         self.running.set_engine(engine)
+        self.network = NetworkWatch(self.running, self.readings, self._write,
+                                    lambda: self.alerts, self.sweeps.all_due_now)
+        self.network.start()
         if not once:
             self.readings.start_server()
         self._background = [asyncio.create_task(coro, name=name) for name, coro in (
@@ -218,6 +224,8 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.reloader.retired()
+        if self.network is not None:
+            await self.network.aclose()
         if self.alerts is not None:  # what waits for delivery stays in the durable outbox
             await self.alerts.aclose(timeout=0.5 if self.force_exit else ALERTS_CLOSE_TIMEOUT)
         pending, engine = self.reloader.take(), self.running.engine
@@ -238,12 +246,22 @@ class Daemon:
         return build_engine(config, self._emit, wait_writable=self._wait_writable)
 
     async def _emit(self, record: dict[str, Any]) -> None:
+        """A target's finished record: stamped with the network state, written, observed."""
+        if self.network is not None:
+            self.network.flag(record)
+        await self._write(record)
+
+    async def _write(self, record: dict[str, Any]) -> None:
         await self.sink.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
         self.readings.metrics.observe(record)
         if self.alerts is not None:
             self.alerts.observe(record)
         if self.on_record is not None:
             await self.on_record(record)
+
+    async def _before_sweep(self) -> None:
+        if self.network is not None:
+            await self.network.before_sweep()
 
     async def _after_sweep(self, summary: SweepSummary, complete: bool) -> None:
         if self.alerts is not None:

@@ -113,13 +113,15 @@ def restartless(old: Config, new: Config) -> Config:
         changed.append("probe.id")
     if new.alerts != old.alerts:  # the event log, outbox cursors and webhooks are open
         changed.append("alerts")
+    if new.network != old.network:  # the running monitor's anchors and baselines
+        changed.append("network")
     if changed:
         log.warning("config_reload_needs_restart", keys=changed, kept="running values")
     output = dataclasses.replace(
         new.output, **{k: getattr(old.output, k) for k in RESTART_ONLY_OUTPUT})
     service = dataclasses.replace(new.service, metrics_listen=old.service.metrics_listen)
     return dataclasses.replace(with_probe_id(new, old.probe.id), output=output,
-                               service=service, alerts=old.alerts)
+                               service=service, alerts=old.alerts, network=old.network)
 
 
 class Reloader:

@@ -32,6 +32,7 @@ log = structlog.get_logger("kzprobe.ops.sweeps")
 
 RETENTION_EVERY = 60.0  # seconds between retention passes (also after every sweep)
 AfterSweep = Callable[[SweepSummary, bool], Awaitable[None]]  # (summary, complete)
+BeforeSweep = Callable[[], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -50,13 +51,15 @@ class SweepLoop:
 
     def __init__(self, running: Running, readings: Readings, reloader: Reloader,
                  stop_requested: asyncio.Event, wake: asyncio.Event,
-                 after_sweep: AfterSweep | None = None) -> None:
+                 after_sweep: AfterSweep | None = None,
+                 before_sweep: BeforeSweep | None = None) -> None:
         self.running = running
         self.readings = readings
         self.reloader = reloader
         self.stop_requested = stop_requested
         self.wake = wake
         self.after_sweep = after_sweep
+        self.before_sweep = before_sweep
         self._clocks: dict[str, _Clock] = {}
         self._active: dict[str, asyncio.Task[None]] = {}
 
@@ -70,6 +73,8 @@ class SweepLoop:
                 due = [g.name for g in upcoming if self._is_due(g) and g.name not in swept]
                 if due:
                     await self.reloader.apply()  # the staged config, if any, starts now
+                    if self.before_sweep is not None:
+                        await self.before_sweep()  # the network's state, checked just now
                     for group in self.running_groups():
                         if group.name in due:
                             self._start(group, once=once)
@@ -80,6 +85,11 @@ class SweepLoop:
         finally:
             if self._active:
                 await asyncio.gather(*self._active.values(), return_exceptions=True)
+
+    def all_due_now(self) -> None:
+        """Every group's next sweep is due at once (one running now: as soon as it ends)."""
+        self._clocks.clear()
+        self.wake.set()
 
     def running_groups(self) -> tuple[SweepGroup, ...]:
         return sweep_groups(self.running.config, self.running.targets)

@@ -1,0 +1,103 @@
+"""The daemon's side of the network monitor (:mod:`kzprobe.network`).
+
+:class:`NetworkWatch` runs the anchors on the running engine, writes their records like any
+other (group ``anchors``), stamps every record with the state it was measured in, turns a
+confirmed change into an event for the alert log and notifiers and into the
+``kzprobe_network_state`` gauge, slows the sweeps to ``[network] outage_rate`` during an
+outage, and makes every group due at once when the outage ends, so the first sweep after
+recovery is a full one. Without ``[network] anchors`` it does nothing and records carry no
+network state: the daemon cannot tell, so it does not claim ``online``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from kzprobe.alerts.core import Alerts
+from kzprobe.network import HelperProbe, NetworkMonitor, Transition, network_event
+from kzprobe.network.state import OUTAGES
+from kzprobe.ops.readings import Readings, Running
+from kzprobe.targets import Target
+
+log = structlog.get_logger("kzprobe.ops.outages")
+
+Write = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class NetworkWatch:
+    """Anchors, network state and what an outage changes in the daemon."""
+
+    def __init__(self, running: Running, readings: Readings, write: Write,
+                 alerts: Callable[[], Alerts | None], on_recovery: Callable[[], None]) -> None:
+        self.running = running
+        self.readings = readings
+        self.alerts = alerts
+        self.on_recovery = on_recovery
+        config, engine = running.config, running.engine
+        assert engine is not None  # made once the daemon's first engine has started
+        # Verified with the probe's trust store (an interception box answering for a blocked
+        # helper does not count), over HTTP/1.1 (what aiohttp speaks).
+        context = engine.resources.context.http11_context
+        self.helper = (HelperProbe(config.control.helper_urls, timeout=config.timeouts.control,
+                                   ssl_context=context)
+                       if config.control.helpers else None)
+        self.monitor = NetworkMonitor(config, self._measure, helper=self.helper,
+                                      on_record=write, on_transition=self._changed)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.monitor.enabled
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        self.readings.metrics.set_network_state(self.monitor.state)
+        self._task = asyncio.create_task(self.monitor.run(), name="kzprobe-network")
+
+    def flag(self, record: dict[str, Any]) -> None:
+        """``x_network_state``, ``x_network_check`` (and ``x_outage`` where the outage
+        explains the failure) on a target's record, before it is written."""
+        if self.enabled:
+            self.monitor.flag(record)
+
+    async def before_sweep(self) -> None:
+        """Right before a sweep: check the anchors (settling a pending change)."""
+        if self.enabled:
+            await self.monitor.check_now()
+            self.apply_rate()
+
+    def apply_rate(self) -> None:
+        """The running engine's sweep rate for the current state (after a reload too)."""
+        engine = self.running.engine
+        if engine is not None:
+            engine.set_rate_factor(self.monitor.snapshot().rate_factor)
+
+    async def _measure(self, target: Target) -> dict[str, Any]:
+        engine = self.running.engine
+        assert engine is not None  # anchors are measured only once the daemon runs
+        return await engine.measure(target)
+
+    async def _changed(self, change: Transition) -> None:
+        self.readings.metrics.set_network_state(change.to_state)
+        self.apply_rate()
+        config = self.running.config
+        alerts = self.alerts()
+        if alerts is not None:
+            await alerts.emit([network_event(change, probe=config.probe,
+                                             probe_id=config.probe.id)])
+        if change.from_state in OUTAGES and change.to_state not in OUTAGES:
+            log.info("network_recovered_full_sweep", state=change.to_state)
+            self.on_recovery()
+
+    async def aclose(self) -> None:
+        self.monitor.stop()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.helper is not None:
+            await self.helper.aclose()
