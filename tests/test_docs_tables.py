@@ -52,3 +52,19 @@ def test_docstrings_point_to_the_readme_instead_of_repeating_it() -> None:
     copies = [str(path) for path in package.rglob("*.py")
               if "| code | set when |" in path.read_text(encoding="utf-8")]
     assert not copies, copies
+
+
+def test_every_toml_example_in_the_readme_is_valid_and_known() -> None:
+    """Copy-paste configs in the README parse, and every key they set is a real one."""
+    import tomllib
+
+    from kzprobe.config import parse_config
+
+    blocks = re.findall(r"```toml\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) >= 3
+    for block in blocks:
+        data = tomllib.loads(block)
+        for webhook in data.get("alerts", {}).get("webhooks", []):
+            webhook.pop("token_file", None)  # a credential file on the VPS, not here
+        loaded = parse_config(data, where="README")
+        assert [w for w in loaded.warnings if "unknown" in w] == [], block
