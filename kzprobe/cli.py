@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from kzprobe import __version__
-from kzprobe.config import DEFAULT_CONFIG_PATH, Config, LoadedConfig, load_config
+from kzprobe.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    LoadedConfig,
+    check_config_file,
+    load_config,
+)
 from kzprobe.errors import KzprobeError
 from kzprobe.ops.notify import SystemdEnv
 
@@ -62,9 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="one sweep, then flush, close and exit")
     _add_config(run)
 
-    check = sub.add_parser("check-config", help="validate a config and its target lists")
+    check = sub.add_parser("check-config", help="validate a config and its target lists: "
+                                                "every problem, with its line")
     check.add_argument("file", type=Path)
     check.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    check.add_argument("--helper", action="store_true",
+                       help="a `kzprobe helper` config: no targets needed (assumed for a "
+                            "config with [helper] and no targets)")
 
     helper = sub.add_parser("helper", help="serve the OONI-compatible control test helper")
     _add_config(helper)
@@ -101,10 +111,14 @@ def _add_report(sub: argparse._SubParsersAction[_Parser]) -> None:
                              "directory (default: 1GB)")
 
 
+def _warn(message: str) -> None:
+    sys.stderr.write(f"kzprobe: warning: {message}\n")
+
+
 def _load(path: Path) -> LoadedConfig:
     loaded = load_config(path)
     for warning in loaded.warnings:
-        sys.stderr.write(f"kzprobe: warning: {warning}\n")
+        _warn(warning)
     return loaded
 
 
@@ -127,7 +141,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config).config
     targets, warnings = daemon_targets(config)
     for warning in warnings:
-        sys.stderr.write(f"kzprobe: warning: {warning}\n")
+        _warn(warning)
     if not targets:
         raise KzprobeError(f"{args.config}: no usable targets")
     systemd = SystemdEnv.from_environ(os.environ, os.getpid())
@@ -143,20 +157,40 @@ async def _serve(config: Config, targets: list[Target], *, once: bool,
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    """Every problem at once: errors (exit 2) and warnings (exit 2 under --strict), each
+    ``file:line: [section] key: ...``; then the target lists, unless it is a helper's config."""
     from kzprobe.service import daemon_targets
 
-    loaded = load_config(args.file)
-    targets, target_warnings = daemon_targets(loaded.config)
-    problems = list(loaded.warnings) + target_warnings
-    for problem in problems:
-        sys.stderr.write(f"{problem}\n")
-    if not targets:
-        sys.stderr.write(f"{args.file}: no usable targets\n")
+    check = check_config_file(args.file)
+    for error in check.errors:
+        sys.stderr.write(f"kzprobe: error: {error}\n")
+    for warning in check.warnings:
+        _warn(warning)
+    if check.loaded is None:
         return EXIT_USAGE
-    if problems and args.strict:
+    config = check.loaded.config
+    if args.helper or _helper_only(check.loaded):
+        if check.warnings and args.strict:
+            return EXIT_USAGE
+        sys.stdout.write(f"{args.file}: OK, a helper config (listen {config.helper.listen})\n")
+        return EXIT_OK
+    targets, target_warnings = daemon_targets(config)
+    for warning in target_warnings:
+        _warn(warning)
+    if not targets:
+        sys.stderr.write(f"kzprobe: error: {args.file}: no usable targets (a config for "
+                         f"`kzprobe helper`? check it with --helper)\n")
+        return EXIT_USAGE
+    if (check.warnings or target_warnings) and args.strict:
         return EXIT_USAGE
     sys.stdout.write(f"{args.file}: OK, {len(targets)} targets\n")
     return EXIT_OK
+
+
+def _helper_only(loaded: LoadedConfig) -> bool:
+    """A config with [helper] and no targets is for ``kzprobe helper``."""
+    targets = loaded.config.targets
+    return "helper" in loaded.raw and not (targets.urls or targets.files or targets.groups)
 
 
 def _cmd_helper(args: argparse.Namespace) -> int:

@@ -106,6 +106,19 @@ def test_unknown_key_is_a_warning(tmp_path: Path) -> None:
     assert _run("check-config", "--strict", str(config)).returncode == 2
 
 
+@pytest.mark.parametrize("command", [["run", "--once"], ["measure", "http://a.test/"],
+                                     ["helper"]])
+def test_other_commands_print_the_first_config_error_with_its_line(
+        tmp_path: Path, command: list[str]) -> None:
+    """run, measure and helper stop at a bad config: one line (the first problem, with its
+    line), exit 2; check-config is where all of them are listed."""
+    config = _write_config(tmp_path / "c.toml", "[limits]\nrate = -1\nburst = 0\n[helper]\n"
+                                     "listen = 'x'\n[targets]\nurls = ['http://a.test/']\n")
+    line = _one_line_error(_run(*command, "--config", str(config)))
+    assert line == f"kzprobe: error: {config}:2: [limits] rate: must be > 0, got -1"
+    assert len(_run("check-config", str(config)).stderr.splitlines()) == 3
+
+
 def test_measure_rejects_bad_url_with_exit_2(tmp_path: Path) -> None:
     """A URL argument without a scheme is a usage error, not a traceback."""
     config = _write_config(tmp_path / "c.toml", "")

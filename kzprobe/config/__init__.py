@@ -5,9 +5,11 @@ it needs arrives as a :class:`Config`. Errors are :class:`ConfigError` with the 
 key and (where known) line, so the CLI can print one line and exit 2.
 
 Modules: ``model`` (the dataclasses, which hold the defaults), ``section`` (typed reads
-from one table), ``parse`` (``parse_config``, ``load_config``), and per area ``sections``,
-``network``, ``tokens``, ``tls``, ``control``, ``helper``. This re-exports every public name,
-so ``from kzprobe.config import X`` is the one way to import them.
+from one table), ``positions`` (line numbers of keys), ``parse`` (``parse_config``,
+``load_config``, and ``check_config``/``check_config_file`` that collect every problem), and
+per area ``sections``, ``network``, ``tokens``, ``tls``, ``control``, ``helper``. This
+re-exports every public name, so ``from kzprobe.config import X`` is the one way to import
+them.
 """
 
 from __future__ import annotations
@@ -47,7 +49,10 @@ from kzprobe.config.network import (
 from kzprobe.config.parse import (
     DEFAULT_CONFIG_PATH,
     MAX_CONFIG_BYTES,
+    ConfigCheck,
     LoadedConfig,
+    check_config,
+    check_config_file,
     load_config,
     parse_config,
 )
@@ -69,9 +74,11 @@ __all__ = [
     "DEFAULT_GROUP", "DEFAULT_MAX_INTEGER", "DEFAULT_MAX_NUMBER", "MAX_ALPN_BYTES", "MAX_BYTES",
     "MAX_CA_FILE_BYTES", "MAX_CERT_FILE_BYTES", "MAX_CONFIG_BYTES", "MAX_FINGERPRINT_BYTES",
     "MAX_KEY_FILE_BYTES", "MAX_PROBE_ID", "MAX_TIMEOUT", "MAX_TOKEN_BYTES", "AnalysisConfig",
-    "Compression", "Config", "ConfigError", "ControlConfig", "ControlHelper", "DnsConfig",
+    "Compression", "Config", "ConfigCheck", "ConfigError", "ControlConfig", "ControlHelper",
+    "DnsConfig",
     "Fail", "GeoipConfig", "HelperConfig", "LimitConfig", "LoadedConfig", "OutputConfig",
     "ProbeConfig", "Resolver", "ScheduleConfig", "ServiceConfig", "StoreBodies", "TargetConfig",
-    "TargetGroup", "TimeoutConfig", "TlsConfig", "is_loopback_host", "load_config",
+    "TargetGroup", "TimeoutConfig", "TlsConfig", "check_config", "check_config_file",
+    "is_loopback_host", "load_config",
     "metrics_exposure", "parse_config", "parse_resolver", "valid_probe_id",
 ]

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from kzprobe.config.model import AlertsConfig, Webhook
 from kzprobe.config.network import _loopback_host
-from kzprobe.config.section import MAX_TIMEOUT, Fail, _Section
+from kzprobe.config.section import MAX_TIMEOUT, Fail, _Section, did_you_mean
 from kzprobe.config.tokens import _token
 from kzprobe.errors import ConfigError
 
@@ -37,13 +37,14 @@ def check_url(fail: Fail, key: str, url: Any) -> str:
 
 def _webhook(s: _Section, base: Path | None, index: int, entry: Any) -> Webhook:
     def fail(key: str, message: str) -> ConfigError:
-        return s.fail("webhooks", f"entry {index} {key}: {message}")
+        return s.fail(("webhooks", index, key), message)
 
     if not isinstance(entry, dict) or "url" not in entry:
-        raise s.fail("webhooks", f'entry {index}: expected {{url = "...", format = "json"}}')
+        raise s.fail(("webhooks", index), 'expected {url = "...", format = "json"}')
     unknown = sorted(entry.keys() - _WEBHOOK_KEYS)
     if unknown:
-        raise s.fail("webhooks", f"entry {index}: unknown key {unknown[0]!r}")
+        raise s.fail(("webhooks", index), f"unknown key {unknown[0]!r}"
+                                          f"{did_you_mean(unknown[0], _WEBHOOK_KEYS)}")
     url = check_url(fail, "url", entry["url"])
     fmt = entry.get("format", Webhook(url=url).format)
     if fmt not in WEBHOOK_FORMATS:
@@ -59,14 +60,15 @@ def _webhooks(s: _Section, base: Path | None) -> tuple[Webhook, ...]:
     entries = s.get("webhooks", list, [])
     if len(entries) > MAX_WEBHOOKS:
         raise s.fail("webhooks", f"at most {MAX_WEBHOOKS} webhooks, got {len(entries)}")
-    return tuple(_webhook(s, base, index, entry) for index, entry in enumerate(entries))
+    return tuple(s.each(entries, lambda index, entry: _webhook(s, base, index, entry)))
 
 
 def _parse_alerts(s: _Section, base: Path | None) -> AlertsConfig:
     d = AlertsConfig()
     heartbeat = s.string("heartbeat_url", d.heartbeat_url)
     if heartbeat:
-        check_url(s.fail, "heartbeat_url", heartbeat)
+        heartbeat = s.checked(lambda: check_url(s.fail, "heartbeat_url", heartbeat),
+                              d.heartbeat_url)
     return AlertsConfig(
         confirm=s.integer("confirm", d.confirm, maximum=100),
         webhooks=_webhooks(s, base),

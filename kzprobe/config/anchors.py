@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from kzprobe.config.model import RESOLVERS_ANCHOR, Anchor, NetworkConfig
-from kzprobe.config.section import DAY, _Section
+from kzprobe.config.section import DAY, _Section, did_you_mean
 from kzprobe.targets import parse_target
 
 MAX_ANCHORS = 64  # each is measured every interval: a handful is the point
@@ -22,24 +22,24 @@ _SCOPES = ("domestic", "international")
 
 
 def _anchor(s: _Section, index: int, entry: Any) -> Anchor:
-    where = f"entry {index}"
     if not isinstance(entry, dict) or "target" not in entry or "scope" not in entry:
-        raise s.fail("anchors", f'{where}: expected {{ target = "URI", scope = "domestic" '
-                                'or "international" }')
+        raise s.fail(("anchors", index), 'expected { target = "URI", scope = "domestic" '
+                                         'or "international" }')
     unknown = sorted(entry.keys() - _ANCHOR_KEYS)
     if unknown:
-        raise s.fail("anchors", f"{where}: unknown key {unknown[0]!r}")
+        raise s.fail(("anchors", index), f"unknown key {unknown[0]!r}"
+                                         f"{did_you_mean(unknown[0], _ANCHOR_KEYS)}")
     target, scope = entry["target"], entry["scope"]
     if scope not in _SCOPES:
-        raise s.fail("anchors", f"{where} scope: must be domestic or international, "
-                                f"got {scope!r}")
+        raise s.fail(("anchors", index, "scope"), f"must be domestic or international, got "
+                                                  f"{scope!r}{did_you_mean(str(scope), _SCOPES)}")
     if not isinstance(target, str):
-        raise s.fail("anchors", f"{where} target: expected a string, got {target!r}")
+        raise s.fail(("anchors", index, "target"), f"expected a string, got {target!r}")
     if target != RESOLVERS_ANCHOR:
         try:
             target = parse_target(target, origin="[network] anchors").input
         except ValueError as exc:
-            raise s.fail("anchors", f"{where} target: {exc}") from None
+            raise s.fail(("anchors", index, "target"), str(exc)) from None
     return Anchor(target=target, scope=scope)
 
 
@@ -47,11 +47,13 @@ def _anchors(s: _Section) -> tuple[Anchor, ...]:
     entries = s.get("anchors", list, [])
     if len(entries) > MAX_ANCHORS:
         raise s.fail("anchors", f"at most {MAX_ANCHORS} anchors, got {len(entries)}")
-    anchors = tuple(_anchor(s, i, entry) for i, entry in enumerate(entries))
+    anchors = tuple(s.each(entries, lambda index, entry: _anchor(s, index, entry)))
     names = [a.target for a in anchors]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate is not None:
         raise s.fail("anchors", f"{duplicate!r} is listed twice")
+    if len(anchors) < len(entries):  # an entry had an error: what is left proves nothing
+        return anchors
     scopes = {a.scope for a in anchors if a.target != RESOLVERS_ANCHOR}
     if anchors and len(scopes) < len(_SCOPES):
         s.warn("anchors", "list domestic and international anchors: with one scope only, an "
@@ -67,7 +69,8 @@ def _anchors(s: _Section) -> tuple[Anchor, ...]:
 def _parse_network(s: _Section) -> NetworkConfig:
     d = NetworkConfig()
     network = _network(s, d)
-    if network.baseline_min_samples > network.baseline_samples:
+    if network.baseline_min_samples > network.baseline_samples \
+            and not s.failed("baseline_samples", "baseline_min_samples"):
         raise s.fail("baseline_min_samples", f"must be <= baseline_samples "
                                              f"({network.baseline_samples})")
     return network

@@ -7,7 +7,7 @@ from typing import Any
 
 from kzprobe.config.model import ControlConfig, ControlHelper
 from kzprobe.config.network import _loopback_host
-from kzprobe.config.section import Fail, _Section
+from kzprobe.config.section import Fail, _Section, did_you_mean
 from kzprobe.config.tokens import _check_token, _token
 from kzprobe.errors import ConfigError
 
@@ -23,20 +23,23 @@ def _control_helper(fail: Fail, url: Any, token: str | None) -> ControlHelper:
     return ControlHelper(url=url, token=token)
 
 
-def _helper_entries(s: _Section, base: Path | None) -> list[ControlHelper]:
-    helpers = []
-    for index, entry in enumerate(s.get("helpers", list, [])):
-        def fail(key: str, message: str, index: int = index) -> ConfigError:
-            return s.fail("helpers", f"entry {index} {key}: {message}")
+def _helper_entry(s: _Section, base: Path | None, index: int, entry: Any) -> ControlHelper:
+    def fail(key: str, message: str) -> ConfigError:
+        return s.fail(("helpers", index, key), message)
 
-        if not isinstance(entry, dict) or "url" not in entry:
-            raise s.fail("helpers", f'entry {index}: expected {{url = "...", token = "..." '
-                                    'or token_file = "..."}')
-        unknown = sorted(entry.keys() - _HELPER_KEYS)
-        if unknown:
-            raise s.fail("helpers", f"entry {index}: unknown key {unknown[0]!r}")
-        helpers.append(_control_helper(fail, entry["url"], _token(fail, base, entry)))
-    return helpers
+    if not isinstance(entry, dict) or "url" not in entry:
+        raise s.fail(("helpers", index), 'expected {url = "...", token = "..." '
+                                         'or token_file = "..."}')
+    unknown = sorted(entry.keys() - _HELPER_KEYS)
+    if unknown:
+        raise s.fail(("helpers", index), f"unknown key {unknown[0]!r}"
+                                         f"{did_you_mean(unknown[0], _HELPER_KEYS)}")
+    return _control_helper(fail, entry["url"], _token(fail, base, entry))
+
+
+def _helper_entries(s: _Section, base: Path | None) -> list[ControlHelper]:
+    return s.each(s.get("helpers", list, []),
+                  lambda index, entry: _helper_entry(s, base, index, entry))
 
 
 def _parse_control(s: _Section, base: Path | None) -> ControlConfig:
@@ -48,7 +51,7 @@ def _parse_control(s: _Section, base: Path | None) -> ControlConfig:
     token = s.string("helper_token", None)
     if helpers and (urls or token is not None):
         raise s.fail("helpers", "helpers or helper_url/helper_token, not both")
-    if token is not None and len(urls) != 1:
+    if token is not None and len(urls) != 1 and not s.failed("helper_url"):
         raise s.fail("helper_token", "helper_token goes with exactly one helper_url; "
                                      "for several, give each its own token in helpers")
     if token is not None:

@@ -25,7 +25,8 @@ def _parse_helper(s: _Section, base: Path | None) -> HelperConfig:
     d = HelperConfig()
     token = _helper_token(s, base)
     cert, key = s.string("tls_cert", None), s.string("tls_key", None)
-    if bool(cert) != bool(key):  # name the one given: its partner is what is missing
+    if bool(cert) != bool(key) and not s.failed("tls_cert", "tls_key"):
+        # name the one given: its partner is what is missing
         raise s.fail("tls_cert" if cert else "tls_key", "tls_cert and tls_key go together")
     paths = [_resolve_path(base, p) if p else None for p in (cert, key)]
     _check_server_tls(s, paths[0], paths[1])
@@ -59,7 +60,7 @@ def _parse_helper(s: _Section, base: Path | None) -> HelperConfig:
 
 def _helper_token(s: _Section, base: Path | None) -> str | None:
     s.used.update(("token", "token_file"))
-    return _token(s.fail, base, s.table)
+    return s.checked(lambda: _token(s.fail, base, s.table), None)
 
 
 def _anonymous_ok(s: _Section, token: str | None) -> bool:
@@ -67,7 +68,8 @@ def _anonymous_ok(s: _Section, token: str | None) -> bool:
     d = HelperConfig()
     allow = bool(s.get("allow_anonymous", bool, d.allow_anonymous))
     listen = _host_port(s, "listen", d.listen)
-    if not token and not allow and not is_loopback_host(host_of(listen)):
+    if not token and not allow and not is_loopback_host(host_of(listen)) \
+            and not s.failed("token", "token_file", "allow_anonymous"):
         raise s.fail("listen", f"{listen!r} is not loopback: set a token (or "
                      "allow_anonymous = true for a deliberately open helper)")
     return allow
@@ -76,7 +78,7 @@ def _anonymous_ok(s: _Section, token: str | None) -> bool:
 def _fraction(s: _Section, key: str, default: float) -> float:
     value = s.number(key, default, positive=False)
     if value > 1:
-        raise s.fail(key, f"must be between 0 and 1, got {value:g}")
+        return s.invalid(key, f"must be between 0 and 1, got {value:g}", default)
     return value
 
 

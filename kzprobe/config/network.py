@@ -41,7 +41,7 @@ def _networks(
         try:
             nets.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
-            raise section.fail(key, f"not an IP network: {item!r}") from None
+            return section.invalid(key, f"not an IP network: {item!r}", ())
     return tuple(nets)
 
 
@@ -49,20 +49,21 @@ def _host_port(s: _Section, key: str, default: str) -> str:
     """``host:port`` as :func:`kzprobe.netaddr.split_hostport` reads it (IPv6 in brackets)."""
     value: str = s.string(key, default)
     if split_hostport(value) is None:
-        raise s.fail(key, f"expected 'host:port' (an IPv6 host in brackets), got {value!r}")
+        return s.invalid(key, f"expected 'host:port' (an IPv6 host in brackets), got {value!r}",
+                         default)
     return value
 
 
 def _listen_ip(s: _Section, key: str, default: str) -> str:
     """``ip:port`` or ``[v6]:port`` with an IP literal (no name lookups); "" means off."""
-    value: str = s.string(key, default)
-    if value == "":
+    value: str = _host_port(s, key, default) if s.string(key, default) else ""
+    if value == "":  # off (or a bad value, recorded, whose default is off)
         return value
-    host = host_of(_host_port(s, key, default))
+    host = host_of(value)
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise s.fail(key, f"host must be an IP address, got {host!r}") from None
+        return s.invalid(key, f"host must be an IP address, got {host!r}", default)
     return value
 
 
@@ -72,7 +73,7 @@ def _optional_ip(s: _Section, key: str) -> str | None:
         try:
             ipaddress.ip_address(value)
         except ValueError:
-            raise s.fail(key, f"not an IP address: {value!r}") from None
+            return s.invalid(key, f"not an IP address: {value!r}", None)
     return value
 
 
@@ -123,10 +124,11 @@ def _ports(s: _Section, key: str, default: frozenset[int]) -> frozenset[int]:
     for item in value:
         low, high = _port_range(item)
         if not 0 < low <= high < 65536:
-            raise s.fail(key, f"expected ports 1-65535 or 'low-high' ranges, got {item!r}")
+            return s.invalid(key, f"expected ports 1-65535 or 'low-high' ranges, got {item!r}",
+                             default)
         ports.update(range(low, high + 1))
     if not ports:
-        raise s.fail(key, "expected at least one port")
+        return s.invalid(key, "expected at least one port", default)
     return frozenset(ports)
 
 

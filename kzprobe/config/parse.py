@@ -1,8 +1,13 @@
 """Parsing a whole config: every section once, unknown sections and keys reported as
-warnings (check-config --strict fails on them), the file read bounded."""
+warnings (check-config --strict fails on them), the file read bounded.
+
+Each section is parsed on its own and its problems collected (``check_config``), so one run
+of check-config reports them all, each with its line; ``parse_config`` and ``load_config``
+raise the first, for the commands that just need a Config."""
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,7 +20,8 @@ from kzprobe.config.control import _parse_control
 from kzprobe.config.geoip import _parse_geoip
 from kzprobe.config.helper import _parse_helper
 from kzprobe.config.model import Config
-from kzprobe.config.section import _Section
+from kzprobe.config.positions import Positions
+from kzprobe.config.section import _Section, suggest
 from kzprobe.config.sections import (
     _parse_analysis,
     _parse_dns,
@@ -66,28 +72,79 @@ class LoadedConfig:
     raw: Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigCheck:
+    """Every problem of a config, each one line naming file, line (when known) and key; the
+    loaded config only when there is no error."""
+
+    errors: tuple[str, ...]
+    warnings: tuple[str, ...]
+    loaded: LoadedConfig | None
+
+
+def check_config(
+    data: Mapping[str, Any],
+    *,
+    where: str = "<config>",
+    base: Path | None = None,
+    source: Path | None = None,
+    positions: Positions | None = None,
+) -> ConfigCheck:
+    """Check every section of a TOML mapping, each on its own, and collect all problems."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    parts: dict[str, Any] = {}
+    for name, value in data.items():
+        line = positions.line((name,)) if positions else None
+        at = where if line is None else f"{where}:{line}"
+        if name not in _SECTIONS:
+            match = suggest(name, _SECTIONS)
+            hint = "" if match is None else f"; did you mean [{match}]?"
+            warnings.append(f"{at}: unknown section [{name}]{hint}")
+        elif not isinstance(value, dict):
+            errors.append(f"{at}: [{name}] must be a table")
+    for name, parser in _SECTIONS.items():
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            continue
+        section = _Section(where, name, table, positions=positions)
+        try:
+            parts[name] = parser(section, base) if name in _NEEDS_BASE else parser(section)
+        except ConfigError as exc:  # this section stops here; the others are still checked
+            section.record(exc)
+        errors.extend(str(error) for error in section.errors)
+        warnings.extend(section.warnings)
+        warnings.extend(section.unknown_keys(_known_keys(name)))
+    if errors:
+        return ConfigCheck(errors=tuple(errors), warnings=tuple(warnings), loaded=None)
+    loaded = LoadedConfig(config=Config(source=source, **parts), warnings=tuple(warnings),
+                          raw=data)
+    return ConfigCheck(errors=(), warnings=loaded.warnings, loaded=loaded)
+
+
+@functools.cache
+def _known_keys(name: str) -> frozenset[str]:
+    """The keys section ``name`` reads: its parser run on an empty table."""
+    section = _Section("<keys>", name, {})
+    parser = _SECTIONS[name]
+    parser(section, None) if name in _NEEDS_BASE else parser(section)
+    return frozenset(section.used)
+
+
 def parse_config(
     data: Mapping[str, Any],
     *,
     where: str = "<config>",
     base: Path | None = None,
     source: Path | None = None,
+    positions: Positions | None = None,
 ) -> LoadedConfig:
-    """Build a :class:`Config` from a TOML mapping; raise :class:`ConfigError` on error."""
-    warnings: list[str] = []
-    parts: dict[str, Any] = {}
-    for name, value in data.items():
-        if name not in _SECTIONS:
-            warnings.append(f"{where}: unknown section [{name}]")
-        elif not isinstance(value, dict):
-            raise ConfigError(f"{where}: [{name}] must be a table")
-    for name, parser in _SECTIONS.items():
-        table = data.get(name, {})
-        section = _Section(where, name, table if isinstance(table, dict) else {})
-        parts[name] = parser(section, base) if name in _NEEDS_BASE else parser(section)
-        warnings.extend(section.warnings)
-        warnings.extend(section.unknown_keys())
-    return LoadedConfig(config=Config(source=source, **parts), warnings=tuple(warnings), raw=data)
+    """Build a :class:`Config` from a TOML mapping; raise :class:`ConfigError` with the first
+    problem (:func:`check_config` gives them all)."""
+    check = check_config(data, where=where, base=base, source=source, positions=positions)
+    if check.loaded is None:
+        raise ConfigError(check.errors[0])
+    return check.loaded
 
 
 def _read_config_text(path: Path) -> str:
@@ -102,8 +159,9 @@ def _read_config_text(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read config: {exc}") from None
 
 
-def load_config(path: Path) -> LoadedConfig:
-    """Read and parse a TOML config file; relative paths in it are relative to the file."""
+def check_config_file(path: Path) -> ConfigCheck:
+    """Read a TOML config file and check all of it; relative paths in it are relative to the
+    file. A file that cannot be read or is not TOML raises :class:`ConfigError`."""
     text = _read_config_text(path)
     try:
         data = tomllib.loads(text)
@@ -111,4 +169,13 @@ def load_config(path: Path) -> LoadedConfig:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except RecursionError:  # tomllib recurses per nested array or table: [[[[...
         raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
-    return parse_config(data, where=str(path), base=path.resolve().parent, source=path)
+    return check_config(data, where=str(path), base=path.resolve().parent, source=path,
+                        positions=Positions(text))
+
+
+def load_config(path: Path) -> LoadedConfig:
+    """Read and parse a TOML config file; raise :class:`ConfigError` with its first problem."""
+    check = check_config_file(path)
+    if check.loaded is None:
+        raise ConfigError(check.errors[0])
+    return check.loaded

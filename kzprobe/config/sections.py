@@ -28,29 +28,32 @@ from kzprobe.config.model import (
 )
 from kzprobe.config.network import _listen_ip, _networks, metrics_exposure, parse_resolver
 from kzprobe.config.section import DAY, MAX_BYTES, MAX_TIMEOUT, _resolve_path, _Section
+from kzprobe.errors import ConfigError
 
 MAX_FINGERPRINT_BYTES = 16 * 1024 * 1024  # one local fingerprint CSV
 _GROUP_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")  # in records, metrics labels and logs
+_GROUP_KEYS = frozenset(f.name for f in fields(TargetGroup))  # what an entry may set
 
 
 def _parse_probe(s: _Section) -> ProbeConfig:
     d = ProbeConfig()
     asn = s.string("asn", d.asn)
     if not (asn.startswith("AS") and asn[2:].isascii() and asn[2:].isdigit()):
-        raise s.fail("asn", f"expected 'AS<number>', got {asn!r}")
+        asn = s.invalid("asn", f"expected 'AS<number>', got {asn!r}", d.asn)
     cc = s.string("cc", d.cc)
     if len(cc) != 2 or not (cc.isascii() and cc.isalpha()):
-        raise s.fail("cc", f"expected a two-letter country code, got {cc!r}")
+        cc = s.invalid("cc", f"expected a two-letter country code, got {cc!r}", d.cc)
     public_ip = s.strings("public_ip", d.public_ip)
     for ip in public_ip:
         try:
             ipaddress.ip_address(ip)
         except ValueError:
-            raise s.fail("public_ip", f"not an IP address: {ip!r}") from None
+            public_ip = s.invalid("public_ip", f"not an IP address: {ip!r}", d.public_ip)
+            break
     probe_id = s.string("id", None)
     if probe_id is not None and not valid_probe_id(probe_id):
-        raise s.fail("id", f"expected 1-{MAX_PROBE_ID} characters of A-Z a-z 0-9 _ -, "
-                           f"got {probe_id!r}")
+        probe_id = s.invalid("id", f"expected 1-{MAX_PROBE_ID} characters of A-Z a-z 0-9 _ -, "
+                                   f"got {probe_id!r}", None)
     return ProbeConfig(cc=cc.upper(), asn=asn,
                        network_name=s.string("network_name", d.network_name),
                        public_ip=public_ip, id=probe_id)
@@ -59,7 +62,7 @@ def _parse_probe(s: _Section) -> ProbeConfig:
 def _parse_dns(s: _Section) -> DnsConfig:
     d = DnsConfig()
     resolvers = tuple(_resolver(s, spec) for spec in s.strings("resolvers", ()))
-    if "resolvers" in s.table and not resolvers:
+    if "resolvers" in s.table and not resolvers and not s.failed("resolvers"):
         raise s.fail("resolvers", "at least one resolver is needed")
     return DnsConfig(
         resolvers=resolvers or d.resolvers,
@@ -98,7 +101,7 @@ def _parse_schedule(s: _Section) -> ScheduleConfig:
     d = ScheduleConfig()
     jitter = s.number("jitter", d.jitter, positive=False)
     if jitter >= 1:
-        raise s.fail("jitter", "must be a fraction below 1")
+        jitter = s.invalid("jitter", "must be a fraction below 1", d.jitter)
     return ScheduleConfig(interval=s.number("interval", d.interval, maximum=30 * DAY),
                           jitter=jitter)
 
@@ -109,11 +112,11 @@ def _parse_output(s: _Section, base: Path | None) -> OutputConfig:
     # a file name, also in logs and shell loops: no "/", no control character (NUL, newline)
     if not prefix or "/" in prefix or prefix.startswith(".") or len(prefix) > 64 \
             or not prefix.isprintable():
-        raise s.fail("prefix", f"must be a plain file-name prefix (up to 64 printable "
-                               f"characters), got {prefix!r}")
+        prefix = s.invalid("prefix", f"must be a plain file-name prefix (up to 64 printable "
+                                     f"characters), got {prefix!r}", d.prefix)
     directory = s.string("dir", str(d.dir))
     if "\x00" in directory:
-        raise s.fail("dir", f"must be a path, got {directory!r}")
+        directory = s.invalid("dir", f"must be a path, got {directory!r}", str(d.dir))
     return OutputConfig(
         dir=_resolve_path(base, directory),
         rotate_bytes=s.integer("rotate_bytes", d.rotate_bytes, minimum=1024, maximum=MAX_BYTES),
@@ -138,25 +141,30 @@ def _optional_positive(s: _Section, key: str, kind: type | tuple[type, ...],
     if value is None or value == 0:
         return None
     if not math.isfinite(value):
-        raise s.fail(key, f"must be a finite number, got {value}")
+        return s.invalid(key, f"must be a finite number, got {value}", None)
     if value < 0:
-        raise s.fail(key, f"must be > 0 (or 0 for off), got {value}")
+        return s.invalid(key, f"must be > 0 (or 0 for off), got {value}", None)
     if value > maximum:
-        raise s.fail(key, f"must be <= {maximum:g}, got {value}")
+        return s.invalid(key, f"must be <= {maximum:g}, got {value}", None)
     return value
 
 
 def _parse_targets(s: _Section, base: Path | None) -> TargetConfig:
     files = tuple(_resolve_path(base, f) for f in s.strings("files", ()))
-    tables = s.get("groups", list, [])
     groups: list[TargetGroup] = []
-    for index, table in enumerate(tables, start=1):
+    for index, table in enumerate(s.get("groups", list, [])):
         if not isinstance(table, dict):
-            raise s.fail("groups", "expected [[targets.groups]] tables")
-        group = _Section(s.where, s.name, table, within=f"groups[{index}] ")
-        groups.append(_parse_group(group, base, taken={g.name for g in groups}))
+            s.record(s.fail(("groups", index), "expected a [[targets.groups]] table"))
+            continue
+        group = s.entry(("groups", index), table)
+        try:
+            groups.append(_parse_group(group, base, taken={g.name for g in groups}))
+        except ConfigError as exc:  # this group stops here; the others are still checked
+            group.record(exc)
+        for error in group.errors:
+            s.record(error)
         s.warnings.extend(group.warnings)
-        s.warnings.extend(group.unknown_keys())
+        s.warnings.extend(group.unknown_keys(_GROUP_KEYS))
     return TargetConfig(urls=s.strings("urls", ()), files=files, groups=tuple(groups))
 
 
@@ -172,10 +180,10 @@ def _parse_group(s: _Section, base: Path | None, *, taken: set[str]) -> TargetGr
     d = TargetGroup(name=name)
     jitter = s.get("jitter", (int, float), None)
     if jitter is not None and not 0 <= jitter < 1:
-        raise s.fail("jitter", "must be a fraction from 0 to below 1")
+        jitter = s.invalid("jitter", "must be a fraction from 0 to below 1", None)
     urls = s.strings("urls", ())
     files = tuple(_resolve_path(base, f) for f in s.strings("files", ()))
-    if not urls and not files:
+    if not urls and not files and not s.failed("urls", "files"):
         raise s.fail("urls", f"group {name!r} has neither urls nor files")
     return TargetGroup(name=name, interval=s.number("interval", d.interval, maximum=30 * DAY),
                        jitter=None if jitter is None else float(jitter), urls=urls,

@@ -42,8 +42,8 @@ def _alpn(s: _Section, default: tuple[str, ...]) -> tuple[str, ...]:
     alpn = s.strings("alpn", default)
     for name in alpn:
         if not 0 < len(name) <= MAX_ALPN_BYTES or not _printable_ascii(name):
-            raise s.fail("alpn", f"each entry is 1..{MAX_ALPN_BYTES} printable ASCII "
-                                 f"characters, got {name[:40]!r}")
+            return s.invalid("alpn", f"each entry is 1..{MAX_ALPN_BYTES} printable ASCII "
+                                     f"characters, got {name[:40]!r}", default)
     return alpn
 
 

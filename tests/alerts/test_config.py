@@ -40,16 +40,16 @@ def test_webhooks_with_tokens(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("table", "message"), [
     ({"confirm": 0}, "[alerts] confirm: must be >= 1"),
-    ({"webhooks": [{"url": "ftp://x.example/"}]}, "[alerts] webhooks: entry 0 url:"),
+    ({"webhooks": [{"url": "ftp://x.example/"}]}, "[alerts] webhooks[1] url:"),
     ({"webhooks": [{"url": "https://x.example/", "format": "xml"}]},
-     "[alerts] webhooks: entry 0 format: must be one of json, slack, matrix, text"),
+     "[alerts] webhooks[1] format: must be one of json, slack, matrix, text"),
     ({"webhooks": [{"url": "https://x.example/", "method": "PUT"}]},
-     "[alerts] webhooks: entry 0: unknown key 'method'"),
-    ({"webhooks": ["https://x.example/"]}, "[alerts] webhooks: entry 0: expected"),
+     "[alerts] webhooks[1]: unknown key 'method'"),
+    ({"webhooks": ["https://x.example/"]}, "[alerts] webhooks[1]: expected"),
     ({"webhooks": [{"url": "http://x.example/", "token": "t"}]},
-     "[alerts] webhooks: entry 0 url: a token would cross the network in plain http"),
+     "[alerts] webhooks[1] url: a token would cross the network in plain http"),
     ({"webhooks": [{"url": "https://x.example/", "token": "t", "token_file": "f"}]},
-     "[alerts] webhooks: entry 0 token_file: token or token_file, not both"),
+     "[alerts] webhooks[1] token_file: token or token_file, not both"),
     ({"heartbeat_url": "hc.example/ping"}, "[alerts] heartbeat_url: expected an http(s) URL"),
     ({"heartbeat_url": "https://hc.example:99999/"}, "[alerts] heartbeat_url: not a valid URL"),
     ({"timeout": 0}, "[alerts] timeout: must be > 0"),
@@ -66,4 +66,4 @@ def test_errors_are_one_line_and_name_the_key(table: dict[str, Any], message: st
 def test_unknown_alerts_key_is_a_warning() -> None:
     """An unknown key of [alerts] itself is reported like any other section's."""
     loaded = parse_config({"alerts": {"confrim": 2}}, where="k.toml")
-    assert loaded.warnings == ("k.toml: [alerts] unknown key 'confrim'",)
+    assert loaded.warnings == ("k.toml: [alerts] unknown key 'confrim'; did you mean 'confirm'?",)

@@ -105,8 +105,8 @@ def test_any_value_for_any_known_key_is_handled(case: tuple[tuple[str, str], Any
                          ids=["table", "list-of-tables", "date"])
 def test_every_key_rejects_a_wrong_type(name: str, key: str, value: Any) -> None:
     """No key takes a table, a list of tables or a date: each is a ConfigError naming the key
-    (for [[targets.groups]], which are tables, the entry's missing name)."""
-    with pytest.raises(ConfigError, match=rf"p\.toml: \[{name}\] {key}(\[1\] name)?: "):
+    (for a key that holds tables, its first entry, or [[targets.groups]]'s missing name)."""
+    with pytest.raises(ConfigError, match=rf"p\.toml: \[{name}\] {key}(\[1\]( name)?)?: "):
         parse_config({name: {key: value}}, where="p.toml")
 
 

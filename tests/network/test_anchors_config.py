@@ -30,12 +30,12 @@ def test_defaults_and_a_full_section() -> None:
 
 @pytest.mark.parametrize(("values", "message"), [
     ({"anchors": [{"target": "ftp://x.test/", "scope": "domestic"}]},
-     "[network] anchors: entry 0 target: unsupported scheme"),
+     "[network] anchors[1] target: unsupported scheme"),
     ({"anchors": [{"target": "tcp://1.1.1.1", "scope": "domestic"}]},
-     "[network] anchors: entry 0 target:"),
+     "[network] anchors[1] target:"),
     ({"anchors": [{"target": "tcp://1.1.1.1:443", "scope": "abroad"}]},
-     "[network] anchors: entry 0 scope: must be domestic or international"),
-    ({"anchors": [{"target": "tcp://1.1.1.1:443"}]}, "[network] anchors: entry 0: expected"),
+     "[network] anchors[1] scope: must be domestic or international"),
+    ({"anchors": [{"target": "tcp://1.1.1.1:443"}]}, "[network] anchors[1]: expected"),
     ({"anchors": [{"target": "tcp://1.1.1.1:443", "scope": "domestic", "x": 1}]},
      "unknown key 'x'"),
     ({"anchors": [{"target": "resolvers", "scope": "domestic"}] * 2}, "listed twice"),
