@@ -132,6 +132,8 @@ def test_the_cut_is_one_outage_and_explains_the_sweep_in_it(demo: DemoRun) -> No
     no target event comes from it; the recovery starts a full sweep."""
     network = [(e["kind"], e["to"]["state"]) for e in demo.events if e.get("scope") == "network"]
     assert network == [("outage", "international_outage"), ("recovered", "online")]
+    asns = {e["probe_asn"] for e in demo.events} | {r["probe_asn"] for r in demo.records}
+    assert asns == {"AS64501"}  # detected by [geoip]: the outage is on the records' network
     seqs = {e["kind"]: e["seq"] for e in demo.events if e.get("scope") == "network"}
     inside = [e for e in demo.events if seqs["outage"] < e["seq"] < seqs["recovered"]]
     assert inside == []
