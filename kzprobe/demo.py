@@ -8,11 +8,13 @@ chain. Every HTTP site shares one port and every HTTPS site another, so target U
 ``https://news.demo:<port>/``. :meth:`DemoNetwork.config_toml` writes the kzprobe config
 that sweeps it.
 
-The network has a border: the web server, the boxes in front of it and the control helper
-are "international"; the resolvers and a government portal (``gov.demo``, the domestic
-anchor) are "domestic". :meth:`DemoNetwork.cut_international` stops every international
-listener (connections are refused, which keeps the demo short; a real cut mostly times
-out) and :meth:`DemoNetwork.restore_international` brings them back on the same ports.
+The network has a border: the web server and the SNI filters on the path to it are
+"international" (so is the control helper, which ``kzprobe demo`` runs); the resolvers, a
+government portal (``gov.demo``, the domestic anchor) and the ISP's own blockpage proxy and
+interception box are "domestic". :meth:`DemoNetwork.cut_international` stops every
+international listener (connections are refused, which keeps the demo short; a real cut
+mostly times out) and :meth:`DemoNetwork.restore_international` starts them again on the
+same ports.
 
 Filtered sites are reached through their middlebox because DNS (honest and ISP alike)
 gives the middlebox's address: on loopback nothing can sit on the path, so the box *is*
@@ -90,9 +92,10 @@ _DOMESTIC_SITES = (
     Site(name="gov.demo", title="eGov Demo",
          body="Government services, hosted in the country: the probe's domestic anchor."),
 )
-# Services behind the border, stopped by a cut (the rest are domestic and stay up).
-INTERNATIONAL = ("web", "sni_reset", "sni_blackhole", "sni_throttle", "blockpage", "mitm",
-                 "mitm_divert")
+# Services behind the border, stopped by a cut: the sites and the SNI filters on the path to
+# them. The rest are domestic and stay up: the resolvers, gov.demo, and the ISP's own
+# blockpage proxy and interception box, which answer for their names by themselves.
+INTERNATIONAL = ("web", "sni_reset", "sni_blackhole", "sni_throttle")
 _BEHIND = {"vpn.demo": RESET_BOX, "media.demo": BLACKHOLE_BOX, "radio.demo": THROTTLE_BOX,
            "blocked.demo": BLOCKPAGE_BOX, "social.demo": MITM_BOX, "down.demo": DOWN}
 _TARGETS = (  # (scheme, name, category, what happens)

@@ -1,22 +1,22 @@
-"""``kzprobe demo``: the real daemon on a simulated censored network, in two runs.
+"""``kzprobe demo``: the real daemon (``kzprobe run``) on a simulated censored network.
 
 The network (:class:`kzprobe.demo.DemoNetwork`) runs on loopback in this process, with the
-control helper and an alert receiver (:class:`kzprobe.simnet.receiver.Receiver`, the
-webhook and the heartbeat). Both runs are :class:`kzprobe.service.Daemon` with one config:
+control helper and an alert receiver (:class:`kzprobe.simnet.receiver.Receiver`: the
+webhook and the heartbeat). One :class:`kzprobe.service.Daemon` sweeps it three times; the
+demo learns that a sweep is over (its events written) from the daemon's heartbeat:
 
-1. ``run --once``: every target swept once; the targets found blocked become ``blocked``
-   events (``[alerts] confirm = 1``: one sweep confirms a change).
-2. Between the runs the ISP starts blocking one site by DNS and the international link is
-   cut. The daemon (``run``) confirms the outage from its anchors before its first sweep,
-   whose records the outage explains (``x_outage``: no verdict, no alarm). The demo
-   restores the link once that sweep's heartbeat arrives; the daemon confirms the
-   recovery, sweeps every target at once and confirms the new block: one ``blocked``
-   event. The demo stops it at that sweep's heartbeat.
+1. Every target; those found blocked become ``blocked`` events (``[alerts] confirm = 1``:
+   one sweep confirms a change).
+2. The ISP starts blocking one site by DNS and the international link is cut; the demo asks
+   for the next sweep at once (as the daemon itself does on recovery) rather than an hour
+   later. Before it, the daemon's anchors confirm the outage (an ``outage`` event); the
+   outage explains the sweep's failures (``x_outage``: no verdict, no alarm).
+3. The demo restores the link: the daemon confirms the recovery (``recovered``), sweeps every
+   target at once and confirms the new block (one ``blocked`` event). The demo then stops it.
 
-The per-target state carries over between the runs in the output directory
-(``alerts-state.json``), so no block is announced twice. The summary goes to stdout
-(:mod:`kzprobe.demo_show`); the NDJSON, the event log and an HTML report go to the output
-directory, which holds this run only: a previous demo's files are removed first.
+The summary goes to stdout (:mod:`kzprobe.demo_show`); the NDJSON, the event log and an HTML
+report go to the output directory, which holds this run only: a previous demo's files are
+removed first.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 from kzprobe.config import Config, parse_config
 from kzprobe.demo import DemoNetwork
-from kzprobe.demo_show import Shown, observed, show_run1, show_run2, show_the_rest
+from kzprobe.demo_show import Shown, observed, show_first, show_later, show_the_rest
 from kzprobe.errors import KzprobeError
 from kzprobe.helper import start_helper
 from kzprobe.network.monitor import ANCHORS_GROUP
@@ -42,9 +42,9 @@ __all__ = ["observed", "run_demo"]
 
 CONFIG_NAME = "demo-config.toml"  # also marks a directory as the demo's own output
 _OWN_FILES = ("kzprobe-*", "events-*.ndjson", "alerts-*.json", "report.html", CONFIG_NAME)
-SWITCHED_SITE = "news.demo"  # the ISP starts blocking it by DNS between the runs
+SWITCHED_SITE = "news.demo"  # the ISP starts blocking it by DNS after the first sweep
 WEBHOOK, HEARTBEAT = "/alerts", "/heartbeat"
-SWEEP_WAIT = 90.0  # seconds the demo waits for one sweep of the second run
+SWEEP_WAIT = 90.0  # seconds the demo waits for one sweep
 
 
 def clear_previous(output: Path) -> int:
@@ -135,7 +135,7 @@ class Story:
 
 
 async def run_demo(output: Path, out: TextIO = sys.stdout) -> int:
-    """Start the demo network, run the daemon twice over it, print what was found.
+    """Start the demo network, run the daemon over it, print what was found.
 
     ``output`` is an existing, absolute directory (the CLI prepares it).
     """
@@ -154,40 +154,31 @@ async def run_demo(output: Path, out: TextIO = sys.stdout) -> int:
 
 
 async def _run(story: Story) -> int:
+    """The daemon's three sweeps; it is stopped at the third one's heartbeat (or a failure)."""
     config = await asyncio.to_thread(story.config)
-    targets = story.targets()
-    code = await Daemon(config, targets, on_record=story.sweeps.add).serve(once=True)
-    show_run1(story.out, story.network.targets, story.sweeps.order)
-    if code != 0:
-        return code
-    story.network.block_by_dns(SWITCHED_SITE)
-    await story.helper.stop()
-    await story.network.cut_international()
-    code = await _run_through_outage(story, config, targets)
-    show_run2(story.out, story.sweeps.order, SWITCHED_SITE)
-    return code
-
-
-async def _run_through_outage(story: Story, config: Config, targets: list[Target]) -> int:
-    """The daemon started during the cut: its first sweep, the link back, the full sweep
-    the recovery starts; stopped at that sweep's heartbeat."""
-    beats = len(story.receiver.received(HEARTBEAT))
-    daemon = Daemon(config, targets, on_record=story.sweeps.add)
+    daemon = Daemon(config, story.targets(), on_record=story.sweeps.add)
     running = asyncio.create_task(daemon.serve(once=False))
     failed = None
     try:
-        await _heartbeat(story.receiver, beats + 1, running)
+        await _heartbeat(story.receiver, 1, running)
+        show_first(story.out, story.network.targets, story.sweeps.order)
+        story.network.block_by_dns(SWITCHED_SITE)
+        await story.helper.stop()
+        await story.network.cut_international()
+        daemon.sweeps.all_due_now()  # the next sweep now, not an [schedule] interval later
+        await _heartbeat(story.receiver, 2, running)
         await story.helper.start()
         await story.network.restore_international()
-        await _heartbeat(story.receiver, beats + 2, running)
+        await _heartbeat(story.receiver, 3, running)  # the full sweep the recovery starts
     except (TimeoutError, KzprobeError) as exc:
         failed = str(exc) or "no heartbeat from the daemon in time"
     finally:
         if not running.done():
             daemon.request_stop()
         code = await running
+    show_later(story.out, story.sweeps.order, SWITCHED_SITE)
     if failed is not None:
-        story.out.write(f"\nkzprobe demo: the second run did not finish: {failed}\n")
+        story.out.write(f"\nkzprobe demo: the daemon did not finish its sweeps: {failed}\n")
         return code or 1
     return code
 

@@ -1,5 +1,6 @@
-"""What ``kzprobe demo`` prints: per target what was simulated and what was measured, what
-changed in the second run, the event log, the webhook's POSTs and where the files are.
+"""What ``kzprobe demo`` prints: per target what was simulated and what was measured, the
+sweep in the cut and what changed after it, the event log, the webhook's POSTs and where the
+files are.
 
 Values are written as in the records (JSON: ``true``, ``false``, ``null``, double-quoted
 strings), so what the summary says can be found in the NDJSON as it is.
@@ -73,13 +74,12 @@ def _states(sweep: Sweep) -> str:
     return ", ".join(states) or "none"
 
 
-def show_run1(out: TextIO, targets: Sequence[DemoTarget], sweeps: Sequence[Sweep]) -> None:
-    """Run 1: every target, what the network does to it and what kzprobe measured."""
+def show_first(out: TextIO, targets: Sequence[DemoTarget], sweeps: Sequence[Sweep]) -> None:
+    """Sweep 1: every target, what the network does to it and what kzprobe measured."""
     first = sweeps[0] if sweeps else {}
     width = max(len(t.url) for t in targets)
-    out.write("\nkzprobe demo: the real daemon on a simulated censored network (loopback)\n\n"
-              f"Run 1, `kzprobe run --once`: every target once (network state: "
-              f"{_states(first)})\n")
+    out.write("\nkzprobe demo: the daemon (`kzprobe run`) on a simulated censored network "
+              f"(loopback)\n\nSweep 1, every target (network state: {_states(first)}):\n")
     for target in targets:
         record = first.get(target.url)
         seen = observed(record["test_keys"]) if record else "no record"
@@ -87,32 +87,36 @@ def show_run1(out: TextIO, targets: Sequence[DemoTarget], sweeps: Sequence[Sweep
         out.write(f"      simulated: {target.what_happens}\n      measured:  {seen}\n")
 
 
-def show_run2(out: TextIO, sweeps: Sequence[Sweep], switched: str) -> None:
-    """Run 2: the sweep in the cut (set aside) and the full sweep after recovery (what
-    differs from run 1)."""
-    out.write(f"\nBetween the runs the ISP starts answering NXDOMAIN for {switched}, and the "
-              "international link is cut:\nthe sites, the boxes in front of them and the "
-              "control helper refuse connections.\n\nRun 2, `kzprobe run` (the daemon; "
-              "the demo stops it after two sweeps):\n")
+def show_later(out: TextIO, sweeps: Sequence[Sweep], switched: str) -> None:
+    """Sweeps 2 and 3: the one in the cut (set aside) and the full one after the recovery
+    (what differs from sweep 1)."""
+    out.write(f"\nThen the ISP starts answering NXDOMAIN for {switched}, and the international "
+              "link is cut: the sites,\nthe SNI filters on the path to them and the control "
+              "helper refuse connections. The demo asks for a sweep.\n")
     if len(sweeps) < 3:
-        out.write(f"  only {max(0, len(sweeps) - 1)} of its 2 sweeps were recorded\n")
+        out.write(f"  only {len(sweeps)} of the 3 sweeps were recorded\n")
         return
     first, cut, after = sweeps[0], sweeps[1], sweeps[2]
     flagged = [r for r in cut.values() if r.get("x_outage") is True]
     kept = [f"{url} {', '.join(_verdict(r)[1])}" for url, r in cut.items()
             if r.get("x_outage") is not True and _verdict(r)[1]]
-    out.write(f"  sweep during the cut (network state: {_states(cut)}): {len(cut)} records, "
-              f"{len(flagged)} with x_outage: true\n      (the outage explains their "
-              "failure: no verdict and no alarm from them)\n")
+    out.write(f"\nSweep 2, in the cut (network state: {_states(cut)}): {len(flagged)} of "
+              f"{len(cut)} records say x_outage: true\n  (the outage explains their failure: "
+              "no verdict and no alarm from them)\n")
     if kept:
-        out.write(f"      still reported, as no outage produces it: {'; '.join(kept)}\n")
-    out.write(f"  the link is back: the daemon confirms the recovery and sweeps every target "
-              f"at once\n  (network state: {_states(after)}); what differs from run 1:\n")
+        out.write(f"  still reported, as no outage produces it: {'; '.join(kept)}\n")
+    bare = [url for url, r in cut.items() if r.get("x_outage") is not True
+            and not _verdict(r)[1] and _verdict(r)[0] is None]
+    if bare:
+        out.write(f"  no verdict (the control helper is abroad, nothing self-proving): "
+                  f"{'; '.join(bare)}\n")
     changed = [url for url, r in after.items()
                if url not in first or _verdict(first[url]) != _verdict(r)]
+    out.write(f"\nThe link is back. Sweep 3, every target at once after the recovery (network "
+              f"state: {_states(after)}):\n")
     for url in changed:
-        out.write(f"      {url}  {observed(after[url]['test_keys'])}\n")
-    out.write(f"      the other {len(after) - len(changed)} targets: as in run 1\n")
+        out.write(f"  {url}  {observed(after[url]['test_keys'])}\n")
+    out.write(f"  the other {len(after) - len(changed)} targets: as in sweep 1\n")
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,7 +160,8 @@ async def test_blockpage_mitm_and_down(net: DemoNetwork) -> None:
 
 async def test_cut_refuses_abroad_and_restore_serves_again(net: DemoNetwork) -> None:
     """A cut stops every international listener (connections refused) and leaves the
-    domestic ones (the resolvers, gov.demo); the restore serves on the same ports again."""
+    domestic ones (the resolvers, gov.demo, the ISP's blockpage proxy); the restore serves
+    on the same ports again."""
     ctx = ssl.create_default_context(cafile=str(net.ca_file))
     news_name, news = await _endpoint(net, _target(net, "news.demo"))
     vpn_name, vpn = await _endpoint(net, _target(net, "vpn.demo"))
@@ -173,6 +174,8 @@ async def test_cut_refuses_abroad_and_restore_serves_again(net: DemoNetwork) -> 
     with pytest.raises(ConnectionRefusedError):
         await http_get(parse_hostport(net.addresses()["web"]["http"]), "plain.demo")
     domestic = split(await https_get((gov_ip, net.https_port), "gov.demo", ctx))[0]
+    name, address = await _endpoint(net, _target(net, "blocked.demo"))
+    assert "Страница заблокирована" in split(await http_get(address, name))[2].decode()
     await net.restore_international()
     assert not net.international_cut
     back = split(await https_get(news, news_name, ctx))[0]
