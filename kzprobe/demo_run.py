@@ -189,5 +189,5 @@ async def _heartbeat(receiver: Receiver, count: int, running: asyncio.Task[int])
     await asyncio.wait({waiting, running}, return_when=asyncio.FIRST_COMPLETED)
     if not waiting.done():
         waiting.cancel()
-        raise KzprobeError("the daemon stopped before its sweep was over")
+        raise KzprobeError("the daemon stopped before its sweep was over (a stop signal?)")
     waiting.result()

@@ -152,7 +152,8 @@ async def show_the_rest(shown: Shown, output: Path, out: TextIO, *, removed: int
     """The event log, the webhook's POSTs, the files and the HTML report."""
     await asyncio.to_thread(_events, out, output)
     kinds = ", ".join(_post_kind(p) for p in shown.posts) or "nothing"
-    out.write(f"The demo's webhook received {len(shown.posts)} POSTs (format json): {kinds}\n")
+    posts = f"{len(shown.posts)} POST" + ("" if len(shown.posts) == 1 else "s")
+    out.write(f"The demo's webhook received {posts} (format json): {kinds}\n")
     fresh = " (a previous demo's files were removed first)" if removed else ""
     out.write(f"\n{shown.records} records ({shown.anchors} of them the anchors' checks) "
               f"written as NDJSON under {output}/{fresh}\n")
