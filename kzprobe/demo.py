@@ -8,6 +8,14 @@ chain. Every HTTP site shares one port and every HTTPS site another, so target U
 ``https://news.demo:<port>/``. :meth:`DemoNetwork.config_toml` writes the kzprobe config
 that sweeps it.
 
+The network has a border: the web server and the SNI filters on the path to it are
+"international" (so is the control helper, which ``kzprobe demo`` runs); the resolvers, a
+government portal (``gov.demo``, the domestic anchor) and the ISP's own blockpage proxy and
+interception box are "domestic". :meth:`DemoNetwork.cut_international` stops every
+international listener (connections are refused, which keeps the demo short; a real cut
+mostly times out) and :meth:`DemoNetwork.restore_international` starts them again on the
+same ports.
+
 Filtered sites are reached through their middlebox because DNS (honest and ISP alike)
 gives the middlebox's address: on loopback nothing can sit on the path, so the box *is*
 the path. That keeps DNS consistent for SNI blocking and MITM, as OONI found in
@@ -26,7 +34,7 @@ from types import TracebackType
 from typing import NamedTuple, Self
 
 from kzprobe.simnet.blockpage import BlockpageProxy
-from kzprobe.simnet.common import HostPort, NameRules, Service, format_hostport
+from kzprobe.simnet.common import HostPort, NameRules, Service, format_hostport, parse_hostport
 from kzprobe.simnet.dns import Behaviour, DnsServer, Zone
 from kzprobe.simnet.mitm import MitmBox
 from kzprobe.simnet.pki import Pki, PkiFiles, process_pki
@@ -46,6 +54,8 @@ class DemoTarget(NamedTuple):
 # config declares "not a bogon"; the ISP's forged answer .100 is outside it on purpose.
 AUTH_DNS, ISP_DNS, WEB, RESET_BOX, BLACKHOLE_BOX, THROTTLE_BOX, BLOCKPAGE_BOX, MITM_BOX, DOWN = (
     10, 11, 20, 21, 22, 23, 24, 25, 26)
+GOV = 12  # a domestic site (the domestic anchor): inside the border
+RECEIVER = 13  # the operator's alert receiver (webhook and heartbeat): never cut
 MITM_ENGINE = 27  # the interception box proper; MITM_BOX diverts the targeted name to it
 HELPER = 30  # the control helper listens here ...
 OUTSIDE = 50  # ... and dials from here: the censor lets this "foreign" source through
@@ -75,7 +85,17 @@ _SITES = (
     Site(name="large.demo", kind="large", size=LARGE_BYTES),
     Site(name="echo.demo", kind="echo"),
     Site(name="missing.demo", kind="not_found"),
+    Site(name="example.demo", title="Example Domain",
+         body="A reference site abroad: the probe's international anchor."),
 )
+_DOMESTIC_SITES = (
+    Site(name="gov.demo", title="eGov Demo",
+         body="Government services, hosted in the country: the probe's domestic anchor."),
+)
+# Services behind the border, stopped by a cut: the sites and the SNI filters on the path to
+# them. The rest are domestic and stay up: the resolvers, gov.demo, and the ISP's own
+# blockpage proxy and interception box, which answer for their names by themselves.
+INTERNATIONAL = ("web", "sni_reset", "sni_blackhole", "sni_throttle")
 _BEHIND = {"vpn.demo": RESET_BOX, "media.demo": BLACKHOLE_BOX, "radio.demo": THROTTLE_BOX,
            "blocked.demo": BLOCKPAGE_BOX, "social.demo": MITM_BOX, "down.demo": DOWN}
 _TARGETS = (  # (scheme, name, category, what happens)
@@ -114,6 +134,8 @@ class DemoNetwork:
         self.files: PkiFiles | None = None
         self.services: dict[str, Service] = {}
         self._placeholders: list[socket.socket] = []
+        self._cut: list[socket.socket] = []  # held while the international link is cut
+        self._isp: DnsServer | None = None
         self.http_port = self.https_port = self.dns_port = 0
 
     def ip(self, host: int) -> str:
@@ -165,8 +187,11 @@ class DemoNetwork:
         auth = DnsServer((self.ip(AUTH_DNS), 0), zone=self._zone())
         await self._add("auth_dns", auth)
         self.dns_port = auth.address[1]
-        await self._add("isp_dns", DnsServer((self.ip(ISP_DNS), self.dns_port),
-                                             rules=self._isp_rules(), authoritative=False))
+        self._isp = DnsServer((self.ip(ISP_DNS), self.dns_port), rules=self._isp_rules(),
+                              authoritative=False)
+        await self._add("isp_dns", self._isp)
+        await self._add("gov", WebServer(self.ip(GOV), _DOMESTIC_SITES, http_port=None,
+                                         https_port=self.https_port, ca=pki.public))
         await self._start_middleboxes(pki)
         for host in (DOWN, BOGUS):  # bound, never listening: connections are refused
             for port in (self.http_port, self.https_port):
@@ -203,15 +228,46 @@ class DemoNetwork:
         for service in reversed(list(self.services.values())):
             await service.stop()
         self.services.clear()
-        for sock in self._placeholders:
+        for sock in [*self._placeholders, *self._cut]:
             sock.close()
         self._placeholders.clear()
+        self._cut.clear()
 
     async def stop(self) -> None:
         """Stop every server and remove the work directory if it was ours."""
         await self._stop_services()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # ----------------------------------------------------------------- what the demo switches
+
+    @property
+    def international_cut(self) -> bool:
+        return bool(self._cut)
+
+    async def cut_international(self) -> None:
+        """Stop every listener behind the border; hold its address so it stays refused."""
+        if self._cut:
+            return
+        for name in reversed(INTERNATIONAL):
+            service = self.services[name]
+            bound = [parse_hostport(a) for a in service.addresses().values()]
+            await service.stop()
+            self._cut.extend(_placeholder(host, port, reuse=True) for host, port in bound)
+
+    async def restore_international(self) -> None:
+        """Start the international listeners again, each on its old address."""
+        for sock in self._cut:
+            sock.close()
+        self._cut.clear()
+        for name in INTERNATIONAL:
+            await self.services[name].start()
+
+    def block_by_dns(self, name: str) -> None:
+        """The ISP resolver answers NXDOMAIN for ``name`` from now on (the honest one not)."""
+        if self._isp is None:
+            raise RuntimeError("not started")
+        self._isp.set_rule(name, "nxdomain")
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -226,6 +282,7 @@ class DemoNetwork:
     def _zone(self) -> Zone:
         addresses = {site.name: [self.ip(_BEHIND.get(site.name, WEB))] for site in _SITES}
         addresses["down.demo"] = [self.ip(DOWN)]
+        addresses.update({site.name: [self.ip(GOV)] for site in _DOMESTIC_SITES})
         return Zone.build(addresses, {"www.news.demo": "news.demo"})
 
     def _isp_rules(self) -> NameRules[Behaviour]:
@@ -251,6 +308,19 @@ class DemoNetwork:
         return self.files.ca_file
 
     @property
+    def receiver_host(self) -> str:
+        """Where ``kzprobe demo`` runs its alert receiver (domestic: a cut leaves it up)."""
+        return self.ip(RECEIVER)
+
+    @property
+    def anchors(self) -> list[tuple[str, str]]:
+        """``[network] anchors`` as (target, scope): a site on each side of the border and
+        the ISP resolver (the control helper counts as international by itself)."""
+        return [(f"https://gov.demo:{self.https_port}/", "domestic"),
+                ("resolvers", "domestic"),
+                (f"https://example.demo:{self.https_port}/", "international")]
+
+    @property
     def isp_resolver(self) -> str:
         return format_hostport((self.ip(ISP_DNS), self.dns_port))
 
@@ -262,8 +332,9 @@ class DemoNetwork:
         """Every running component's bound addresses, by role."""
         return {name: service.addresses() for name, service in self.services.items()}
 
-    def helper_config_toml(self) -> str:
-        """Config for the demo's control helper: the honest resolver, outside the censor."""
+    def helper_config_toml(self, port: int = 0) -> str:
+        """Config for the demo's control helper: the honest resolver, outside the censor
+        (``port`` 0 picks one; a restart after a cut passes the old one)."""
         q = json.dumps
         return f"""# kzprobe demo: the control vantage ("outside the country"; generated)
 [dns]
@@ -280,7 +351,7 @@ tls = 2.0
 http = 3.0
 
 [helper]
-listen = "{self.helper_listen}:0"
+listen = "{self.helper_listen}:{port}"
 bind_address = {q(self.outside_address)}
 allow_nets = [{q(self.not_bogon)}]
 rate_per_client = 1000.0
@@ -293,14 +364,20 @@ allowed_ports = ["1-65535"]  # the demo's sites listen on ephemeral loopback por
         prefix finds no ASN, and the analysis falls back to its TLS stand-in)."""
         return f"\n[geoip]\nasn_db = {json.dumps(str(DEMO_ASN_DB))}\n"
 
-    def config_toml(self, output_dir: Path, *, helper_url: str | None = None) -> str:
-        """A kzprobe config that sweeps the demo targets through the ISP resolver."""
+    def config_toml(self, output_dir: Path, *, helper_url: str | None = None,
+                    webhook_url: str | None = None, heartbeat_url: str = "") -> str:
+        """A kzprobe config that sweeps the demo targets through the ISP resolver, confirms
+        a change in one sweep, tells ``webhook_url`` (format json) and watches the border."""
         q = json.dumps  # a JSON string is a valid TOML basic string
+        webhooks = f"{{ url = {q(webhook_url)}, format = \"json\" }}" if webhook_url else ""
+        anchors = "".join(f"  {{ target = {q(target)}, scope = {q(scope)} }},\n"
+                          for target, scope in self.anchors)
         return _CONFIG_TEMPLATE.format(
             resolver=q(self.isp_resolver), ca_file=q(str(self.ca_file)),
             urls="".join(f"  {q(t.url, ensure_ascii=False)},\n" for t in self.targets),
             output_dir=q(str(output_dir)), not_bogon=self.not_bogon,
-            bogus=self.ip(BOGUS), helper_url=q(helper_url) if helper_url else "") \
+            bogus=self.ip(BOGUS), helper_url=q(helper_url) if helper_url else "",
+            webhooks=webhooks, heartbeat_url=q(heartbeat_url), anchors=anchors) \
             + self._geoip_toml()
 
 
@@ -309,6 +386,7 @@ _CONFIG_TEMPLATE = """\
 [probe]
 # asn and network_name are detected with [geoip] (the bundled demo database)
 cc = "ZZ"
+id = "demo"
 
 [dns]
 resolvers = [{resolver}]
@@ -337,6 +415,10 @@ urls = [
 [output]
 dir = {output_dir}
 compress = "none"
+store_bodies = "always"  # small pages: the summary shows each page's title
+
+[service]
+metrics_listen = ""  # no /metrics port for a demo
 
 [control]
 helper_url = [{helper_url}]
@@ -347,6 +429,19 @@ not_bogon = ["{not_bogon}"]
 retries = 1
 benign_sni = "benign.demo"
 throttle_min_seconds = 1.0
+
+[alerts]
+confirm = 1  # one sweep confirms a change (deployments: 2, so one odd sweep is no alarm)
+webhooks = [{webhooks}]
+heartbeat_url = {heartbeat_url}  # POSTed after every finished sweep
+
+[network]
+anchors = [
+{anchors}]
+interval = 1.0  # seconds between anchor checks (deployments: 30)
+recheck = 0.25  # ... while a change waits for confirmation
+outage_rate = 0.5
+degraded_min_seconds = 5.0  # loopback times are too short to judge throttling by
 """
 
 
@@ -356,10 +451,13 @@ def _filter(listen: HostPort, upstream: HostPort, name: str, action: str, *,
     return SniFilter(listen, upstream, rules=rules, blackhole_seconds=30.0, exempt=exempt)
 
 
-def _placeholder(host: str, port: int) -> socket.socket:
-    """Hold ``host:port`` without listening, so nothing else can serve it."""
+def _placeholder(host: str, port: int, *, reuse: bool = False) -> socket.socket:
+    """Hold ``host:port`` without listening, so nothing else can serve it (``reuse``: the
+    address was just served, and its closed connections may linger in TIME_WAIT)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     except OSError:
         sock.close()

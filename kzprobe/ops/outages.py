@@ -12,16 +12,19 @@ network state: the daemon cannot tell, so it does not claim ``online``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
 from kzprobe.alerts.core import Alerts
+from kzprobe.config.model import ProbeConfig
 from kzprobe.network import HelperProbe, NetworkMonitor, Transition, network_event
 from kzprobe.network.state import OUTAGES
 from kzprobe.ops.readings import Readings, Running
 from kzprobe.targets import Target
+from kzprobe.verdict.locate import UNSET
 
 log = structlog.get_logger("kzprobe.ops.outages")
 
@@ -88,11 +91,26 @@ class NetworkWatch:
         config = self.running.config
         alerts = self.alerts()
         if alerts is not None:
-            await alerts.emit([network_event(change, probe=config.probe,
+            await alerts.emit([network_event(change, probe=self._located(config.probe),
                                              probe_id=config.probe.id)])
         if change.from_state in OUTAGES and change.to_state not in OUTAGES:
             log.info("network_recovered_full_sweep", state=change.to_state)
             self.on_recovery()
+
+    def _located(self, probe: ProbeConfig) -> ProbeConfig:
+        """The probe as its records name it: where ``[probe]`` leaves a field at its default,
+        the network ``[geoip]`` detected (else an outage event says AS0 while the records
+        it explains say the real ASN)."""
+        engine = self.running.engine
+        location = engine.pipeline.locator.location if engine is not None else None
+        found = location.fields() if location is not None else {}
+
+        def pick(name: str, key: str) -> str:
+            mine: str = getattr(probe, name)
+            return found.get(key, mine) if mine == UNSET[key] else mine
+
+        return dataclasses.replace(probe, asn=pick("asn", "probe_asn"), cc=pick("cc", "probe_cc"),
+                                   network_name=pick("network_name", "probe_network_name"))
 
     async def aclose(self) -> None:
         self.monitor.stop()

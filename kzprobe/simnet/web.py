@@ -134,6 +134,7 @@ class WebServer(Service):
     async def _serve(self, runner: web.AppRunner, scheme: str, port: int) -> None:
         sock = bind_tcp(self.host, port)
         self._bound[scheme] = sock_address(sock)
+        self.ports[scheme] = self._bound[scheme][1]  # a restart listens where this one did
         ctx = self._tls_context() if scheme == "https" else None
         await web.SockSite(runner, sock, ssl_context=ctx).start()
 

@@ -156,3 +156,39 @@ async def test_blockpage_mitm_and_down(net: DemoNetwork) -> None:
     assert "Страница заблокирована" in blocked
     assert classify(mitm.value) == "ssl_unknown_authority"
     assert classify(down.value) == "connection_refused"
+
+
+async def test_cut_refuses_abroad_and_restore_serves_again(net: DemoNetwork) -> None:
+    """A cut stops every international listener (connections refused) and leaves the
+    domestic ones (the resolvers, gov.demo, the ISP's blockpage proxy); the restore serves
+    on the same ports again."""
+    ctx = ssl.create_default_context(cafile=str(net.ca_file))
+    news_name, news = await _endpoint(net, _target(net, "news.demo"))
+    vpn_name, vpn = await _endpoint(net, _target(net, "vpn.demo"))
+    _, (gov_ip,) = await _resolve("gov.demo", net.isp_resolver)
+    await net.cut_international()
+    assert net.international_cut
+    for name, address in ((news_name, news), (vpn_name, vpn)):
+        with pytest.raises(ConnectionRefusedError):
+            await tls_connect(address, name, ctx)
+    with pytest.raises(ConnectionRefusedError):
+        await http_get(parse_hostport(net.addresses()["web"]["http"]), "plain.demo")
+    domestic = split(await https_get((gov_ip, net.https_port), "gov.demo", ctx))[0]
+    name, address = await _endpoint(net, _target(net, "blocked.demo"))
+    assert "Страница заблокирована" in split(await http_get(address, name))[2].decode()
+    await net.restore_international()
+    assert not net.international_cut
+    back = split(await https_get(news, news_name, ctx))[0]
+    with pytest.raises(ConnectionResetError):  # the SNI filter is back in front of vpn.demo
+        await tls_connect(vpn, vpn_name, ctx)
+    assert (domestic, back) == (200, 200)
+
+
+async def test_block_by_dns_changes_the_isp_resolver_only(net: DemoNetwork) -> None:
+    """The ISP resolver answers NXDOMAIN from then on; the honest one still has the site."""
+    before = await _resolve("news.demo", net.isp_resolver)
+    net.block_by_dns("news.demo")
+    isp = await _resolve("news.demo", net.isp_resolver)
+    honest = await _resolve("news.demo", net.honest_resolver)
+    assert before[0] == RCODE.NOERROR and before[1] == honest[1]
+    assert isp == (RCODE.NXDOMAIN, [])
