@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from kzprobe import __version__
 from kzprobe.errors import KzprobeError
+from kzprobe.measure.traffic import record_bytes
 from kzprobe.verdict.outcome import OUTCOMES, outcome
 
 SWEEP_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400)
@@ -103,6 +104,10 @@ class Metrics:
         self.control_failures = Counter("kzprobe_control_failures",
                                         "Measurements whose control request failed.",
                                         registry=reg)
+        self.network_bytes = Counter("kzprobe_network_bytes",
+                                     "Bytes measurements moved over the network (x_bytes: "
+                                     "TCP stream incl. TLS, UDP payloads, DNS), by direction.",
+                                     ["direction"], registry=reg)
         self.sweep_duration = Histogram("kzprobe_sweep_duration_seconds",
                                         "Duration of finished sweeps.", buckets=SWEEP_BUCKETS,
                                         registry=reg)
@@ -120,6 +125,8 @@ class Metrics:
             self.measurements.labels(result)  # export zeros, so rates work from the start
         for result in ("success", "failure"):
             self.reloads.labels(result)
+        for direction in ("sent", "received"):
+            self.network_bytes.labels(direction)
         reg.register(_Mirror(read))
         ProcessCollector(registry=reg)
 
@@ -131,6 +138,9 @@ class Metrics:
             self.interference.labels(code).inc()
         if keys.get("control_failure"):
             self.control_failures.inc()
+        sent, received = record_bytes(record)
+        self.network_bytes.labels("sent").inc(sent)
+        self.network_bytes.labels("received").inc(received)
 
 
 def _codes(value: object) -> Iterable[str]:
