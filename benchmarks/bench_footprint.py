@@ -308,27 +308,18 @@ def record_bytes(out: Path) -> dict[str, dict[str, int]]:
     per: dict[str, dict[str, int]] = defaultdict(
         lambda: {"sent": 0, "received": 0, "n": 0, "dns_sent": 0, "dns_received": 0,
                  "big_received": 0, "big_sent": 0})
-    runtimes: list[Any] = []
     for record in iter_records(list_segments([out])):
         sweep = per[record["annotations"].get("kzprobe_sweep", "?")]
         counted = record["test_keys"].get("x_bytes") or {}
         sweep["sent"] += counted.get("sent", 0)
         sweep["received"] += counted.get("received", 0)
         sweep["n"] += 1
-        out, back = _dns_bytes(record)
-        sweep["dns_sent"] += out
-        sweep["dns_received"] += back
+        dns_sent, dns_received = _dns_bytes(record)
+        sweep["dns_sent"] += dns_sent
+        sweep["dns_received"] += dns_received
         if int(record["input"].rsplit("/", 1)[1]) > CAP:  # TCP bytes of the big bodies
-            sweep["big_sent"] += counted.get("sent", 0) - out
-            sweep["big_received"] += counted.get("received", 0) - back
-        if os.environ.get("FOOTPRINT_DEBUG"):
-            runtimes.append((round(record.get("test_runtime", 0), 2),
-                             record["test_keys"].get("x_attempts"),
-                             record["test_keys"].get("blocking"),
-                             record["test_keys"].get("http_experiment_failure")))
-    if runtimes:
-        runtimes.sort()
-        print("runtimes", runtimes[:: max(1, len(runtimes) // 20)], file=sys.stderr)
+            sweep["big_sent"] += counted.get("sent", 0) - dns_sent
+            sweep["big_received"] += counted.get("received", 0) - dns_received
     return dict(per)
 
 

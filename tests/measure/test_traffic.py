@@ -221,3 +221,23 @@ def test_record_bytes_reads_only_well_formed_counts() -> None:
     assert traffic.record_bytes({"test_keys": {"x_bytes": {"sent": 4, "received": 9}}}) == (4, 9)
     assert traffic.record_bytes({"test_keys": {}}) == (0, 0)
     assert traffic.record_bytes({"test_keys": {"x_bytes": {"sent": "x"}}}) == (0, 0)
+
+
+def test_sweep_summary_and_metrics_add_up_x_bytes() -> None:
+    """The sweep's sums and kzprobe_network_bytes_total{direction} count every record."""
+    from prometheus_client import generate_latest
+
+    from kzprobe.engine import SweepSummary
+    from kzprobe.ops.metrics import Metrics, Reading
+
+    records = [{"test_keys": {"x_bytes": {"sent": 100, "received": 2000}}},
+               {"test_keys": {"x_bytes": {"sent": 7, "received": 30}}}, {"test_keys": {}}]
+    summary = SweepSummary(sweep_id="s")
+    metrics = Metrics(lambda: Reading(0, 0, 0, 0, 0, 0, 0, 0, False, 0, 0.0, 0.0))
+    for record in records:
+        summary.add(record)
+        metrics.observe(record)
+    assert (summary.bytes_sent, summary.bytes_received) == (107, 2030)
+    text = generate_latest(metrics.registry).decode()
+    assert 'kzprobe_network_bytes_total{direction="sent"} 107.0' in text
+    assert 'kzprobe_network_bytes_total{direction="received"} 2030.0' in text
