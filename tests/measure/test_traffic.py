@@ -241,3 +241,32 @@ def test_sweep_summary_and_metrics_add_up_x_bytes() -> None:
     text = generate_latest(metrics.registry).decode()
     assert 'kzprobe_network_bytes_total{direction="sent"} 107.0' in text
     assert 'kzprobe_network_bytes_total{direction="received"} 2030.0' in text
+
+
+async def test_udp_exchange_counts_datagram_payloads() -> None:
+    """Every datagram sent (retransmissions too) and every one received is charged."""
+    from kzprobe.measure.clock import Stopwatch
+    from kzprobe.measure.steps import udp
+
+    seen: list[int] = []
+
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            seen.append(len(data))
+            if len(seen) >= 2:  # the first try goes unanswered: a retransmission follows
+                self.transport.sendto(b"r" * 300, addr)
+
+    loop = asyncio.get_running_loop()
+    server, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+    port = server.get_extra_info("sockname")[1]
+    try:
+        with traffic.metered() as meter:
+            result = await udp.exchange("127.0.0.1", port, b"q" * 40, accept=lambda d: True,
+                                        timeout=3.0, tries=3, clock=Stopwatch())
+    finally:
+        server.close()
+    assert result.failure is None and seen == [40, 40]
+    assert meter.totals() == {"sent": 80, "received": 300}
