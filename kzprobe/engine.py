@@ -20,6 +20,7 @@ import structlog
 
 from kzprobe.config import Config
 from kzprobe.errors import FAILURE_INTERRUPTED, classify
+from kzprobe.measure import traffic
 from kzprobe.measure.context import Experiment, Stopwatch
 from kzprobe.measure.loader import experiment_for
 from kzprobe.measure.ratelimit import PriorityGate, TokenBucket
@@ -70,6 +71,8 @@ class SweepSummary:
     failures: int = 0
     anomalies: int = 0
     interrupted: int = 0
+    bytes_sent: int = 0  # x_bytes of the records measured
+    bytes_received: int = 0
     started: float = field(default_factory=time.monotonic)
     duration: float = 0.0
 
@@ -80,6 +83,9 @@ class SweepSummary:
         self.failures += word == outcomes.FAILURE
         self.anomalies += word == outcomes.ANOMALY
         self.interrupted += word == outcomes.INTERRUPTED
+        sent, received = traffic.record_bytes(record)
+        self.bytes_sent += sent
+        self.bytes_received += received
 
 
 class Engine:
@@ -127,9 +133,13 @@ class Engine:
         await self.pipeline.aclose()
 
     async def measure(self, target: Target, *, sweep_id: str | None = None) -> dict[str, Any]:
-        """Measure one target (again, while it looks blocked); always returns a record."""
-        return await self.pipeline.run(
-            target.url, lambda: self._measure_once(target, sweep_id))
+        """Measure one target (again, while it looks blocked); always returns a record,
+        with the bytes all its attempts moved (``x_bytes``)."""
+        with traffic.metered() as meter:
+            record = await self.pipeline.run(
+                target.url, lambda: self._measure_once(target, sweep_id))
+            record["test_keys"]["x_bytes"] = meter.totals()
+        return record
 
     async def _measure_once(self, target: Target, sweep_id: str | None) -> dict[str, Any]:
         experiment = self.experiments(target.scheme)

@@ -81,6 +81,7 @@ class LimitConfig:
     per_host: int = 4  # concurrent connections per destination IP
     body_bytes: int = 512 * 1024  # body snapshot cap
     max_redirects: int = 10
+    daily_bytes: int | None = None  # network bytes per UTC day (x_bytes); None: no budget
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -94,6 +94,7 @@ def _parse_limits(s: _Section) -> LimitConfig:
         per_host=s.integer("per_host", d.per_host, maximum=100_000),
         body_bytes=s.integer("body_bytes", d.body_bytes, minimum=1024, maximum=1 << 30),
         max_redirects=s.integer("max_redirects", d.max_redirects, minimum=0, maximum=100),
+        daily_bytes=_optional_positive(s, "daily_bytes", int, 1 << 50),
     )
 
 

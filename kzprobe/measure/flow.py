@@ -16,6 +16,7 @@ import ssl
 from dataclasses import dataclass, field
 
 from kzprobe import failures
+from kzprobe.measure import traffic
 from kzprobe.measure.context import ControlResult, ProbeContext, Stopwatch, close_transport
 from kzprobe.measure.steps import dns, tcp, tls
 from kzprobe.netaddr import join_hostport
@@ -29,6 +30,12 @@ class Resolution:
     lookups: tuple[dns.DnsLookup, ...]
     addresses: list[str]
     failure: str | None
+
+
+# A resolver answered (charged a response) unless the lookup timed out or could not be sent.
+_ANSWERED = frozenset({None, failures.DNS_NXDOMAIN_ERROR, failures.DNS_NO_ANSWER,
+                       failures.DNS_SERVFAIL_ERROR, failures.DNS_REFUSED_ERROR,
+                       failures.DNS_SERVER_MISBEHAVING})
 
 
 async def resolve(host: str, ctx: ProbeContext, clock: Stopwatch, *,
@@ -49,6 +56,10 @@ async def resolve(host: str, ctx: ProbeContext, clock: Stopwatch, *,
                                        tries=cfg.dns.tries, clock=clock, tags=tags,
                                        channels=ctx.dns_channels))
     lookups = tuple(await asyncio.gather(*jobs))
+    for lookup in lookups:
+        if lookup.engine == "udp":  # getaddrinfo's traffic is the system resolver's
+            traffic.charge_dns(host, [(a.answer_type, a.value) for a in lookup.answers],
+                               answered=lookup.failure in _ANSWERED)
     addresses = list(dict.fromkeys(a for lookup in lookups for a in lookup.addresses))
     if addresses:
         return Resolution(lookups, addresses, None)

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from kzprobe import __version__
 from kzprobe.alerts.reading import AlertReading
 from kzprobe.errors import KzprobeError
+from kzprobe.measure.traffic import record_bytes
 from kzprobe.network.state import STATES as NETWORK_STATES
 from kzprobe.verdict.outcome import OUTCOMES, outcome
 
@@ -142,6 +143,10 @@ class Metrics:
         self.control_failures = Counter("kzprobe_control_failures",
                                         "Measurements whose control request failed.",
                                         registry=reg)
+        self.network_bytes = Counter("kzprobe_network_bytes",
+                                     "Bytes measurements moved over the network (x_bytes: "
+                                     "TCP stream incl. TLS, UDP payloads, DNS), by direction.",
+                                     ["direction"], registry=reg)
         self.sweep_duration = Histogram("kzprobe_sweep_duration_seconds",
                                         "Duration of finished sweeps.", buckets=SWEEP_BUCKETS,
                                         registry=reg)
@@ -169,6 +174,8 @@ class Metrics:
         self.network_state = Gauge("kzprobe_network_state", "1 for the confirmed network "
                                    "state ([network] anchors), 0 for the others.", ["state"],
                                    registry=reg)
+        for direction in ("sent", "received"):
+            self.network_bytes.labels(direction)
         reg.register(_Mirror(read))
         if alerts is not None:
             reg.register(_AlertMirror(alerts))
@@ -187,6 +194,9 @@ class Metrics:
             self.interference.labels(code).inc()
         if keys.get("control_failure"):
             self.control_failures.inc()
+        sent, received = record_bytes(record)
+        self.network_bytes.labels("sent").inc(sent)
+        self.network_bytes.labels("received").inc(received)
 
 
 def _codes(value: object) -> Iterable[str]:

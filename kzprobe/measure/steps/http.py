@@ -23,6 +23,7 @@ from kzprobe.errors import HttpFailure, classify
 from kzprobe.measure.context import Stopwatch, maybe_binary
 from kzprobe.measure.headers import REQUEST_HEADERS
 from kzprobe.measure.steps.tcp import HeldProtocol
+from kzprobe.measure.traffic import TcpTally
 
 READ_CHUNK = 64 * 1024
 MAX_HEADER_BYTES = 1 << 20  # stored header bytes per response
@@ -37,8 +38,16 @@ class _MeasuredHandler(ResponseHandler):
 
     aiohttp 3.14's C parser reports a malformed body (a garbage chunk-size line after
     the headers) to the protocol only, and the body reader waits for the HTTP deadline:
-    the record would say timeout where the server sent garbage.
+    the record would say timeout where the server sent garbage. On a plain-HTTP
+    connection it is the socket's protocol, so it reads the byte counters as it ends.
     """
+
+    tally: TcpTally | None = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.tally is not None:
+            self.tally.settle(final=True)
+        super().connection_lost(exc)
 
     def set_exception(self, exc: BaseException, *args: Any, **kwargs: Any) -> None:
         payload = self._payload
@@ -64,6 +73,7 @@ class HandoffConnector(aiohttp.BaseConnector):
         if transport.is_closing() or held.closed:
             raise ConnectionResetError(None, "connection closed before the request")
         proto = _MeasuredHandler(asyncio.get_running_loop())
+        proto.tally = held.tally
         transport.set_protocol(proto)
         proto.connection_made(transport)
         if held.early:

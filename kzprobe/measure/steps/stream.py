@@ -17,6 +17,7 @@ from kzprobe.errors import classify
 from kzprobe.measure.context import Stopwatch
 from kzprobe.measure.steps.tcp import HeldProtocol
 from kzprobe.measure.steps.udp import NetEvent
+from kzprobe.measure.traffic import TcpTally
 
 READ_LIMIT = 64 * 1024
 
@@ -38,6 +39,7 @@ class StreamProtocol(asyncio.Protocol):
         self.eof = False
         self.lost: BaseException | None = None
         self.closed = False
+        self.tally: TcpTally | None = None
         self._wake = asyncio.Event()
 
     @classmethod
@@ -46,6 +48,7 @@ class StreamProtocol(asyncio.Protocol):
         stream = cls()
         stream.buffer += held.early
         stream.eof, stream.lost, stream.closed = held.eof, held.lost, held.closed
+        stream.tally = held.tally
         transport.set_protocol(stream)
         return stream
 
@@ -61,6 +64,8 @@ class StreamProtocol(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.tally is not None:
+            self.tally.settle(final=True)
         self.closed, self.lost = True, exc
         self._wake.set()
 

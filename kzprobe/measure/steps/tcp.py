@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kzprobe.errors import classify
+from kzprobe.measure import traffic
 from kzprobe.measure.context import Stopwatch, connection_scratch
 from kzprobe.netaddr import join_hostport
 
@@ -28,6 +29,7 @@ class HeldProtocol(asyncio.Protocol):
         self.closed = False
         self.eof = False
         self.scratch: dict[str, Any] = {}
+        self.tally: traffic.TcpTally | None = None  # set when the measurement is metered
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
@@ -41,6 +43,8 @@ class HeldProtocol(asyncio.Protocol):
         return True  # keep the write side open; the next step decides
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.tally is not None:
+            self.tally.settle(final=True)
         self.closed = True
         self.lost = exc
 
@@ -85,6 +89,7 @@ async def connect(
             transport, protocol = await loop.create_connection(
                 HeldProtocol, ip, port, local_addr=(source, 0) if source else None)
         protocol.scratch = scratch
+        protocol.tally = traffic.track(transport)
     except Exception as exc:
         result = TcpConnect(
             ip=ip,

@@ -19,6 +19,7 @@ from typing import Any
 import certifi
 
 from kzprobe.errors import classify
+from kzprobe.measure import traffic
 from kzprobe.measure.context import Stopwatch, connection_scratch
 from kzprobe.measure.steps.tcp import HeldProtocol
 
@@ -170,6 +171,10 @@ async def handshake(
         failure = classify(exc)
     finally:
         connection_scratch.reset(token)
+        if protocol.tally is not None:  # read now: a failed start_tls closes the socket soon
+            protocol.tally.settle()
+    if tls_transport is not None:
+        traffic.watch_raw(transport, protocol.tally)
     chain: list[bytes] = scratch.get("peer_chain", [])
     version, suite, alpn = ("", "", "") if tls_transport is None else _session_facts(tls_transport)
     result = TlsHandshake(

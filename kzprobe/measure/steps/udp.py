@@ -16,6 +16,7 @@ from typing import Any
 
 from kzprobe import failures
 from kzprobe.errors import classify
+from kzprobe.measure import traffic
 from kzprobe.measure.context import Stopwatch
 from kzprobe.netaddr import join_hostport
 
@@ -60,8 +61,11 @@ class _Collector(asyncio.DatagramProtocol):
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[bytes | Exception] = asyncio.Queue(MAX_DATAGRAMS)
+        self.meter = traffic.current()  # made inside the exchange: its measurement's meter
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.meter is not None:
+            self.meter.add(received=len(data))
         if not self.queue.full():
             self.queue.put_nowait(data)
 
@@ -137,6 +141,7 @@ async def exchange(
                 payload = request(attempt) if callable(request) else request
                 sent_at = clock.now()
                 transport.sendto(payload)
+                traffic.charge(sent=len(payload))
                 run.event("write_to", len(payload), None, sent_at)
                 reply = await _await_reply(run, collector, accept, timeout / max(1, tries))
                 if reply is not None:
