@@ -231,13 +231,17 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 
 Health = Callable[[], list[str]]
+Details = Callable[[], dict[str, str]]  # notes that are not problems (a stretched schedule)
 _WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def _health_app(health: Health) -> _WsgiApp:
+def _health_app(health: Health, details: Details | None) -> _WsgiApp:
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         found = health()
-        body = orjson.dumps({"status": "fail" if found else "ok", "problems": found}) + b"\n"
+        answer: dict[str, Any] = {"status": "fail" if found else "ok", "problems": found}
+        if details is not None:
+            answer["details"] = details()
+        body = orjson.dumps(answer) + b"\n"
         start_response("503 Service Unavailable" if found else "200 OK",
                        [("Content-Type", "application/json"),
                         ("Content-Length", str(len(body)))])
@@ -254,9 +258,10 @@ def _not_found(environ: dict[str, Any], start_response: Callable[..., Any]) -> I
 class MetricsServer:
     """``/metrics`` (Prometheus text format) and ``/healthz`` (200 or 503 + JSON reasons)."""
 
-    def __init__(self, registry: CollectorRegistry, health: Health) -> None:
+    def __init__(self, registry: CollectorRegistry, health: Health,
+                 details: Details | None = None) -> None:
         routes: dict[str, _WsgiApp] = {"/metrics": make_wsgi_app(registry),
-                                       "/healthz": _health_app(health)}
+                                       "/healthz": _health_app(health, details)}
         self._routes = routes
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

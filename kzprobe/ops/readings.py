@@ -75,6 +75,9 @@ class Readings:
         self._server: MetricsServer | None = None
         self._started = time.monotonic()
         self._last_sweep_end: float | None = None  # monotonic, complete sweeps only
+        # Notes for /healthz "details" (replaced whole, so the metrics thread reads a
+        # consistent dict): why a group's schedule is stretched, say.
+        self.notes: dict[str, str] = {}
         self._group_ends: dict[str, float] = {}  # group -> its last complete sweep (monotonic)
         self._last_sweep_wall: float | None = None
         self._last_summary: SweepSummary | None = None
@@ -108,6 +111,11 @@ class Readings:
             self.metrics.group_last_sweep.labels(summary.group).set(self._last_sweep_wall)
             self.metrics.sweep_duration.observe(summary.duration)
             self.metrics.last_sweep.set(self._last_sweep_wall)
+
+    def note(self, key: str, text: str | None) -> None:
+        """Set (or with None, clear) one of the notes ``/healthz`` shows under details."""
+        notes = {k: v for k, v in self.notes.items() if k != key}
+        self.notes = notes if text is None else {**notes, key: text}
 
     def status(self) -> str:
         stats = self.sink.stats
@@ -182,7 +190,8 @@ class Readings:
         if exposure:  # check-config warns too (an error under --strict)
             log.warning("metrics_exposed", listen=listen, reachable_on=exposure,
                         note="metrics and /healthz have no authentication")
-        server = MetricsServer(self.metrics.registry, self.health_problems)
+        server = MetricsServer(self.metrics.registry, self.health_problems,
+                               lambda: self.notes)
         try:
             self.metrics_address = server.start(listen)
         except KzprobeError as exc:  # measuring matters more than being watched: go on

@@ -17,12 +17,16 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 
+from kzprobe.config import DEFAULT_GROUP
 from kzprobe.engine import Engine, SweepSummary
+from kzprobe.ops.budget import RECENT_SWEEPS, DailyUse, GroupUse, default_interval
+from kzprobe.ops.budget import recent_sweep_bytes as planning_bytes
 from kzprobe.ops.groups import SweepGroup, sweep_groups
 from kzprobe.ops.readings import Readings, Running
 from kzprobe.ops.reload import Reloader
@@ -42,8 +46,8 @@ class _Clock:
     started: float
     fraction: float
 
-    def due(self, group: SweepGroup) -> float:
-        return self.started + group.interval * self.fraction
+    def due(self, interval: float) -> float:
+        return self.started + interval * self.fraction
 
 
 class SweepLoop:
@@ -62,6 +66,12 @@ class SweepLoop:
         self.before_sweep = before_sweep
         self._clocks: dict[str, _Clock] = {}
         self._active: dict[str, asyncio.Task[None]] = {}
+        # [limits] daily_bytes: bytes used today and each group's last sweeps' bytes; the
+        # default group's interval is stretched (never a watchlist's) when the day's
+        # projected use would exceed the budget.
+        self._used = DailyUse()
+        self._sweep_bytes: dict[str, deque[int]] = {}
+        self._stretched: float | None = None  # the default group's interval, when stretched
 
     async def run(self, *, once: bool) -> None:
         """Sweep until stopped; with ``once``, every group once (at the same time)."""
@@ -102,7 +112,14 @@ class SweepLoop:
         if group.name in self._active:
             return False
         clock = self._clocks.get(group.name)
-        return clock is None or clock.due(group) <= asyncio.get_running_loop().time()
+        return (clock is None
+                or clock.due(self._interval(group)) <= asyncio.get_running_loop().time())
+
+    def _interval(self, group: SweepGroup) -> float:
+        """The group's interval now: the default group's may be stretched by the budget."""
+        if group.name == DEFAULT_GROUP and self._stretched is not None:
+            return max(group.interval, self._stretched)
+        return group.interval
 
     def _start(self, group: SweepGroup, *, once: bool) -> None:
         engine = self.running.engine
@@ -124,7 +141,7 @@ class SweepLoop:
         if self.wake.is_set():
             return
         now = asyncio.get_running_loop().time()
-        dues = [self._clocks[g.name].due(g) for g in groups
+        dues = [self._clocks[g.name].due(self._interval(g)) for g in groups
                 if g.name not in self._active and g.name in self._clocks]
         timeout = max(0.0, min(dues) - now) if dues else None
         if timeout == 0.0:
@@ -140,6 +157,7 @@ class SweepLoop:
             complete = (summary.targets == len(group.targets)
                         and not self.stop_requested.is_set())
             self._finished(summary, complete=complete)
+            self._account(summary)
             if self.after_sweep is not None:
                 await self.after_sweep(summary, complete)
             if retain:
@@ -160,9 +178,34 @@ class SweepLoop:
             interrupted=summary.interrupted,
             complete=complete,
             duration_s=round(summary.duration, 3),
+            bytes_sent=summary.bytes_sent,
+            bytes_received=summary.bytes_received,
             records_written=self.readings.sink.stats.records_written,
         )
         self.readings.refresh_status()
+
+    def _account(self, summary: SweepSummary) -> None:
+        """Count the sweep's bytes; re-plan the default group's interval under the budget."""
+        now, used = time.time(), summary.bytes_sent + summary.bytes_received
+        self._used.add(used, now=now)
+        self._sweep_bytes.setdefault(summary.group, deque(maxlen=RECENT_SWEEPS)).append(used)
+        daily = self.running.config.limits.daily_bytes
+        if daily is None:
+            return
+        plan = default_interval(
+            daily_bytes=daily, used_today=self._used.today(now), now=now,
+            groups=[GroupUse(name=g.name, interval=g.interval,
+                             sweep_bytes=planning_bytes(self._sweep_bytes.get(g.name, ())))
+                    for g in self.running_groups()])
+        was, self._stretched = self._stretched, plan.interval if plan.stretched else None
+        if plan.stretched:
+            if was is None or abs(plan.interval - was) > 0.05 * was:
+                log.warning("bandwidth_budget_stretch", reason=plan.reason,
+                            interval_s=round(plan.interval), daily_bytes=daily)
+            self.readings.note("bandwidth_budget", plan.reason)
+        elif was is not None:
+            log.info("bandwidth_budget_ok", reason=plan.reason)
+            self.readings.note("bandwidth_budget", None)
 
     async def _sweep(self, engine: Engine, group: SweepGroup) -> SweepSummary:
         task = asyncio.create_task(engine.sweep(group.targets, group=group.name,

@@ -181,8 +181,10 @@ async def test_malformed_chunk_after_the_headers_fails_at_once(probe, hostile,
 
     engine = probe()
     run = await _measure(engine, await hostile(late_garbage), "malformed chunk")
+    # Not a timeout: the failure string says so, and it came long before the 30 s the
+    # server would otherwise have held the connection (a loose bound: a loaded CI machine).
     assert run.keys["http_experiment_failure"] == "http_invalid_response"
-    assert run.seconds < 0.3 + 1.0
+    assert run.seconds < 0.3 + SLACK
     await still_works(engine)
 
 

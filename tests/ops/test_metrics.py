@@ -72,7 +72,8 @@ async def test_metrics_move_with_measurements(tmp_path: Path, site: Site,
                  "kzprobe_segments_rotated_total", "kzprobe_control_failures_total",
                  "kzprobe_event_loop_lag_seconds", "process_open_fds"):
         assert name in second, name
-    assert await daemon.get("/healthz") == (200, '{"status":"ok","problems":[]}\n')
+    assert await daemon.get("/healthz") == (
+        200, '{"status":"ok","problems":[],"details":{}}\n')
     assert (await daemon.get("/nothing"))[0] == 404
     assert await daemon.stop() == 0
 

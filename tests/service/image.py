@@ -75,8 +75,17 @@ def _image_exists(name: str) -> bool:
     return subprocess.run(["podman", "image", "exists", name], check=False).returncode == 0
 
 
+def _unmount_below(root: Path) -> None:
+    """A debootstrap killed midway (a timeout) leaves /proc and /sys mounted in its root."""
+    for line in reversed(Path("/proc/self/mounts").read_text().splitlines()):
+        point = line.split()[1]
+        if point.startswith(f"{root}/"):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
 def _debootstrap_tarball() -> None:
     root = CACHE / "rootfs.tmp"
+    _unmount_below(root)
     shutil.rmtree(root, ignore_errors=True)
     run(["debootstrap", "--variant=minbase", f"--include={PACKAGES}", SUITE, str(root),
          debian_mirror()], timeout=1800)

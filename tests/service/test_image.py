@@ -19,7 +19,9 @@ from tests.conftest import IN_CI
 from tests.service import image
 from tests.service.harness import Site
 
-pytestmark = pytest.mark.slow
+# The first test builds the base image (debootstrap from a Debian mirror, minutes on a fresh
+# machine) in its module fixture, inside pytest-timeout's limit: give the module room.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
