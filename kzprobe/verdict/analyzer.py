@@ -65,14 +65,25 @@ class Analyzer:
 
 def with_local_fingerprints(paths: Sequence[Path]) -> FingerprintSet:
     """The bundled sets plus local OONI-format CSVs (a blockpage seen only in one ISP)."""
-    signatures = read_all(bundled_directory())
+    return with_signatures(read_local_fingerprints(paths))
+
+
+def with_signatures(local: list[Any]) -> FingerprintSet:
+    """The bundled sets plus local signatures already read."""
+    return build_fingerprints(read_all(bundled_directory()) + local)
+
+
+def read_local_fingerprints(paths: Sequence[Path]) -> list[Any]:
+    """The signatures of local fingerprint CSVs (ConfigError naming a bad one); cheap, so a
+    daemon that judges in its worker still checks them before any socket exists."""
+    signatures: list[Any] = []
     for path in paths:
         try:  # a regular file, read bounded (a FIFO or /dev/zero is refused, not waited on)
             data = read_regular(path, MAX_FINGERPRINT_BYTES, "fingerprint file")
             signatures += read_ooni_csv(data.decode("utf-8-sig"))
         except (LocalFileError, UnicodeDecodeError, csv.Error) as exc:
             raise ConfigError(f"{path}: cannot read fingerprints: {exc}") from None
-    return build_fingerprints(signatures)
+    return signatures
 
 
 def judge(analyzer: Analyzer, test_name: str, test_keys: dict[str, Any], url: str) -> Verdict:

@@ -27,7 +27,12 @@ from kzprobe.config import Config
 from kzprobe.errors import FAILURE_INTERRUPTED
 from kzprobe.measure.registry import kind_of
 from kzprobe.verdict import verdicts
-from kzprobe.verdict.analyzer import Analyzer, judge
+from kzprobe.verdict.analyzer import (
+    Analyzer,
+    judge,
+    read_local_fingerprints,
+    with_signatures,
+)
 from kzprobe.verdict.locate import Locator
 from kzprobe.verdict.outcome import is_interrupted
 from kzprobe.verdict.verdicts import Verdict
@@ -360,11 +365,24 @@ class Pipeline:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.analyzer = Analyzer(config)
         self.scrubber = Scrubber(config)
         self.locator = Locator(config)  # [geoip]: ASNs in records, the probe's own network
         self.judge = (ProcessJudge(config, timeout=config.analysis.worker_timeout)
                       if config.analysis.worker_process else None)
+        # Judging in the worker, this process builds the fingerprints (~0.1 s) only if it
+        # falls back to judging inline; the local files are checked now all the same.
+        # (read now, kept: a file gone by the time of a fallback must not matter).
+        self._analyzer = None if self.judge is not None else Analyzer(config)
+        files = config.analysis.fingerprint_files
+        self._local = read_local_fingerprints(files) if self._analyzer is None and files else None
+
+    @property
+    def analyzer(self) -> Analyzer:
+        if self._analyzer is None:
+            local = self._local
+            self._analyzer = Analyzer(self.config, None if local is None
+                                      else with_signatures(local))
+        return self._analyzer
 
     async def run(self, url: str, measure_once: MeasureOnce) -> dict[str, Any]:
         """Measure (again, while it looks blocked); the chosen record, scrubbed."""
@@ -429,7 +447,7 @@ class Pipeline:
         if self.judge is None:
             return
         try:
-            await self.judge.start()
+            await self.judge.start(wait=False)  # measuring starts while it builds
         except Exception as exc:
             log.error("analysis_worker_failed", error=repr(exc)[:200], fallback="inline")
             await self.judge.aclose()

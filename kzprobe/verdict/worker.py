@@ -278,11 +278,14 @@ class ProcessJudge:
         self.started = 0  # workers started so far (tests, metrics)
         self.usable = True  # False once workers kept dying (WorkerUnavailable)
 
-    async def start(self, timeout: float = 60.0) -> None:
-        """Start the worker now and wait until its fingerprints are built (else on first use)."""
+    async def start(self, timeout: float = 60.0, *, wait: bool = True) -> None:
+        """Start the worker now (else on first use); with ``wait``, until its fingerprints
+        are built. Without, the first requests queue in the pipe behind the build, and a
+        worker that cannot start is found by the first judgement (which then judges inline)."""
         link = await self._worker()
-        async with asyncio.timeout(timeout):
-            await asyncio.shield(link.ready)
+        if wait:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(link.ready)
 
     async def judge(self, test_name: str, test_keys: dict[str, Any],
                     url: str) -> tuple[dict[str, Any], Verdict]:
