@@ -207,8 +207,11 @@ class NetworkMonitor:
             await self._sleep(network.recheck if self.machine.pending else network.interval)
 
     def stop(self) -> None:
+        """End the checks: a round under way is cancelled (the engine closes next)."""
         self._stopping.set()
         self._changed.set()
+        if self._round is not None:
+            self._round.cancel()
 
     async def wait_change(self, timeout: float | None = None) -> NetworkSnapshot | None:
         """The snapshot after the next confirmed change; None on timeout or stop."""

@@ -176,3 +176,26 @@ def _check_not_tracked(out: Path, *, anchors: set[str], watch: list[str]) -> Non
                for e in state["entries"]}
     assert not any(group == "anchors" for group in tracked.values()), tracked
     assert tracked.get(watch[2]) == "watch" and not (anchors - set(watch)) & tracked.keys()
+
+
+async def test_a_stop_while_the_anchors_are_checked_is_prompt(
+        tmp_path: Path, site: Site, start_daemon: StartDaemon) -> None:
+    """SIGTERM while the check right before the first sweep waits on an anchor that answers
+    only after its 60 s timeout: the daemon stops at once, cleanly (it does not wait out the
+    check, nor leave it running against a closed engine)."""
+    slow = site.url("/slow?s=120")
+    config = daemon_config(tmp_path / "c.toml", urls=[site.url("/target")], out=tmp_path / "out",
+                           timeouts={"connect": 2.0, "http": 60.0, "measurement": 90.0})
+    with config.open("a", encoding="utf-8") as out:
+        out.write(f'[network]\nanchors = [{{ target = "{site.url("/dom")}", scope = "domestic" }},'
+                  f' {{ target = "{slow}", scope = "international" }}]\n')
+    daemon = await start_daemon(config)
+    await daemon.wait_event("daemon_ready")
+    while site.hits("/slow") == 0:  # the check is under way
+        await _sleep(0.05)
+    began = time.monotonic()
+    assert await daemon.stop(timeout=90) == 0
+    took = time.monotonic() - began
+    assert took < 30, f"stop took {took:.1f}s: {daemon.stderr()}"
+    assert not daemon.events("sweep_finished")
+    assert "Task was destroyed" not in daemon.stderr()
