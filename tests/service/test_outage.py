@@ -111,6 +111,9 @@ async def test_an_international_outage_in_a_running_daemon(
         await international.off()
         await relay.off()
         down = await _wait_network(daemon, out, "international_outage")
+        gauge = await daemon.metrics()
+        assert gauge["kzprobe_network_state{state=international_outage}"] == 1
+        assert gauge["kzprobe_network_state{state=online}"] == 0
         swept = len(daemon.events("sweep_finished"))
         await daemon.wait_event("sweep_finished", count=swept + 2, timeout=30)
         await relay.on()
