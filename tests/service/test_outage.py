@@ -11,6 +11,7 @@ input as an anchor.
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import socket
 import time
@@ -59,8 +60,6 @@ async def _wait_network(daemon: DaemonProcess, out: Path, to: str,
 
 
 async def _sleep(seconds: float) -> None:
-    import asyncio
-
     await asyncio.sleep(seconds)
 
 
