@@ -199,7 +199,7 @@ class Daemon:
         engine = self._new_engine(self.running.config)
         await engine.start()
         self.running.set_engine(engine)
-        self.network = NetworkWatch(self.running, self.readings, self._write,
+        self.network = NetworkWatch(self.running, self.readings, self._write_anchor,
                                     lambda: self.alerts, self.sweeps.all_due_now)
         self.network.start()
         if not once:
@@ -251,13 +251,19 @@ class Daemon:
             self.network.flag(record)
         await self._write(record)
 
-    async def _write(self, record: dict[str, Any]) -> None:
+    async def _write(self, record: dict[str, Any], *, alerts: bool = True) -> None:
         await self.sink.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
         self.readings.metrics.observe(record)
-        if self.alerts is not None:
+        if alerts and self.alerts is not None:
             self.alerts.observe(record)
         if self.on_record is not None:
             await self.on_record(record)
+
+    async def _write_anchor(self, record: dict[str, Any]) -> None:
+        """An anchor's record: written and counted, but no target of the alerts (its state is
+        the network's, its changes would wait for an "anchors" sweep that never ends, and an
+        anchor may share its input with a watched target's entry)."""
+        await self._write(record, alerts=False)
 
     async def _before_sweep(self) -> None:
         if self.network is not None:

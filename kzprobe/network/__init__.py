@@ -33,7 +33,9 @@ How to wire it into the daemon (``kzprobe/service.py``, ``kzprobe/ops/sweeps.py`
 
     # shutdown: monitor.stop(); await the run task; await helper.aclose()
 
-``monitor.flag`` uses the confirmed state at the time the record finished. Without
+``monitor.flag`` uses the confirmed state at the time the record finished; a failure an
+outage explains is judged by that outage while it waits for confirmation, or when the record
+began before the way back was first seen (the edges of an outage). Without
 ``[network] anchors`` the monitor is disabled (``enabled`` False, state ``online``, no I/O).
 """
 

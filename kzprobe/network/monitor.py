@@ -24,7 +24,7 @@ import structlog
 from kzprobe.config.model import RESOLVERS_ANCHOR, Config
 from kzprobe.errors import classify
 from kzprobe.network.checks import anchor_check, resolvers_check
-from kzprobe.network.flag import flag_record
+from kzprobe.network.flag import explained, flag_record
 from kzprobe.network.state import (
     OUTAGES,
     AnchorCheck,
@@ -135,6 +135,8 @@ class NetworkMonitor:
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._last_check: float | None = None
+        # The last outage that ended: its state, its last check, when online was first seen.
+        self._ended: tuple[str, str | None, float] | None = None
         timeouts = config.timeouts
         self._bound = timeouts.measurement * (1 + config.analysis.retries) + timeouts.control
 
@@ -158,8 +160,28 @@ class NetworkMonitor:
                                outage_rate=self.config.network.outage_rate)
 
     def flag(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Stamp a finished record with the current state (:func:`flag_record`)."""
-        return flag_record(record, self.machine.state, self.machine.check_id)
+        """Stamp a finished record with the current state (:func:`flag_record`); a failure
+        an outage explains while it waits for confirmation, or one that began before the
+        way back was first seen, is judged by that outage: otherwise the failures at both
+        edges of a DNS outage (the control still works) would be two "blocked" sightings."""
+        state, check = self.machine.state, self.machine.check_id
+        edge = self._edge_outage(record)
+        if edge is not None and explained(record, edge[0]):
+            state, check = edge
+        return flag_record(record, state, check)
+
+    def _edge_outage(self, record: dict[str, Any]) -> tuple[str, str | None] | None:
+        """(state, check) of an outage pending now or ended while ``record`` was measured."""
+        machine = self.machine
+        if machine.state in OUTAGES:
+            return None
+        if machine.candidate in OUTAGES:
+            return machine.candidate, machine.candidate_check
+        runtime = record.get("test_runtime")
+        ended = self._ended
+        if ended is None or not isinstance(runtime, int | float):
+            return None
+        return (ended[0], ended[1]) if self.clock() - runtime < ended[2] else None
 
     async def check_now(self, *, settle: bool = True) -> NetworkSnapshot:
         """Check the anchors now (joining a round already running). ``settle``: while a
@@ -185,8 +207,11 @@ class NetworkMonitor:
             await self._sleep(network.recheck if self.machine.pending else network.interval)
 
     def stop(self) -> None:
+        """End the checks: a round under way is cancelled (the engine closes next)."""
         self._stopping.set()
         self._changed.set()
+        if self._round is not None:
+            self._round.cancel()
 
     async def wait_change(self, timeout: float | None = None) -> NetworkSnapshot | None:
         """The snapshot after the next confirmed change; None on timeout or stop."""
@@ -233,7 +258,10 @@ class NetworkMonitor:
         checks += await helper
         round_ = CheckRound(check_id=check_id, at=at, checks=tuple(checks), ended=self.clock())
         self._last_check = round_.ended
+        previous = self.machine.state, self.machine.check_id
         change = self.machine.observe(round_)
+        if change is not None and previous[0] in OUTAGES and change.to_state not in OUTAGES:
+            self._ended = (previous[0], previous[1], change.at)
         log.debug("network_checked", check=check_id, raw=self.machine.last_raw,
                   state=self.machine.state)
         await self._emit(records, check_id)

@@ -185,6 +185,11 @@ class NetworkStateMachine:
         """A change was seen and is not yet confirmed or rejected."""
         return self.candidate is not None
 
+    @property
+    def candidate_check(self) -> str | None:
+        """The first round that showed the pending change."""
+        return self._first.check_id if self._first is not None else None
+
     def observe(self, round_: CheckRound) -> Transition | None:
         """Take one round; return the transition it confirms, if any."""
         slow = self.baselines.slow(round_.checks)

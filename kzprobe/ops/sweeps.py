@@ -83,8 +83,10 @@ class SweepLoop:
                 due = [g.name for g in upcoming if self._is_due(g) and g.name not in swept]
                 if due:
                     await self.reloader.apply()  # the staged config, if any, starts now
-                    if self.before_sweep is not None:
-                        await self.before_sweep()  # the network's state, checked just now
+                    if self.before_sweep is not None:  # the network's state, checked now
+                        await self._unless_stopped(self.before_sweep())
+                    if self.stop_requested.is_set():
+                        break
                     for group in self.running_groups():
                         if group.name in due:
                             self._start(group, once=once)
@@ -95,6 +97,19 @@ class SweepLoop:
         finally:
             if self._active:
                 await asyncio.gather(*self._active.values(), return_exceptions=True)
+
+    async def _unless_stopped(self, work: Awaitable[None]) -> None:
+        """Await ``work``, but a stop request ends the wait (an anchor check during an
+        outage may take a measurement timeout or more: shutdown must not wait it out)."""
+        task = asyncio.ensure_future(work)
+        stop_wait = asyncio.ensure_future(self.stop_requested.wait())
+        try:
+            await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     def all_due_now(self) -> None:
         """Every group's next sweep is due at once (one running now: as soon as it ends)."""

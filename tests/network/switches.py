@@ -42,3 +42,46 @@ class Switch:
                 writer.write(self.reply)
                 await writer.drain()
         writer.transport.abort()
+
+
+class Relay(Switch):
+    """A switchable TCP relay on a fixed 127.0.0.1 port to ``upstream`` (a real server, such
+    as a control helper): off, the upstream is unreachable through it (refused)."""
+
+    def __init__(self, upstream: int) -> None:
+        super().__init__()
+        self.upstream = upstream
+        self.open: set[asyncio.StreamWriter] = set()
+
+    async def off(self) -> None:
+        """Refuse new connections and cut the open ones (keep-alive ones too)."""
+        for writer in list(self.open):
+            writer.transport.abort()
+        await super().off()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open.add(writer)
+        try:
+            await self._relay(reader, writer)
+        finally:
+            self.open.discard(writer)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        except OSError:
+            writer.transport.abort()
+            return
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            async with asyncio.timeout(30):
+                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        for end in (writer, up_writer):
+            end.transport.abort()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()
