@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +100,20 @@ def retry_seconds(watch: Watch, retries: int) -> tuple[float, float, float]:
     return blocked_median * retries / (1 + retries), blocked_median, ok_median
 
 
+def post_lags(watch: Watch) -> list[float]:
+    """Seconds from the confirming sweep's ``sweep_finished`` log line to each POST: what
+    the alerting itself adds (flush, fsync'd event append, the POST)."""
+    finished = {s["sweep"]: datetime.fromisoformat(s["timestamp"].replace("Z", "+00:00"))
+                for s in watch.log("sweep_finished")}
+    lags = []
+    for post in watch.posts():
+        evidence = post["body"].get("evidence") or [{}]
+        end = finished.get(evidence[-1].get("sweep"))
+        if end is not None:
+            lags.append(float(post["t"]) - end.timestamp())
+    return lags
+
+
 def attempts_of_blocked(watch: Watch) -> list[int]:
     """``x_attempts`` of every record that found the site blocked (retries really ran)."""
     found = []
@@ -154,10 +169,15 @@ def measure(lab: Lab, args: argparse.Namespace) -> int:
         # the daemon has stopped: its segments are closed
         retry, blocked_sweep, ok_sweep = retry_seconds(watch, args.retries)
         check = check_events(watch, runs, args.retries)
+        lags = post_lags(watch)
     target = 2 * interval + retry
     print(f"sweep duration: blocked {blocked_sweep:.2f} s ({1 + args.retries} attempts), "
           f"ok {ok_sweep:.2f} s; retry time {retry:.2f} s")
     print(f"events: {check}")
+    if lags:
+        print(f"POST after its confirming sweep finished: median "
+              f"{statistics.median(lags) * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms "
+              f"({len(lags)} POSTs)")
     print(f"blocked:   {spread(figures.blocked)}")
     print(f"unblocked: {spread(figures.unblocked)}")
     met = max(statistics.median(figures.blocked), statistics.median(figures.unblocked)) <= target
