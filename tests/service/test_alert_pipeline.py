@@ -1,7 +1,7 @@
-"""Alerts end to end with the real tools: a watchlist target flips blocked and back in one
-daemon run; kzprobe's own webhook gets the change events, and Debian's Prometheus scraping
-the daemon fires the shipped rule, which Debian's Alertmanager delivers to a local receiver
-(and resolves again)."""
+"""Alerts end to end with the real tools: a watchlist target flips blocked, ok and blocked
+again in one daemon run; kzprobe's own webhook gets the change events, and Debian's
+Prometheus scraping the daemon fires the shipped rule, which Debian's Alertmanager delivers
+to a local receiver (and resolves again)."""
 
 from __future__ import annotations
 
@@ -179,9 +179,14 @@ async def test_a_flipping_watch_target_alerts_through_webhook_prometheus_and_ale
         unblocked = await receiver.wait("/kzprobe", lambda e: e.get("kind") == "unblocked")
         assert unblocked["from"]["state"] == "blocked" and unblocked["to"]["state"] == "ok"
         await receiver.wait("/alertmanager", lambda b: _alert(b, "resolved"), timeout=90)
+        site.blocked.add("/flip")  # blocked again, in the same run: a new event, a new alert
+        await receiver.wait("/kzprobe", lambda e: e.get("kind") == "blocked"
+                            and e["seq"] > unblocked["seq"])
     finally:
         _stop(prom)
         _stop(am)
     assert await daemon.stop() == 0
-    kinds = [e["kind"] for e in receiver.posts["/kzprobe"]]
-    assert kinds.count("blocked") == 1 and kinds.count("unblocked") == 1, kinds
+    events = receiver.posts["/kzprobe"]
+    assert [e["kind"] for e in events] == ["blocked", "unblocked", "blocked"], events
+    assert [e["seq"] for e in events] == sorted({e["seq"] for e in events})
+    assert all(e["at"] <= e["confirmed_at"] for e in events)
