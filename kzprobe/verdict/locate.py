@@ -4,7 +4,8 @@ With an ASN database, every record gets what OONI's probes write: ``asn``/``as_o
 each DNS answer, ``resolver_asn``/``resolver_network_name`` for ``resolver_ip``. And the
 probe locates itself: ``probe_asn``, ``probe_network_name`` (and ``probe_cc`` with a country
 database) of the address the control helper saw (``x_client_ip``), for each of those three
-that ``[probe]`` leaves at its default. Every helper answer re-checks it, so a VPS moved to
+that ``[probe]`` leaves at its default. The control's ``ip_info`` ASNs a helper without a
+database left at 0 are filled from the probe's. Every helper answer re-checks it, so a VPS moved to
 another network is noticed at its next measurement; the first location and every change are
 logged (never the address). A value ``[probe]`` sets that disagrees stays in the record, with
 the detected one beside it in ``x_probe_detected``, and is logged once as a warning.
@@ -56,6 +57,18 @@ def annotate_answers(queries: Any, geo: GeoIP) -> None:
                 answer["asn"], answer["as_org_name"] = info.asn, info.org
 
 
+def annotate_control(control: Any, geo: GeoIP) -> None:
+    """``asn`` of the control's ``ip_info`` entries the helper left at 0 (a helper without a
+    database): the probe's own database knows them, and OONI's IP-or-ASN rule needs them."""
+    ip_info = control.get("ip_info") if isinstance(control, dict) else None
+    for ip, entry in list(ip_info.items())[:MAX_ANSWERS_ANNOTATED] \
+            if isinstance(ip_info, dict) else ():
+        if isinstance(entry, dict) and not entry.get("asn"):
+            info = geo.asn(ip) if isinstance(ip, str) else None
+            if info is not None and info.asn:
+                entry["asn"] = info.asn
+
+
 def reported_address(test_keys: Mapping[str, Any]) -> str | None:
     """The probe's address as a kzprobe helper saw it (``control.x_client_ip``)."""
     control = test_keys.get("control")
@@ -85,6 +98,7 @@ class Locator:
         if self.geo is None or not isinstance(keys, dict):
             return
         annotate_answers(keys.get("queries"), self.geo)
+        annotate_control(keys.get("control"), self.geo)
         self._resolver(record)
         address = reported_address(keys)
         if address is not None:

@@ -127,3 +127,17 @@ def test_a_reloaded_pipeline_keeps_the_location(geoip: dict[str, str]) -> None:
         new.annotate(_record(ISP))
     assert record["probe_asn"] == "AS64501"
     assert logs == []
+
+
+def test_control_ip_info_asns_a_helper_did_not_know_come_from_the_probe(
+        geoip: dict[str, str]) -> None:
+    """A helper without a database answers asn 0; the probe's database fills it in, and an
+    ASN the helper did know is kept."""
+    record = _record(ISP)
+    record["test_keys"]["control"]["ip_info"] = {
+        SITE: {"asn": 0, "flags": 3}, ELSEWHERE: {"asn": 65000, "flags": 2},
+        "203.0.113.9": {"asn": 0, "flags": 2}}
+    Locator(_config(geoip)).annotate(record)
+    info = record["test_keys"]["control"]["ip_info"]
+    assert (info[SITE]["asn"], info[ELSEWHERE]["asn"], info["203.0.113.9"]["asn"]) == (
+        64500, 65000, 0)
