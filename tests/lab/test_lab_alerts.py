@@ -48,10 +48,17 @@ def _block(lab: Lab, watch: Watch, *, then_stop: bool = False
     return (inserted, post), (removed, posts)
 
 
+def _record_time(evidence: dict[str, Any]) -> float:
+    return utc_seconds(str(evidence["measurement_start_time"]).replace(" ", "T") + "Z")
+
+
 def _check_times(event: dict[str, Any], changed: float, received: float) -> None:
-    """``at`` is the first record after the rule changed; confirmed before it was POSTed."""
+    """``at`` is the first record after the rule changed (the first of the ``confirm`` = 2
+    deciding records, a sweep before the confirming one); confirmed before it was POSTed."""
     at, confirmed = utc_seconds(event["at"]), utc_seconds(event["confirmed_at"])
     assert math.floor(changed) <= at <= confirmed <= received, (changed, event, received)
+    first, last = event["evidence"]
+    assert at == _record_time(first) < _record_time(last) <= confirmed, event
 
 
 def test_sni_reset_inserted_removed_inserted_raises_blocked_unblocked_blocked(
