@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,23 +16,23 @@ import orjson
 import structlog
 
 from kzprobe.storage.files import FILE_MODE, create, fsync_dir, make_dirs, truncate_to_last_newline
+from kzprobe.storage.naming import event_log_name, is_event_log
 
 log = structlog.get_logger("kzprobe.alerts")
 
 EVENTS_GLOB = "events-*.ndjson"
-_EVENTS_NAME = re.compile(r"events-(\d{8})\.ndjson")
 MAX_LINE_BYTES = 1 << 20  # an event is a few KiB; a longer line is not ours
 MAX_STATE_BYTES = 256 << 20  # the state file: ~100k targets at ~1 KiB
 
 
 def events_name(unix: float) -> str:
-    return time.strftime("events-%Y%m%d.ndjson", time.gmtime(unix))
+    return event_log_name(unix)
 
 
 def event_files(directory: Path) -> list[Path]:
     """The event logs in ``directory``, oldest day first."""
     try:
-        names = sorted(p.name for p in directory.iterdir() if _EVENTS_NAME.fullmatch(p.name))
+        names = sorted(p.name for p in directory.iterdir() if is_event_log(p.name))
     except FileNotFoundError:
         return []
     return [directory / name for name in names]

@@ -13,7 +13,6 @@ report. Lines, bytes per file and events kept are all capped.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,9 +22,10 @@ from typing import IO, Any
 import orjson
 
 from kzprobe.report.model import Window
+from kzprobe.storage.naming import EVENT_LOG
 from kzprobe.storage.segments import ErrorHandler
 
-EVENTS_FILE = re.compile(r"events-(?P<day>\d{8})\.ndjson")
+EVENTS_FILE = EVENT_LOG
 MAX_EVENTS = 100_000  # kept per report, newest first; the report says when older ones are left
 MAX_EVENT_LINE_BYTES = 1 << 20  # an event is a few hundred bytes; evidence lists stay short
 MAX_EVENTS_FILE_BYTES = 256 << 20  # per file: a day of events is kilobytes

@@ -61,6 +61,20 @@ class SegmentFile:
         return self.plain + self.codec + self.state
 
 
+# The change-event log beside the segments (kzprobe.alerts writes it, kzprobe report reads
+# it): one name for all, so that no reader takes a day's events for a segment of records.
+EVENT_LOG = re.compile(r"events-(?P<day>\d{8})\.ndjson")
+
+
+def event_log_name(unix: float) -> str:
+    """The event log of ``unix``'s UTC day."""
+    return time.strftime("events-%Y%m%d.ndjson", time.gmtime(unix))
+
+
+def is_event_log(name: str) -> bool:
+    return EVENT_LOG.fullmatch(name) is not None
+
+
 @functools.lru_cache(maxsize=16)
 def _stem_pattern(prefix: str | None) -> re.Pattern[str]:
     head = r"(?P<prefix>.+?)" if prefix is None else re.escape(prefix)

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from kzprobe.storage import codecs
-from kzprobe.storage.naming import CODEC_SUFFIXES, PART_SUFFIX, SegmentFile
+from kzprobe.storage.naming import CODEC_SUFFIXES, PART_SUFFIX, SegmentFile, is_event_log
 
 MAX_LINE_BYTES = 64 << 20
 _CHUNK = 1 << 20
@@ -62,7 +62,8 @@ def _expand(path: Path, include_open: bool) -> list[Path]:
     """The segment files a path names; raises for a missing path or a non-segment file."""
     if path.is_dir():
         with os.scandir(path) as entries:
-            found = [Path(e.path) for e in entries if _kind(e.name) and e.is_file()]
+            found = [Path(e.path) for e in entries
+                     if _kind(e.name) and not is_event_log(e.name) and e.is_file()]
     elif path.exists():
         if _kind(path.name) is None:
             raise ValueError(f"{path}: not a segment (.ndjson, .ndjson.gz, .ndjson.zst, .part)")

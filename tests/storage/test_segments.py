@@ -307,3 +307,11 @@ def test_every_name_the_writer_makes_parses_back(prefix: str, probe_id: str, pid
     assert SegmentName.parse(str(name), prefix) == name
     assert str(SegmentName.parse(str(name))) == str(name)
     assert SegmentFile.parse(str(name)) is not None
+
+
+def test_the_event_log_beside_the_segments_is_not_a_segment(tmp_path: Path) -> None:
+    """``events-YYYYMMDD.ndjson`` (the alerts' log) ends in .ndjson but holds no records."""
+    segment = tmp_path / "kzprobe-20261207T140000Z-probe1-7-000001.ndjson"
+    segment.write_bytes(b'{"input": "https://a.test/"}\n')
+    (tmp_path / "events-20261207.ndjson").write_bytes(b'{"kind": "blocked"}\n')
+    assert list_segments([tmp_path]) == [segment]
