@@ -92,6 +92,7 @@ async def test_run_once_summary_and_sweep_counts_match_the_segments(tmp_path: Pa
     finally:
         await site.close()
     assert code == 0, err
+    assert "\x1b[K" not in err  # stderr is a pipe: no progress line
     segments = sorted(out_dir.glob("*.ndjson*"))
     records = [orjson.loads(line) for seg in segments
                for line in gzip.decompress(seg.read_bytes()).splitlines()]
@@ -112,3 +113,51 @@ async def test_run_once_summary_and_sweep_counts_match_the_segments(tmp_path: Pa
         in summary
     assert all(f"kzprobe: wrote {seg}" in summary for seg in segments)
     assert summary[-1] == f"kzprobe: next: kzprobe report {out_dir}"
+
+
+def _measure_on_a_terminal(config: Path, url: str, env: dict[str, str]) -> tuple[int, str]:
+    """`kzprobe measure` with stderr on a pseudo-terminal: its exit code and what the
+    terminal showed."""
+    import os
+    import pty
+    import subprocess
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run([*KZPROBE, "measure", url, "--config", str(config)],
+                              stdout=subprocess.DEVNULL, stderr=follower, timeout=60,
+                              env={**os.environ, **env}, check=False)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal has no writer left
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+    return proc.returncode, b"".join(chunks).decode(errors="replace")
+
+
+async def test_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    """A progress line on a terminal; none on a pipe (the tests above) or under systemd
+    (JOURNAL_STREAM set), where stderr is the log stream."""
+    site = Site()
+    await site.start()
+    config = tmp_path / "c.toml"
+    config.write_text('[dns]\nresolvers = ["127.0.0.1:1"]\n'
+                      '[analysis]\nnot_bogon = ["127.0.0.0/8"]\n', encoding="utf-8")
+    clean = {"JOURNAL_STREAM": "", "INVOCATION_ID": ""}
+    try:
+        code, shown = await asyncio.to_thread(_measure_on_a_terminal, config, site.url("/"),
+                                              clean)
+        code_sd, shown_sd = await asyncio.to_thread(
+            _measure_on_a_terminal, config, site.url("/"), {"JOURNAL_STREAM": "8:1234"})
+    finally:
+        await site.close()
+    assert (code, code_sd) == (0, 0)
+    assert "1/1 measured" in shown and "0 blocked" in shown
+    assert "measured," not in shown_sd
