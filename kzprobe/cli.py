@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from kzprobe import __version__
 from kzprobe.config import (
@@ -27,6 +28,7 @@ from kzprobe.errors import KzprobeError
 from kzprobe.ops.notify import SystemdEnv
 
 if TYPE_CHECKING:
+    from kzprobe.progress import ProgressLine, Tally
     from kzprobe.targets import Target
 
 EXIT_OK = 0
@@ -122,7 +124,33 @@ def _load(path: Path) -> LoadedConfig:
     return loaded
 
 
+def _progress_line(total: int, label: str) -> ProgressLine | None:
+    """A progress line only on a terminal, never under systemd (stderr is its log stream)."""
+    from kzprobe.progress import ProgressLine
+
+    under_systemd = bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
+    if under_systemd or not sys.stderr.isatty():
+        return None
+    return ProgressLine(sys.stderr, total, label=label)
+
+
+def _warn_not_dialled(tally: Tally, *, scope: str) -> None:
+    """Once per run: addresses the dial rule refused (their records carry ``x_skipped``)."""
+    import structlog
+
+    from kzprobe import failures
+
+    if not tally.skipped or tally.first_skipped is None:
+        return
+    first = tally.first_skipped
+    structlog.get_logger("kzprobe.cli").warning(
+        failures.ADDRESS_NOT_DIALLED, count=tally.skipped, scope=scope, example=first.get("ip"),
+        reason=first.get("reason"),
+        fix="to measure such addresses (labs, tests) add them to [analysis] not_bogon")
+
+
 def _cmd_measure(args: argparse.Namespace) -> int:
+    from kzprobe.progress import Tally
     from kzprobe.service import measure_urls, run_loop
     from kzprobe.targets import parse_target
 
@@ -132,7 +160,21 @@ def _cmd_measure(args: argparse.Namespace) -> int:
             parse_target(url)
         except ValueError as exc:
             raise KzprobeError(f"argument URL {index + 1}: {exc}") from None
-    return run_loop(measure_urls(config, list(args.urls)), use_uvloop=not args.no_uvloop)
+    tally, line = Tally(), _progress_line(len(args.urls), "measured")
+
+    def seen(record: dict[str, Any]) -> None:
+        tally.add(record)
+        if line is not None:
+            line.update(tally, force=tally.records == len(args.urls))
+
+    try:
+        code = run_loop(measure_urls(config, list(args.urls), on_record=seen),
+                        use_uvloop=not args.no_uvloop)
+    finally:
+        if line is not None:
+            line.clear()
+    _warn_not_dialled(tally, scope="this run")
+    return code
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -151,9 +193,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 async def _serve(config: Config, targets: list[Target], *, once: bool,
                  systemd: SystemdEnv) -> int:
+    from kzprobe.progress import Tally
     from kzprobe.service import Daemon
 
-    return await Daemon(config, targets, systemd=systemd).serve(once=once)
+    started = time.time()
+    tally, line = Tally(), _progress_line(len(targets), "measured") if once else None
+    warned = False
+
+    async def seen(record: dict[str, Any]) -> None:
+        nonlocal warned
+        notes = record.get("annotations") or {}
+        if not notes.get("kzprobe_sweep"):  # an anchor's record: not the sweep's
+            return
+        tally.add(record)
+        if line is not None:
+            line.update(tally)
+        if not once and tally.skipped and not warned:  # a daemon: at the first, once
+            _warn_not_dialled(tally, scope="first record; further ones are not logged")
+            warned = True
+
+    try:
+        code = await Daemon(config, targets, systemd=systemd, on_record=seen).serve(once=once)
+    finally:
+        if line is not None:
+            line.clear()
+    if once:
+        _warn_not_dialled(tally, scope="this run")
+        _summary(tally, config, started)
+    return code
+
+
+def _summary(tally: Tally, config: Config, started: float) -> None:
+    """``run --once``: what the sweep found, the files it wrote, what to run next."""
+    from kzprobe.progress import summary_lines
+
+    out = config.output.dir
+    try:
+        written = sorted(str(p) for p in out.iterdir()
+                         if ".ndjson" in p.name and p.stat().st_mtime >= started - 1)
+    except OSError:
+        written = []
+    for text in summary_lines(tally, outputs=written, output_dir=str(out)):
+        sys.stderr.write(text + "\n")
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:

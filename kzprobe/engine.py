@@ -25,6 +25,7 @@ from kzprobe.measure.context import Experiment, Stopwatch
 from kzprobe.measure.loader import experiment_for
 from kzprobe.measure.ratelimit import PriorityGate, TokenBucket
 from kzprobe.measure.resources import Resources, build_resources
+from kzprobe.progress import Tally
 from kzprobe.record import build_record
 from kzprobe.targets import Target
 from kzprobe.verdict import outcome as outcomes
@@ -75,10 +76,12 @@ class SweepSummary:
     bytes_received: int = 0
     started: float = field(default_factory=time.monotonic)
     duration: float = 0.0
+    tally: Tally = field(default_factory=Tally)  # states and codes, as the run summary
 
     def add(self, record: Mapping[str, Any]) -> None:
         """Count one measured record by its :func:`~kzprobe.verdict.outcome.outcome`."""
         self.measured += 1
+        self.tally.add(record)
         word = outcome(record)
         self.failures += word == outcomes.FAILURE
         self.anomalies += word == outcomes.ANOMALY

@@ -26,6 +26,9 @@ NO_BUFFER_SPACE = "no_buffer_space"  # ENOBUFS
 INVALID_ARGUMENT = "invalid_argument"  # EINVAL
 INTERRUPTED = "interrupted"  # cancelled before it finished (deadline of the run, shutdown)
 CONNECT_ERROR = "connect_error"  # a connect failure no errno explains (also the TH's word)
+# kzprobe's: an address the dial rule refuses (loopback, unspecified; for the helper any
+# special-purpose range), recorded in ``x_skipped`` with the reason instead of a connect.
+ADDRESS_NOT_DIALLED = "address_not_dialled"
 
 # --------------------------------------------------------------------------- DNS
 DNS_NXDOMAIN_ERROR = "dns_nxdomain_error"  # the name does not exist (NXDOMAIN)

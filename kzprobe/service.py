@@ -74,18 +74,34 @@ def warn_if_public_ip_unknown(config: Config) -> None:
                     fix="set [probe] public_ip")
 
 
-async def measure_urls(config: Config, urls: list[str], out: TextIO = sys.stdout) -> int:
-    """``kzprobe measure``: measure each URL now, print records in input order."""
+def warn_if_no_control(config: Config) -> None:
+    """Say at start that verdicts will have no control: ``unknown``, or OONI's rules without
+    one (a failed lookup then reads ``blocking: false, accessible: true``)."""
+    if not config.control.helpers:
+        log.warning("no_control",
+                    consequence="verdicts have no control measurement: most are unknown, "
+                                "and OONI's rules without one can read as accessible",
+                    fix="set [control] helpers")
+
+
+async def measure_urls(config: Config, urls: list[str], out: TextIO = sys.stdout,
+                       on_record: Callable[[dict[str, Any]], None] | None = None) -> int:
+    """``kzprobe measure``: measure each URL now, print records in input order
+    (``on_record`` sees each one as it finishes: the CLI's progress)."""
     targets = [parse_target(url, origin=f"argv[{i}]") for i, url in enumerate(urls)]
     raise_nofile_limit()
     warn_if_public_ip_unknown(config)
+    warn_if_no_control(config)
     engine = build_engine(config)
     await engine.start()
     gate = asyncio.Semaphore(config.limits.concurrency)
 
     async def one(target: Target) -> dict[str, Any]:
         async with gate:
-            return await engine.measure(target)
+            record = await engine.measure(target)
+        if on_record is not None:
+            on_record(record)
+        return record
 
     try:
         tasks = [asyncio.ensure_future(one(t)) for t in targets]
@@ -196,6 +212,7 @@ class Daemon:
 
     async def _start(self, *, once: bool) -> None:
         warn_if_public_ip_unknown(self.running.config)
+        warn_if_no_control(self.running.config)
         engine = self._new_engine(self.running.config)
         await engine.start()
         self.running.set_engine(engine)

@@ -12,12 +12,20 @@ failure of the name).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kzprobe import failures
 from kzprobe.measure import traffic
-from kzprobe.measure.context import ControlResult, ProbeContext, Stopwatch, close_transport
+from kzprobe.measure.context import (
+    ControlResult,
+    ProbeContext,
+    Stopwatch,
+    close_transport,
+    is_dialable,
+)
 from kzprobe.measure.steps import dns, tcp, tls
 from kzprobe.netaddr import join_hostport
 
@@ -70,6 +78,27 @@ async def resolve(host: str, ctx: ProbeContext, clock: Stopwatch, *,
 # --------------------------------------------------------------------------- dial, secure
 
 
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """An address the dial rule refused: no connect was made, and the record says why
+    (``x_skipped``), so a refused dial is never an empty record."""
+
+    ip: str
+    port: int | None
+    reason: str  # "loopback", "unspecified" or, for the helper, "special-purpose"
+
+    def archival(self) -> dict[str, object]:
+        return {"ip": self.ip, "port": self.port, "failure": failures.ADDRESS_NOT_DIALLED,
+                "reason": self.reason}
+
+
+def _refusal(ip: str) -> str:
+    addr = ipaddress.ip_address(ip)
+    if addr.is_loopback:
+        return "loopback"
+    return "unspecified" if addr.is_unspecified else "special-purpose"
+
+
 @dataclass(slots=True, kw_only=True)
 class Measured:
     """The steps one measurement recorded, in the order made, and its transaction ids (a
@@ -81,6 +110,7 @@ class Measured:
     connects: list[tcp.TcpConnect] = field(default_factory=list)
     handshakes: list[tls.TlsHandshake] = field(default_factory=list)
     sni_checks: list[tls.TlsHandshake] = field(default_factory=list)
+    skipped: dict[tuple[str, int | None], Skipped] = field(default_factory=dict)
     next_tid: int = 1
 
     def transaction_id(self) -> int:
@@ -102,6 +132,25 @@ class Connection:
     @property
     def address(self) -> str:
         return self.connect.address
+
+
+def dialable(m: Measured, addresses: Iterable[str], port: int | None) -> list[str]:
+    """The ``addresses`` the dial rule allows; each refused one is noted in ``m.skipped``."""
+    allowed = []
+    for ip in addresses:
+        if is_dialable(ip, m.ctx):
+            allowed.append(ip)
+        else:
+            m.skipped.setdefault((ip, port), Skipped(ip, port, _refusal(ip)))
+    return allowed
+
+
+def skipped_keys(m: Measured) -> dict[str, list[dict[str, object]]]:
+    """``x_skipped`` for the test keys, only when an address was refused (records that
+    dialled everything keep their shape)."""
+    if not m.skipped:
+        return {}
+    return {"x_skipped": [s.archival() for s in m.skipped.values()]}
 
 
 async def dial(m: Measured, ip: str, port: int, *, tags: tuple[str, ...] = (),

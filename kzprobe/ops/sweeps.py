@@ -195,7 +195,14 @@ class SweepLoop:
             duration_s=round(summary.duration, 3),
             bytes_sent=summary.bytes_sent,
             bytes_received=summary.bytes_received,
-            records_written=self.readings.sink.stats.records_written,
+            # the sweep's own records (emitted; the writer's total also counts anchors and
+            # earlier sweeps), by state and code, as the `run --once` summary counts them
+            records=summary.measured,
+            states=summary.tally.state_counts(),
+            interference=dict(sorted(summary.tally.codes.items())),
+            no_control=summary.tally.no_control,
+            addresses_not_dialled=summary.tally.skipped,
+            records_written_total=self.readings.sink.stats.records_written,
         )
         self.readings.refresh_status()
 

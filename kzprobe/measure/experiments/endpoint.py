@@ -25,14 +25,15 @@ from kzprobe.measure.context import (
     ProbeContext,
     Stopwatch,
     close_transport,
-    is_dialable,
     is_ip_literal,
 )
 from kzprobe.measure.flow import (
     Connection,
     Measured,
     Resolution,
+    dialable,
     needs_sni_check,
+    skipped_keys,
     start_control,
 )
 from kzprobe.measure.flow import dial as flow_dial
@@ -142,7 +143,7 @@ async def run(target: Target, ctx: ProbeContext, clock: Stopwatch, probe: ProbeA
     control_task: asyncio.Task[ControlResult] | None = None
     try:
         resolved, dns_failure = await resolve(flow, resolution)
-        addresses = [ip for ip in resolved if is_dialable(ip, ctx)]
+        addresses = dialable(flow, resolved, target.port)
         control_task = _start_control(flow, addresses)
         outcomes = await _probe_all(flow, addresses, probe)
         control = await control_task if control_task is not None else None
@@ -174,6 +175,7 @@ def _keys(flow: Flow, outcomes: list[Outcome], protocol_key: str) -> dict[str, A
         protocol_key: [dict(o.details) for o in outcomes if o.details],
         "x_endpoint_results": [o.archival() for o in outcomes],
         "x_sni_checks": [_shake(flow, h) for h in flow.sni_checks],
+        **skipped_keys(flow),
     })
     return keys
 

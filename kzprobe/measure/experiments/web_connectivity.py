@@ -21,7 +21,6 @@ from kzprobe.measure.context import (
     ProbeContext,
     Stopwatch,
     close_transport,
-    is_dialable,
     is_ip_literal,
 )
 from kzprobe.measure.flow import (
@@ -29,9 +28,11 @@ from kzprobe.measure.flow import (
     Measured,
     Resolution,
     dial,
+    dialable,
     needs_sni_check,
     resolve,
     secure,
+    skipped_keys,
     sni_check,
     start_control,
 )
@@ -125,7 +126,7 @@ async def _hop(flow: _Flow, target: Target, depth: int) -> http.HttpTransaction 
         flow.dns_failure = dns_failure
         flow.control_task = start_control(flow.ctx, target.url, resolved[:MAX_ENDPOINTS],
                                           target.port)
-    addresses = [ip for ip in resolved if is_dialable(ip, flow.ctx)]
+    addresses = dialable(flow, resolved, target.port)
     if not addresses:
         # OONI: no GET without an address. At depth 0 the DNS keys say why; on a redirect
         # hop the hop's DNS failure is the HTTP failure. Addresses we may not dial
@@ -347,6 +348,7 @@ def _test_keys(flow: _Flow) -> dict[str, Any]:
         "accessible": None,
         "x_timings": timings,
         "x_sni_checks": [h.archival() for h in flow.sni_checks],
+        **skipped_keys(flow),
     }
 
 
