@@ -123,7 +123,7 @@ FROM t WHERE ts IS NOT NULL AND url IS NOT NULL
 ORDER BY ts, line
 """
 
-_EVENT_COLUMNS = """{{'at': 'TIMESTAMP', 'kind': 'VARCHAR', 'scope': 'VARCHAR',
+_EVENT_COLUMNS = """{{'event_time': 'TIMESTAMP', 'kind': 'VARCHAR', 'scope': 'VARCHAR',
     'event_id': 'VARCHAR', 'seq': 'BIGINT', 'confirmed_at': 'TIMESTAMP', 'input': 'VARCHAR',
     'group': 'VARCHAR', 'probe_cc': 'VARCHAR', 'probe_asn': 'VARCHAR', 'probe_id': 'VARCHAR',
     'category_code': 'VARCHAR', 'from_state': 'VARCHAR', 'from_mechanism': 'VARCHAR',
@@ -134,10 +134,10 @@ _EVENT_COLUMNS = """{{'at': 'TIMESTAMP', 'kind': 'VARCHAR', 'scope': 'VARCHAR',
 EVENT_ROWS = f"""
 SELECT {SCHEMA_VERSION}::INTEGER AS schema_version, * EXCLUDE (probe_cc, probe_asn),
     coalesce(probe_cc, 'ZZ') AS probe_cc, coalesce(probe_asn, 'AS0') AS probe_asn,
-    at::DATE AS date
+    event_time::DATE AS date
 FROM read_json({{source}}, columns = {_EVENT_COLUMNS},
     format = 'newline_delimited')
-ORDER BY at, seq, event_id
+ORDER BY event_time, seq, event_id
 """
 _COPY = "COPY ({query}) TO $1 (FORMAT parquet, PARTITION_BY (probe_cc, probe_asn, date), " \
         "COMPRESSION zstd, FILENAME_PATTERN '{prefix}_{{i}}', OVERWRITE_OR_IGNORE true)"
@@ -285,7 +285,8 @@ def _stage_events(path: Path, out: Path, errors: list[ReadError]) -> tuple[Stage
 
 def _event_row(event: event_log.Event, source: str) -> dict[str, Any]:
     row: dict[str, Any] = {name: getattr(event, name) for name in event.__slots__}
-    row["at"] = event.at.isoformat(sep=" ")
+    del row["at"]  # a keyword in DuckDB's SQL: the store calls it event_time
+    row["event_time"] = event.at.isoformat(sep=" ")
     row["confirmed_at"] = event.confirmed_at.isoformat(sep=" ") if event.confirmed_at else None
     row["evidence"] = list(event.evidence)
     row["source_file"] = source
