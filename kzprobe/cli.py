@@ -252,7 +252,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     result = export.export(args.paths, args.to,
                            memory_limit=command.check_memory_limit(args.memory_limit))
-    for error in result.errors:
+    for error in result.errors.sorted():
         _warn(f"{error.file}:{error.line}: {error.reason}")
     for path in result.failed:
         sys.stderr.write(f"kzprobe: error: {path}: not exported (see above)\n")

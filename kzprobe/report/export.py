@@ -23,6 +23,8 @@ segment that cannot be read is listed and not recorded, so a later run tries it 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -36,8 +38,8 @@ import duckdb
 import orjson
 
 from kzprobe.report import events as event_log
-from kzprobe.report.model import ReadError, ReportError
-from kzprobe.report.scan import connect, list_files, problem
+from kzprobe.report.model import ReportError
+from kzprobe.report.scan import ErrorLog, connect, list_files, problem
 from kzprobe.report.sql import _MECHANISM, _STATE
 from kzprobe.storage.naming import SegmentFile, SegmentName
 from kzprobe.storage.segments import MAX_LINE_BYTES, is_open, iter_lines
@@ -46,6 +48,7 @@ MEASUREMENTS = "measurements"
 EVENTS = "events"
 MANIFESTS = "_manifest"
 STAGING = ".staging"
+LOCK = ".lock"
 MEMORY_LIMIT = "1GB"
 _UNKNOWN_PROBE = "unknown"
 SCHEMA_VERSION = 1  # docs/parquet-schema.md; bump on any change of a column's meaning or type
@@ -145,7 +148,8 @@ _COPY = "COPY ({query}) TO $1 (FORMAT parquet, PARTITION_BY (probe_cc, probe_asn
 
 @dataclass(slots=True)
 class ExportResult:
-    """What one run did; ``errors`` are lines or whole files that were not exported."""
+    """What one run did; ``errors`` are lines or whole files that were not exported
+    (all counted, the first ``scan.MAX_ERRORS_KEPT`` kept)."""
 
     exported: int = 0
     skipped: int = 0
@@ -153,7 +157,7 @@ class ExportResult:
     rows: int = 0
     event_files: int = 0
     event_rows: int = 0
-    errors: list[ReadError] = field(default_factory=list)
+    errors: ErrorLog = field(default_factory=ErrorLog)
     failed: list[Path] = field(default_factory=list)  # segments or logs not exported at all
 
     def summary(self) -> str:
@@ -161,7 +165,7 @@ class ExportResult:
         return (f"exported {self.exported} segments ({self.rows} measurements), skipped "
                 f"{self.skipped} already exported and {self.open_segments} open; "
                 f"{self.event_files} event logs ({self.event_rows} events); "
-                f"{len(self.failed)} files failed, {len(self.errors)} problems")
+                f"{len(self.failed)} files failed, {self.errors.count} problems")
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,16 +238,23 @@ def segment_key(path: Path) -> str:
     return file.plain if file is not None else path.name
 
 
-def _stage_segment(path: Path, out: Path, errors: list[ReadError]) -> Staged:
+class _Problems:
+    """Passes problems on to the run's log; remembers whether the file was unreadable."""
+
+    def __init__(self, errors: ErrorLog) -> None:
+        self.errors = errors
+        self.failed = False
+
+    def __call__(self, path: Path, line: int, reason: str) -> None:
+        self.failed = self.failed or reason.startswith("unreadable")
+        self.errors(path, line, reason)
+
+
+def _stage_segment(path: Path, out: Path, errors: ErrorLog) -> Staged:
     """Usable lines wrapped as ``{"line": N, "r": record}``; the hash covers every line."""
     digest = hashlib.sha256()
     rows = 0
-    failed = False
-
-    def report(file: Path, line: int, reason: str) -> None:
-        nonlocal failed
-        failed = failed or reason.startswith("unreadable")
-        errors.append(ReadError(file, line, reason))
+    report = _Problems(errors)
 
     with open(out, "wb") as staged:
         for lineno, line in iter_lines(path, on_error=report, max_line_bytes=MAX_LINE_BYTES):
@@ -256,18 +267,13 @@ def _stage_segment(path: Path, out: Path, errors: list[ReadError]) -> Staged:
                 continue
             staged.write(b'{"line":%d,"r":' % lineno + line.strip() + b"}\n")
             rows += 1
-    return Staged(out, digest.hexdigest(), rows, failed)
+    return Staged(out, digest.hexdigest(), rows, report.failed)
 
 
-def _stage_events(path: Path, out: Path, errors: list[ReadError]) -> tuple[Staged, str]:
+def _stage_events(path: Path, out: Path, errors: ErrorLog) -> tuple[Staged, str]:
     """An event log's events as NDJSON rows; also the probe id they name."""
     digest = hashlib.sha256()
-    failed = False
-
-    def report(file: Path, line: int, reason: str) -> None:
-        nonlocal failed
-        failed = failed or reason.startswith("unreadable")
-        errors.append(ReadError(file, line, reason))
+    report = _Problems(errors)
 
     found = event_log.read_file(path, report)
     try:
@@ -280,7 +286,7 @@ def _stage_events(path: Path, out: Path, errors: list[ReadError]) -> tuple[Stage
     with open(out, "wb") as staged:
         for event in found:
             staged.write(orjson.dumps(_event_row(event, path.name)) + b"\n")
-    return Staged(out, digest.hexdigest(), len(found), failed), probe
+    return Staged(out, digest.hexdigest(), len(found), report.failed), probe
 
 
 def _event_row(event: event_log.Event, source: str) -> dict[str, Any]:
@@ -346,11 +352,11 @@ def _export_events(con: duckdb.DuckDBPyConnection, path: Path, store: Path,
     if staged.failed:
         result.failed.append(path)
         return
-    key = f"{path.parent.name}/{path.name}"
+    prefix = f"e-{probe}-{path.name.removesuffix('.ndjson')}-{_first_line_hash(path)}"
+    key = f"{EVENTS}/{prefix}"  # not the path: a copied log is the same log
     known = manifest.get(probe, key)
     if known is not None and known.get("sha256") == staged.sha256:
         return
-    prefix = f"e-{probe}-{path.name.removesuffix('.ndjson')}-{_first_line_hash(path)}"
     placed = _write(con, EVENT_ROWS.format(source="$2"), staged, store / EVENTS, prefix,
                     staging)
     manifest.record(probe, key, {"kind": "events", "sha256": staged.sha256,
@@ -377,18 +383,32 @@ def _closed(files: Iterable[Path], result: ExportResult) -> Iterator[Path]:
             yield path
 
 
+@contextlib.contextmanager
+def _opened(store: Path) -> Iterator[None]:
+    """The store created and locked: one export at a time writes into it."""
+    try:
+        (store / STAGING).mkdir(parents=True, exist_ok=True)
+        lock = open(store / LOCK, "wb")  # noqa: SIM115 (held until the export ends)
+    except OSError as exc:
+        raise ReportError(f"{store}: cannot create the store: {exc.strerror}") from None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ReportError(f"{store}: another export is writing to it") from None
+        try:
+            yield
+        finally:
+            shutil.rmtree(store / STAGING, ignore_errors=True)
+
+
 def export(paths: Sequence[Path], store: Path, *,
            memory_limit: str = MEMORY_LIMIT) -> ExportResult:
     """Export the closed segments and event logs under ``paths`` not yet in ``store``."""
     files = list_files(paths)
-    try:
-        store.mkdir(parents=True, exist_ok=True)
-        (store / STAGING).mkdir(exist_ok=True)
-    except OSError as exc:
-        raise ReportError(f"{store}: cannot create the store: {exc.strerror}") from None
-    manifest = Manifest(store)
     result = ExportResult()
-    with tempfile.TemporaryDirectory(prefix="kzprobe-export-") as tmp:
+    with _opened(store), tempfile.TemporaryDirectory(prefix="kzprobe-export-") as tmp:
+        manifest = Manifest(store)
         con = connect(Path(tmp), memory_limit=memory_limit)
         try:
             for path in _closed(files, result):
@@ -400,5 +420,4 @@ def export(paths: Sequence[Path], store: Path, *,
                 _export_events(con, log, store, manifest, result)
         finally:
             con.close()
-    shutil.rmtree(store / STAGING, ignore_errors=True)
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import shutil
 from pathlib import Path
@@ -61,7 +62,7 @@ def test_export_writes_hive_partitions_with_evidence_location(fleet: list[Path],
     result = export(fleet, store)
     # probe a: 10 (gz) + 6 (zst), its .part waits; probe b: 4 usable of 7 lines
     assert (result.exported, result.rows, result.open_segments) == (3, 20, 1)
-    assert [(e.line, e.reason.split(":")[0]) for e in result.errors] == [
+    assert [(e.line, e.reason.split(":")[0]) for e in result.errors.sorted()] == [
         (3, "invalid JSON"), (5, "not a JSON object"),
         (7, "no 'measurement_start_time' as YYYY-MM-DD HH")]
     assert _rows(store, "SELECT probe_cc, probe_asn, date::VARCHAR, count(*) FROM m "
@@ -223,3 +224,17 @@ def test_open_segments_only_exports_nothing(tmp_path: Path,
     assert "exported 0 segments (0 measurements), skipped 0 already exported and 1 open" \
         in capsys.readouterr().out
     assert _files(tmp_path / "store") == []
+
+
+def test_a_second_export_into_a_locked_store_is_refused(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    data, store = tmp_path / "data", tmp_path / "store"
+    _segment(data, VPS1, "2024-03-01")
+    store.mkdir()
+    with open(store / ".lock", "wb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert main(["export", str(data), "--to", str(store)]) == 2
+    assert "another export is writing to it" in capsys.readouterr().err
+    assert main(["export", str(data), "--to", str(store)]) == 0
+    assert _rows(store) == [(3,)]
