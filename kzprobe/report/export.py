@@ -99,7 +99,8 @@ SELECT {SCHEMA_VERSION}::INTEGER AS schema_version, ts AS measurement_start_time
     url AS input, r.annotations.kzprobe_group AS "group",
     coalesce(r.category_code, r.annotations.category_code) AS category_code,
     r.probe_network_name, r.resolver_ip, r.test_name, r.test_version, r.software_name,
-    r.software_version, r.annotations.kzprobe_probe_id AS probe_id, r.x_measurement_uid,
+    r.software_version, coalesce(r.annotations.kzprobe_probe_id, {{probe}}) AS probe_id,
+    r.x_measurement_uid,
     r.annotations.kzprobe_sweep AS sweep_id,
     {_STATE} AS state, {_MECHANISM} AS mechanism,
     ooni_blocking, ooni_blocked, tk.accessible, tk.reachable, interference, tk.blockpage,
@@ -336,7 +337,8 @@ def _export_segment(con: duckdb.DuckDBPyConnection, path: Path, store: Path,
         result.failed.append(path)
         return
     prefix = f"m-{staged.sha256[:32]}"
-    query = MEASUREMENT_ROWS.format(source="$2", segment=_quote(path.name))
+    query = MEASUREMENT_ROWS.format(source="$2", segment=_quote(path.name),
+                                    probe=_quote(segment_probe(path)))
     placed = _write(con, query, staged, store / MEASUREMENTS, prefix, staging)
     manifest.record(segment_probe(path), segment_key(path),
                     {"kind": "segment", "sha256": staged.sha256, "rows": staged.rows,

@@ -77,6 +77,8 @@ def test_export_writes_hive_partitions_with_evidence_location(fleet: list[Path],
         ("kz-20240301T000000Z-vps2-200-000001.ndjson", 4, NEWS, "accessible", None, 1),
         ("kz-20240301T000000Z-vps2-200-000001.ndjson", 8, TWITTER, "blocked", "tls.mitm", 1)]
     assert not (store / ".staging").exists()
+    # records without annotations.kzprobe_probe_id take the probe id of their segment's name
+    assert _rows(store, "SELECT DISTINCT probe_id FROM m ORDER BY 1") == [("vps1",), ("vps2",)]
 
 
 def test_probe_keys_and_failure_steps(tmp_path: Path) -> None:
