@@ -318,14 +318,38 @@ def _place(staging: Path, table: Path, prefix: str) -> list[str]:
 
 
 def _write(con: duckdb.DuckDBPyConnection, query: str, staged: Staged, table: Path,
-           prefix: str, staging: Path) -> list[str]:
-    """COPY the staged rows into a scratch tree, then move them into the store."""
+           prefix: str, staging: Path) -> tuple[list[str], int]:
+    """COPY the staged rows into a scratch tree, then move them into the store.
+
+    Returns the files placed and the rows written; raises :class:`duckdb.Error` (before
+    anything is placed) when DuckDB cannot write them.
+    """
     scratch = staging / prefix
     shutil.rmtree(scratch, ignore_errors=True)
+    written = 0
     if staged.rows:
-        con.execute(_COPY.format(query=query, prefix=prefix), [str(scratch), str(staged.path)])
+        copied = con.execute(_COPY.format(query=query, prefix=prefix),
+                             [str(scratch), str(staged.path)]).fetchone()
+        written = int(copied[0]) if copied else 0
     placed = _place(scratch, table, prefix) if scratch.exists() else []
     shutil.rmtree(scratch, ignore_errors=True)
+    return placed, written
+
+
+def _write_or_list(con: duckdb.DuckDBPyConnection, query: str, staged: Staged,
+                   where: tuple[Path, str, Path], source: Path,
+                   result: ExportResult) -> list[str] | None:
+    """:func:`_write`, a DuckDB failure listed against ``source`` (None: not exported)."""
+    table, prefix, staging = where
+    try:
+        placed, written = _write(con, query, staged, table, prefix, staging)
+    except duckdb.Error as exc:
+        result.errors(source, 0, f"unreadable by DuckDB: {str(exc).splitlines()[0]}")
+        result.failed.append(source)
+        return None
+    if written != staged.rows:
+        result.errors(source, 0, f"{staged.rows - written} of {staged.rows} records "
+                                 f"not written (DuckDB could not read them)")
     return placed
 
 
@@ -339,7 +363,10 @@ def _export_segment(con: duckdb.DuckDBPyConnection, path: Path, store: Path,
     prefix = f"m-{staged.sha256[:32]}"
     query = MEASUREMENT_ROWS.format(source="$2", segment=_quote(path.name),
                                     probe=_quote(segment_probe(path)))
-    placed = _write(con, query, staged, store / MEASUREMENTS, prefix, staging)
+    placed = _write_or_list(con, query, staged, (store / MEASUREMENTS, prefix, staging),
+                            path, result)
+    if placed is None:
+        return
     manifest.record(segment_probe(path), segment_key(path),
                     {"kind": "segment", "sha256": staged.sha256, "rows": staged.rows,
                      "files": placed})
@@ -359,8 +386,10 @@ def _export_events(con: duckdb.DuckDBPyConnection, path: Path, store: Path,
     known = manifest.get(probe, key)
     if known is not None and known.get("sha256") == staged.sha256:
         return
-    placed = _write(con, EVENT_ROWS.format(source="$2"), staged, store / EVENTS, prefix,
-                    staging)
+    placed = _write_or_list(con, EVENT_ROWS.format(source="$2"), staged,
+                            (store / EVENTS, prefix, staging), path, result)
+    if placed is None:
+        return
     manifest.record(probe, key, {"kind": "events", "sha256": staged.sha256,
                                  "rows": staged.rows, "files": placed})
     result.event_files += 1

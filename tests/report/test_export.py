@@ -99,6 +99,19 @@ def test_probe_keys_and_failure_steps(tmp_path: Path) -> None:
          0.02, "online", False)]
 
 
+def test_fields_of_an_unexpected_type_are_null_not_lost(tmp_path: Path) -> None:
+    odd = [web(f"https://{n}.kz/", f"2024-03-01 0{n}:00:00") for n in range(4)]
+    odd[1]["test_keys"]["x_timings"] = "fast"
+    odd[2]["test_runtime"] = "slow"
+    odd[3]["annotations"] = "not a map"
+    write(tmp_path / "d" / VPS1, lines(odd))
+    result = export([tmp_path / "d"], tmp_path / "store")
+    assert (result.rows, result.errors.count) == (4, 0)
+    assert _rows(tmp_path / "store", "SELECT line, test_runtime, probe_id FROM m "
+                                     "ORDER BY line") == [
+        (1, 0.5, "vps1"), (2, 0.5, "vps1"), (3, None, "vps1"), (4, 0.5, "vps1")]
+
+
 def test_reexport_skips_and_a_new_segment_is_added(tmp_path: Path) -> None:
     data, store = tmp_path / "data", tmp_path / "store"
     _segment(data, VPS1, "2024-03-01")
