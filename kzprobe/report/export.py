@@ -123,7 +123,7 @@ SELECT {SCHEMA_VERSION}::INTEGER AS schema_version, ts AS measurement_start_time
     {{segment}} AS segment, line,
     coalesce(r.probe_cc, 'ZZ') AS probe_cc, coalesce(r.probe_asn, 'AS0') AS probe_asn,
     ts::DATE AS date
-FROM t WHERE ts IS NOT NULL AND url IS NOT NULL
+FROM t WHERE ts IS NOT NULL AND url IS NOT NULL AND url <> ''
 ORDER BY ts, line
 """
 
@@ -252,7 +252,11 @@ class _Problems:
 
 
 def _stage_segment(path: Path, out: Path, errors: ErrorLog) -> Staged:
-    """Usable lines wrapped as ``{"line": N, "r": record}``; the hash covers every line."""
+    """JSON objects wrapped as ``{"line": N, "r": record}``; the hash covers every line.
+
+    Whether a record has its input and time is left to the SQL (Python's strptime would be
+    half the export's time); :func:`_list_unusable` names the lines it dropped.
+    """
     digest = hashlib.sha256()
     rows = 0
     report = _Problems(errors)
@@ -263,12 +267,26 @@ def _stage_segment(path: Path, out: Path, errors: ErrorLog) -> Staged:
             digest.update(b"\n")
             if not line.strip():
                 continue
-            if (reason := problem(line)) is not None:
-                report(path, lineno, reason)
+            if not _is_object(line):  # one JSON object per line: no row can spill over
+                report(path, lineno, problem(line) or "not a JSON object")
                 continue
             staged.write(b'{"line":%d,"r":' % lineno + line.strip() + b"}\n")
             rows += 1
     return Staged(out, digest.hexdigest(), rows, report.failed)
+
+
+def _is_object(line: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(line), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _list_unusable(path: Path, errors: ErrorLog) -> None:
+    """The objects the SQL dropped (no input, no time), by line: the rare path, read again."""
+    for lineno, line in iter_lines(path, max_line_bytes=MAX_LINE_BYTES):
+        if line.strip() and _is_object(line) and (reason := problem(line)) is not None:
+            errors(path, lineno, reason)
 
 
 def _stage_events(path: Path, out: Path, errors: ErrorLog) -> tuple[Staged, str]:
@@ -338,7 +356,7 @@ def _write(con: duckdb.DuckDBPyConnection, query: str, staged: Staged, table: Pa
 
 def _write_or_list(con: duckdb.DuckDBPyConnection, query: str, staged: Staged,
                    where: tuple[Path, str, Path], source: Path,
-                   result: ExportResult) -> list[str] | None:
+                   result: ExportResult) -> tuple[list[str], int] | None:
     """:func:`_write`, a DuckDB failure listed against ``source`` (None: not exported)."""
     table, prefix, staging = where
     try:
@@ -347,10 +365,12 @@ def _write_or_list(con: duckdb.DuckDBPyConnection, query: str, staged: Staged,
         result.errors(source, 0, f"unreadable by DuckDB: {str(exc).splitlines()[0]}")
         result.failed.append(source)
         return None
-    if written != staged.rows:
-        result.errors(source, 0, f"{staged.rows - written} of {staged.rows} records "
+    if written != staged.rows and table.name == MEASUREMENTS:
+        _list_unusable(source, result.errors)
+    elif written != staged.rows:
+        result.errors(source, 0, f"{staged.rows - written} of {staged.rows} events "
                                  f"not written (DuckDB could not read them)")
-    return placed
+    return placed, written
 
 
 def _export_segment(con: duckdb.DuckDBPyConnection, path: Path, store: Path,
@@ -363,15 +383,16 @@ def _export_segment(con: duckdb.DuckDBPyConnection, path: Path, store: Path,
     prefix = f"m-{staged.sha256[:32]}"
     query = MEASUREMENT_ROWS.format(source="$2", segment=_quote(path.name),
                                     probe=_quote(segment_probe(path)))
-    placed = _write_or_list(con, query, staged, (store / MEASUREMENTS, prefix, staging),
-                            path, result)
-    if placed is None:
+    done = _write_or_list(con, query, staged, (store / MEASUREMENTS, prefix, staging),
+                          path, result)
+    if done is None:
         return
+    placed, written = done
     manifest.record(segment_probe(path), segment_key(path),
-                    {"kind": "segment", "sha256": staged.sha256, "rows": staged.rows,
+                    {"kind": "segment", "sha256": staged.sha256, "rows": written,
                      "files": placed})
     result.exported += 1
-    result.rows += staged.rows
+    result.rows += written
 
 
 def _export_events(con: duckdb.DuckDBPyConnection, path: Path, store: Path,
@@ -386,14 +407,15 @@ def _export_events(con: duckdb.DuckDBPyConnection, path: Path, store: Path,
     known = manifest.get(probe, key)
     if known is not None and known.get("sha256") == staged.sha256:
         return
-    placed = _write_or_list(con, EVENT_ROWS.format(source="$2"), staged,
-                            (store / EVENTS, prefix, staging), path, result)
-    if placed is None:
+    done = _write_or_list(con, EVENT_ROWS.format(source="$2"), staged,
+                          (store / EVENTS, prefix, staging), path, result)
+    if done is None:
         return
+    placed, written = done
     manifest.record(probe, key, {"kind": "events", "sha256": staged.sha256,
-                                 "rows": staged.rows, "files": placed})
+                                 "rows": written, "files": placed})
     result.event_files += 1
-    result.event_rows += staged.rows
+    result.event_rows += written
 
 
 def _first_line_hash(path: Path) -> str:

@@ -99,14 +99,16 @@ def test_probe_keys_and_failure_steps(tmp_path: Path) -> None:
          0.02, "online", False)]
 
 
-def test_fields_of_an_unexpected_type_are_null_not_lost(tmp_path: Path) -> None:
+def test_odd_fields_are_null_and_records_without_input_are_listed(tmp_path: Path) -> None:
     odd = [web(f"https://{n}.kz/", f"2024-03-01 0{n}:00:00") for n in range(4)]
     odd[1]["test_keys"]["x_timings"] = "fast"
     odd[2]["test_runtime"] = "slow"
     odd[3]["annotations"] = "not a map"
-    write(tmp_path / "d" / VPS1, lines(odd))
+    empty = {"input": "", "measurement_start_time": "2024-03-01 05:00:00"}  # the SQL drops it
+    write(tmp_path / "d" / VPS1, lines([*odd, empty]))
     result = export([tmp_path / "d"], tmp_path / "store")
-    assert (result.rows, result.errors.count) == (4, 0)
+    assert result.rows == 4
+    assert [(e.line, e.reason) for e in result.errors.sorted()] == [(5, "no 'input' string")]
     assert _rows(tmp_path / "store", "SELECT line, test_runtime, probe_id FROM m "
                                      "ORDER BY line") == [
         (1, 0.5, "vps1"), (2, 0.5, "vps1"), (3, None, "vps1"), (4, 0.5, "vps1")]
