@@ -30,6 +30,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -373,10 +374,41 @@ def _write_or_list(con: duckdb.DuckDBPyConnection, query: str, staged: Staged,
     return placed, written
 
 
-def _export_segment(con: duckdb.DuckDBPyConnection, path: Path, store: Path,
-                    manifest: Manifest, result: ExportResult) -> None:
+def _stage_alone(path: Path, out: Path) -> tuple[Staged, ErrorLog]:
+    """:func:`_stage_segment` with its own problem log, for the staging thread."""
+    errors = ErrorLog()
+    return _stage_segment(path, out, errors), errors
+
+
+def _merge(errors: ErrorLog, into: ErrorLog) -> None:
+    for error in errors.kept:
+        into(error.file, error.line, error.reason)
+    into.count += errors.count - len(errors.kept)
+
+
+def _export_segments(con: duckdb.DuckDBPyConnection, todo: Sequence[Path], store: Path,
+                     manifest: Manifest, result: ExportResult) -> None:
+    """Stage the next segment (Python) while DuckDB writes this one: the two overlap.
+
+    Two staging files take turns, so the one DuckDB reads is never the one being written.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kzprobe-export") as pool:
+        pending: tuple[Path, Future[tuple[Staged, ErrorLog]]] | None = None
+        for index, path in enumerate(todo):
+            out = store / STAGING / f"segment-{index % 2}.ndjson"
+            future = pool.submit(_stage_alone, path, out)
+            if pending is not None:
+                _export_segment(con, pending[0], *pending[1].result(), store, manifest, result)
+            pending = (path, future)
+        if pending is not None:
+            _export_segment(con, pending[0], *pending[1].result(), store, manifest, result)
+
+
+def _export_segment(con: duckdb.DuckDBPyConnection, path: Path, staged: Staged,
+                    errors: ErrorLog, store: Path, manifest: Manifest,
+                    result: ExportResult) -> None:
     staging = store / STAGING
-    staged = _stage_segment(path, staging / "segment.ndjson", result.errors)
+    _merge(errors, result.errors)
     if staged.failed:
         result.failed.append(path)
         return
@@ -464,13 +496,14 @@ def export(paths: Sequence[Path], store: Path, *,
         manifest = Manifest(store)
         con = connect(Path(tmp), memory_limit=memory_limit)
         try:
-            for path in _closed(files, result):
-                if manifest.get(segment_probe(path), segment_key(path)) is not None:
-                    result.skipped += 1
-                else:
-                    _export_segment(con, path, store, manifest, result)
+            todo = [p for p in _closed(files, result)
+                    if manifest.get(segment_probe(p), segment_key(p)) is None]
+            result.skipped = len(files) - result.open_segments - len(todo)
+            _export_segments(con, todo, store, manifest, result)
             for log in event_log.find_files(paths):
                 _export_events(con, log, store, manifest, result)
+        except OSError as exc:  # the store's disk: full, read-only, gone
+            raise ReportError(f"{store}: cannot write: {exc.strerror or exc}") from None
         finally:
             con.close()
     return result
