@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory for the NDJSON (default: ./data)",
     )
     _add_report(sub)
+    export = sub.add_parser("export", help="closed segments and change events into a "
+                                           "partitioned Parquet store, incrementally")
+    export.add_argument("paths", nargs="+", type=Path, metavar="SEGMENTS",
+                        help="segment directories or files; open .part segments wait")
+    export.add_argument("--to", required=True, type=Path, metavar="DIR",
+                        help="the store (docs/parquet-schema.md)")
+    export.add_argument("--memory-limit", default="1GB", metavar="SIZE",
+                        help="DuckDB's memory budget (default: 1GB)")
     return parser
 
 
@@ -319,6 +327,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Exit 0 when every closed file was exported; 2 when one could not be (listed)."""
+    from kzprobe.report import command, export
+
+    result = export.export(args.paths, args.to,
+                           memory_limit=command.check_memory_limit(args.memory_limit))
+    for error in result.errors.sorted():
+        _warn(f"{error.file}:{error.line}: {error.reason}")
+    for path in result.failed:
+        sys.stderr.write(f"kzprobe: error: {path}: not exported (see above)\n")
+    sys.stdout.write(result.summary() + "\n")
+    return EXIT_USAGE if result.failed else EXIT_OK
+
+
 _COMMANDS = {
     "measure": _cmd_measure,
     "run": _cmd_run,
@@ -326,6 +348,7 @@ _COMMANDS = {
     "helper": _cmd_helper,
     "demo": _cmd_demo,
     "report": _cmd_report,
+    "export": _cmd_export,
 }
 
 
