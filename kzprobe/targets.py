@@ -53,6 +53,7 @@ class Target:
     origin: str = "<config>"  # file:line it came from
     params: tuple[tuple[str, str], ...] = ()  # endpoint URI parameters, sorted by name
     group: str = "default"  # the [[targets.groups]] name (records: annotations.kzprobe_group)
+    body_bytes: int | None = None  # its group's body snapshot cap; None: [limits] body_bytes
 
     @property
     def is_endpoint(self) -> bool:

@@ -116,6 +116,7 @@ class TargetGroup:
     jitter: float | None = None  # None: [schedule] jitter
     urls: tuple[str, ...] = ()
     files: tuple[Path, ...] = ()
+    body_bytes: int | None = None  # body snapshot cap for this group; None: [limits] body_bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

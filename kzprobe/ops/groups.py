@@ -32,7 +32,8 @@ def load_group_targets(config: Config) -> tuple[list[Target], list[str]]:
     for group in config.targets.groups:
         found, problems = load_targets(group.urls, group.files,
                                        where=f"[targets.groups {group.name}]")
-        targets.extend(dataclasses.replace(t, group=group.name) for t in found)
+        targets.extend(dataclasses.replace(t, group=group.name, body_bytes=group.body_bytes)
+                       for t in found)
         warnings.extend(problems)
     return targets, warnings
 

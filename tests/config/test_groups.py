@@ -87,3 +87,13 @@ def test_an_unknown_key_in_a_group_is_a_warning_naming_it(tmp_path: Path) -> Non
     loaded = load_config(_write(tmp_path, '[[targets.groups]]\nname = "w"\n'
                                           'urls = ["http://w.test/"]\nintervall = 5\n'))
     assert any("[targets] groups[1] unknown key 'intervall'" in w for w in loaded.warnings)
+
+
+def test_a_group_may_cap_its_bodies(tmp_path: Path) -> None:
+    loaded = load_config(_write(tmp_path, '[[targets.groups]]\nname = "w"\nbody_bytes = 4096\n'
+                                          'urls = ["http://w.test/"]\n'))
+    targets, _ = load_group_targets(loaded.config)
+    assert [(t.group, t.body_bytes) for t in targets] == [("w", 4096)]
+    with pytest.raises(ConfigError, match=r"groups\[1\] body_bytes: must be >= 1024"):
+        load_config(_write(tmp_path, '[[targets.groups]]\nname = "w"\nbody_bytes = 10\n'
+                                     'urls = ["http://w.test/"]\n'))

@@ -71,6 +71,7 @@ class _Flow(Measured):
     last_hop_failure: str | None = None
     control_task: asyncio.Task[ControlResult] | None = None
     limits: FetchLimits | None = None  # the helper's bounds on this fetch; None for the probe
+    body_bytes: int | None = None  # the target group's body cap (every hop); None: [limits]
 
 
 async def _resolve(flow: _Flow, host: str, depth: int) -> Resolution:
@@ -154,8 +155,8 @@ async def _hop(flow: _Flow, target: Target, depth: int) -> http.HttpTransaction 
 async def _get(flow: _Flow, target: Target, conn: Connection, depth: int) -> http.HttpTransaction:
     cfg = flow.ctx.config
     limits = flow.limits
-    body_limit = cfg.limits.body_bytes if limits is None else min(cfg.limits.body_bytes,
-                                                                  max(limits.remaining, 0))
+    cap = flow.body_bytes or cfg.limits.body_bytes
+    body_limit = cap if limits is None else min(cap, max(limits.remaining, 0))
     async with flow.ctx.host_limiter.slot(conn.ip):
         transaction = await http.get(
             flow.ctx.session,
@@ -284,7 +285,7 @@ class WebConnectivity:
                       limits: FetchLimits | None = None) -> dict[str, Any]:
         """The URL's test_keys; ``resolution``: its host's, made already, and ``limits``: the
         bounds on this fetch (both from the helper)."""
-        flow = _Flow(ctx=ctx, clock=clock, limits=limits)
+        flow = _Flow(ctx=ctx, clock=clock, limits=limits, body_bytes=target.body_bytes)
         if resolution is not None:
             flow.queries.extend(resolution.lookups)
             flow.resolved[target.host] = resolution
