@@ -295,7 +295,10 @@ async def test_a_page_of_address_lookalikes_is_scrubbed_in_bounded_time(
         await engine.aclose()
     body = record["test_keys"]["requests"][0]["response"]["body"]
     assert len(body) > 400 * 1024 and body.endswith("You are [scrubbed].")
-    assert spent and spent[0] < 0.15
+    # CPU seconds of the one scrub. The bound is loose (0.15 failed once on a loaded CI
+    # machine at 0.16): the fine check is the same-run ratio in tests/verdict/test_verdict.py;
+    # this one catches a scrub that no longer scales with the page at all.
+    assert spent and spent[0] < 1.0
 
 
 async def test_measure_warns_when_no_public_address_is_known(
