@@ -186,9 +186,9 @@ def _parse_group(s: _Section, base: Path | None, *, taken: set[str]) -> TargetGr
     files = tuple(_resolve_path(base, f) for f in s.strings("files", ()))
     if not urls and not files and not s.failed("urls", "files"):
         raise s.fail("urls", f"group {name!r} has neither urls nor files")
-    body_bytes = s.get("body_bytes", int, None)
-    if body_bytes is not None:
-        body_bytes = s.integer("body_bytes", 0, minimum=1024, maximum=1 << 30)
+    body_bytes = s.get("body_bytes", int, d.body_bytes)
+    if body_bytes is not None and not 1024 <= body_bytes <= 1 << 30:
+        raise s.fail("body_bytes", f"must be from 1024 to {1 << 30}, got {body_bytes}")
     return TargetGroup(name=name, interval=s.number("interval", d.interval, maximum=30 * DAY),
                        jitter=None if jitter is None else float(jitter), urls=urls,
                        files=files, body_bytes=body_bytes)

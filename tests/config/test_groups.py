@@ -94,6 +94,6 @@ def test_a_group_may_cap_its_bodies(tmp_path: Path) -> None:
                                           'urls = ["http://w.test/"]\n'))
     targets, _ = load_group_targets(loaded.config)
     assert [(t.group, t.body_bytes) for t in targets] == [("w", 4096)]
-    with pytest.raises(ConfigError, match=r"groups\[1\] body_bytes: must be >= 1024"):
+    with pytest.raises(ConfigError, match=r"groups\[1\] body_bytes: must be from 1024"):
         load_config(_write(tmp_path, '[[targets.groups]]\nname = "w"\nbody_bytes = 10\n'
                                      'urls = ["http://w.test/"]\n'))
