@@ -48,7 +48,11 @@ async def test_metrics_move_with_measurements(tmp_path: Path, site: Site,
                            limits={"rate": 2, "burst": 1, "concurrency": 2})
     daemon = await start_daemon(config)
     await daemon.wait_event("sweep_finished")
-    first = await daemon.metrics()
+    for _ in range(50):  # the first sweep's records reach the writer a moment after its log
+        first = await daemon.metrics()
+        if first["kzprobe_bytes_written_total"] > 0:
+            break
+        await asyncio.sleep(0.1)
     swept = int(first["kzprobe_sweep_duration_seconds_count"])
     await daemon.wait_event("sweep_finished", count=swept + 2)
     # Counted when handed to the writer, written a moment later: read until they agree.
