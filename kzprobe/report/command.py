@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kzprobe.report import parquet
+from kzprobe.report import evidence, parquet
 from kzprobe.report.build import MEMORY_LIMIT, scanned, summarise
 from kzprobe.report.model import Report, ReportError, Window
 from kzprobe.report.render import CSV_TABLES, to_csv, to_json, to_text
@@ -80,6 +80,8 @@ def run(request: ReportRequest) -> bytes:
             parquet.export(con, request.export_parquet)
         report = summarise(con, stats, request.window, log=log,
                            heatmap=request.format == "html")
+    if request.format == "html":  # the targets table links each one's latest record
+        report = evidence.attach(report, request.paths)
     return render(report, request.format, request.table)
 
 

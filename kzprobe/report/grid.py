@@ -1,7 +1,8 @@
 """The status grid: targets (rows) x time bins (columns), one state per cell.
 
-The bin width comes from the data's span (:func:`bin_seconds`: 1 minute .. 1 day, at
-most ``MAX_COLUMNS`` columns), so an hour of data and a month of data both fill the page.
+The bin width comes from the data's span and the typical target's measurement interval
+(:func:`bin_seconds`: 1 minute .. 1 day, at most ``MAX_COLUMNS`` columns), so an hour of
+data and a month of data both fill the page, without a gap between two sweeps.
 A cell's state, in this order of precedence:
 
 - ``blocked``: at least one measurement in the bin was blocked (outside an outage); the
@@ -71,21 +72,30 @@ FROM cells c JOIN top t USING (input, probe_asn) ORDER BY t.rank, c.b
 """
 
 
-def bin_seconds(first_seen: str | None, last_seen: str | None) -> int:
-    """The smallest step of ``BIN_STEPS`` that covers the span in ``MAX_COLUMNS`` bins."""
+# The measurements of the typical target (the median count): its interval sets the finest bin.
+TYPICAL_COUNT = "SELECT median(n) FROM (SELECT count(*) AS n FROM m GROUP BY input, probe_asn)"
+
+
+def bin_seconds(first_seen: str | None, last_seen: str | None, typical: float = 1) -> int:
+    """The smallest step of ``BIN_STEPS`` that covers the span in ``MAX_COLUMNS`` bins and
+    is no finer than the typical target's measurement interval (``typical`` measurements
+    over the span), so a target measured every 5 minutes is not drawn as a row of gaps."""
     if first_seen is None or last_seen is None:
         return BIN_STEPS[0]
     span = (datetime.strptime(last_seen, TIME_FORMAT)
             - datetime.strptime(first_seen, TIME_FORMAT)).total_seconds()
+    interval = span / (typical - 1) if typical > 1 else 0
     for step in BIN_STEPS:
-        if span < step * MAX_COLUMNS:
+        if span < step * MAX_COLUMNS and step >= interval * 0.95:
             return step
     return BIN_STEPS[-1]
 
 
 def grid_table(con: duckdb.DuckDBPyConnection, summary: dict[str, Any]) -> Table:
     """The grid's cells (only bins with measurements); ``summary`` gains ``grid_bin_s``."""
-    step = bin_seconds(summary.get("first_seen"), summary.get("last_seen"))
+    found = con.execute(TYPICAL_COUNT).fetchone()
+    typical = float(found[0]) if found and found[0] is not None else 1.0
+    step = bin_seconds(summary.get("first_seen"), summary.get("last_seen"), typical)
     summary["grid_bin_s"] = step
     cursor = con.execute(GRID, [step, MAX_ROWS])
     return Table("grid", GRID_COLUMNS, tuple(tuple(row) for row in cursor.fetchall()))

@@ -34,6 +34,10 @@ th.sort::after { content: " \\2195"; color: #999; }
 th[aria-sort="ascending"]::after { content: " \\25B2"; color: #222; }
 th[aria-sort="descending"]::after { content: " \\25BC"; color: #222; }
 td.num, th.num { text-align: right; }
+table.auto { table-layout: auto; }
+table.auto td { overflow-wrap: break-word; } table.auto td:first-child { overflow-wrap: anywhere; }
+table.auto td:nth-child(2), table.auto td:nth-child(4), table.auto td.num { white-space: nowrap; }
+@media (max-width: 1000px) { body { padding: 0.5em; } table { font-size: 0.78em; } }
 .wrap { max-width: 100%; overflow-x: auto; }
 .note, .empty { color: #666; font-size: 0.85em; }
 .legend { list-style: none; padding: 0; margin: 0.3em 0; display: flex; flex-wrap: wrap;

@@ -14,13 +14,13 @@ from kzprobe.report.model import Report, Table
 MAX_TABLE_ROWS = 500
 MAX_COMPARE_ROWS = 200  # targets on the per-network comparison
 STATE_NAMES = {"accessible": "ok", "blocked": "blocked", "down": "down", "unknown": "no verdict"}
-# (heading, key, numeric, width): the targets table's columns, widths in % of the page.
+# (heading, key, numeric): the targets table's columns.
 _TARGET_COLUMNS = (
-    ("Target", "input", False, 24), ("Network", "probe_asn", False, 8),
-    ("Category", "category_code", False, 7), ("State now", "state", False, 8),
-    ("Mechanism", "mechanism", False, 11), ("Blocked", "blocked_share", True, 7),
-    ("Since (UTC)", "since", False, 10), ("Last seen (UTC)", "last_seen", False, 10),
-    ("Measure\u00adments", "measurements", True, 7), ("Evidence", "evidence", False, 8))
+    ("Target", "input", False), ("Network", "probe_asn", False),
+    ("Category", "category_code", False), ("State now", "state", False),
+    ("Mechanism", "mechanism", False), ("Blocked", "blocked_share", True),
+    ("Since (UTC)", "since", False), ("Last seen (UTC)", "last_seen", False),
+    ("Measure\u00adments", "measurements", True), ("Evidence", "evidence", False))
 
 
 def esc(value: Any) -> str:
@@ -86,15 +86,17 @@ def _evidence_cell(ev: dict[str, Any] | None) -> tuple[str, str]:
     if ev is None:
         return "", ""
     name = str(ev["file"]).rsplit("/", 1)[-1]
-    where = f"{name}:{ev['line']}" if ev.get("line") else name
-    uid = f' title="x_measurement_uid {esc(ev["uid"])}"' if ev.get("uid") else ""
+    short = name.rsplit("-", 1)[-1]  # the writer's sequence number and suffix
+    where = f"{name}:{ev['line']}"
+    title = f"{where}, x_measurement_uid {ev['uid']}" if ev.get("uid") else where
     href = html.escape(str(ev["href"]), quote=True)
-    return where, f'<a href="{href}"{uid}>{html.escape(where)}</a>'
+    shown = html.escape(short).replace(".", "<wbr>.", 1)  # may break before the suffix
+    return where, f'<a href="{href}" title="{esc(title)}">{shown}:{ev["line"]}</a>'
 
 
 def _target_cells(row: dict[str, Any], ev: dict[str, Any] | None) -> str:
     cells = []
-    for _, key, numeric, _ in _TARGET_COLUMNS:
+    for _, key, numeric in _TARGET_COLUMNS:
         value = row.get(key)
         if key == "state":
             text, sort = state_badge(value), STATE_NAMES.get(value or "", "")
@@ -115,18 +117,18 @@ def targets_table(report: Report, limit: int = MAX_TABLE_ROWS) -> str:
     if not rows:
         return empty("No targets were measured in this window.")
     evidence = {(e["input"], e["probe_asn"]): e for e in _records(report, "evidence")}
-    cols = "".join(f'<col style="width:{w}%">' for *_, w in _TARGET_COLUMNS)
     head = "".join(f'<th class="sort{" num" if n else ""}" scope="col">{t}</th>'
-                   for t, _, n, _ in _TARGET_COLUMNS)
+                   for t, _, n in _TARGET_COLUMNS)
     body = "".join(
         f'<tr class="r-{esc(r["state"])}">'
         f'{_target_cells(r, evidence.get((r["input"], r["probe_asn"])))}</tr>'
         for r in rows[:limit])
     return (f'<p class="note">Click a heading to sort. Blocked is the share of measurements '
             f"outside network outages. Evidence links the segment holding the target's "
-            f"latest record (file:line; hover for its measurement uid).</p>"
-            f'<div class="wrap"><table class="sortable" id="targets-table"><colgroup>{cols}'
-            f"</colgroup><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+            f"latest record, or latest blocked record if it is blocked now (segment:line; "
+            f"hover for the file name and the measurement uid).</p>"
+            f'<div class="wrap"><table class="sortable auto" id="targets-table">'
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
             + _more(len(rows), limit))
 
 
