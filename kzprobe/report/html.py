@@ -85,7 +85,7 @@ def _bands(fig: Any, periods: Sequence[dict[str, Any]], lo: str, hi: str) -> Non
         instants = [i for i, (a, b) in enumerate(spans) if a == b]
         if instants:
             fig.add_trace(go.Scatter(
-                name=state, mode="markers", showlegend=False, legendgroup=state,
+                name=state, mode="markers", showlegend=not bars, legendgroup=state,
                 x=[spans[i][0] for i in instants], y=[_network_label(mine[i]) for i in instants],
                 marker={"color": colour, "symbol": "line-ns-open", "size": 16,
                         "line": {"width": 3}},
@@ -128,7 +128,7 @@ def changes_timeline(report: Report) -> str:
     date_axis(fig)
     fig.update_yaxes(categoryorder="array", categoryarray=order, autorange="reversed",
                      automargin=True, type="category")
-    fig.update_layout(barmode="overlay")
+    fig.update_layout(barmode="overlay", showlegend=True)
     return figure(fig, "events", max(300, 160 + 28 * len(order)))
 
 
@@ -164,7 +164,7 @@ def breakdown(report: Report) -> str:
                              y=[r["measurements"] for r in mine]))
         for r in mine:
             totals[r["mechanism"]] = totals.get(r["mechanism"], 0) + r["measurements"]
-    fig.update_layout(barmode="stack", legend_title_text="category")
+    fig.update_layout(barmode="stack", legend_title_text="category", showlegend=True)
     integer_axis(fig, max(totals.values()))
     fig.update_yaxes(title="measurements")
     return ("<h3>Blocked measurements by mechanism and category</h3>"
@@ -176,7 +176,8 @@ def _summary(report: Report) -> str:
     if not s["records"]:
         return "<p>No measurements in this window.</p>"
     nets = "network" if s["networks"] == 1 else "networks"
-    return (f"<p><b>{s['records']}</b> measurements of <b>{s['urls']}</b> URLs on "
+    urls = "URL" if s["urls"] == 1 else "URLs"
+    return (f"<p><b>{s['records']}</b> measurements of <b>{s['urls']}</b> {urls} on "
             f"{s['networks']} {nets}, {html.escape(str(s['first_seen']))} to "
             f"{html.escape(str(s['last_seen']))} UTC, from {s['files']} files "
             f"({s['open_segments']} open, {s['corrupt_lines']} unreadable lines). "

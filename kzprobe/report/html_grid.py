@@ -8,6 +8,7 @@ id="grid-data">``) so a test, or an analyst's script, can check the picture agai
 from __future__ import annotations
 
 import html
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -15,7 +16,7 @@ import plotly.graph_objects as go  # type: ignore[import-untyped]
 
 from kzprobe.report import grid
 from kzprobe.report.html_style import date_axis, figure
-from kzprobe.report.model import Report
+from kzprobe.report.model import TIME_FORMAT, Report
 
 MAX_LABEL = 48  # characters of a URL on the grid's rows; the hover shows it whole
 COLOURS = {
@@ -111,19 +112,23 @@ def status_grid(report: Report) -> str:
     at = {(c["input"], c["probe_asn"], c["bin"]): (c, s) for c, s in zip(cells, states,
                                                                         strict=True)}
     z = [[code[at[(u, a, b)][1]] if (u, a, b) in at else None for b in bins] for u, a in rows]
-    custom = [[[f"{u} [{a}]", *_hover(*at.get((u, a, b), (None, None)))] for b in bins]
+    custom = [[[f"{u} [{a}]", *_hover(*at.get((u, a, b), (None, None))), b] for b in bins]
               for u, a in rows]
+    half = timedelta(seconds=step / 2)  # a cell is drawn centred on its x: the bin's middle
+    centres = [(datetime.strptime(b, TIME_FORMAT) + half).strftime("%Y-%m-%d %H:%M:%S.%f")
+               for b in bins]
     n = len(grid.STATES)
     fig = go.Figure(go.Heatmap(
-        z=z, x=bins, y=_labels(rows), customdata=custom, zmin=-0.5, zmax=n - 0.5,
+        z=z, x=centres, y=_labels(rows), customdata=custom, zmin=-0.5, zmax=n - 0.5,
         colorscale=_colorscale(), showscale=False, xgap=1, ygap=1, hoverongaps=True,
-        hovertemplate="%{customdata[0]}<br>%{x|%Y-%m-%d %H:%M} UTC + "
+        hovertemplate="%{customdata[0]}<br>%{customdata[3]} UTC + "
                       + grid.step_text(step)
                       + "<br><b>%{customdata[1]}</b><br>%{customdata[2]}<extra></extra>"))
     date_axis(fig, side="top" if len(rows) > 25 else "bottom")
     fig.update_yaxes(autorange="reversed", automargin=True, type="category")
     fig.update_layout(plot_bgcolor=NO_DATA)
-    caption = (f'<p class="note">{len(rows)} targets (blocked now first, then ever blocked, '
+    caption = (f'<p class="note">{len(rows)} target{"s" if len(rows) != 1 else ""} '
+               "(blocked now first, then ever blocked, "
                f"then down) x {len(bins)} bins of {grid.step_text(step)}; a bin is blocked "
                "when any of its measurements was. Hover a cell for its counts.</p>")
     return (legend(set(states)) + figure(fig, "grid", 90 + 20 * len(rows)) + caption

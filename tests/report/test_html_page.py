@@ -148,11 +148,29 @@ def _browse(page: Path, width: int, profile: Path,
     return result.stdout, [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
 
 
-def _probed(page: Path, width: int, tmp: Path) -> dict[str, Any]:
+_AXES = """<script>
+window.addEventListener("load", function () { setTimeout(function () {
+  var out = {};
+  ["grid", "events", "breakdown"].forEach(function (id) {
+    var gd = document.getElementById(id), box = gd.getBoundingClientRect();
+    var leg = gd.querySelector(".legend"), lb = leg && leg.getBoundingClientRect();
+    var text = function (sel) { return Array.from(gd.querySelectorAll(sel))
+      .map(function (t) { return t.textContent; }); };
+    out[id] = {x: text(".xtick text"), y: text(".ytick text"),
+               legend: lb ? [lb.left - box.left, box.right - lb.right, lb.top - box.top,
+                             box.bottom - lb.bottom] : null};
+  });
+  var pre = document.createElement("pre"); pre.id = "probe-result";
+  pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
+}, 300); });
+</script>"""
+
+
+def _probed(page: Path, width: int, tmp: Path, script: str = _PROBE) -> dict[str, Any]:
     probe = tmp / f"probe-{width}.html"
     text = page.read_text()
     end = text.rindex("</body>")
-    probe.write_text(text[:end] + _PROBE + text[end:])
+    probe.write_text(text[:end] + script + text[end:])
     dom, console = _browse(probe, width, tmp / f"profile-{width}")
     assert console == [], console
     found = re.search(r'<pre id="probe-result">(.*?)</pre>', dom, re.S)
@@ -225,3 +243,19 @@ def test_page_links_evidence_and_fetches_nothing(page: tuple[Path, Any]) -> None
     assert not re.search(r"<(link|img|iframe|object|embed)\b", text)
     assert "url(http" not in text and "@import" not in text
     assert '&quot;&gt;&lt;script&gt;console.error(&quot;injected&quot;)' in text
+
+
+def test_axes_read_as_times_and_counts(probe: Path, tmp_path: Path) -> None:
+    """Three hours of data: time ticks are whole minutes with the date, never fractions
+    of a second; a count axis ticks whole numbers; each legend lies inside its figure."""
+    page = tmp_path / "report.html"
+    page.write_bytes(run(ReportRequest(paths=(probe,), format="html")))
+    drawn = _probed(page, 1366, tmp_path, _AXES)
+    for name in ("grid", "events"):
+        ticks = drawn[name]["x"]
+        assert ticks and all(re.fullmatch(r"\d\d:\d\d(Dec \d\d)?", t) for t in ticks), ticks
+        assert any(t.endswith("Dec 07") for t in ticks)
+    counts = drawn["breakdown"]["y"]
+    assert counts == [str(n) for n in range(len(counts))] and len(counts) >= 2, counts
+    for name in ("events", "breakdown"):
+        assert drawn[name]["legend"] and min(drawn[name]["legend"]) >= 0, drawn[name]
