@@ -41,7 +41,8 @@ _EVENT_COLUMNS = ("at", "kind", "probe_asn", "probe_id", "input", "from_state",
 
 
 def _label(row: dict[str, Any]) -> str:
-    return f"{row['input']} [{row['probe_asn']}]"
+    """A target's row label, escaped: plotly reads tags in labels, entities are text."""
+    return html.escape(f"{row['input']} [{row['probe_asn']}]")
 
 
 def _network_label(row: dict[str, Any]) -> str:

@@ -39,7 +39,7 @@ def state_name(state: str) -> str:
 
 def _label(text: str, asn: str | None) -> str:
     short = text if len(text) <= MAX_LABEL else text[:MAX_LABEL - 1] + "…"
-    return f"{short} [{asn}]"
+    return html.escape(f"{short} [{asn}]")  # plotly reads tags in labels; entities are text
 
 
 def _rows(cells: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
@@ -112,8 +112,8 @@ def status_grid(report: Report) -> str:
     at = {(c["input"], c["probe_asn"], c["bin"]): (c, s) for c, s in zip(cells, states,
                                                                         strict=True)}
     z = [[code[at[(u, a, b)][1]] if (u, a, b) in at else None for b in bins] for u, a in rows]
-    custom = [[[f"{u} [{a}]", *_hover(*at.get((u, a, b), (None, None))), b] for b in bins]
-              for u, a in rows]
+    custom = [[[html.escape(f"{u} [{a}]"), *_hover(*at.get((u, a, b), (None, None))), b]
+               for b in bins] for u, a in rows]
     half = timedelta(seconds=step / 2)  # a cell is drawn centred on its x: the bin's middle
     centres = [(datetime.strptime(b, TIME_FORMAT) + half).strftime("%Y-%m-%d %H:%M:%S.%f")
                for b in bins]
