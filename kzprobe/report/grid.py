@@ -14,7 +14,8 @@ A cell's state, in this order of precedence:
 - no cell at all: no measurement of that target in that bin ("no data").
 
 The query reads only table ``m`` (see :mod:`kzprobe.report.sql`); the rows chosen are the
-``MAX_ROWS`` targets that matter most: blocked now, then ever blocked, then down.
+``MAX_ROWS`` targets that matter most: blocked now (the most recently blocked first: the
+latest time it was seen accessible), then ever blocked, then down.
 """
 
 from __future__ import annotations
@@ -48,11 +49,14 @@ WITH per AS (
     SELECT input, probe_asn,
         arg_max(state, (measurement_start_time, state)) FILTER (WHERE NOT x_outage) AS last,
         count(*) FILTER (WHERE state = 'blocked' AND NOT x_outage) AS blocked,
-        count(*) FILTER (WHERE state = 'down' AND NOT x_outage) AS down
+        count(*) FILTER (WHERE state = 'down' AND NOT x_outage) AS down,
+        max(measurement_start_time) FILTER (WHERE state = 'accessible' AND NOT x_outage)
+            AS last_ok
     FROM m GROUP BY input, probe_asn
 ), top AS (
     SELECT input, probe_asn, row_number() OVER (ORDER BY last = 'blocked' DESC NULLS LAST,
-        blocked > 0 DESC, last = 'down' DESC NULLS LAST, down > 0 DESC, blocked DESC,
+        CASE WHEN last = 'blocked' THEN last_ok END DESC NULLS LAST, blocked > 0 DESC,
+        last = 'down' DESC NULLS LAST, down > 0 DESC, blocked DESC,
         input, probe_asn) AS rank
     FROM per ORDER BY rank LIMIT $2
 ), cells AS (
@@ -86,7 +90,8 @@ def bin_seconds(first_seen: str | None, last_seen: str | None, typical: float = 
             - datetime.strptime(first_seen, TIME_FORMAT)).total_seconds()
     interval = span / (typical - 1) if typical > 1 else 0
     for step in BIN_STEPS:
-        if span < step * MAX_COLUMNS and step >= interval * 0.95:
+        # bins are aligned to the epoch: a span of k steps can touch k + 1 of them
+        if span <= step * (MAX_COLUMNS - 1) and step >= interval * 0.95:
             return step
     return BIN_STEPS[-1]
 

@@ -124,12 +124,17 @@ def status_grid(report: Report) -> str:
         hovertemplate="%{customdata[0]}<br>%{customdata[3]} UTC + "
                       + grid.step_text(step)
                       + "<br><b>%{customdata[1]}</b><br>%{customdata[2]}<extra></extra>"))
-    date_axis(fig, side="top" if len(rows) > 25 else "bottom")
+    on_top = len(rows) > 25  # a tall grid: the time axis where the reader starts
+    date_axis(fig, side="top" if on_top else "bottom")
     fig.update_yaxes(autorange="reversed", automargin=True, type="category")
     fig.update_layout(plot_bgcolor=NO_DATA)
-    caption = (f'<p class="note">{len(rows)} target{"s" if len(rows) != 1 else ""} '
-               "(blocked now first, then ever blocked, "
+    top = 80 if on_top else 40  # on top, the ticks need room below plotly's toolbar
+    html_fig = figure(fig, "grid", top + 50 + 20 * len(rows), top=top)
+    total = len(report.table("targets").rows)
+    shown = f"{len(rows)} of {total}" if total > len(rows) else f"{len(rows)}"
+    caption = (f'<p class="note">{shown} target{"s" if len(rows) != 1 else ""} '
+               "(blocked now first, the latest blocked at the top; then ever blocked, "
                f"then down) x {len(bins)} bins of {grid.step_text(step)}; a bin is blocked "
                "when any of its measurements was. Hover a cell for its counts.</p>")
-    return (legend(set(states)) + figure(fig, "grid", 90 + 20 * len(rows)) + caption
+    return (legend(set(states)) + html_fig + caption
             + island(step, bins, rows, cells, states))

@@ -84,11 +84,11 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 """
 
 
-def figure(fig: Any, div_id: str, height: int) -> str:
+def figure(fig: Any, div_id: str, height: int, top: int = 40) -> str:
     """A figure as a div that follows its container's width (no Plotly title: the page's
     headings say what it is; the legend sits above the plot, never beside it)."""
     fig.update_layout(template="plotly_white", height=height, autosize=True,
-                      margin={"l": 10, "r": 10, "t": 40, "b": 40},
+                      margin={"l": 10, "r": 10, "t": top, "b": 40},
                       legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0,
                               "xanchor": "left"},
                       hoverlabel={"align": "left"})

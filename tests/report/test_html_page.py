@@ -213,6 +213,7 @@ def test_grid_cells_match_the_records_written(page: tuple[Path, Any], tmp_path: 
                    and u not in ("https://social.example/",)} | {
         ("https://social.example/", "AS9198")}
     assert len(rows) == 10 and set(rows[:6]) == blocked_now  # blocked now first, then down
+    assert rows[0] == ("https://social.example/", "AS9198")  # the latest blocked on top
     assert rows[6] == ("https://down.example/", "AS9198")
     drawn = _probed(html, 1366, tmp_path)
     codes = sorted({s for s in expected.values()})
