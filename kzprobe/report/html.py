@@ -191,7 +191,7 @@ def _summary(report: Report) -> str:
 def _blocked_now(report: Report) -> str:
     lines = blocked_now(report)
     if not lines:
-        return section("Blocked now", empty("Nothing is blocked now."), is_empty=True)
+        return section("Blocked now", empty("Nothing is blocked now."))
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines[:MAX_BLOCKED_LINES])
     more = len(lines) - MAX_BLOCKED_LINES
     tail = (f'<p class="note">{more} more in the <a href="#all-targets">targets table</a>.</p>'
@@ -206,8 +206,7 @@ def _changes(report: Report) -> str:
     events = report.table("events")
     if not drawn:
         return section("Changes and outages",
-                       empty("No change events and no outages in this window."),
-                       is_empty=True)
+                       empty("No change events and no outages in this window."))
     outage_part = (plain_table(outages, ("probe_asn", "probe_id", "state", "start", "end",
                                          "duration"))
                    if outages.rows else empty("No outages in this window."))
@@ -227,15 +226,14 @@ def _reference(report: Report) -> str:
     parts = [folded("Inferred changes, latest first", len(changes.rows), plain_table(latest)),
              folded("Categories", len(report.table("categories").rows),
                     plain_table(report.table("categories")))]
-    parts.append(folded("Unreadable lines", len(errors.rows), plain_table(errors, limit=100))
-                 if errors.rows else empty("No unreadable lines."))
+    parts.append(folded("Unreadable lines", len(errors.rows), plain_table(errors, limit=100)))
     return section("Reference tables", "".join(parts))
 
 
 def _trends(report: Report) -> str:
     body = daily(report) + breakdown(report)
     if not body:
-        return section("Trends", empty("No measurements to chart."), is_empty=True)
+        return section("Trends", empty("No measurements to chart."))
     return section("Trends", body)
 
 
@@ -246,9 +244,9 @@ def to_html(report: Report) -> bytes:
         "<h1>kzprobe report</h1>", _summary(report), _blocked_now(report),
         section("Status grid", status_grid(report), anchor="status"),
         _changes(report),
-        section("Per network", compare + "<h3>Networks</h3>" + tables.networks_table(report),
-                is_empty=compare.startswith('<p class="empty">')
-                and len(report.table("networks").rows) == 0),
+        section("Per network", compare + (
+            f"<h3>Networks</h3>{tables.networks_table(report)}"
+            if report.table("networks").rows else "")),
         section("Targets", tables.targets_table(report), anchor="all-targets"),
         _trends(report), _reference(report),
     ])

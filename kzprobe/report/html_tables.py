@@ -52,15 +52,19 @@ def empty(sentence: str) -> str:
     return f'<p class="empty">{html.escape(sentence)}</p>'
 
 
-def section(title: str, body: str, *, is_empty: bool = False, anchor: str = "") -> str:
-    """A titled section; an empty one is collapsed onto one line with its sentence."""
+def section(title: str, body: str, *, anchor: str = "") -> str:
+    """A titled section; one whose body is only its "nothing here" sentence is collapsed
+    onto one line with that sentence."""
     ident = f' id="{anchor}"' if anchor else ""
-    css = ' class="empty"' if is_empty else ""
+    only = body.startswith('<p class="empty">') and body.count("<p") == 1 and body.endswith("</p>")
+    css = ' class="empty"' if only else ""
     return f"<section{ident}{css}><h2>{html.escape(title)}</h2>{body}</section>"
 
 
 def folded(title: str, count: int, body: str) -> str:
-    """A long reference table, closed until asked for."""
+    """A long reference table, closed until asked for (a sentence if it has no rows)."""
+    if not count:
+        return empty(f"{title}: none.")
     return f"<details><summary>{html.escape(title)} ({count})</summary>{body}</details>"
 
 
@@ -160,8 +164,10 @@ def comparison(report: Report) -> str:
     """Targets blocked on at least one network (rows) x networks (columns): state now."""
     rows = report.table("targets").records()
     networks = sorted({str(r["probe_asn"]) for r in rows})
+    if not networks:
+        return empty("No probe network measured in this window.")
     if len(networks) < 2:
-        return empty(f"One probe network ({', '.join(networks) or 'none'}): nothing to compare.")
+        return empty(f"One probe network ({networks[0]}): nothing to compare.")
     state = {(r["input"], str(r["probe_asn"])): r for r in rows}
     targets = sorted({r["input"] for r in rows if r["state"] == "blocked" or r["blocked"]})
     if not targets:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from kzprobe.report import build_report
 from kzprobe.report.html import to_html
+from kzprobe.report.model import Window
 from tests.conftest import IN_CI
 from tests.report.builders import lines, web, write
 
@@ -104,3 +106,17 @@ def test_a_report_without_events_says_so(fleet: list[Path]) -> None:
     page = to_html(build_report(fleet, heatmap=True)).decode()
     assert '<div id="events"' not in page
     assert "No change events and no outages in this window." in page
+
+
+def test_an_empty_window_is_one_sentence_per_section(fleet: list[Path]) -> None:
+    """Nothing in the window: each section is its heading and one sentence, collapsed onto
+    one line; no heading stands bare and no figure is drawn."""
+    page = to_html(build_report(fleet, Window(since=datetime(2030, 1, 1)), heatmap=True)).decode()
+    sections = re.findall(r"<section[^>]*>.*?</section>", page, re.S)
+    assert len(sections) == 7
+    collapsed = [s for s in sections if 'class="empty"' in s.split(">", 1)[0]]
+    assert len(collapsed) == 6
+    for s in collapsed:
+        assert re.fullmatch(r'<section[^>]*><h2>[^<]+</h2><p class="empty">[^<]+\.</p></section>',
+                            s), s
+    assert "No measurements in this window." in page and "Plotly.newPlot(" not in page
