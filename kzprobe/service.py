@@ -218,6 +218,7 @@ class Daemon:
         self.running.set_engine(engine)
         self.network = NetworkWatch(self.running, self.readings, self._write_anchor,
                                     lambda: self.alerts, self.sweeps.all_due_now)
+        await self.network.resume()
         self.network.start()
         if not once:
             self.readings.start_server()
