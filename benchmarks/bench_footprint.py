@@ -282,7 +282,8 @@ def run_daemon(config: Path, server: Server, sweeps: int, idle: float) -> dict[s
                     continue
                 now = _family_cpu(pid)
                 result["sweeps"].append({"measured": event["measured"] + watch["measured"],
-                                         "default": event["measured"], **watch,
+                                         "default": event["measured"],
+                                         "watch_sweeps": watch["sweeps"],
                                          "duration_s": event["duration_s"],
                                          "cpu": now[0] - last[0], "worker_cpu": now[1] - last[1],
                                          "rss_mb": proc_status(pid)["VmRSS"] / 1024})
@@ -369,7 +370,7 @@ def _report(kz: dict[str, Any], served: dict[str, int], counted: dict[str, dict[
     cpu = sum(s["cpu"] + s["worker_cpu"] for s in steady) / len(steady)
     main_cpu = sum(s["cpu"] for s in steady) / len(steady)
     measured = sum(s["measured"] for s in steady) / len(steady)
-    watch_sweeps = sum(s["sweeps"] for s in steady) / len(steady)
+    watch_sweeps = sum(s["watch_sweeps"] for s in steady) / len(steady)
     watch_measured = measured - sum(s["default"] for s in steady) / len(steady)
     x_sent = sum(c["sent"] for c in counted.values())
     x_recv = sum(c["received"] for c in counted.values())
