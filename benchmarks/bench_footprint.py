@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_footprint.py [--scale 1.0] [--sweeps 3] [--interval 90]
                                                    [--idle 10] [--quick] [--no-watch]
+                                                   [--profile FILE]
 
 The default configuration's shape on loopback: 2,300 x ``--scale`` HTTPS targets (names
 s<n>.c.bench on 16 addresses 127.3.0.x, answered by the lean DNS server of ``servers.py``),
@@ -18,8 +19,10 @@ seconds per sweep and per 1,000 measurements (main process + analysis worker); s
 against what the server's sockets sent and received; idle wake-ups per second per thread
 (voluntary context switches); then the raw loop (``common.RAW_LOOP``: aiodns lookup + aiohttp
 GET of the whole body on a fresh connection) over the same URLs in the same run. ``--quick``:
-scale 0.1, 2 sweeps, 30 s interval, 10 s idle.
-Sized for a shared 2-core machine. Only 127.0.0.0/8 is contacted.
+scale 0.1, 2 sweeps, 30 s interval, 10 s idle. ``--profile FILE``: afterwards (untimed), one
+``kzprobe run --once`` over the default group under cProfile with a CPU clock, its stats in
+FILE (read them with ``python -m pstats FILE``). Sized for a shared 2-core machine. Only
+127.0.0.0/8 is contacted.
 """
 
 from __future__ import annotations
@@ -244,6 +247,25 @@ body_bytes = {WATCH_BODY}
     return config
 
 
+PROFILE = """import cProfile, sys, time
+from kzprobe.cli import main
+profile = cProfile.Profile(time.process_time)  # CPU, not wall: the machine is shared
+try:
+    profile.runcall(main, ["run", "--once", "--config", sys.argv[1]])
+finally:
+    profile.dump_stats(sys.argv[2])
+"""
+
+
+def profile_once(config: Path, output: Path) -> None:
+    """``run --once`` over the default group only, under cProfile; stats to ``output``."""
+    once = config.with_name("once.toml")
+    text = config.read_text()
+    once.write_text(text.split("[[targets.groups]]")[0])
+    subprocess.run([sys.executable, "-c", PROFILE, str(once), str(output)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def _switches(pid: int) -> dict[str, int]:
     """Voluntary context switches per thread (name/tid): how often each one wakes."""
     found = {}
@@ -426,6 +448,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=90.0, help="compressed hour, seconds")
     parser.add_argument("--idle", type=float, default=10.0)
     parser.add_argument("--no-watch", action="store_true", help="the default group only")
+    parser.add_argument("--profile", type=Path, help="cProfile stats of one run --once")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -462,6 +485,8 @@ def main() -> None:
         counted = record_bytes(tmp / "out")
         raw = raw_loop(urls, 200, dns, cafile, tmp)  # the default group's fetches
         raw_served = {k: v - after.get(k, 0) for k, v in server.stats().items()}
+        if args.profile:
+            profile_once(config, args.profile.resolve())
     finally:
         if server is not None:
             server.close()
