@@ -74,6 +74,7 @@ class CollectorServer:
     faults: deque[Fault] = field(default_factory=deque)
     refuse_uids: set[str] = field(default_factory=set)  # measurements answered with 400
     requests: Counter[str] = field(default_factory=Counter)  # by step and status
+    times: list[tuple[float, str]] = field(default_factory=list)  # (monotonic, step) each
     port: int = 0
     runner: web.AppRunner | None = None
 
@@ -114,6 +115,7 @@ class CollectorServer:
     async def _answer(self, step: str, request: web.Request, handle: Any) -> web.Response:
         body = await request.read()
         self.bodies.append(body)
+        self.times.append((time.monotonic(), step))
         fault = self._fault(step)
         if fault is not None:
             self.requests[f"{step} {fault.status} injected"] += 1
