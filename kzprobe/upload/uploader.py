@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -167,6 +168,8 @@ class Uploader:
         self._session: aiohttp.ClientSession | None = None
         self._reports: Reports | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._save_lock = threading.Lock()
+        self._saved: Position | None = None
 
     async def start(self) -> None:
         cursor = await asyncio.to_thread(load_cursor, self.directory, self.collector,
@@ -206,7 +209,7 @@ class Uploader:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.to_thread(save_cursor, self.directory, self.collector, self.window.cursor)
+        await asyncio.to_thread(self._save, self.window.cursor)
         if self._reports is not None:
             await self._reports.close_all()
         await self._session.close()
@@ -258,11 +261,19 @@ class Uploader:
             self.dirty.clear()
             cursor = self.window.cursor
             try:
-                await asyncio.to_thread(save_cursor, self.directory, self.collector, cursor)
+                await asyncio.to_thread(self._save, cursor)
             except OSError as exc:  # a full disk: the records will be sent again, not lost
                 log.warning("upload_cursor_not_saved", error=str(exc))
             if self.reader is not None:
                 self.stats.pending = self.reader.pending(self.window.cursor)
+
+    def _save(self, cursor: Position) -> None:
+        """One writer of the cursor file at a time (a cancelled saver's thread runs on)."""
+        with self._save_lock:
+            if self._saved is not None and cursor <= self._saved:
+                return  # never move the saved cursor back (a late, cancelled save)
+            save_cursor(self.directory, self.collector, cursor)
+            self._saved = cursor
 
     # -- one record
 
