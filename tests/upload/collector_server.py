@@ -11,6 +11,7 @@ can be expired, and the server can be stopped and started again on the same port
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import time
@@ -75,6 +76,7 @@ class CollectorServer:
     refuse_uids: set[str] = field(default_factory=set)  # measurements answered with 400
     requests: Counter[str] = field(default_factory=Counter)  # by step and status
     times: list[tuple[float, str]] = field(default_factory=list)  # (monotonic, step) each
+    delay: float = 0.0  # seconds each update takes (keeps measurements in flight)
     port: int = 0
     runner: web.AppRunner | None = None
 
@@ -143,6 +145,8 @@ class CollectorServer:
         return await self._answer("open", request, self._open_report)
 
     async def _update(self, request: web.Request) -> web.Response:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         return await self._answer("update", request, self._update_report)
 
     async def _close(self, request: web.Request) -> web.Response:
