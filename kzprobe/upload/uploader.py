@@ -170,6 +170,8 @@ class Uploader:
         self._tasks: list[asyncio.Task[None]] = []
         self._save_lock = threading.Lock()
         self._saved: Position | None = None
+        self._scans = 0  # directory scans the feeder started
+        self._idle_scan = 0  # the last scan that found nothing left (and nothing in flight)
 
     async def start(self) -> None:
         cursor = await asyncio.to_thread(load_cursor, self.directory, self.collector,
@@ -191,11 +193,13 @@ class Uploader:
 
     async def drain(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for every closed record to be finished; True if done."""
-        self.idle.clear()
-        self.nudge()
+        asked = self._scans  # a scan already running may have missed a just-closed segment
         try:
             async with asyncio.timeout(timeout):
-                await self.idle.wait()
+                while self._idle_scan <= asked:
+                    self.idle.clear()
+                    self.nudge()
+                    await self.idle.wait()
         except TimeoutError:
             return False
         return True
@@ -223,11 +227,13 @@ class Uploader:
         """Hand out the closed segments' lines in order; wait for more when none are left."""
         assert self.reader is not None
         while True:
-            room = self.config.max_in_flight
-            items = await asyncio.to_thread(self.reader.batch, room)
+            self._scans += 1
+            scan = self._scans
+            items = await asyncio.to_thread(self.reader.batch, self.config.max_in_flight)
             self.stats.pending = self.reader.pending(self.window.cursor)
             if not items:
                 if not len(self.window):
+                    self._idle_scan = scan
                     self.idle.set()
                 self.wake.clear()
                 try:
