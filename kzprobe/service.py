@@ -6,7 +6,9 @@ writer, stops in a fixed order (stop starting, let in-flight finish within the g
 period, interrupt the rest with a record each, drain the writer, close files).
 SIGHUP stages a reload (:mod:`kzprobe.ops.reload`) that the sweep loop
 (:mod:`kzprobe.ops.sweeps`) applies at the next sweep; systemd notifications, metrics
-and ``/healthz`` are :mod:`kzprobe.ops.readings`. ``serve_helper`` is ``kzprobe helper``.
+and ``/healthz`` are :mod:`kzprobe.ops.readings`; the opt-in OONI collector upload
+(:mod:`kzprobe.upload`) runs only with ``[upload] ooni_collector``, reads closed segments
+and stops after the writer. ``serve_helper`` is ``kzprobe helper``.
 """
 
 from __future__ import annotations

@@ -185,7 +185,12 @@ class Uploader:
         self._tasks = [asyncio.create_task(coro, name="kzprobe-upload")
                        for coro in (self._feed(), self._save_loop(), *workers)]
         log.info("upload_started", collector=where(self.collector), cursor=cursor.segment,
-                 line=cursor.line, public_ip_set=bool(self.needles))
+                 line=cursor.line)
+        if not self.needles:
+            log.warning("upload_without_public_ip",
+                        consequence="a record measured before the first helper answer keeps "
+                                    "the probe's address and would be submitted with it",
+                        fix="set [probe] public_ip")
 
     def nudge(self) -> None:
         """A segment may have closed: look now rather than at the next poll."""
