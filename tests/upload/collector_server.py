@@ -77,6 +77,8 @@ class CollectorServer:
     requests: Counter[str] = field(default_factory=Counter)  # by step and status
     times: list[tuple[float, str]] = field(default_factory=list)  # (monotonic, step) each
     delay: float = 0.0  # seconds each update takes (keeps measurements in flight)
+    active: int = 0  # updates being answered now
+    most_active: int = 0  # the most at once
     port: int = 0
     runner: web.AppRunner | None = None
 
@@ -145,9 +147,14 @@ class CollectorServer:
         return await self._answer("open", request, self._open_report)
 
     async def _update(self, request: web.Request) -> web.Response:
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        return await self._answer("update", request, self._update_report)
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            return await self._answer("update", request, self._update_report)
+        finally:
+            self.active -= 1
 
     async def _close(self, request: web.Request) -> web.Response:
         return await self._answer("close", request, self._close_report)
