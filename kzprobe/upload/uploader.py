@@ -232,6 +232,7 @@ class Uploader:
         """Hand out the closed segments' lines in order; wait for more when none are left."""
         assert self.reader is not None
         while True:
+            self.wake.clear()  # before the scan: a nudge during it makes the next one at once
             self._scans += 1
             scan = self._scans
             items = await asyncio.to_thread(self.reader.batch, self.config.max_in_flight)
@@ -240,7 +241,6 @@ class Uploader:
                 if not len(self.window):
                     self._idle_scan = scan
                     self.idle.set()
-                self.wake.clear()
                 try:
                     async with asyncio.timeout(POLL_SECONDS):
                         await self.wake.wait()
