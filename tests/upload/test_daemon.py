@@ -162,3 +162,21 @@ async def test_kill_9_mid_upload_loses_nothing(tmp_path: Path, collector: Collec
     duplicates = sum(n - 1 for n in sent.values())
     assert max(sent.values()) <= 2 and duplicates <= 4 * MAX_IN_FLIGHT, sent.most_common(3)
     assert collector.violations == []
+
+
+async def test_records_of_a_run_while_the_collector_was_down_arrive_with_the_next(
+        tmp_path: Path, collector: CollectorServer, echo_site: str) -> None:
+    """A run that could not reach the collector exits cleanly (its upload gets a few seconds)
+    and keeps its records; the next run sends them late, with its own."""
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path, echo_site, out, collector)
+    await collector.stop()
+    await run_once(tmp_path, cfg, "down")
+    first = {r["x_measurement_uid"] for r in written(out)}
+    assert len(first) == 4 and collector.measurements == []
+    await collector.start()
+    await run_once(tmp_path, cfg, "up")
+    everything = {r["x_measurement_uid"] for r in written(out)}
+    assert len(everything) == 8
+    assert Counter(collector.uids()) == Counter(everything)
+    assert collector.violations == []
