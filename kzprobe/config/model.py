@@ -234,6 +234,16 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UploadConfig:
+    """``[upload]``: opt-in submission of records to an OONI collector (kzprobe.upload)."""
+
+    ooni_collector: str = ""  # "" = off; the collector's base URL (https; http to loopback only)
+    timeout: float = 30.0  # seconds per collector request
+    max_backoff: float = 900.0  # retry backoff cap (exponential from 2 s, with jitter)
+    max_in_flight: int = 4  # measurements submitted at once
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Anchor:
     """One connectivity anchor: a target URI kzprobe measures (or ``resolvers``), and
     whether reaching it crosses the country's border."""
@@ -278,6 +288,7 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     geoip: GeoipConfig = field(default_factory=GeoipConfig)
+    upload: UploadConfig = field(default_factory=UploadConfig)
 
 
 def valid_probe_id(text: str) -> bool:
