@@ -83,7 +83,7 @@ def block(record: Mapping[str, Any]) -> str:
     obs = classify(record)
     state = obs.state if obs is not None else "unobserved"
     codes = f" ({', '.join(obs.codes)})" if obs is not None and obs.codes else ""
-    control = "" if keys.get("control") else "  (no control: nothing was compared)"
+    control = "" if keys.get("control") else " (no control: nothing was compared)"
     lines = [str(record.get("input")),
              f"  verdict:  {state}{codes}{control}",
              f"  ooni:     blocking {as_json(keys.get('blocking'))}, "
