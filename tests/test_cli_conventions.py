@@ -79,8 +79,9 @@ def test_bash_completion_completes_commands_options_and_choices(tmp_path: Path) 
     assert _complete(script, "measure", "--format", "p") == ["pretty"]
     assert _complete(script, "--log-level", "w") == ["warning"]
     assert _complete(script, "--log-level", "debug", "in") == ["init"]
-    assert _complete(script, "completion", "") == ["bash", "zsh", "-h", "--help"]
-    assert _complete(script, "run", "--") == ["--help", "--once", "--config"]
+    assert _complete(script, "completion", "")[:2] == ["bash", "zsh"]
+    assert _complete(script, "run", "--") == ["--help", "--once", "--config", "--log-level",
+                                             "--no-uvloop"]
 
 
 def test_zsh_completion_is_the_bash_function_through_bashcompinit() -> None:
@@ -205,3 +206,30 @@ def test_report_export_parquet_says_what_it_wrote(recent: Path, tmp_path: Path) 
     assert noted == [f"kzprobe: exported 2 rows to {len(files)} Parquet "
                      f"file{'' if len(files) == 1 else 's'} in {len(days)} day "
                      f"partition{'' if len(days) == 1 else 's'} under {lake}/"]
+
+
+@pytest.mark.parametrize(("argv", "level", "uvloop_off"), [
+    (["report", "d"], "info", False),
+    (["--log-level", "error", "report", "d"], "error", False),
+    (["report", "d", "--log-level", "debug", "--no-uvloop"], "debug", True),
+    (["--log-level", "error", "--no-uvloop", "measure", "u", "--log-level", "warning"],
+     "warning", True),
+])
+def test_global_options_are_accepted_after_the_command(argv: list[str], level: str,
+                                                       uvloop_off: bool) -> None:
+    from kzprobe.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.log_level, args.no_uvloop) == (level, uvloop_off)
+
+
+def test_a_bad_global_option_after_the_command_is_one_line() -> None:
+    line = _one_line_error(_run("report", "x", "--log-level", "loud"))
+    assert "--log-level" in line and "invalid choice" in line
+
+
+def test_help_texts_carry_examples() -> None:
+    for command, example in (("measure", "kzprobe measure -"), ("report", "--since 24h"),
+                             ("completion", "source <(kzprobe completion bash)")):
+        result = _run(command, "--help")
+        assert result.returncode == 0 and example in result.stdout, command

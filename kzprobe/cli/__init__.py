@@ -75,14 +75,33 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _add_globals(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """``--log-level`` and ``--no-uvloop``, before the command or after it (where they
+    default to nothing, so the value given before the command stands)."""
+    default = "info" if defaults else argparse.SUPPRESS
+    parser.add_argument("--log-level", default=default, choices=_LOG_LEVELS,
+                        help="log level (default: info)")
+    parser.add_argument("--no-uvloop", action="store_true",
+                        default=False if defaults else argparse.SUPPRESS,
+                        help="use the stdlib asyncio loop")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kzprobe", description="In-country internet-censorship monitor.")
+    parser = _Parser(prog="kzprobe", description="In-country internet-censorship monitor.",
+                     epilog="start with:  kzprobe demo   then:  kzprobe init")
     parser.add_argument("--version", action="version", version=f"kzprobe {__version__}")
-    parser.add_argument(
-        "--log-level", default="info", choices=("debug", "info", "warning", "error")
-    )
-    parser.add_argument("--no-uvloop", action="store_true", help="use the stdlib asyncio loop")
+    _add_globals(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_commands(sub)
+    for command in sub.choices.values():
+        _add_globals(command, defaults=False)
+    return parser
+
+
+def _add_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
 
     measure = sub.add_parser(
         "measure", help="measure URLs now; one JSON record per line on stdout",
@@ -96,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "(verdict, evidence, timings)")
     _add_config(measure)
 
-    run = sub.add_parser("run", help="the daemon: sweep the targets on a schedule")
+    run = sub.add_parser("run", help="the daemon: sweep the targets on a schedule",
+                         epilog="example:  kzprobe run --once --config kzprobe.toml  "
+                                "(then: kzprobe report DIR, DIR being its [output] dir)")
     run.add_argument("--once", action="store_true", help="one sweep, then flush, close and exit")
     _add_config(run)
 
@@ -135,7 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the store (docs/parquet-schema.md)")
     export.add_argument("--memory-limit", default="1GB", metavar="SIZE",
                         help="DuckDB's memory budget (default: 1GB)")
-    return parser
 
 
 _REPORT_TABLES = ("targets", "changes", "periods", "categories", "networks", "days",
@@ -258,7 +278,10 @@ def _urls(given: Sequence[str]) -> list[str]:
         return list(given)
     if sys.stdin.isatty():
         sys.stderr.write("kzprobe: reading URLs from stdin, one a line (Ctrl-D to end)\n")
-    read = [line.strip() for line in itertools.islice(sys.stdin, MAX_STDIN_URLS + 1)]
+    try:
+        read = [line.strip() for line in itertools.islice(sys.stdin, MAX_STDIN_URLS + 1)]
+    except UnicodeDecodeError:
+        raise KzprobeError("stdin: not UTF-8 text") from None
     if len(read) > MAX_STDIN_URLS:
         raise KzprobeError(f"stdin: more than {MAX_STDIN_URLS} lines; use `kzprobe run` "
                            "with a target list")

@@ -41,7 +41,10 @@ def parse_when(option: str, text: str, now: datetime | None = None) -> datetime:
     ago = _AGO.fullmatch(text.strip().lower())
     if ago:
         now = now if now is not None else datetime.now(UTC).replace(tzinfo=None)
-        return now - timedelta(seconds=int(ago[1]) * _UNIT_SECONDS[ago[2]])
+        try:
+            return now - timedelta(seconds=int(ago[1]) * _UNIT_SECONDS[ago[2]])
+        except OverflowError:
+            raise ReportError(f"{option}: {text!r} is before the year 1") from None
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
