@@ -102,7 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
-
     measure = sub.add_parser(
         "measure", help="measure URLs now; one JSON record per line on stdout",
         epilog="examples:\n  kzprobe measure https://example.org/ --format pretty\n"
@@ -127,7 +126,7 @@ def _add_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
     check.add_argument("--strict", action="store_true", help="treat warnings as errors")
     check.add_argument("--helper", action="store_true",
                        help="a `kzprobe helper` config: no targets needed (assumed for a "
-                            "config with [helper] and no targets)")
+                            "config with [helper] and no [targets] section)")
 
     helper = sub.add_parser("helper", help="serve the OONI-compatible control test helper")
     _add_config(helper)
