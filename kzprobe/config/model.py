@@ -192,7 +192,7 @@ class HelperConfig:
     max_requests_per_minute: int = 6000  # all clients together; 503 above
     max_connections_per_client: int = 64  # per client address (/64 for IPv6), at accept
     per_destination: int = 32  # the helper's concurrent connections per destination IP
-    access_log_sample: float = 0.01  # fraction of requests logged (JSON, client as /24 or /48)
+    access_log_sample: float = 1.0  # fraction of requests logged (JSON, client as /24 or /48)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
