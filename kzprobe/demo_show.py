@@ -18,9 +18,9 @@ import orjson
 
 from kzprobe.alerts import journal
 from kzprobe.cli.pretty import observed as observed  # demo_run uses it from here
-from kzprobe.cli.pretty import plural
 from kzprobe.demo import DemoTarget
 from kzprobe.simnet.receiver import Post
+from kzprobe.text import plural
 
 MAX_EVENTS_SHOWN = 50
 

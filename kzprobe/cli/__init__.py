@@ -370,8 +370,8 @@ def _summary(tally: Tally, config: Config, started: float) -> None:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     """Every problem at once: errors (exit 2) and warnings (exit 2 under --strict), each
     ``file:line: [section] key: ...``; then the target lists, unless it is a helper's config."""
-    from kzprobe.cli.pretty import plural
     from kzprobe.service import daemon_targets
+    from kzprobe.text import plural
 
     check = check_config_file(args.file)
     for error in check.errors:

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from kzprobe.alerts.state import classify
+from kzprobe.text import plural
 from kzprobe.verdict.analysis.observations import web_title
 from kzprobe.verdict.analysis.records import body_bytes
 
@@ -23,11 +24,6 @@ _STEPS = (("queries", "dns"), ("tcp_connect", "connect"), ("tls_handshakes", "tl
 def as_json(value: Any) -> str:
     """``true``, ``null``, ``"Demo News"``: a value as the records spell it."""
     return orjson.dumps(value).decode()
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """``1 network``, ``2 networks``."""
-    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def _http_line(response: Mapping[str, Any]) -> str:

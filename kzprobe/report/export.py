@@ -44,6 +44,7 @@ from kzprobe.report.scan import ErrorLog, connect, list_files, problem
 from kzprobe.report.sql import _MECHANISM, _STATE
 from kzprobe.storage.naming import SegmentFile, SegmentName
 from kzprobe.storage.segments import MAX_LINE_BYTES, is_open, iter_lines
+from kzprobe.text import plural
 
 MEASUREMENTS = "measurements"
 EVENTS = "events"
@@ -164,7 +165,8 @@ class ExportResult:
 
     def summary(self) -> str:
         """One line for the terminal."""
-        return (f"exported {self.exported} segments ({self.rows} measurements), skipped "
+        return (f"exported {plural(self.exported, 'segment')} "
+                f"({plural(self.rows, 'measurement')}), skipped "
                 f"{self.skipped} already exported and {self.open_segments} open; "
                 f"{self.event_files} event logs ({self.event_rows} events); "
                 f"{len(self.failed)} files failed, {self.errors.count} problems")

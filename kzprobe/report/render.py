@@ -12,6 +12,7 @@ import orjson
 from kzprobe.report import events
 from kzprobe.report.model import Report, Table
 from kzprobe.report.timeline import describe, shown_outages
+from kzprobe.text import plural
 
 JSON_FORMAT_VERSION = 1
 CSV_TABLES = ("targets", "changes", "periods", "categories", "networks", "days",
@@ -134,8 +135,8 @@ def to_text(report: Report) -> bytes:
         f"kzprobe report: {s['records']} records from {s['files']} files "
         f"({s['open_segments']} open), {s['corrupt_lines']} corrupt lines",
         f"measured {s['first_seen']} .. {s['last_seen']} UTC: {s['urls']} URLs on "
-        f"{s['networks']} networks, {s['targets_blocked_now']} blocked now, "
-        f"{s['changes']} changes" if s["records"] else "no records in the window",
+        f"{plural(s['networks'], 'network')}, {s['targets_blocked_now']} blocked now, "
+        f"{plural(s['changes'], 'change')}" if s["records"] else "no records in the window",
         f"{s['events']} change events and {s['outage_periods']} outage periods from "
         f"{s['event_files']} event files",
         *notes(report),

@@ -219,7 +219,7 @@ def test_an_unreadable_segment_is_listed_and_the_rest_exported(tmp_path: Path,
     err = capsys.readouterr()
     assert f"kzprobe: error: {bad}: not exported" in err.err
     assert "Traceback" not in err.err
-    assert "exported 1 segments (3 measurements)" in err.out
+    assert "exported 1 segment (3 measurements)" in err.out
     assert _rows(store) == [(3,)]
     manifest = orjson.loads((store / "_manifest" / "vps1.json").read_bytes())
     assert list(manifest["files"]) == [VPS1]  # the broken one is tried again next time
