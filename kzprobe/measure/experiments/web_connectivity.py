@@ -227,6 +227,8 @@ async def _http3(flow: _Flow, target: Target) -> None:
     if found is None:
         return
     url, ip, port = found
+    if flow.limits is not None and port not in flow.limits.ports:
+        return  # the helper dials only its allowed ports, UDP too
     cfg = flow.ctx.config
     tags = ("depth=0", "fetch_body=true", "network=udp")
     host = urlsplit(url).hostname or target.host
