@@ -1,9 +1,10 @@
 """An HTTP/3 server on 127.0.0.1 built with aioquic (trustme certificate), and a silent UDP
 port: a QUIC server that never finishes the handshake.
 
-Paths: ``/`` the test site's page, ``/endless`` a body that never ends (a chunk per tick,
-until the client goes away or :data:`ENDLESS_CAP` bytes), ``/close`` a connection closed
-before any response.
+Any path gets the test site's page, except with the query ``?endless``: a body that never
+ends (a chunk per tick, until the client goes away or :data:`ENDLESS_CAP` bytes), and
+``?close``: a connection closed before any response. (Queries, so that the HTTPS site
+serves its page, with the Alt-Svc, at the same URL.)
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ class _Handler(QuicConnectionProtocol):
                 task.add_done_callback(self.tasks.discard)
 
     async def _respond(self, stream_id: int, path: bytes) -> None:
-        if path == b"/close":
+        mode = path.partition(b"?")[2]
+        if mode == b"close":
             self.close(error_code=0x100, reason_phrase="bye")  # H3_NO_ERROR, no response
             return
         self.h3.send_headers(stream_id, [(b":status", b"200"), (b"content-type", b"text/html"),
                                          (b"server", b"h3-test")])
-        if path != b"/endless":
+        if mode != b"endless":
             self.h3.send_data(stream_id, INDEX, end_stream=True)
             self.transmit()
             return
