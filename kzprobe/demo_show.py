@@ -40,6 +40,14 @@ def _http_line(response: dict[str, Any]) -> str:
     return f"HTTP {code} {as_json(title)}" if title else f"HTTP {code} (no title)"
 
 
+def _h3_note(requests: list[dict[str, Any]]) -> str:
+    """``; HTTP/3 200`` when the page was fetched over QUIC too (its failure if it failed)."""
+    h3 = next((q for q in requests if q.get("network") == "udp"), None)
+    if h3 is None:
+        return ""
+    return f"; HTTP/3 {h3.get('failure') or h3.get('response', {}).get('code')}"
+
+
 def observed(keys: dict[str, Any]) -> str:
     """One line saying what the measurement saw, most specific evidence first."""
     codes = keys.get("interference")
@@ -52,7 +60,7 @@ def observed(keys: dict[str, Any]) -> str:
             return f"tls: {shake['failure']} (server_name {as_json(shake.get('server_name'))})"
     requests = keys.get("requests") or []
     if requests and requests[0].get("response", {}).get("code"):
-        return _http_line(requests[0]["response"])
+        return _http_line(requests[0]["response"]) + _h3_note(requests)
     failure = keys.get("http_experiment_failure")
     if failure:
         return f"failure: {failure}"
