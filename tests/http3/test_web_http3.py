@@ -7,7 +7,7 @@ from oonidata.dataclient import load_measurement
 
 from tests.endpoints.censor import udp_relay
 from tests.http3.h3server import H3Server, closed_udp_port, silent_udp
-from tests.servers import WebSite
+from tests.servers import DnsServer, WebSite
 
 URL = "https://site.test:{}/"
 
@@ -119,3 +119,25 @@ async def test_connection_closed_before_the_response_is_eof(measure_web, website
     keys = record["test_keys"]
     assert keys["quic_handshakes"][0]["failure"] is None
     assert keys["requests"][-1]["failure"] == "eof_error"
+
+
+async def test_helper_tries_http3_only_when_asked(website: WebSite, h3: H3Server,
+                                                  helper: str, dns_server: DnsServer) -> None:
+    """OONI probes send x_quic_enabled false: no HTTP/3 from the helper (http3_request null);
+    true: the helper follows the Alt-Svc as the probe does."""
+    import aiohttp
+
+    dns_server.zone["site.test"] = ["127.0.0.1"]
+    website.alt_svc = f'h3=":{h3.port}"'
+    request = {"http_request": URL.format(website.https_port), "tcp_connect": [],
+               "http_request_headers": {}}
+    async with aiohttp.ClientSession() as session:
+        answers = []
+        for enabled in (False, True):
+            async with session.post(helper, json={**request, "x_quic_enabled": enabled}) as resp:
+                answers.append(await resp.json())
+    off, on = answers
+    assert off["http3_request"] is None and off["quic_handshake"] == {}
+    assert on["http3_request"]["status_code"] == 200
+    assert on["http3_request"]["title"] == "Welcome to the test site"
+    assert h3.hits == 1
