@@ -241,6 +241,16 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UploadConfig:
+    """``[upload]``: opt-in submission of records to an OONI collector (kzprobe.upload)."""
+
+    ooni_collector: str = ""  # "" = off; the collector's base URL (https; http to loopback only)
+    timeout: float = 30.0  # seconds per collector request
+    max_backoff: float = 900.0  # retry backoff cap (exponential from 2 s, with jitter)
+    max_in_flight: int = 4  # measurements submitted at once
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Anchor:
     """One connectivity anchor: a target URI kzprobe measures (or ``resolvers``), and
     whether reaching it crosses the country's border."""
@@ -286,6 +296,7 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     geoip: GeoipConfig = field(default_factory=GeoipConfig)
     http3: Http3Config = field(default_factory=Http3Config)
+    upload: UploadConfig = field(default_factory=UploadConfig)
 
 
 def valid_probe_id(text: str) -> bool:

@@ -35,6 +35,7 @@ from kzprobe.config.sections import (
     _parse_timeouts,
 )
 from kzprobe.config.tls import _parse_tls
+from kzprobe.config.upload import _parse_upload
 from kzprobe.errors import ConfigError
 from kzprobe.localfiles import LocalFileError, MissingFileError, read_regular
 
@@ -59,6 +60,7 @@ _SECTIONS: dict[str, Callable[..., Any]] = {
     "network": _parse_network,
     "geoip": _parse_geoip,
     "http3": _parse_http3,
+    "upload": _parse_upload,
 }
 
 
