@@ -77,7 +77,8 @@ class H3Server(Service):
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
+            server: Any = self._server  # close() is untyped in aioquic 0.9, typed in 1.x
+            server.close()
             self._server = None
 
     def addresses(self) -> dict[str, str]:

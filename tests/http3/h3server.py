@@ -48,7 +48,8 @@ class _Handler(QuicConnectionProtocol):
     async def _respond(self, stream_id: int, path: bytes) -> None:
         mode = path.partition(b"?")[2]
         if mode == b"close":
-            self.close(error_code=0x100, reason_phrase="bye")  # H3_NO_ERROR, no response
+            self._quic.close(error_code=0x100, reason_phrase="bye")  # H3_NO_ERROR, no response
+            self.transmit()
             return
         self.h3.send_headers(stream_id, [(b":status", b"200"), (b"content-type", b"text/html"),
                                          (b"server", b"h3-test")])
