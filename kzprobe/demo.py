@@ -3,8 +3,10 @@
 :class:`DemoNetwork` starts, on distinct 127.0.0.x addresses and free high ports, an
 authoritative DNS server (the honest view), an ISP resolver that forwards to it but lies
 for two names, one web server hosting every site, three SNI filters (RST, blackhole,
-throttle), a transparent blockpage proxy and a TLS interception box with the 2019 Qaznet
-chain. Every HTTP site shares one port and every HTTPS site another, so target URLs read
+throttle), a transparent blockpage proxy, a TLS interception box with the 2019 Qaznet
+chain, an HTTP/3 server for two sites whose HTTPS pages advertise it (``Alt-Svc: h3``), and a
+UDP filter in front of one of them (the ISP blocks its QUIC, TCP passes). Every HTTP site
+shares one port and every HTTPS site another, so target URLs read
 ``https://news.demo:<port>/``. :meth:`DemoNetwork.config_toml` writes the kzprobe config
 that sweeps it.
 
@@ -29,6 +31,7 @@ import json
 import shutil
 import socket
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple, Self
@@ -36,6 +39,7 @@ from typing import NamedTuple, Self
 from kzprobe.simnet.blockpage import BlockpageProxy
 from kzprobe.simnet.common import HostPort, NameRules, Service, format_hostport, parse_hostport
 from kzprobe.simnet.dns import Behaviour, DnsServer, Zone
+from kzprobe.simnet.h3 import H3Server, UdpDrop
 from kzprobe.simnet.mitm import MitmBox
 from kzprobe.simnet.pki import Pki, PkiFiles, process_pki
 from kzprobe.simnet.sni_filter import Action, SniFilter
@@ -57,6 +61,7 @@ AUTH_DNS, ISP_DNS, WEB, RESET_BOX, BLACKHOLE_BOX, THROTTLE_BOX, BLOCKPAGE_BOX, M
 GOV = 12  # a domestic site (the domestic anchor): inside the border
 RECEIVER = 13  # the operator's alert receiver (webhook and heartbeat): never cut
 MITM_ENGINE = 27  # the interception box proper; MITM_BOX diverts the targeted name to it
+QUIC_BOX = 28  # drops UDP (QUIC) to h3blocked.demo, passes its TCP
 HELPER = 30  # the control helper listens here ...
 OUTSIDE = 50  # ... and dials from here: the censor lets this "foreign" source through
 BOGUS = 100
@@ -88,6 +93,11 @@ _SITES = (
     Site(name="example.demo", title="Example Domain",
          body="A reference site abroad: the probe's international anchor."),
 )
+_H3_SITES = (  # served over HTTP/3 too; their HTTPS pages carry Alt-Svc h3 (set at start)
+    Site(name="h3.demo", title="Demo Video", body="A video site that also speaks HTTP/3."),
+    Site(name="h3blocked.demo", title="Demo Stream",
+         body="A streaming site whose QUIC the ISP drops."),
+)
 _DOMESTIC_SITES = (
     Site(name="gov.demo", title="eGov Demo",
          body="Government services, hosted in the country: the probe's domestic anchor."),
@@ -95,9 +105,10 @@ _DOMESTIC_SITES = (
 # Services behind the border, stopped by a cut: the sites and the SNI filters on the path to
 # them. The rest are domestic and stay up: the resolvers, gov.demo, and the ISP's own
 # blockpage proxy and interception box, which answer for their names by themselves.
-INTERNATIONAL = ("web", "sni_reset", "sni_blackhole", "sni_throttle")
+INTERNATIONAL = ("web", "sni_reset", "sni_blackhole", "sni_throttle", "quic_box_tcp")
 _BEHIND = {"vpn.demo": RESET_BOX, "media.demo": BLACKHOLE_BOX, "radio.demo": THROTTLE_BOX,
-           "blocked.demo": BLOCKPAGE_BOX, "social.demo": MITM_BOX, "down.demo": DOWN}
+           "blocked.demo": BLOCKPAGE_BOX, "social.demo": MITM_BOX, "down.demo": DOWN,
+           "h3blocked.demo": QUIC_BOX}
 _TARGETS = (  # (scheme, name, category, what happens)
     ("http", "plain.demo", "NEWS", "fine: plain HTTP page, nothing interferes"),
     ("https", "news.demo", "NEWS", "fine: HTTPS page, nothing interferes"),
@@ -119,6 +130,9 @@ _TARGETS = (  # (scheme, name, category, what happens)
      "TLS MITM: leaf issued by C=KZ 'Security Certificate' (Qaznet chain, 2019)"),
     ("https", "down.demo", "MISC",
      "down everywhere: connection refused for everyone, not censorship"),
+    ("https", "h3.demo", "MMED", "fine: HTTPS page advertising HTTP/3, fetched over QUIC too"),
+    ("https", "h3blocked.demo", "MMED",
+     "QUIC blocked: UDP to the site dropped, HTTPS works (quic.timeout, still accessible)"),
 )
 
 
@@ -184,6 +198,7 @@ class DemoNetwork:
         web = WebServer(self.ip(WEB), _SITES, ca=pki.public)
         await self._add("web", web)
         self.http_port, self.https_port = web.address("http")[1], web.address("https")[1]
+        await self._start_h3(web, pki)
         auth = DnsServer((self.ip(AUTH_DNS), 0), zone=self._zone())
         await self._add("auth_dns", auth)
         self.dns_port = auth.address[1]
@@ -216,6 +231,17 @@ class DemoNetwork:
         }
         for name, box in boxes.items():
             await self._add(name, box)
+
+    async def _start_h3(self, web: WebServer, pki: Pki) -> None:
+        """HTTP/3 on the HTTPS port number (UDP), advertised by the HTTPS pages; a UDP filter
+        drops h3blocked.demo's QUIC, and a pass-through filter carries its TCP."""
+        alt_svc = (("Alt-Svc", f'h3=":{self.https_port}"; ma=3600'),)
+        web.set_sites((*_SITES, *(replace(s, headers=alt_svc) for s in _H3_SITES)))
+        h3 = (self.ip(WEB), self.https_port)
+        await self._add("h3", H3Server(*h3, _H3_SITES, ca=pki.public))
+        await self._add("quic_box_udp", UdpDrop(self._tls_at(QUIC_BOX), h3, exempt=self.exempt))
+        await self._add("quic_box_tcp", _filter(self._tls_at(QUIC_BOX), self._tls_at(WEB),
+                                                "h3blocked.demo", "pass", exempt=self.exempt))
 
     def _tls_at(self, host: int) -> HostPort:
         return self.ip(host), self.https_port
@@ -280,7 +306,8 @@ class DemoNetwork:
     # ----------------------------------------------------------------- DNS
 
     def _zone(self) -> Zone:
-        addresses = {site.name: [self.ip(_BEHIND.get(site.name, WEB))] for site in _SITES}
+        addresses = {site.name: [self.ip(_BEHIND.get(site.name, WEB))]
+                     for site in (*_SITES, *_H3_SITES)}
         addresses["down.demo"] = [self.ip(DOWN)]
         addresses.update({site.name: [self.ip(GOV)] for site in _DOMESTIC_SITES})
         return Zone.build(addresses, {"www.news.demo": "news.demo"})

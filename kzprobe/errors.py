@@ -53,6 +53,53 @@ class HttpFailure(Exception):
         self.failure = failure
 
 
+class QuicClosed(Exception):
+    """A QUIC connection that ended with a CONNECTION_CLOSE (the peer's, or aioquic's own
+    after a protocol error), as aioquic's ``ConnectionTerminated`` reports it."""
+
+    def __init__(self, error_code: int, frame_type: int | None, reason: str, *,
+                 established: bool, invalid_reply: bool = False) -> None:
+        super().__init__(f"QUIC close 0x{error_code:x}: {reason}")
+        self.error_code = error_code
+        self.frame_type = frame_type  # None: an application (HTTP/3) close
+        self.reason = reason
+        self.established = established  # the handshake had completed
+        self.invalid_reply = invalid_reply  # closed by us: the peer's HTTP/3 was malformed
+
+
+_QUIC_CRYPTO_ERROR = 0x100  # RFC 9001 4.8: CRYPTO_ERROR + the TLS alert
+_TLS_CERT_ALERTS = frozenset({42, 43, 44, 45, 46, 48})  # bad/unsupported/revoked/expired/...
+_TLS_UNRECOGNIZED_NAME = 112
+
+
+def _classify_quic(exc: QuicClosed) -> str:
+    """aioquic's close reasons: a TLS alert as the ``ssl_*`` strings, an incomplete exchange
+    after the handshake as ``eof_error``, a malformed HTTP/3 reply as invalid."""
+    if exc.reason == "Idle timeout":
+        return failures.GENERIC_TIMEOUT_ERROR
+    if "common protocol version" in exc.reason:
+        return failures.QUIC_INCOMPATIBLE_VERSION
+    if exc.invalid_reply:
+        return failures.HTTP_INVALID_RESPONSE
+    alert = exc.error_code - _QUIC_CRYPTO_ERROR
+    if exc.frame_type is not None and 0 <= alert < 0x100:
+        if alert == _TLS_UNRECOGNIZED_NAME:
+            return failures.SSL_INVALID_HOSTNAME
+        if alert in _TLS_CERT_ALERTS:
+            return _classify_cert_message(exc.reason.lower())
+        return failures.SSL_FAILED_HANDSHAKE
+    return failures.EOF_ERROR if exc.established else failures.SSL_FAILED_HANDSHAKE
+
+
+def _classify_cert_message(message: str) -> str:
+    """A verification failure from its message (aioquic gives no verify code)."""
+    if "doesn't match" in message or "hostname" in message:
+        return failures.SSL_INVALID_HOSTNAME
+    if "issuer" in message or "self-signed" in message or "self signed" in message:
+        return failures.SSL_UNKNOWN_AUTHORITY
+    return failures.SSL_INVALID_CERTIFICATE
+
+
 _ERRNO_FAILURES: dict[int, str] = {
     errno.ECONNREFUSED: failures.CONNECTION_REFUSED,
     errno.ECONNRESET: failures.CONNECTION_RESET,
@@ -168,6 +215,8 @@ def classify(exc: BaseException) -> str:
     """Map any exception raised while measuring to an OONI failure string."""
     if isinstance(exc, HttpFailure):
         return exc.failure
+    if isinstance(exc, QuicClosed):
+        return _classify_quic(exc)
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return failures.GENERIC_TIMEOUT_ERROR
     if isinstance(exc, asyncio.CancelledError):

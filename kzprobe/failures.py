@@ -45,6 +45,7 @@ SSL_INVALID_HOSTNAME = "ssl_invalid_hostname"  # the certificate does not name t
 SSL_UNKNOWN_AUTHORITY = "ssl_unknown_authority"  # no trusted root: self-signed, interception CA
 SSL_INVALID_CERTIFICATE = "ssl_invalid_certificate"  # any other verification error (expired...)
 SSL_FAILED_HANDSHAKE = "ssl_failed_handshake"  # an alert or a protocol error in the handshake
+QUIC_INCOMPATIBLE_VERSION = "quic_incompatible_version"  # QUIC version negotiation failed
 
 # --------------------------------------------------------------------------- HTTP, control
 HTTP_INVALID_REDIRECT_LOCATION_HOST = "http_invalid_redirect_location_host"  # unusable Location

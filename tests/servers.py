@@ -154,6 +154,7 @@ class WebSite:
     https_port: int = 0
     hits: int = 0
     runner: web.AppRunner | None = None
+    alt_svc: str | None = None  # an Alt-Svc header on every response (h3=":PORT": tests/http3)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -165,6 +166,16 @@ class WebSite:
             return await handler(request)  # type: ignore[no-any-return,misc]
 
         app.middlewares.append(count)
+
+        @web.middleware
+        async def advertise(request: web.Request,
+                            handler: Callable[..., object]) -> web.StreamResponse:
+            response: web.StreamResponse = await handler(request)  # type: ignore[misc]
+            if site.alt_svc is not None and request.secure:
+                response.headers["Alt-Svc"] = site.alt_svc
+            return response
+
+        app.middlewares.append(advertise)
         app.router.add_get("/", self.index)
         app.router.add_get("/redirect/{n}", self.redirect)
         app.router.add_get("/loop", self.loop)

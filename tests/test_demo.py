@@ -91,7 +91,12 @@ def test_demo_writes_one_record_per_target_and_a_summary(demo: DemoRun) -> None:
         "blocked.demo": (False, ["http.blockpage"]),  # OONI misses it: same status and headers
         "social.demo": ("http-failure", ["tls.mitm"]),
         "down.demo": (False, []),  # refused for the control too: down, not censored
+        "h3.demo": (False, []),
+        "h3blocked.demo": (False, ["quic.timeout"]),  # HTTPS fine, QUIC dropped
     }
+    (shake,) = by_host["h3.demo"]["quic_handshakes"]
+    assert shake["failure"] is None and by_host["h3.demo"]["requests"][-1]["network"] == "udp"
+    assert by_host["h3blocked.demo"]["quic_handshakes"][0]["failure"] == "generic_timeout_error"
     assert by_host["social.demo"]["tls_mitm_issuer"] == "Security Certificate"
     assert by_host["vpn.demo"]["sni_blocking_confirmed"] is True
     assert by_host["blocked.demo"]["blockpage"]
@@ -117,7 +122,7 @@ def test_a_dns_block_added_between_runs_is_one_blocked_event(demo: DemoRun) -> N
     later = [e for e in targets if e not in run1]
     assert {host(e) for e in run1} == {"opposition.demo", "rights.demo", "vpn.demo",
                                         "media.demo", "radio.demo", "blocked.demo",
-                                        "social.demo"}
+                                        "social.demo", "h3blocked.demo"}
     assert {(e["kind"], e["from"]["state"]) for e in run1} == {("blocked", "unknown")}
     assert [(host(e), e["kind"], e["from"]["state"], e["to"]) for e in later] == [
         ("news.demo", "blocked", "ok", {"state": "blocked", "interference": ["dns.nxdomain"]})]
@@ -150,7 +155,7 @@ def test_the_cut_is_one_outage_and_explains_the_sweep_in_it(demo: DemoRun) -> No
     assert kept == {"blocked.demo": ["http.blockpage"], "social.demo": ["tls.mitm"]}
     anchors = [r for r in demo.records if r["annotations"]["kzprobe_group"] == "anchors"]
     assert any(r.get("x_outage") is True and host(r) == "example.demo" for r in anchors)
-    assert "received 4 POSTs (format json): grouped (7 events), outage, recovered, blocked" \
+    assert "received 4 POSTs (format json): grouped (8 events), outage, recovered, blocked" \
         in demo.result.stdout
 
 

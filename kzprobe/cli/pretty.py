@@ -34,6 +34,14 @@ def _http_line(response: Mapping[str, Any]) -> str:
     return f"HTTP {code} {as_json(title)}" if title else f"HTTP {code} (no title)"
 
 
+def _h3_note(requests: list[Mapping[str, Any]]) -> str:
+    """``; HTTP/3 200`` when the page was fetched over QUIC too (its failure if it failed)."""
+    h3 = next((q for q in requests if q.get("network") == "udp"), None)
+    if h3 is None:
+        return ""
+    return f"; HTTP/3 {h3.get('failure') or (h3.get('response') or {}).get('code')}"
+
+
 def observed(keys: Mapping[str, Any]) -> str:
     """One line saying what the measurement saw, most specific evidence first."""
     codes = keys.get("interference")
@@ -46,7 +54,7 @@ def observed(keys: Mapping[str, Any]) -> str:
             return f"tls: {shake['failure']} (server_name {as_json(shake.get('server_name'))})"
     requests = keys.get("requests") or []
     if requests and (requests[0].get("response") or {}).get("code"):
-        return _http_line(requests[0]["response"])
+        return _http_line(requests[0]["response"]) + _h3_note(requests)
     failure = keys.get("http_experiment_failure") or keys.get("failure")
     if failure:
         return f"failure: {failure}"

@@ -85,6 +85,13 @@ class LimitConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Http3Config:
+    """HTTP/3 in web_connectivity: fetched over QUIC when a response advertises ``h3``."""
+
+    always: bool = False  # also try HTTP/3 for every https URL, advertised or not
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ScheduleConfig:
     interval: float = 3600.0  # seconds between sweep starts
     jitter: float = 0.1  # +- fraction of interval
@@ -288,6 +295,7 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     geoip: GeoipConfig = field(default_factory=GeoipConfig)
+    http3: Http3Config = field(default_factory=Http3Config)
     upload: UploadConfig = field(default_factory=UploadConfig)
 
 

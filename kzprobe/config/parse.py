@@ -25,6 +25,7 @@ from kzprobe.config.section import _Section, suggest
 from kzprobe.config.sections import (
     _parse_analysis,
     _parse_dns,
+    _parse_http3,
     _parse_limits,
     _parse_output,
     _parse_probe,
@@ -58,6 +59,7 @@ _SECTIONS: dict[str, Callable[..., Any]] = {
     "alerts": _parse_alerts,
     "network": _parse_network,
     "geoip": _parse_geoip,
+    "http3": _parse_http3,
     "upload": _parse_upload,
 }
 

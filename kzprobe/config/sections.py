@@ -15,6 +15,7 @@ from kzprobe.config.model import (
     MAX_PROBE_ID,
     AnalysisConfig,
     DnsConfig,
+    Http3Config,
     LimitConfig,
     OutputConfig,
     ProbeConfig,
@@ -96,6 +97,11 @@ def _parse_limits(s: _Section) -> LimitConfig:
         max_redirects=s.integer("max_redirects", d.max_redirects, minimum=0, maximum=100),
         daily_bytes=_optional_positive(s, "daily_bytes", int, 1 << 50),
     )
+
+
+def _parse_http3(s: _Section) -> Http3Config:
+    d = Http3Config()
+    return Http3Config(always=s.get("always", bool, d.always))
 
 
 def _parse_schedule(s: _Section) -> ScheduleConfig:

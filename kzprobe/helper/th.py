@@ -19,7 +19,11 @@ from kzprobe.geoip import GeoIP, open_geoip
 from kzprobe.helper.policy import DialPolicy, prober_config
 from kzprobe.measure.context import Stopwatch, close_transport
 from kzprobe.measure.experiments.endpoint import EndpointExperiment
-from kzprobe.measure.experiments.web_connectivity import FetchLimits, WebConnectivity
+from kzprobe.measure.experiments.web_connectivity import (
+    FetchLimits,
+    Http3Mode,
+    WebConnectivity,
+)
 from kzprobe.measure.flow import Measured, Resolution, dial, resolve, secure
 from kzprobe.measure.loader import experiment_for
 from kzprobe.measure.registry import UDP_SCHEMES
@@ -113,14 +117,14 @@ class Helper:
         connects, http_keys = await asyncio.gather(
             self._connect_all(target, endpoints, clock),
             WebConnectivity().measure(target, self.resources.context, clock, resolution=found,
-                                      limits=limits))
+                                      limits=limits, http3=_http3_mode(request)))
         tcp_results, tls_results = connects
         return {
             "tcp_connect": tcp_results,
             "tls_handshake": tls_results,
-            "quic_handshake": {},
+            "quic_handshake": _quic_summary(http_keys),
             "http_request": _http_summary(http_keys),
-            "http3_request": None,
+            "http3_request": _http3_summary(http_keys),
             "dns": {"failure": dns_failure, "addrs": addrs},
             "ip_info": self._ip_info(endpoints, addrs, tls_results),
             "x_client_ip": client_ip,
@@ -272,14 +276,48 @@ def _request_target(request: Mapping[str, Any]) -> Target:
     return target
 
 
+def _http3_mode(request: Mapping[str, Any]) -> Http3Mode:
+    """OONI's ``x_quic_enabled``: HTTP/3 when the site advertises it (kzprobe's
+    ``x_quic_always``: whether or not it does)."""
+    if request.get("x_quic_enabled") is not True:
+        return "off"
+    return "always" if request.get("x_quic_always") is True else "alt-svc"
+
+
+def _quic_summary(keys: Mapping[str, Any]) -> dict[str, Any]:
+    """THResponse ``quic_handshake``: the helper's QUIC handshakes, shaped as ``tls_handshake``."""
+    return {shake["address"]: {"server_name": shake["server_name"],
+                               "status": shake["failure"] is None, "failure": shake["failure"]}
+            for shake in keys.get("quic_handshakes") or []}
+
+
+def _http3_summary(keys: Mapping[str, Any]) -> dict[str, Any] | None:
+    """THResponse ``http3_request``: the helper's HTTP/3 fetch, or null when none was tried
+    (no Alt-Svc, or not asked). A failed handshake is the request's failure."""
+    shakes = keys.get("quic_handshakes") or []
+    if not shakes:
+        return None
+    requests = [q for q in keys.get("requests") or [] if q.get("network") == "udp"]
+    failure = shakes[0]["failure"] or (requests[0]["failure"] if requests else None)
+    return _summary(requests[0] if requests else None, failure, None)
+
+
 def _http_summary(keys: Mapping[str, Any]) -> dict[str, Any]:
     """The final hop of the helper's own fetch, in THResponse ``http_request`` shape."""
-    requests = keys.get("requests") or []
-    failure = keys.get("http_experiment_failure")
-    final = requests[0] if requests else None
+    requests = [q for q in keys.get("requests") or [] if q.get("network") != "udp"]
+    summary = _summary(requests[0] if requests else None, keys.get("http_experiment_failure"),
+                       keys.get("dns_experiment_failure"))
+    summary["discovered_h3_endpoint"] = keys.get("x_h3_endpoint") or ""
+    return summary
+
+
+def _summary(final: Mapping[str, Any] | None, failure: str | None,
+             dns_failure: str | None) -> dict[str, Any]:
+    """One request in THResponse shape (``body_length`` -1 and the TH's failure word when it
+    failed)."""
     if failure or final is None or not final["response"]["code"]:
         return {"body_length": -1, "discovered_h3_endpoint": "", "status_code": -1,
-                "failure": _th_http_failure(failure or keys.get("dns_experiment_failure")
+                "failure": _th_http_failure(failure or dns_failure
                                             or failures.TH_UNKNOWN_ERROR),
                 "title": "", "headers": {}}
     response = final["response"]

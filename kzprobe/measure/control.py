@@ -25,11 +25,18 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 _FORWARDED = ("Accept", "Accept-Language", "User-Agent")
 
 
-def th_request(url: str, endpoints: Sequence[str]) -> dict[str, Any]:
-    """OONI's THRequest for ``url`` and the probe's ``ip:port`` endpoints."""
+def th_request(url: str, endpoints: Sequence[str], *,
+               quic_always: bool = False) -> dict[str, Any]:
+    """OONI's THRequest for ``url`` and the probe's ``ip:port`` endpoints. ``x_quic_enabled``
+    for https: the helper tries HTTP/3 as the probe does (kzprobe's ``x_quic_always``: even
+    without an Alt-Svc, for ``[http3] always``)."""
     headers = {k: [v] for k, v in REQUEST_HEADERS if k in _FORWARDED}
-    return {"http_request": url, "http_request_headers": headers,
-            "tcp_connect": list(endpoints), "x_quic_enabled": False}
+    https = url.lower().startswith("https://")
+    request = {"http_request": url, "http_request_headers": headers,
+               "tcp_connect": list(endpoints), "x_quic_enabled": https}
+    if https and quic_always:
+        request["x_quic_always"] = True
+    return request
 
 
 class ControlClient:
@@ -41,7 +48,8 @@ class ControlClient:
     """
 
     def __init__(self, helpers: Sequence[ControlHelper], *, timeout: float,
-                 concurrency: int = 20) -> None:
+                 concurrency: int = 20, quic_always: bool = False) -> None:
+        self.quic_always = quic_always
         self.urls = tuple(helper.url for helper in helpers)
         self._auth = [{"Authorization": f"Bearer {helper.token}"} if helper.token else {}
                       for helper in helpers]
@@ -56,7 +64,7 @@ class ControlClient:
 
     async def query(self, url: str, endpoints: Sequence[str]) -> ControlResult:
         """Ask each helper in turn; the first valid THResponse wins."""
-        payload = orjson.dumps(th_request(url, endpoints))
+        payload = orjson.dumps(th_request(url, endpoints, quic_always=self.quic_always))
         failure = "control_unavailable"
         async with self._gate:
             for helper, auth in zip(self.urls, self._auth, strict=True):

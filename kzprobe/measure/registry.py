@@ -95,6 +95,11 @@ SPECS: tuple[ExperimentSpec, ...] = (
                    experiment=_X + "stun:StunReachability", kind="endpoint", transport="udp",
                    protocol_step="stun_binding", protocol="stun",
                    example_uri="stun://192.0.2.1:3478"),
+    ExperimentSpec(schemes=("quic",), test_name="quichandshake", test_version="0.1.0",
+                   experiment=_X + "quic:QuicHandshake", kind="endpoint", transport="udp",
+                   params={"sni": p.check_host_param, "verify": p.check_bool},
+                   protocol_step="quic_handshake", protocol="quic",
+                   example_uri="quic://192.0.2.1:443?sni=example.org"),
 )
 
 _BY_SCHEME: dict[str, ExperimentSpec] = {s: spec for spec in SPECS for s in spec.schemes}

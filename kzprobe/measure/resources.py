@@ -44,7 +44,8 @@ def control_client(config: Config) -> ControlClient | None:
     if not config.control.helper_urls:
         return None
     return ControlClient(config.control.helpers, timeout=config.timeouts.control,
-                         concurrency=config.control.concurrency)
+                         concurrency=config.control.concurrency,
+                         quic_always=config.http3.always)
 
 
 def build_resources(config: Config, *, may_dial: Callable[[str], bool] | None = None,

@@ -5,6 +5,7 @@ process. Each server prints one line ``READY {json of bound addresses}`` on stdo
 it listens, stops cleanly on SIGTERM/SIGINT, and re-reads ``--rules`` (``--sites`` for
 ``web``) on SIGHUP, keeping the old rules if the file is invalid. ``pki`` writes the
 certificate files that ``web`` and ``mitm`` load with ``--pki DIR``, prints READY and exits.
+``h3`` serves the ``page`` sites of a ``web`` sites file over HTTP/3 (UDP; read once).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from typing import Protocol, runtime_checkable
 from kzprobe.simnet.blockpage import BLOCKPAGE_HTML, BlockpageProxy
 from kzprobe.simnet.common import NameRules, Service, parse_hostport
 from kzprobe.simnet.dns import Behaviour, DnsServer
+from kzprobe.simnet.h3 import H3Server
 from kzprobe.simnet.mitm import MitmBox
 from kzprobe.simnet.pki import Pki
 from kzprobe.simnet.sni_filter import Action, SniFilter, Upstream
-from kzprobe.simnet.web import WebServer
+from kzprobe.simnet.web import Site, WebServer
 
 
 @runtime_checkable
@@ -99,6 +101,14 @@ def _build_web(args: argparse.Namespace) -> WebServer:
     return server
 
 
+def _build_h3(args: argparse.Namespace) -> H3Server:
+    pki = _load_pki(args.pki)
+    data = _read_json(args.sites)
+    if not isinstance(data, list):
+        raise UsageError(f"{args.sites}: expected a JSON list of site objects")
+    return H3Server(args.host, args.port, [Site.from_json(obj) for obj in data], ca=pki.public)
+
+
 def _build_sni_filter(args: argparse.Namespace) -> SniFilter:
     rules = NameRules(Action.parse(args.default))
     for item in args.block:
@@ -132,7 +142,7 @@ def _load_pki(directory: Path) -> Pki:
 
 
 BUILDERS: dict[str, Callable[[argparse.Namespace], Service]] = {
-    "dns": _build_dns, "web": _build_web, "sni-filter": _build_sni_filter,
+    "dns": _build_dns, "web": _build_web, "h3": _build_h3, "sni-filter": _build_sni_filter,
     "blockpage": _build_blockpage, "mitm": _build_mitm,
 }
 
@@ -184,6 +194,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--leaf-key", choices=("rsa-e3", "ec"), default="rsa-e3")
     _add_dns(sub.add_parser("dns", help="DNS server (UDP+TCP) with per-name behaviours"))
     _add_web(sub.add_parser("web", help="HTTP/HTTPS virtual hosts"))
+    p = sub.add_parser("h3", help="HTTP/3 (QUIC) for the page sites of a web sites file")
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, default=443)
+    p.add_argument("--pki", type=Path, required=True)
+    p.add_argument("--sites", type=Path, required=True, help="JSON list of sites")
     _add_relay(sub.add_parser("sni-filter", help="SNI/Host filtering TCP relay"), "original")
     _add_relay(sub.add_parser("blockpage", help="transparent HTTP proxy serving a blockpage"),
                "none")

@@ -70,10 +70,11 @@ async def test_starts_fast_and_stops_without_leaks(pki: Pki) -> None:
 
 
 async def test_targets_and_config(net: DemoNetwork, tmp_path: Path) -> None:
-    """About ten targets on two shared ports; the TOML parses cleanly with kzprobe's config."""
+    """About a dozen targets on two shared ports; the TOML parses cleanly with kzprobe's
+    config."""
     loaded = parse_config(tomllib.loads(net.config_toml(tmp_path / "out")))
     ports = {t.url.rsplit(":", 1)[1] for t in net.targets}
-    assert 8 <= len(net.targets) <= 12 and ports == {f"{net.http_port}/", f"{net.https_port}/"}
+    assert 8 <= len(net.targets) <= 14 and ports == {f"{net.http_port}/", f"{net.https_port}/"}
     assert loaded.warnings == ()
     assert loaded.config.targets.urls == tuple(t.url for t in net.targets)
     assert loaded.config.tls.ca_file == net.ca_file and net.ca_file.is_file()
@@ -192,3 +193,19 @@ async def test_block_by_dns_changes_the_isp_resolver_only(net: DemoNetwork) -> N
     honest = await _resolve("news.demo", net.honest_resolver)
     assert before[0] == RCODE.NOERROR and before[1] == honest[1]
     assert isp == (RCODE.NXDOMAIN, [])
+
+
+async def test_http3_sites(net: DemoNetwork) -> None:
+    """h3.demo answers over HTTP/3 where its HTTPS page's Alt-Svc says; the ISP drops
+    h3blocked.demo's QUIC from the probe (the control's 127.0.0.50 passes)."""
+    from kzprobe.measure.context import Stopwatch
+    from kzprobe.measure.steps import quic
+
+    results = {}
+    for site in ("h3.demo", "h3blocked.demo"):
+        name, (ip, port) = await _endpoint(net, _target(net, site))
+        shake, get = await quic.exchange(
+            ip, port, server_name=name, clock=Stopwatch(), timeout=1.0, ca_file=net.ca_file,
+            get=quic.Get(url=f"https://{name}:{port}/", timeout=2.0, body_limit=65536))
+        results[site] = (shake.failure, get.response.code if get and get.response else None)
+    assert results == {"h3.demo": (None, 200), "h3blocked.demo": ("generic_timeout_error", None)}

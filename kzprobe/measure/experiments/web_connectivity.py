@@ -4,6 +4,11 @@ Follows OONI Web Connectivity LTE's shape: every resolver's answers are measured
 address gets a TCP connect (and, for https, a TLS handshake with SNI = the URL host),
 and the first connection that works carries the GET. Redirects are followed by hand,
 each hop measured the same way, up to ``limits.max_redirects``.
+
+HTTP/3 (OONI LTE): when a hop's response advertises ``Alt-Svc: h3`` on its own host (or
+with ``[http3] always``), that URL is fetched once more over QUIC from the address that
+served it: ``quic_handshakes`` and a ``requests`` entry with ``network: "udp"``, placed
+after the TCP hops so ``requests[0]`` stays the final TCP hop the OONI analysis reads.
 """
 
 from __future__ import annotations
@@ -11,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urljoin
+from typing import Any, Literal
+from urllib.parse import urljoin, urlsplit
 
 from kzprobe import failures
 from kzprobe.config import Config
@@ -37,11 +42,13 @@ from kzprobe.measure.flow import (
     start_control,
 )
 from kzprobe.measure.registry import spec_for
-from kzprobe.measure.steps import http, tcp
+from kzprobe.measure.steps import http, quic, tcp
+from kzprobe.netaddr import split_hostport
 from kzprobe.targets import Target, parse_target
 
 MAX_ENDPOINTS = 8  # addresses dialled per hop (bounded even if DNS returns hundreds)
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+Http3Mode = Literal["off", "alt-svc", "always"]  # when to try HTTP/3 after the TCP fetch
 
 
 @dataclass(slots=True)
@@ -72,6 +79,10 @@ class _Flow(Measured):
     control_task: asyncio.Task[ControlResult] | None = None
     limits: FetchLimits | None = None  # the helper's bounds on this fetch; None for the probe
     body_bytes: int | None = None  # the target group's body cap (every hop); None: [limits]
+    http3: Http3Mode = "alt-svc"
+    quic_handshakes: list[quic.QuicHandshake] = field(default_factory=list)
+    h3_requests: list[http.HttpTransaction] = field(default_factory=list)
+    h3_endpoint: str | None = None  # host:port an Alt-Svc advertised
 
 
 async def _resolve(flow: _Flow, host: str, depth: int) -> Resolution:
@@ -155,8 +166,7 @@ async def _hop(flow: _Flow, target: Target, depth: int) -> http.HttpTransaction 
 async def _get(flow: _Flow, target: Target, conn: Connection, depth: int) -> http.HttpTransaction:
     cfg = flow.ctx.config
     limits = flow.limits
-    cap = flow.body_bytes or cfg.limits.body_bytes
-    body_limit = cap if limits is None else min(cap, max(limits.remaining, 0))
+    body_limit = _body_limit(flow)
     async with flow.ctx.host_limiter.slot(conn.ip):
         transaction = await http.get(
             flow.ctx.session,
@@ -174,6 +184,66 @@ async def _get(flow: _Flow, target: Target, conn: Connection, depth: int) -> htt
     if limits is not None and transaction.response is not None:
         limits.remaining -= len(transaction.response.body)
     return transaction
+
+
+def _body_limit(flow: _Flow) -> int:
+    cap = flow.body_bytes or flow.ctx.config.limits.body_bytes
+    return cap if flow.limits is None else min(cap, max(flow.limits.remaining, 0))
+
+
+def _h3_from_alt_svc(flow: _Flow) -> tuple[str, str, int] | None:
+    """(url, ip, port) of the first hop whose response advertised h3 on its own host."""
+    for request in flow.requests:
+        port = quic.advertised_h3(request.response.header("alt-svc") or "") \
+            if request.response is not None and request.url.startswith("https://") else None
+        where = split_hostport(request.address)
+        if port is not None and where is not None:
+            flow.h3_endpoint = f"{urlsplit(request.url).hostname}:{port}"
+            return request.url, where[0], port
+    return None
+
+
+def _h3_always(flow: _Flow, target: Target) -> tuple[str, str, int] | None:
+    """(url, ip, port) for ``[http3] always``: the input URL, at the address that served it
+    over TCP, else the first address resolved for it."""
+    first = flow.requests[0] if flow.requests else None
+    where = split_hostport(first.address) if first is not None else None
+    if where is not None:
+        return target.url, where[0], target.port
+    found = flow.resolved.get(target.host)
+    addresses = [target.host] if is_ip_literal(target.host) else (
+        found.addresses if found is not None else [])
+    allowed = dialable(flow, addresses, target.port)
+    return (target.url, allowed[0], target.port) if allowed else None
+
+
+async def _http3(flow: _Flow, target: Target) -> None:
+    """One HTTP/3 fetch over QUIC when advertised (or always): handshake and GET recorded."""
+    if flow.http3 == "off" or target.scheme != "https" or _body_limit(flow) <= 0:
+        return
+    found = _h3_from_alt_svc(flow)
+    if found is None and flow.http3 == "always":
+        found = _h3_always(flow, target)
+    if found is None:
+        return
+    url, ip, port = found
+    if flow.limits is not None and port not in flow.limits.ports:
+        return  # the helper dials only its allowed ports, UDP too
+    cfg = flow.ctx.config
+    tags = ("depth=0", "fetch_body=true", "network=udp")
+    host = urlsplit(url).hostname or target.host
+    async with flow.ctx.host_limiter.slot(ip):
+        shake, transaction = await quic.exchange(
+            ip, port, server_name=host, clock=flow.clock, timeout=cfg.timeouts.tls,
+            ca_file=cfg.tls.ca_file, max_chain_bytes=cfg.tls.max_chain_bytes,
+            source=flow.ctx.source_address, transaction_id=flow.transaction_id(), tags=tags,
+            get=quic.Get(url=url, timeout=cfg.timeouts.http, body_limit=_body_limit(flow),
+                         tags=tags))
+    flow.quic_handshakes.append(shake)
+    if transaction is not None:
+        flow.h3_requests.append(transaction)
+        if flow.limits is not None and transaction.response is not None:
+            flow.limits.remaining -= len(transaction.response.body)
 
 
 async def _fetch_fresh(flow: _Flow, target: Target, conn: Connection,
@@ -282,15 +352,21 @@ class WebConnectivity:
 
     async def measure(self, target: Target, ctx: ProbeContext, clock: Stopwatch, *,
                       resolution: Resolution | None = None,
-                      limits: FetchLimits | None = None) -> dict[str, Any]:
-        """The URL's test_keys; ``resolution``: its host's, made already, and ``limits``: the
-        bounds on this fetch (both from the helper)."""
-        flow = _Flow(ctx=ctx, clock=clock, limits=limits, body_bytes=target.body_bytes)
+                      limits: FetchLimits | None = None,
+                      http3: Http3Mode | None = None) -> dict[str, Any]:
+        """The URL's test_keys; ``resolution``: its host's, made already, ``limits``: the
+        bounds on this fetch, ``http3``: when to try HTTP/3 (all from the helper; the probe's
+        mode follows ``[http3] always``)."""
+        if http3 is None:
+            http3 = "always" if ctx.config.http3.always else "alt-svc"
+        flow = _Flow(ctx=ctx, clock=clock, limits=limits, body_bytes=target.body_bytes,
+                     http3=http3)
         if resolution is not None:
             flow.queries.extend(resolution.lookups)
             flow.resolved[target.host] = resolution
         try:
             await _follow(flow, target)
+            await _http3(flow, target)
             await _run_sni_checks(flow, target)
             control = await _control(flow)
         finally:
@@ -334,7 +410,8 @@ def _test_keys(flow: _Flow) -> dict[str, Any]:
         "queries": [q.archival() for q in flow.queries],
         "tcp_connect": [c.archival() for c in flow.connects],
         "tls_handshakes": [h.archival() for h in flow.handshakes],
-        "requests": [r.archival() for r in reversed(flow.requests)],
+        "requests": [r.archival() for r in reversed(flow.requests)]
+        + [quic.request_archival(r) for r in flow.h3_requests],
         "dns_experiment_failure": flow.dns_failure,
         "http_experiment_failure": _http_failure(flow),
         "control": None,
@@ -350,7 +427,17 @@ def _test_keys(flow: _Flow) -> dict[str, Any]:
         "x_timings": timings,
         "x_sni_checks": [h.archival() for h in flow.sni_checks],
         **skipped_keys(flow),
+        **_quic_keys(flow),
     }
+
+
+def _quic_keys(flow: _Flow) -> dict[str, Any]:
+    """``quic_handshakes`` (and the Alt-Svc found) only when HTTP/3 was tried: records of
+    sites without it keep their shape."""
+    if not flow.quic_handshakes:
+        return {}
+    return {"quic_handshakes": [h.archival() for h in flow.quic_handshakes],
+            "x_h3_endpoint": flow.h3_endpoint}
 
 
 def _timings(flow: _Flow, final: http.HttpTransaction | None) -> dict[str, float | None]:

@@ -1,6 +1,6 @@
 """Verdicts for endpoint records (``tcpconnect``, ``tlshandshake``, ``openvpn``, ``wireguard``,
-``tor`` (OR ports and obfs4 bridges), ``stunreachability``): pure functions over the
-recorded test_keys.
+``tor`` (OR ports and obfs4 bridges), ``stunreachability``, ``quichandshake``): pure
+functions over the recorded test_keys.
 
 ``reachable`` and ``failure`` are what the probe saw. An ``interference`` code needs
 evidence that the failure is not the endpoint's own, as for websites. The codes and when
@@ -19,6 +19,7 @@ from kzprobe.measure.registry import PROTOCOL_STEPS
 from kzprobe.verdict.analysis import records as r
 from kzprobe.verdict.analysis.certs import known_interception_ca
 from kzprobe.verdict.analysis.interference import DNS_FAILURES, TCP_FAILURES, TLS_FAILURES
+from kzprobe.verdict.analysis.quic import QUIC_FAILURES
 
 PROTOCOL_FAILURES = {failures.GENERIC_TIMEOUT_ERROR: "timeout", failures.CONNECTION_RESET: "reset",
                      failures.EOF_ERROR: "eof", failures.CONNECTION_REFUSED: "refused"}
@@ -138,6 +139,9 @@ def _outcome_codes(test_keys: Mapping[str, Any], outcome: r.Entry,
         return {code} if code and evidence else set()
     if step == "tls_handshake":
         return _tls_codes(test_keys, address, failure, control)
+    if step == "quic_handshake":  # the web codes: an ICMP unreachable is quic.reset there too
+        code = QUIC_FAILURES.get(failure)
+        return {code} if code and control.works else set()
     if step in PROTOCOL_STEPS and control.works:
         return {_protocol_code(step, failure)}
     return set()

@@ -23,6 +23,8 @@ from kzprobe.verdict.analysis import records as r
 from kzprobe.verdict.analysis.certs import known_interception_ca, leaf_issuer_cn
 from kzprobe.verdict.analysis.fingerprints import FingerprintSet, Match, match_dns, match_http
 from kzprobe.verdict.analysis.observations import control_of, ip_key, url_host
+from kzprobe.verdict.analysis.quic import CODES as QUIC_CODES
+from kzprobe.verdict.analysis.quic import quic_codes
 from kzprobe.verdict.analysis.webanalysis import AddressFacts, address_facts, lookup_is_valid
 from kzprobe.verdict.analysis.webconnectivity import Blocking, OoniKeys
 
@@ -33,7 +35,7 @@ CODES = (
     "dns.nxdomain", "dns.no_answer", "dns.servfail", "dns.timeout", "dns.bogon",
     "dns.inconsistent", "dns.blockpage", "tcp.timeout", "tcp.refused", "tcp.reset",
     "tls.reset", "tls.timeout", "tls.eof", "tls.mitm", "http.reset", "http.timeout",
-    "http.eof", "http.blockpage", "http.diff", "throttling",
+    "http.eof", "http.blockpage", "http.diff", "throttling", *QUIC_CODES,
 )
 DNS_FAILURES = {
     failures.DNS_NXDOMAIN_ERROR: "dns.nxdomain", failures.DNS_NO_ANSWER: "dns.no_answer",
@@ -150,7 +152,7 @@ class Context:
 
 def measured_url(test_keys: Mapping[str, Any]) -> str:
     """The measured URL: the first hop's request URL (requests[] is newest first)."""
-    requests = r.entries(test_keys.get("requests"))
+    requests = r.tcp_requests(test_keys)
     if requests:
         return r.text(r.mapping(requests[-1].get("request")).get("url")) or ""
     return ""
@@ -392,7 +394,7 @@ def _body_seconds_per_window(request: r.Entry) -> float | None:
 def request_throttled(ctx: Context) -> bool:
     """Time to first byte or body pace far slower than the benign handshake to that address."""
     checks = benign_checks(ctx)
-    for request in r.entries(ctx.keys.get("requests")):
+    for request in r.tcp_requests(ctx.keys):
         check = checks.get(_address(request) or "")
         if check is None or not reached_server(check):
             continue
@@ -426,7 +428,7 @@ def http_failure_codes(ctx: Context) -> set[str]:
     """Request-stage resets, timeouts and EOFs while the control fetched the page."""
     if not ctx.control.http_ok:
         return set()
-    return {code for request in r.entries(ctx.keys.get("requests"))
+    return {code for request in r.tcp_requests(ctx.keys)
             if (code := HTTP_FAILURES.get(r.failure(request))) and _connection_ok(ctx, request)}
 
 
@@ -438,7 +440,7 @@ def _site_wrote(ctx: Context, request: r.Entry) -> bool:
 
 def http_blockpage(ctx: Context) -> Match | None:
     """The first hop (final first) whose body or headers match a blockpage fingerprint."""
-    for request in r.entries(ctx.keys.get("requests")):
+    for request in r.tcp_requests(ctx.keys):
         response = r.mapping(request.get("response"))
         if isinstance(request.get("failure"), str) or not response or _site_wrote(ctx, request):
             continue
@@ -468,7 +470,7 @@ def interference(test_keys: Mapping[str, Any], *, oo: OoniKeys, fingerprints: Fi
     ctx = _context(test_keys, fingerprints, config, url)
     dns_codes, dns_match = dns_answer_codes(ctx)
     codes = dns_codes | dns_failure_codes(ctx) | tcp_codes(ctx) | tls_failure_codes(ctx)
-    codes |= http_failure_codes(ctx)
+    codes |= http_failure_codes(ctx) | quic_codes(test_keys, control_of(test_keys))
     found = mitm(ctx)
     if found.seen:
         codes.add("tls.mitm")

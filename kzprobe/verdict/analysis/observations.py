@@ -190,7 +190,7 @@ def ingest_measurement(test_keys: Mapping[str, Any], not_bogon: tuple[IPNetwork,
     ingest_dns(box, r.entries(test_keys.get("queries")), not_bogon)
     ingest_tcp(box, r.entries(test_keys.get("tcp_connect")), not_bogon)
     ingest_tls(box, r.entries(test_keys.get("tls_handshakes")))
-    ingest_http(box, r.entries(test_keys.get("requests")))
+    ingest_http(box, r.tcp_requests(test_keys))
     return box
 
 

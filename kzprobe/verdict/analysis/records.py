@@ -27,6 +27,11 @@ def entries(value: Any) -> list[Entry]:
     return [item for item in value if isinstance(item, Mapping)]
 
 
+def tcp_requests(test_keys: Mapping[str, Any]) -> list[Entry]:
+    """``requests`` over TCP: the HTTP/3 ones (``network: "udp"``) are judged on their own."""
+    return [q for q in entries(test_keys.get("requests")) if q.get("network") != "udp"]
+
+
 def mapping(value: Any) -> Entry:
     """``value`` if it is a mapping, else an empty one."""
     return value if isinstance(value, Mapping) else EMPTY

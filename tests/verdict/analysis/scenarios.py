@@ -13,6 +13,7 @@ from typing import Any
 
 from .builders import Record, control_page
 from .pki import honest_chain, qaznet_chain
+from .quic_scenarios import add_h3, control_h3
 
 H, WWW = "news.example", "www.news.example"
 URL, HTTP_URL = f"https://{H}/", f"http://{H}/"
@@ -292,6 +293,18 @@ def aaaa_no_answer() -> Scenario:
     return Scenario("aaaa_no_answer", URL, full_control(rec).keys, OK_SITE)
 
 
+def quic_failure(handshake: str | None, request: str | None, code: str) -> Scenario:
+    """HTTPS works, HTTP/3 fails while the control's HTTP/3 worked: accessible, plus a code."""
+    rec = Record(URL).dns(H, (REAL,))
+    txid = https_flow(rec)
+    rec.http(txid, URL, REAL, 443, body=PAGE)
+    full_control(rec)
+    add_h3(rec, REAL, H, URL, handshake=handshake, request=request)
+    control_h3(rec, REAL, H, ok=True)
+    return Scenario(f"quic_{handshake or 'ok'}_{request or 'ok'}", URL, rec.keys, OK_SITE,
+                    (code,))
+
+
 BUILDERS: list[Callable[[], Scenario]] = [
     site_fine_https, site_fine_http, site_down_everywhere, name_gone_everywhere,
     lambda: dns_failure("dns_nxdomain_error", "dns.nxdomain"),
@@ -316,6 +329,10 @@ BUILDERS: list[Callable[[], Scenario]] = [
     lambda: http_failure("connection_reset", "http.reset"),
     lambda: http_failure("generic_timeout_error", "http.timeout"),
     lambda: http_failure("eof_error", "http.eof"),
+    lambda: quic_failure("generic_timeout_error", None, "quic.timeout"),
+    lambda: quic_failure("connection_refused", None, "quic.reset"),
+    lambda: quic_failure("ssl_failed_handshake", None, "quic.invalid"),
+    lambda: quic_failure(None, "eof_error", "quic.eof"),
 ]
 
 
