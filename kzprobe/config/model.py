@@ -201,8 +201,9 @@ class HelperConfig:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     # Ports the helper dials: web, plus those of the bundled endpoint presets
     # (config/targets/messaging.csv: 5222 XMPP/WhatsApp; circumvention.csv: 9201 Tor
-    # moria1, 3478 and 19302 STUN). Not a port scanner for anything else.
-    allowed_ports: frozenset[int] = frozenset({80, 443, 3478, 5222, 9201, 19302})
+    # moria1, 3478 and 19302 STUN; encrypted-dns.csv: 853 DoT). Not a port scanner for
+    # anything else.
+    allowed_ports: frozenset[int] = frozenset({80, 443, 853, 3478, 5222, 9201, 19302})
     # Body bytes fetched per request, all redirect hops together. Not below the probe's
     # default limits.body_bytes: the control's body_length is compared with the probe's.
     max_fetch_bytes: int = 512 * 1024

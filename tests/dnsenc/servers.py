@@ -28,7 +28,7 @@ import trustme
 UNBOUND = shutil.which("unbound") or ("/usr/sbin/unbound"
                                       if Path("/usr/sbin/unbound").exists() else None)
 NAME = "dns.test"  # the name on the servers' certificate
-ANSWERS = {"site.test.": "192.0.2.10", "other.test.": "192.0.2.11"}
+ANSWERS = {"site.test.": "192.0.2.10", "other.test.": "192.0.2.11", "loop.test.": "127.0.0.1"}
 
 
 def free_port() -> int:

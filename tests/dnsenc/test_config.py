@@ -41,3 +41,17 @@ def test_bad_forms(spec: str) -> None:
 def test_config_error_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"resolvers.*tls://dns\.example"):
         parse_config({"dns": {"resolvers": ["tls://dns.example"]}})
+
+
+def test_presets_parse() -> None:
+    """config/targets/encrypted-dns.csv: DoT and DoH endpoints, each asking a name (parsed
+    only: those are real public servers)."""
+    from pathlib import Path
+
+    from kzprobe.targets import read_target_file
+
+    targets, warnings = read_target_file(Path("config/targets/encrypted-dns.csv"))
+    assert warnings == [] and len(targets) >= 10
+    assert {t.scheme for t in targets} == {"dot", "doh"}
+    assert all(t.param("name") for t in targets)
+    assert all(t.path == "/dns-query" for t in targets if t.scheme == "doh")
