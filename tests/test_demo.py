@@ -91,6 +91,7 @@ def test_demo_writes_one_record_per_target_and_a_summary(demo: DemoRun) -> None:
         "blocked.demo": (False, ["http.blockpage"]),  # OONI misses it: same status and headers
         "social.demo": ("http-failure", ["tls.mitm"]),
         "down.demo": (False, []),  # refused for the control too: down, not censored
+        "127.0.0.14": (False, []),  # dot://: the honest DoT resolver answers
     }
     assert by_host["social.demo"]["tls_mitm_issuer"] == "Security Certificate"
     assert by_host["vpn.demo"]["sni_blocking_confirmed"] is True
