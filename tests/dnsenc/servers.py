@@ -41,13 +41,16 @@ def free_port() -> int:
 class Unbound:
     dot_port: int
     doh_port: int
+    udp_port: int  # plain DNS (UDP and TCP): the baseline of the overhead benchmark
 
 
-def _unbound_conf(tmp: Path, dot_port: int, doh_port: int, cert: Path, key: Path) -> str:
+def _unbound_conf(tmp: Path, dot_port: int, doh_port: int, udp_port: int, cert: Path,
+                  key: Path) -> str:
     local = "\n".join(f'    local-data: "{name} 60 IN A {ip}"' for name, ip in ANSWERS.items())
     return f"""server:
     interface: 127.0.0.1@{dot_port}
     interface: 127.0.0.1@{doh_port}
+    interface: 127.0.0.1@{udp_port}
     tls-port: {dot_port}
     https-port: {doh_port}
     tls-service-key: "{key}"
@@ -89,14 +92,14 @@ def _wait_listening(ports: tuple[int, ...], proc: subprocess.Popen[bytes]) -> No
 
 @contextmanager
 def unbound(tmp: Path, ca: trustme.CA) -> Iterator[Unbound]:
-    """unbound on two free loopback ports (DoT, DoH), a certificate for :data:`NAME` and
+    """unbound on three free loopback ports (DoT, DoH, plain), a certificate for :data:`NAME` and
     127.0.0.1 from ``ca``; stopped after."""
     assert UNBOUND is not None
     cert = ca.issue_cert(NAME, "127.0.0.1")
     cert_file, key_file = tmp / "cert.pem", tmp / "key.pem"
     cert.private_key_pem.write_to_path(key_file)
     cert.cert_chain_pems[0].write_to_path(cert_file)
-    ports = (free_port(), free_port())
+    ports = (free_port(), free_port(), free_port())
     conf = tmp / "unbound.conf"
     conf.write_text(_unbound_conf(tmp, *ports, cert_file, key_file))
     proc = subprocess.Popen([UNBOUND, "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
