@@ -22,6 +22,8 @@ ARG BASE_IMAGE=python:3.12.12-slim-bookworm@sha256:593bd06efe90efa80dc4eee3948be
 FROM ${BASE_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# kzprobe/data/kzprobe.example.toml (what `kzprobe init` writes) links to the example config.
+COPY config/kzprobe.toml ./config/kzprobe.toml
 COPY kzprobe ./kzprobe
 RUN python3 -m venv /opt/kzprobe \
  && /opt/kzprobe/bin/pip install --no-cache-dir --disable-pip-version-check . \
@@ -31,13 +33,13 @@ FROM ${BASE_IMAGE}
 COPY --from=build /opt/kzprobe /opt/kzprobe
 # Reference copies only: a deployment config is mounted at /etc/kzprobe, never baked in.
 COPY config/ /usr/share/kzprobe/config/
-# The CLI's default --config is config/kzprobe.toml in the working directory: point it at
-# /etc/kzprobe too, so `kzprobe measure URL` in the container reads the mounted config.
+# Without --config the CLI reads ./kzprobe.toml (and refuses without one): point it at the
+# mounted /etc/kzprobe/kzprobe.toml, so `kzprobe measure URL` in the container reads it.
 RUN useradd --uid 10001 --user-group --no-create-home --no-log-init \
         --home-dir /var/lib/kzprobe --shell /usr/sbin/nologin kzprobe \
  && install -d -m 0750 -o kzprobe -g kzprobe /var/lib/kzprobe \
  && install -d -m 0755 /etc/kzprobe /srv/kzprobe \
- && ln -s /etc/kzprobe /srv/kzprobe/config
+ && ln -s /etc/kzprobe/kzprobe.toml /srv/kzprobe/kzprobe.toml
 ENV PATH=/opt/kzprobe/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1

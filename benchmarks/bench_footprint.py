@@ -1,7 +1,8 @@
 """Footprint: what `kzprobe run` costs at default settings, next to a raw aiodns+aiohttp loop.
 
     .venv/bin/python benchmarks/bench_footprint.py [--scale 1.0] [--sweeps 3] [--interval 90]
-                                                   [--idle 10] [--quick]
+                                                   [--idle 10] [--quick] [--no-watch]
+                                                   [--profile FILE]
 
 The default configuration's shape on loopback: 2,300 x ``--scale`` HTTPS targets (names
 s<n>.c.bench on 16 addresses 127.3.0.x, answered by the lean DNS server of ``servers.py``),
@@ -9,14 +10,19 @@ whose bodies follow a log-normal size distribution clipped to 20 KB-2 MB (median
 by an asyncio HTTPS server in this file that reads its own kernel byte counters (TCP_INFO, TLS
 included) per connection. `kzprobe run` (the daemon, default [limits], [analysis], [output] and
 metrics on) sweeps them ``--sweeps`` times at ``--interval`` seconds (an hourly sweep,
-compressed), then sits idle for ``--idle`` seconds. Reported: time from the process start to
-the first request the server sees; CPU seconds per sweep and per 1,000 measurements (main
-process + analysis worker); steady RSS (after the last sweep, idle) and peak RSS (VmHWM);
-bytes per sweep (the records' x_bytes) against what the server's sockets sent and received;
-idle wake-ups per second per thread (voluntary context switches); then the raw loop
-(``common.RAW_LOOP``: aiodns lookup + aiohttp GET of the whole body on a fresh connection)
-over the same URLs in the same run. ``--quick``: scale 0.1, 2 sweeps, 30 s interval, 10 s idle.
-Sized for a shared 2-core machine. Only 127.0.0.0/8 is contacted.
+compressed), and a watch group of 20 more targets every ``--interval`` / 60 seconds (a minute
+of that hour; their snapshots capped at 64 KiB, as the example config suggests, and served from
+``/w/<size>``; 20 x ``--scale``; none with ``--no-watch``), then sits idle for ``--idle``
+seconds. Reported: time from the process start to the first request the server sees; CPU
+seconds per sweep and per 1,000 measurements (main process + analysis worker); steady RSS
+(after the last sweep, idle) and peak RSS (VmHWM); bytes per sweep (the records' x_bytes)
+against what the server's sockets sent and received; idle wake-ups per second per thread
+(voluntary context switches); then the raw loop (``common.RAW_LOOP``: aiodns lookup + aiohttp
+GET of the whole body on a fresh connection) over the same URLs in the same run. ``--quick``:
+scale 0.1, 2 sweeps, 30 s interval, 10 s idle. ``--profile FILE``: afterwards (untimed), one
+``kzprobe run --once`` over the default group under cProfile with a CPU clock, its stats in
+FILE (read them with ``python -m pstats FILE``). Sized for a shared 2-core machine. Only
+127.0.0.0/8 is contacted.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ from common import cpu_seconds, free_port, proc_status, raw_loop, worker_cpu_sec
 
 ADDRESSES = servers.addresses(16)
 TARGETS = 2300
+WATCH = 20  # the watchlist group (issue 16's election-day mode), every minute of the hour
+WATCH_BODY = 65536  # its per-group body_bytes
 MIN_BODY, MAX_BODY, MEDIAN_BODY = 20_000, 2_000_000, 60_000
 CAP = 512 * 1024  # [limits] body_bytes: kzprobe reads no further and closes
 
@@ -61,7 +69,7 @@ def body_sizes(count: int, seed: int = 7) -> list[int]:
 
 
 class _Page(asyncio.Protocol):
-    """Reads one request for /b/<size>, answers that many body bytes, closes."""
+    """Reads one request for /b/<size> or /w/<size>, answers that many body bytes, closes."""
 
     BODY = b"k" * MAX_BODY
 
@@ -76,11 +84,12 @@ class _Page(asyncio.Protocol):
         self.buffer += data
         if b"\r\n\r\n" not in self.buffer or self.transport is None:
             return
-        match = re.match(rb"GET /b/(\d+)", self.buffer)
-        size = min(int(match.group(1)), MAX_BODY) if match else 0
+        match = re.match(rb"GET /([bw])/(\d+)", self.buffer)
+        size = min(int(match.group(2)), MAX_BODY) if match else 0
+        cap = CAP if not match or match.group(1) == b"b" else WATCH_BODY
         self.stats["requests"] += 1
         self.stats["body_bytes"] += size
-        if size > CAP:
+        if size > cap:
             self.tally.meter = self.big
         self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close"
                              b"\r\nContent-Length: %d\r\n\r\n" % size)
@@ -201,9 +210,11 @@ class Server:
 # --------------------------------------------------------------------------- kzprobe
 
 
-def _config(tmp: Path, urls: list[str], dns: str, cafile: Path, interval: float) -> Path:
+def _config(tmp: Path, urls: list[str], dns: str, cafile: Path, interval: float,
+            watch: list[str]) -> Path:
     """Defaults, except: where the targets, resolver, CA and output are; loopback dialable;
-    per_host 64 (2,300 names share 16 addresses here); the compressed interval."""
+    per_host 64 (2,300 names share 16 addresses here); the compressed intervals; the watch
+    group (none if ``watch`` is empty)."""
     targets = write_targets(tmp / "targets.csv", urls)
     config = tmp / "kzprobe.toml"
     config.write_text(f"""
@@ -225,7 +236,34 @@ metrics_listen = "127.0.0.1:{free_port()}"
 [targets]
 files = ["{targets}"]
 """)
+    if watch:
+        with config.open("a") as out:
+            out.write(f"""[[targets.groups]]
+name = "watch"
+interval = {interval / 60}
+urls = {json.dumps(watch)}
+body_bytes = {WATCH_BODY}
+""")
     return config
+
+
+PROFILE = """import cProfile, sys, time
+from kzprobe.cli import main
+profile = cProfile.Profile(time.process_time)  # CPU, not wall: the machine is shared
+try:
+    profile.runcall(main, ["run", "--once", "--config", sys.argv[1]])
+finally:
+    profile.dump_stats(sys.argv[2])
+"""
+
+
+def profile_once(config: Path, output: Path) -> None:
+    """``run --once`` over the default group only, under cProfile; stats to ``output``."""
+    once = config.with_name("once.toml")
+    text = config.read_text()
+    once.write_text(text.split("[[targets.groups]]")[0])
+    subprocess.run([sys.executable, "-c", PROFILE, str(once), str(output)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _switches(pid: int) -> dict[str, int]:
@@ -252,19 +290,26 @@ def run_daemon(config: Path, server: Server, sweeps: int, idle: float) -> dict[s
     assert proc.stderr is not None
     pid, result = proc.pid, {"sweeps": []}  # type: ignore[var-annotated]
     last = None
+    watch = {"measured": 0, "sweeps": 0}  # the watch group's sweeps since the last default one
     try:
         for line in proc.stderr:
             if '"daemon_ready"' in line:
                 result["ready_s"] = time.time() - started
                 last = _family_cpu(pid)
             elif '"sweep_finished"' in line and last is not None:
-                now = _family_cpu(pid)
                 event = json.loads(line)
-                result["sweeps"].append({"measured": event["measured"],
+                if event.get("group", "default") != "default":  # the watch group's, counted
+                    watch["measured"] += event["measured"]      # in the next default sweep
+                    watch["sweeps"] += 1
+                    continue
+                now = _family_cpu(pid)
+                result["sweeps"].append({"measured": event["measured"] + watch["measured"],
+                                         "default": event["measured"],
+                                         "watch_sweeps": watch["sweeps"],
                                          "duration_s": event["duration_s"],
                                          "cpu": now[0] - last[0], "worker_cpu": now[1] - last[1],
                                          "rss_mb": proc_status(pid)["VmRSS"] / 1024})
-                last = now
+                last, watch = now, {"measured": 0, "sweeps": 0}
                 if len(result["sweeps"]) >= sweeps:
                     break
         result["started"] = started
@@ -302,14 +347,16 @@ def _dns_bytes(record: dict[str, Any]) -> tuple[int, int]:
 
 
 def record_bytes(out: Path) -> dict[str, dict[str, int]]:
-    """x_bytes summed per sweep, from the segments written."""
+    """x_bytes summed per sweep (either group's), from the segments written."""
     from kzprobe.storage.segments import iter_records, list_segments
 
     per: dict[str, dict[str, int]] = defaultdict(
         lambda: {"sent": 0, "received": 0, "n": 0, "dns_sent": 0, "dns_received": 0,
                  "big_received": 0, "big_sent": 0})
     for record in iter_records(list_segments([out])):
-        sweep = per[record["annotations"].get("kzprobe_sweep", "?")]
+        notes = record["annotations"]
+        sweep = per[notes.get("kzprobe_sweep", "?")]
+        sweep["default"] = int(notes.get("kzprobe_group", "default") == "default")
         counted = record["test_keys"].get("x_bytes") or {}
         sweep["sent"] += counted.get("sent", 0)
         sweep["received"] += counted.get("received", 0)
@@ -317,7 +364,8 @@ def record_bytes(out: Path) -> dict[str, dict[str, int]]:
         dns_sent, dns_received = _dns_bytes(record)
         sweep["dns_sent"] += dns_sent
         sweep["dns_received"] += dns_received
-        if int(record["input"].rsplit("/", 1)[1]) > CAP:  # TCP bytes of the big bodies
+        kind, size = record["input"].rsplit("/", 2)[1:]
+        if int(size) > (CAP if kind == "b" else WATCH_BODY):  # TCP bytes of the big bodies
             sweep["big_sent"] += counted.get("sent", 0) - dns_sent
             sweep["big_received"] += counted.get("received", 0) - dns_received
     return dict(per)
@@ -337,15 +385,20 @@ def _pki(tmp: Path) -> tuple[Path, Path, Path]:
 
 
 def _report(kz: dict[str, Any], served: dict[str, int], counted: dict[str, dict[str, int]],
-            raw: dict[str, Any], raw_served: dict[str, int], targets: int) -> list[str]:
+            raw: dict[str, Any], raw_served: dict[str, int], targets: int,
+            watched: int) -> list[str]:
     sweeps = kz["sweeps"]
     steady = sweeps[1:] or sweeps  # the first sweep warms up (imports, caches)
     cpu = sum(s["cpu"] + s["worker_cpu"] for s in steady) / len(steady)
     main_cpu = sum(s["cpu"] for s in steady) / len(steady)
     measured = sum(s["measured"] for s in steady) / len(steady)
+    watch_sweeps = sum(s["watch_sweeps"] for s in steady) / len(steady)
+    watch_measured = measured - sum(s["default"] for s in steady) / len(steady)
     x_sent = sum(c["sent"] for c in counted.values())
     x_recv = sum(c["received"] for c in counted.values())
-    n = len(counted)
+    # per default sweep: the watch group's sweeps in between (and in the idle window) are in
+    # both the records' and the server's totals
+    n = sum(c.get("default", 0) for c in counted.values())
     dns_sent = sum(c["dns_sent"] for c in counted.values())
     dns_recv = sum(c["dns_received"] for c in counted.values())
     big_sent = sum(c["big_sent"] for c in counted.values())
@@ -355,7 +408,8 @@ def _report(kz: dict[str, Any], served: dict[str, int], counted: dict[str, dict[
     srv_big_sent, srv_big_recv = served.get("big_sent", 0), served.get("big_received", 0)
     idle = kz["idle"]
     lines = [
-        f"targets {targets}, {len(sweeps)} sweeps, {measured:.0f} measured per sweep",
+        f"targets {targets} + {watched} watched, {len(sweeps)} sweeps, {measured:.0f} measured "
+        f"per sweep, of which the watch group {watch_measured:.0f} in {watch_sweeps:.1f} sweeps",
         f"start-up: daemon_ready {kz['ready_s']:.2f} s, first request at the server "
         f"{kz['first_request_s']:.2f} s after the process started",
         f"CPU per sweep {cpu:.1f} s (main {main_cpu:.1f} s + analysis worker "
@@ -380,7 +434,8 @@ def _report(kz: dict[str, Any], served: dict[str, int], counted: dict[str, dict[
         f"the cap, then closed): received {big_recv / max(srv_big_sent, 1):.3f}",
         f"raw loop bytes: server sockets sent {raw_served['sent'] / 1e6:.1f} MB in "
         f"{raw_served['requests']} requests",
-        f"idle {idle['seconds']:.0f} s: CPU {idle['cpu']:.3f} s, {idle['threads']} threads, "
+        f"idle {idle['seconds']:.0f} s{' (the watch group sweeping)' if watched else ''}: "
+        f"CPU {idle['cpu']:.3f} s, {idle['threads']} threads, "
         f"wake-ups/s {idle['wakeups_per_s']}",
     ]
     return lines
@@ -392,6 +447,8 @@ def main() -> None:
     parser.add_argument("--sweeps", type=int, default=3)
     parser.add_argument("--interval", type=float, default=90.0, help="compressed hour, seconds")
     parser.add_argument("--idle", type=float, default=10.0)
+    parser.add_argument("--no-watch", action="store_true", help="the default group only")
+    parser.add_argument("--profile", type=Path, help="cProfile stats of one run --once")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -416,15 +473,20 @@ def main() -> None:
         dns = f"127.0.0.1:{dns_port}"
         urls = [f"https://s{i}.c.bench:{port}/b/{size}"
                 for i, size in enumerate(body_sizes(targets))]
-        config = _config(tmp, urls, dns, cafile, args.interval)
+        watch = [] if args.no_watch else [
+            f"https://s{targets + i}.c.bench:{port}/w/{size}"
+            for i, size in enumerate(body_sizes(max(1, round(WATCH * args.scale)), seed=11))]
+        config = _config(tmp, urls, dns, cafile, args.interval, watch)
         base = server.stats()
         kz = run_daemon(config, server, args.sweeps, args.idle)
         after = server.stats()  # also reads the time of the first request
         kz["first_request_s"] = (server.first or math.nan) - kz["started"]
         served = {k: after.get(k, 0) - base.get(k, 0) for k in after}
         counted = record_bytes(tmp / "out")
-        raw = raw_loop(urls, 200, dns, cafile, tmp)
+        raw = raw_loop(urls, 200, dns, cafile, tmp)  # the default group's fetches
         raw_served = {k: v - after.get(k, 0) for k, v in server.stats().items()}
+        if args.profile:
+            profile_once(config, args.profile.resolve())
     finally:
         if server is not None:
             server.close()
@@ -434,7 +496,7 @@ def main() -> None:
     if os.environ.get("FOOTPRINT_DEBUG"):
         print(json.dumps({"kz": kz, "served": served, "raw": raw, "raw_served": raw_served,
                           "counted": counted}, default=str))
-    for line in _report(kz, served, counted, raw, raw_served, targets):
+    for line in _report(kz, served, counted, raw, raw_served, targets, len(watch)):
         print(line)
     print(f"(python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load "
           f"{os.getloadavg()[0]:.1f})")

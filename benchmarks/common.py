@@ -239,10 +239,9 @@ def demo_records() -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="kzprobe-bench-demo-") as tmp:
         subprocess.run([sys.executable, "-m", "kzprobe", "demo", "--output", tmp],
                        check=True, capture_output=True, cwd=REPO, timeout=120)
-        files = sorted(Path(tmp).glob("*.ndjson*"))
-        from kzprobe.storage.segments import iter_records
+        from kzprobe.storage.segments import iter_records, list_segments
 
-        return list(iter_records(files))
+        return list(iter_records(list_segments([Path(tmp)])))  # not the event log
 
 
 def load_templates(path: Path | None) -> list[dict[str, Any]]:

@@ -2,8 +2,8 @@
 sweep in the cut and what changed after it, the event log, the webhook's POSTs and where the
 files are.
 
-Values are written as in the records (JSON: ``true``, ``false``, ``null``, double-quoted
-strings), so what the summary says can be found in the NDJSON as it is.
+Values are written as in the records (:mod:`kzprobe.cli.pretty`, which ``measure --format
+pretty`` uses too), so what the summary says can be found in the NDJSON as it is.
 """
 
 from __future__ import annotations
@@ -17,54 +17,14 @@ from typing import Any, TextIO
 import orjson
 
 from kzprobe.alerts import journal
+from kzprobe.cli.pretty import observed as observed  # demo_run uses it from here
+from kzprobe.cli.pretty import plural
 from kzprobe.demo import DemoTarget
 from kzprobe.simnet.receiver import Post
-from kzprobe.verdict.analysis.observations import web_title
-from kzprobe.verdict.analysis.records import body_bytes
 
 MAX_EVENTS_SHOWN = 50
 
 Sweep = dict[str, dict[str, Any]]  # input -> the record
-
-
-def as_json(value: Any) -> str:
-    """``true``, ``null``, ``"Demo News"``: a value as the records spell it."""
-    return orjson.dumps(value).decode()
-
-
-def _http_line(response: dict[str, Any]) -> str:
-    code = response["code"]
-    if not response.get("body") and response.get("x_body_length"):
-        return f"HTTP {code} (body not stored)"
-    title = web_title(body_bytes(response.get("body")))  # the title title_match compares
-    return f"HTTP {code} {as_json(title)}" if title else f"HTTP {code} (no title)"
-
-
-def observed(keys: dict[str, Any]) -> str:
-    """One line saying what the measurement saw, most specific evidence first."""
-    codes = keys.get("interference")
-    if codes:
-        return f"interference: {', '.join(codes)} (OONI blocking: {as_json(keys.get('blocking'))})"
-    if keys.get("dns_experiment_failure"):
-        return f"dns: {keys['dns_experiment_failure']}"
-    for shake in keys.get("tls_handshakes", []):
-        if shake.get("failure"):
-            return f"tls: {shake['failure']} (server_name {as_json(shake.get('server_name'))})"
-    requests = keys.get("requests") or []
-    if requests and requests[0].get("response", {}).get("code"):
-        return _http_line(requests[0]["response"])
-    failure = keys.get("http_experiment_failure")
-    if failure:
-        return f"failure: {failure}"
-    connects = keys.get("tcp_connect", [])
-    if not connects and keys.get("queries"):
-        answers = [a.get("ipv4") or a.get("ipv6") for q in keys["queries"]
-                   for a in q.get("answers", [])]
-        return f"dns: answered {', '.join(a for a in answers if a)}; not dialled (loopback/bogon)"
-    if keys.get("reachable") is True:  # an endpoint target (dot://): what it answered
-        found = [a for d in keys.get("x_dot") or [] for a in d.get("addresses", [])]
-        return "reachable" + (f", answered {', '.join(found)}" if found else "")
-    return "no result"
 
 
 def _verdict(record: dict[str, Any]) -> tuple[Any, tuple[str, ...]]:
@@ -155,7 +115,7 @@ async def show_the_rest(shown: Shown, output: Path, out: TextIO, *, removed: int
     """The event log, the webhook's POSTs, the files and the HTML report."""
     await asyncio.to_thread(_events, out, output)
     kinds = ", ".join(_post_kind(p) for p in shown.posts) or "nothing"
-    posts = f"{len(shown.posts)} POST" + ("" if len(shown.posts) == 1 else "s")
+    posts = plural(len(shown.posts), "POST")
     out.write(f"The demo's webhook received {posts} (format json): {kinds}\n")
     fresh = " (a previous demo's files were removed first)" if removed else ""
     out.write(f"\n{shown.records} records ({shown.anchors} of them the anchors' checks) "
@@ -170,5 +130,5 @@ def _write_report(segments: Path, html: Path) -> None:
     from kzprobe.report import command
 
     request = command.request_from([segments], since=None, until=None, fmt="html",
-                                   table="targets", export_parquet=None, memory_limit="256MB")
+                                   table=None, export_parquet=None, memory_limit="256MB")
     command.write_output(command.run(request), html)

@@ -6,7 +6,9 @@ writer, stops in a fixed order (stop starting, let in-flight finish within the g
 period, interrupt the rest with a record each, drain the writer, close files).
 SIGHUP stages a reload (:mod:`kzprobe.ops.reload`) that the sweep loop
 (:mod:`kzprobe.ops.sweeps`) applies at the next sweep; systemd notifications, metrics
-and ``/healthz`` are :mod:`kzprobe.ops.readings`. ``serve_helper`` is ``kzprobe helper``.
+and ``/healthz`` are :mod:`kzprobe.ops.readings`; the opt-in OONI collector upload
+(:mod:`kzprobe.upload`) runs only with ``[upload] ooni_collector``, reads closed segments
+and stops after the writer. ``serve_helper`` is ``kzprobe helper``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from kzprobe.ops.reload import daemon_targets as daemon_targets  # the CLI impor
 from kzprobe.ops.sweeps import SweepLoop
 from kzprobe.storage.sink import NdjsonSink
 from kzprobe.targets import Target, parse_target
+from kzprobe.upload.uploader import Uploader
 
 T = TypeVar("T")
 log = structlog.get_logger("kzprobe.service")
@@ -40,6 +43,7 @@ log = structlog.get_logger("kzprobe.service")
 CLOSE_TIMEOUT = 15.0  # seconds the writer gets to drain and close at shutdown
 FORCED_CLOSE_TIMEOUT = 2.0  # ... after a second stop signal
 ALERTS_CLOSE_TIMEOUT = 5.0  # seconds pending webhook deliveries get at shutdown
+UPLOAD_CLOSE_TIMEOUT = 5.0  # seconds the OONI upload gets at shutdown (the rest: next start)
 EXIT_RECORDS_LOST = 3  # stopped, but accepted records could not be written (disk full)
 
 # Rarer GC runs: refcounting frees a measurement's garbage (benchmarks/README.md, finding 7).
@@ -132,6 +136,7 @@ class Daemon:
         self.force_exit = False
         self.running = Running(config, targets)
         self.alerts: Alerts | None = None  # made once the probe id is known (serve)
+        self.uploader: Uploader | None = None  # [upload] ooni_collector only (serve)
         self.readings = Readings(self.running, self.sink, self.stop_requested,
                                  systemd or SystemdEnv(), loop_stuck_after=loop_stuck_after,
                                  alerts=self._alert_reading)
@@ -198,6 +203,7 @@ class Daemon:
         try:
             self.alerts = Alerts(self.running.config, probe_id=self.sink.probe_id)
             await self.alerts.start()
+            await self._start_upload()
             await self._start(once=once)
             await self.sweeps.run(once=once)
         finally:
@@ -210,6 +216,15 @@ class Daemon:
         log.info("stopped", records=stats.records_written)
         return 0
 
+    async def _start_upload(self) -> None:
+        """The OONI collector upload, only when configured: it reads closed segments only
+        (the sink owns the open one), so it never races the writer."""
+        if not self.running.config.upload.ooni_collector:
+            return
+        self.uploader = Uploader(self.running.config)
+        await self.uploader.start()
+        self.readings.metrics.add_upload(self.uploader.stats)
+
     async def _start(self, *, once: bool) -> None:
         warn_if_public_ip_unknown(self.running.config)
         warn_if_no_control(self.running.config)
@@ -218,6 +233,7 @@ class Daemon:
         self.running.set_engine(engine)
         self.network = NetworkWatch(self.running, self.readings, self._write_anchor,
                                     lambda: self.alerts, self.sweeps.all_due_now)
+        await self.network.resume()
         self.network.start()
         if not once:
             self.readings.start_server()
@@ -253,6 +269,8 @@ class Daemon:
         await self.sink.aclose(timeout=timeout)
         if self.sink.stats.records_lost:
             self.readings.refresh_status()
+        if self.uploader is not None:  # after the sink: its last segment is closed now
+            await self.uploader.aclose(timeout=0.5 if self.force_exit else UPLOAD_CLOSE_TIMEOUT)
         self._remove_signals()
         await self.readings.stop_server()
         self.readings.notifier.close()
@@ -287,6 +305,8 @@ class Daemon:
             await self.network.before_sweep()
 
     async def _after_sweep(self, summary: SweepSummary, complete: bool) -> None:
+        if self.uploader is not None:
+            self.uploader.nudge()
         if self.alerts is not None:
             await self.alerts.sweep_finished(summary.group, summary.sweep_id,
                                              records=summary.measured)

@@ -4,10 +4,13 @@ The outbox holds the events of the log above the webhook's cursor (the last ``se
 acknowledged), oldest first, at most ``max_pending`` (the oldest dropped, logged and
 counted). One task per webhook POSTs them in order: a run of more than ``group_above``
 events of one sweep and network as one grouped message, any other event alone. A 2xx
-moves the cursor, which the owner persists; anything else (an error status, a refused
-connection, a timeout) is retried after an exponential backoff from 1 s with jitter,
-capped at ``max_backoff`` (a ``Retry-After`` is honoured up to the same cap). Retries go
-on while the daemon runs: an event leaves the outbox only when delivered or dropped.
+moves the cursor, which the owner persists. A 4xx other than 408, 425 and 429 is the
+receiver refusing this message (as Alertmanager treats it): retrying the same bytes would
+only block every later event behind it, so the message is dropped, logged as an error and
+counted (it stays in the event log). Anything else (5xx, 408/425/429, a refused connection,
+a timeout) is retried after an exponential backoff from 1 s with jitter, capped at
+``max_backoff`` (a ``Retry-After`` is honoured up to the same cap). Retries go on while the
+daemon runs: an event leaves the outbox only when delivered or dropped.
 Every message carries ``event_id`` in its body and as ``Idempotency-Key``.
 """
 
@@ -58,6 +61,14 @@ def where(url: str) -> str:
     """What logs may name: scheme and host (a Slack URL's path is its secret)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}"
+
+
+RETRIED_4XX = frozenset({408, 425, 429})  # timeout, too early, too many: worth another try
+
+
+def refused(status: int | None) -> bool:
+    """A status that says this message will never be accepted (a 4xx not worth a retry)."""
+    return status is not None and 400 <= status < 500 and status not in RETRIED_4XX
 
 
 def backoff(attempt: int, cap: float, retry_after: float | None = None) -> float:
@@ -185,6 +196,15 @@ class Deliverer:
                 await self.save()
                 continue
             outbox.stats.failed += 1
+            if refused(status):
+                log.error("alert_delivery_refused", webhook=where(outbox.webhook.url),
+                          status=status, events=len(message),
+                          event_id=message[0].get("event_id"))
+                outbox.delivered(message)  # moves the cursor past it: not sent again
+                outbox.stats.dropped += len(message)
+                attempt = 0
+                await self.save()
+                continue
             delay = backoff(attempt, config.max_backoff, retry_after)
             log.warning("alert_delivery_retry", webhook=where(outbox.webhook.url),
                         status=status, events=len(message), retry_in=round(delay, 2))

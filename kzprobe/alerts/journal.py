@@ -119,6 +119,18 @@ def read_after(directory: Path, seq: int, keep: int) -> tuple[list[dict[str, Any
     return ordered, total - len(ordered)
 
 
+def last_event(directory: Path, scope: str, days: int = 31) -> dict[str, Any] | None:
+    """The newest event of ``scope`` ("network") in the newest ``days`` event logs, or None."""
+    for path in list(reversed(event_files(directory)))[:days]:
+        found = None
+        for event in _events(path):
+            if event.get("scope") == scope:
+                found = event
+        if found is not None:
+            return found
+    return None
+
+
 def last_seq(directory: Path) -> int:
     """The highest sequence number in the newest event log (0 when there is none)."""
     for path in reversed(event_files(directory)):

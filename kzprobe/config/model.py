@@ -211,7 +211,7 @@ class HelperConfig:
     max_requests_per_minute: int = 6000  # all clients together; 503 above
     max_connections_per_client: int = 64  # per client address (/64 for IPv6), at accept
     per_destination: int = 32  # the helper's concurrent connections per destination IP
-    access_log_sample: float = 0.01  # fraction of requests logged (JSON, client as /24 or /48)
+    access_log_sample: float = 1.0  # fraction of requests logged (JSON, client as /24 or /48)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,6 +250,16 @@ class AlertsConfig:
     timeout: float = 10.0  # seconds per POST
     max_backoff: float = 300.0  # retry backoff cap (exponential from 1 s, with jitter)
     max_pending: int = 10000  # undelivered events kept per webhook (oldest dropped)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadConfig:
+    """``[upload]``: opt-in submission of records to an OONI collector (kzprobe.upload)."""
+
+    ooni_collector: str = ""  # "" = off; the collector's base URL (https; http to loopback only)
+    timeout: float = 30.0  # seconds per collector request
+    max_backoff: float = 900.0  # retry backoff cap (exponential from 2 s, with jitter)
+    max_in_flight: int = 4  # measurements submitted at once
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -297,6 +307,7 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     geoip: GeoipConfig = field(default_factory=GeoipConfig)
+    upload: UploadConfig = field(default_factory=UploadConfig)
 
 
 def valid_probe_id(text: str) -> bool:

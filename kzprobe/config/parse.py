@@ -34,6 +34,7 @@ from kzprobe.config.sections import (
     _parse_timeouts,
 )
 from kzprobe.config.tls import _parse_tls
+from kzprobe.config.upload import _parse_upload
 from kzprobe.errors import ConfigError
 from kzprobe.localfiles import LocalFileError, MissingFileError, read_regular
 
@@ -57,6 +58,7 @@ _SECTIONS: dict[str, Callable[..., Any]] = {
     "alerts": _parse_alerts,
     "network": _parse_network,
     "geoip": _parse_geoip,
+    "upload": _parse_upload,
 }
 
 

@@ -88,14 +88,24 @@ class HelperServer:
     @web.middleware
     async def _access_log(self, request: web.Request,
                           handler: Callable[[web.Request], Any]) -> web.StreamResponse:
-        """A sampled access log: JSON via structlog; the client as its /24 or /48."""
+        """One JSON line per request (``access_log_sample`` of them): the client as its /24
+        or /48 only (the privacy rule: a helper's log never holds a probe's address), what
+        was asked, the answer's status and size, how long it took."""
         started = time.monotonic()
-        response: web.StreamResponse = await handler(request)
-        if random.random() < self.config.helper.access_log_sample:
-            log.info("helper_access", client=log_prefix(self.client(request)),
-                     method=request.method, status=response.status,
-                     duration=round(time.monotonic() - started, 4))
-        return response
+        status, size = 500, None
+        try:
+            response: web.StreamResponse = await handler(request)
+            status, size = response.status, response.content_length
+            return response
+        except web.HTTPException as exc:  # raised answers (413, 404 ...) are answers too
+            status, size = exc.status, exc.content_length
+            raise
+        finally:
+            if random.random() < self.config.helper.access_log_sample:
+                log.info("helper_access", client=log_prefix(self.client(request)),
+                         method=request.method, path=request.path, status=status,
+                         bytes_in=request.content_length, bytes_out=size,
+                         duration=round(time.monotonic() - started, 4))
 
     async def hello(self, request: web.Request) -> web.Response:
         return _json(HELLO)

@@ -180,6 +180,16 @@ class NetworkStateMachine:
         self.last_round: CheckRound | None = None
         self.last_raw: str | None = None
 
+    def resume(self, state: str, since: float | None) -> bool:
+        """Start from a state confirmed before a restart (the event log's last network
+        event): an outage that goes on is not announced again, and its end is. False, and
+        nothing changed, for a state this version does not know."""
+        if state not in STATES:
+            return False
+        self.state, self.since = state, since
+        self.candidate, self.streak, self._first = None, 0, None
+        return True
+
     @property
     def pending(self) -> bool:
         """A change was seen and is not yet confirmed or rejected."""

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import orjson
@@ -122,6 +122,35 @@ class _AlertMirror(Collector):
                                 value=r.pending)
 
 
+class UploadReading(Protocol):
+    """What the uploader's stats offer (kzprobe.upload.uploader.UploadStats): ints."""
+
+    submitted: int
+    rejected: int
+    skipped: int
+    retried: int
+    pending: int
+
+
+class _UploadMirror(Collector):
+    """``[upload]`` at scrape time: records submitted to the OONI collector, and waiting."""
+
+    def __init__(self, stats: UploadReading) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats
+        yield _labelled_counter("kzprobe_upload", "Records through the OONI collector upload: "
+                                "submitted (200), rejected (refused with a 4xx: not retried), "
+                                "skipped (anchors, interrupted, unreadable lines), and "
+                                "retried attempts (429, 5xx, timeouts).", "result",
+                                (("submitted", s.submitted), ("rejected", s.rejected),
+                                 ("skipped", s.skipped), ("retried", s.retried)))
+        yield GaugeMetricFamily("kzprobe_upload_pending", "Records in closed segments after "
+                                "the upload cursor (not yet submitted, rejected or skipped).",
+                                value=s.pending)
+
+
 def _labelled_counter(name: str, doc: str, label: str,
                       values: Iterable[tuple[str, int]]) -> CounterMetricFamily:
     family = CounterMetricFamily(name, doc, labels=[label])
@@ -180,6 +209,10 @@ class Metrics:
         if alerts is not None:
             reg.register(_AlertMirror(alerts))
         ProcessCollector(registry=reg)
+
+    def add_upload(self, stats: UploadReading) -> None:
+        """Export the uploader's counts (the daemon calls this when ``[upload]`` is on)."""
+        self.registry.register(_UploadMirror(stats))
 
     def set_network_state(self, state: str) -> None:
         """Export the confirmed network state (one series per state, bounded: 6)."""

@@ -12,16 +12,19 @@ network state: the daemon cannot tell, so it does not claim ``online``.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
+from kzprobe.alerts import journal
 from kzprobe.alerts.core import Alerts
 from kzprobe.config.model import ProbeConfig
 from kzprobe.network import HelperProbe, NetworkMonitor, Transition, network_event
-from kzprobe.network.state import OUTAGES
+from kzprobe.network.state import ONLINE, OUTAGES
 from kzprobe.ops.readings import Readings, Running
 from kzprobe.targets import Target
 from kzprobe.verdict.locate import UNSET
@@ -29,6 +32,14 @@ from kzprobe.verdict.locate import UNSET
 log = structlog.get_logger("kzprobe.ops.outages")
 
 Write = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def _unix(stamp: Any) -> float | None:
+    """An event's ``at`` (``2026-12-07T14:05:00Z``) as Unix time; None if it is not one."""
+    try:
+        return float(calendar.timegm(time.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ")))
+    except ValueError:
+        return None
 
 
 class NetworkWatch:
@@ -55,6 +66,25 @@ class NetworkWatch:
     @property
     def enabled(self) -> bool:
         return self.monitor.enabled
+
+    async def resume(self) -> None:
+        """The state the event log last confirmed, before a restart: an outage that is
+        still on when the daemon comes back is not a second ``outage`` event."""
+        if not self.enabled:
+            return
+        directory = self.running.config.output.dir
+        try:
+            event = await asyncio.to_thread(journal.last_event, directory, "network")
+        except OSError as exc:
+            log.warning("network_state_not_resumed", error=str(exc)[:200])
+            return
+        to = event.get("to") if event is not None else None
+        state = to.get("state") if isinstance(to, dict) else None
+        if not isinstance(state, str) or state == ONLINE:
+            return
+        if self.monitor.machine.resume(state, _unix(event.get("at") if event else None)):
+            log.info("network_state_resumed", state=state, since=event and event.get("at"),
+                     check=event and event.get("check"))
 
     def start(self) -> None:
         if not self.enabled:

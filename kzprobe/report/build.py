@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from kzprobe.report import events, scan, sql, timeline
+from kzprobe.report import events, grid, scan, sql, timeline
 from kzprobe.report.events import EventLog
 from kzprobe.report.model import TIME_FORMAT, ReadStats, Report, Table, Window
 
@@ -99,6 +99,7 @@ def summarise(con: duckdb.DuckDBPyConnection, stats: ReadStats, window: Window, 
         bucket = bucket_for(summary["first_seen"], summary["last_seen"])
         summary["heatmap_bucket"] = bucket
         tables.append(query(con, "heatmap", sql.HEATMAP, [bucket, HEATMAP_TARGETS]))
+        tables.append(grid.grid_table(con, summary))  # the HTML status grid (report/grid.py)
     return Report(window=window, stats=stats, summary=summary, tables=tuple(tables))
 
 

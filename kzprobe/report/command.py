@@ -5,18 +5,22 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from kzprobe.report import parquet
+import duckdb
+
+from kzprobe.report import evidence, parquet
 from kzprobe.report.build import MEMORY_LIMIT, scanned, summarise
 from kzprobe.report.model import Report, ReportError, Window
 from kzprobe.report.render import CSV_TABLES, to_csv, to_json, to_text
 
 FORMATS = ("table", "csv", "json", "html")
 _SIZE = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B)", re.IGNORECASE)
+_AGO = re.compile(r"(\d+)\s*([smhdw])")  # --since 24h: that long before now
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -26,18 +30,26 @@ class ReportRequest:
     paths: tuple[Path, ...]
     window: Window = field(default_factory=Window)
     format: str = "table"
-    table: str = "targets"
+    table: str | None = None  # --format csv only
     export_parquet: Path | None = None
     memory_limit: str = MEMORY_LIMIT
 
 
-def parse_when(option: str, text: str) -> datetime:
-    """``YYYY-MM-DD[ HH:MM[:SS]]`` or ISO 8601 with an offset, as naive UTC."""
+def parse_when(option: str, text: str, now: datetime | None = None) -> datetime:
+    """``YYYY-MM-DD[ HH:MM[:SS]]``, ISO 8601 with an offset, or a time ago (``24h``, ``7d``,
+    ``30m``, ``2w``, ``90s``), as naive UTC."""
+    ago = _AGO.fullmatch(text.strip().lower())
+    if ago:
+        now = now if now is not None else datetime.now(UTC).replace(tzinfo=None)
+        try:
+            return now - timedelta(seconds=int(ago[1]) * _UNIT_SECONDS[ago[2]])
+        except OverflowError:
+            raise ReportError(f"{option}: {text!r} is before the year 1") from None
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ReportError(f"{option}: not a time: {text!r} "
-                          "(use YYYY-MM-DD or 'YYYY-MM-DD HH:MM:SS', UTC)") from None
+        raise ReportError(f"{option}: not a time: {text!r} (use YYYY-MM-DD, "
+                          "'YYYY-MM-DD HH:MM:SS' (UTC) or a time ago: 24h, 7d)") from None
     if when.tzinfo is not None:
         when = when.astimezone(UTC).replace(tzinfo=None)
     return when
@@ -45,18 +57,28 @@ def parse_when(option: str, text: str) -> datetime:
 
 def make_window(since: str | None, until: str | None) -> Window:
     """The ``--since``/``--until`` window; an empty one is an error."""
-    window = Window(since=parse_when("--since", since) if since else None,
-                    until=parse_when("--until", until) if until else None)
+    now = datetime.now(UTC).replace(tzinfo=None)  # one "now" for both relative times
+    window = Window(since=parse_when("--since", since, now) if since else None,
+                    until=parse_when("--until", until, now) if until else None)
     if window.since and window.until and window.since >= window.until:
         raise ReportError("--since must be before --until")
     return window
 
 
-def render(report: Report, fmt: str, table: str) -> bytes:
-    """The report in one of ``FORMATS``."""
+def check_table(fmt: str, table: str | None) -> None:
+    """``--table`` is honoured by ``--format csv`` and refused by the others, never ignored."""
+    if table is not None and fmt != "csv":
+        raise ReportError(f"--table: only with --format csv (--format {fmt} shows every table)")
+
+
+def render(report: Report, fmt: str, table: str | None) -> bytes:
+    """The report in one of ``FORMATS``; ``table`` picks the CSV table (no other format has
+    one: the text, JSON and HTML reports hold every table)."""
+    check_table(fmt, table)
     if fmt == "json":
         return to_json(report)
     if fmt == "csv":
+        table = table or "targets"
         if table not in CSV_TABLES:
             raise ReportError(f"--table: one of {', '.join(CSV_TABLES)}")
         return to_csv(report, table)
@@ -70,17 +92,34 @@ def render(report: Report, fmt: str, table: str) -> bytes:
     return to_text(report)
 
 
-def run(request: ReportRequest) -> bytes:
-    """Scan once; export Parquet if asked; render the report."""
+def _quiet(note: str) -> None:
+    """The default for :func:`run`'s ``tell``: say nothing."""
+
+
+def run(request: ReportRequest, tell: Callable[[str], None] = _quiet) -> bytes:
+    """Scan once; export Parquet if asked (``tell`` says what was written); render."""
+    check_table(request.format, request.table)  # before the scan, not after
     if request.export_parquet is not None:
         parquet.check_target(request.export_parquet)
     with scanned(request.paths, request.window,
                  memory_limit=request.memory_limit) as (con, stats, log):
         if request.export_parquet is not None:
-            parquet.export(con, request.export_parquet)
+            days = parquet.export(con, request.export_parquet)
+            tell(_exported(con, request.export_parquet, days))
         report = summarise(con, stats, request.window, log=log,
                            heatmap=request.format == "html")
+    if request.format == "html":  # the targets table links each one's latest record
+        report = evidence.attach(report, request.paths)
     return render(report, request.format, request.table)
+
+
+def _exported(con: duckdb.DuckDBPyConnection, directory: Path, days: int) -> str:
+    """``--export-parquet``: rows, files and day partitions written, and where."""
+    counted = con.execute("SELECT count(*) FROM m").fetchone()
+    rows = int(counted[0]) if counted else 0
+    files = sum(1 for _ in directory.rglob("*.parquet"))
+    return (f"exported {rows} rows to {files} Parquet file{'' if files == 1 else 's'} "
+            f"in {days} day partition{'' if days == 1 else 's'} under {directory}/")
 
 
 def write_output(data: bytes, output: Path) -> None:
@@ -119,7 +158,7 @@ def check_memory_limit(text: str) -> str:
 
 
 def request_from(paths: Sequence[Path], *, since: str | None, until: str | None, fmt: str,
-                 table: str, export_parquet: Path | None,
+                 table: str | None, export_parquet: Path | None,
                  memory_limit: str = MEMORY_LIMIT) -> ReportRequest:
     """A request from the command line's values, times and size checked."""
     return ReportRequest(paths=tuple(paths), window=make_window(since, until), format=fmt,

@@ -1,9 +1,10 @@
 """``--format html``: one self-contained page (plotly.js inlined, no network to view it).
 
-Figures are Plotly (a maintained library, not hand-drawn SVG): a heatmap of the most
-often blocked targets over time, a timeline of each one's blocked periods, the change
-events with the network's outage periods as bands, the blocked share per day and
-network, and blocked measurements by mechanism and category. Tables and figures are
+Laid out for an analyst, most telling first: what is blocked now; the status grid
+(targets x time, coloured by state and mechanism family, :mod:`kzprobe.report.html_grid`);
+the change events over the network's outage periods; the per-network comparison; the
+sortable targets table with links to the evidence; then trends and the reference tables,
+folded. A section with nothing to show is one line saying so. Figures and tables are
 bounded; the JSON and CSV formats carry every row.
 """
 
@@ -11,105 +12,37 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import plotly.graph_objects as go  # type: ignore[import-untyped]
 import plotly.offline  # type: ignore[import-untyped]
 
+from kzprobe.report import html_tables as tables
+from kzprobe.report.html_grid import status_grid
+from kzprobe.report.html_style import SORT_SCRIPT, STYLE, date_axis, figure, integer_axis
+from kzprobe.report.html_tables import empty, folded, plain_table, section
 from kzprobe.report.model import TIME_FORMAT, Report, Table
 from kzprobe.report.render import blocked_now, errors_table, notes
 from kzprobe.report.timeline import describe, shown_outages
 
-MAX_TABLE_ROWS = 500
-MAX_TIMELINE_BARS = 5000
 MAX_BANDS = 200  # outage periods drawn (the table lists them all, up to MAX_TABLE_ROWS)
 MAX_EVENT_MARKERS = 2000  # the latest target changes drawn
 MAX_EVENT_ROWS = 150  # targets on the events figure: those that changed most
+MAX_BLOCKED_LINES = 15  # the "Blocked now" list; the targets table has every one
 _BAND_COLOURS = {"full_outage": "#424242", "international_outage": "#6a1b9a",
                  "dns_outage": "#1565c0", "control_unreachable": "#9e9e9e",
                  "degraded": "#ef6c00"}
 _KIND_MARKERS = {"blocked": ("#c62828", "x"), "unblocked": ("#2e7d32", "circle"),
                  "mechanism_changed": ("#f9a825", "diamond"), "down": ("#757575", "triangle-down"),
                  "up": ("#1565c0", "triangle-up")}
-_EVENT_COLUMNS = ("at", "kind", "probe_asn", "probe_id", "input", "group", "from_state",
-                  "from_mechanism", "to_state", "to_mechanism", "sni_blocking_confirmed",
-                  "blockpage", "confirmed_at", "evidence")
-_MIN_BAR = timedelta(minutes=5)  # a one-measurement period still shows
-_COLORSCALE = [[0.0, "#2e7d32"], [0.5, "#f9a825"], [1.0, "#c62828"]]
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
-table { border-collapse: collapse; font-size: 0.85em; margin-bottom: 1em; }
-th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: left; vertical-align: top; }
-th { background: #f0f0f0; }
-.note { color: #666; font-size: 0.85em; }
-"""
+_EVENT_COLUMNS = ("at", "kind", "probe_asn", "probe_id", "input", "from_state",
+                  "from_mechanism", "to_state", "to_mechanism", "evidence")
 
 
 def _label(row: dict[str, Any]) -> str:
-    return f"{row['input']} [{row['probe_asn']}]"
-
-
-def _figure(fig: Any, div_id: str, height: int) -> str:
-    fig.update_layout(template="plotly_white", height=height, margin={"l": 10, "r": 10})
-    return str(fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
-                           default_height=f"{height}px", config={"displaylogo": False}))
-
-
-def heatmap(report: Report) -> str:
-    """Targets (rows) over time (columns), colour = share of measurements blocked."""
-    rows = report.table("heatmap").records()
-    if not rows:
-        return '<p class="note">Nothing was blocked in this window.</p>'
-    labels = list(dict.fromkeys(_label(r) for r in rows))
-    buckets = sorted({r["bucket"] for r in rows})
-    cells = {(_label(r), r["bucket"]): r["blocked"] / r["measurements"] for r in rows}
-    z = [[cells.get((label, b)) for b in buckets] for label in labels]
-    fig = go.Figure(go.Heatmap(
-        z=z, x=buckets, y=labels, zmin=0, zmax=1, colorscale=_COLORSCALE,
-        colorbar={"title": {"text": "blocked"}},
-        hovertemplate="%{y}<br>%{x}<br>blocked %{z:.0%}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", automargin=True)
-    fig.update_layout(title=f"Blocked share per {report.summary.get('heatmap_bucket')}")
-    return _figure(fig, "heatmap", 160 + 18 * len(labels))
-
-
-def _bar_span(row: dict[str, Any]) -> tuple[str, float]:
-    start = datetime.strptime(row["start"], TIME_FORMAT)
-    end = datetime.strptime(row["end"], TIME_FORMAT)
-    return row["start"], max(end - start, _MIN_BAR).total_seconds() * 1000
-
-
-def _band_end(start: str, end: str) -> str:
-    """A band's right edge: its end, or ``_MIN_BAR`` after its start if that is later."""
-    first = datetime.strptime(start, TIME_FORMAT)
-    return max(datetime.strptime(end, TIME_FORMAT), first + _MIN_BAR).strftime(TIME_FORMAT)
-
-
-def timeline(report: Report) -> str:
-    """One row per target of the heatmap: its blocked periods, coloured by mechanism."""
-    shown = {_label(r) for r in report.table("heatmap").records()}  # the same targets
-    periods = [r for r in report.table("periods").records()
-               if r["state"] == "blocked" and _label(r) in shown][:MAX_TIMELINE_BARS]
-    if not periods:
-        return ""
-    fig = go.Figure()
-    for mechanism in sorted({r["mechanism"] for r in periods}):
-        mine = [r for r in periods if r["mechanism"] == mechanism]
-        spans = [_bar_span(r) for r in mine]
-        fig.add_trace(go.Bar(
-            name=mechanism, orientation="h", y=[_label(r) for r in mine],
-            base=[s for s, _ in spans], x=[d for _, d in spans],
-            customdata=[[r["start"], r["end"]] for r in mine],
-            hovertemplate="%{y}<br>%{customdata[0]} .. %{customdata[1]} UTC<extra>"
-                          + html.escape(mechanism) + "</extra>"))
-    order = list(dict.fromkeys(_label(r) for r in report.table("heatmap").records()))
-    fig.update_xaxes(type="date")
-    fig.update_yaxes(categoryorder="array", categoryarray=order, autorange="reversed",
-                     automargin=True)
-    fig.update_layout(title="Blocked periods (first to last blocked measurement)",
-                      barmode="overlay", legend_title_text="mechanism")
-    return _figure(fig, "timeline", 200 + 18 * len({_label(r) for r in periods}))
+    """A target's row label, escaped: plotly reads tags in labels, entities are text."""
+    return html.escape(f"{row['input']} [{row['probe_asn']}]")
 
 
 def _network_label(row: dict[str, Any]) -> str:
@@ -119,35 +52,48 @@ def _network_label(row: dict[str, Any]) -> str:
 def _span(report: Report, periods: Sequence[dict[str, Any]],
           changes: Sequence[dict[str, Any]]) -> tuple[str, str]:
     """Where an open-ended band starts and ends: the first and last time the report knows."""
-    since = report.window.since
-    times = [t for t in (report.summary["first_seen"], report.summary["last_seen"],
-                         since.strftime(TIME_FORMAT) if since else None) if t]
+    times = [t for t in (report.summary["first_seen"], report.summary["last_seen"]) if t]
     times += [t for r in periods for t in (r["start"], r["end"]) if t]
     times += [c["at"] for c in changes]
     return min(times), max(times)
 
 
+def _ms(start: str, end: str) -> float:
+    """A bar's length on a date axis: milliseconds from ``start`` to ``end``."""
+    return (datetime.strptime(end, TIME_FORMAT)
+            - datetime.strptime(start, TIME_FORMAT)).total_seconds() * 1000
+
+
 def _bands(fig: Any, periods: Sequence[dict[str, Any]], lo: str, hi: str) -> None:
     """Outage periods: a bar on their network's row and a shade across the whole figure
-    (the shades set at once: plotly's add_vrect costs tens of ms a call)."""
+    (the shades set at once: plotly's add_vrect costs tens of ms a call). A period that
+    starts and ends at one instant is a thin mark, not a bar of made-up width."""
     shades = []
     for state in sorted({r["state"] for r in periods}):
         mine = [r for r in periods if r["state"] == state]
         colour = _BAND_COLOURS.get(state, "#8d6e63")
-        spans = [_bar_span({"start": r["start"] or lo, "end": r["end"] or hi}) for r in mine]
+        spans = [(r["start"] or lo, r["end"] or hi) for r in mine]
+        custom = [[r["start"] or "before", r["end"] or "ongoing", r["duration"] or ""]
+                  for r in mine]
+        hover = ("%{y}<br>%{customdata[0]} .. %{customdata[1]} UTC %{customdata[2]}"
+                 "<extra>" + html.escape(state) + "</extra>")
+        bars = [i for i, (a, b) in enumerate(spans) if a != b]
         fig.add_trace(go.Bar(
-            name=state, orientation="h", y=[_network_label(r) for r in mine],
-            base=[b for b, _ in spans], x=[d for _, d in spans], marker_color=colour,
-            customdata=[[r["start"] or "before", r["end"] or "ongoing", r["duration"] or ""]
-                        for r in mine],
-            hovertemplate="%{y}<br>%{customdata[0]} .. %{customdata[1]} UTC %{customdata[2]}"
-                          "<extra>" + html.escape(state) + "</extra>"))
-        for r in mine:
-            start = r["start"] or lo
-            shades.append({"type": "rect", "xref": "x", "yref": "paper", "y0": 0, "y1": 1,
-                           "x0": start, "x1": _band_end(start, r["end"] or hi),
-                           "fillcolor": colour, "opacity": 0.12, "line": {"width": 0},
-                           "layer": "below"})
+            name=state, orientation="h", y=[_network_label(mine[i]) for i in bars],
+            base=[spans[i][0] for i in bars], x=[_ms(*spans[i]) for i in bars],
+            marker_color=colour, legendgroup=state, customdata=[custom[i] for i in bars],
+            hovertemplate=hover))
+        instants = [i for i, (a, b) in enumerate(spans) if a == b]
+        if instants:
+            fig.add_trace(go.Scatter(
+                name=state, mode="markers", showlegend=not bars, legendgroup=state,
+                x=[spans[i][0] for i in instants], y=[_network_label(mine[i]) for i in instants],
+                marker={"color": colour, "symbol": "line-ns-open", "size": 16,
+                        "line": {"width": 3}},
+                customdata=[custom[i] for i in instants], hovertemplate=hover))
+        shades += [{"type": "rect", "xref": "x", "yref": "paper", "y0": 0, "y1": 1,
+                    "x0": a, "x1": b, "fillcolor": colour, "opacity": 0.12,
+                    "line": {"width": 0}, "layer": "below"} for a, b in spans if a != b]
     fig.update_layout(shapes=shades)
 
 
@@ -169,7 +115,7 @@ def changes_timeline(report: Report) -> str:
     changes = [r for r in report.table("events").records()
                if r["scope"] != "network"][-MAX_EVENT_MARKERS:]
     if not periods and not changes:
-        return '<p class="note">No change events in this window.</p>'
+        return ""
     busiest: dict[str, int] = {}
     for c in changes:
         busiest[_label(c)] = busiest.get(_label(c), 0) + 1
@@ -180,26 +126,30 @@ def changes_timeline(report: Report) -> str:
     _bands(fig, periods, lo, hi)
     _markers(fig, changes)
     order = sorted({_network_label(r) for r in periods}) + sorted(rows)
-    fig.update_xaxes(type="date")
+    date_axis(fig)
     fig.update_yaxes(categoryorder="array", categoryarray=order, autorange="reversed",
-                     automargin=True)
-    fig.update_layout(title="Change events and outage periods (bands)", barmode="overlay",
-                      legend_title_text="event or network state")
-    return _figure(fig, "events", max(360, 220 + 24 * len(order)))
+                     automargin=True, type="category")
+    fig.update_layout(barmode="overlay", showlegend=True)
+    return figure(fig, "events", max(300, 160 + 28 * len(order)))
 
 
 def daily(report: Report) -> str:
     """Blocked share of measurements per day, one line per probe network."""
     rows = report.table("days").records()
+    if not rows:
+        return ""
     fig = go.Figure()
     for asn in sorted({str(r["probe_asn"]) for r in rows}):
         mine = [r for r in rows if str(r["probe_asn"]) == asn]
-        fig.add_trace(go.Scatter(name=asn, x=[r["day"] for r in mine],
-                                 y=[r["blocked_share"] for r in mine], mode="lines+markers"))
-    fig.update_yaxes(range=[0, 1], tickformat=".0%", title="blocked")
-    fig.update_layout(title="Blocked share of measurements per day and network "
-                            "(measurements during outages left out)")
-    return _figure(fig, "daily", 360)
+        fig.add_trace(go.Scatter(
+            name=asn, x=[r["day"] for r in mine], y=[r["blocked_share"] for r in mine],
+            mode="lines+markers",
+            hovertemplate="%{x|%Y-%m-%d}: %{y:.1%} blocked<extra>" + html.escape(asn)
+                          + "</extra>"))
+    fig.update_xaxes(type="date", tickformat="%b %d\n%Y", dtick=86_400_000, automargin=True)
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%", title="blocked")
+    return ("<h3>Blocked share of measurements per day and network</h3>"
+            + figure(fig, "daily", 320))
 
 
 def breakdown(report: Report) -> str:
@@ -208,88 +158,102 @@ def breakdown(report: Report) -> str:
     if not rows:
         return ""
     fig = go.Figure()
+    totals: dict[str, int] = {}
     for category in sorted({str(r["category_code"]) for r in rows}):
         mine = [r for r in rows if str(r["category_code"]) == category]
         fig.add_trace(go.Bar(name=category, x=[r["mechanism"] for r in mine],
                              y=[r["measurements"] for r in mine]))
-    fig.update_layout(title="Blocked measurements by mechanism and category", barmode="stack",
-                      legend_title_text="category")
-    return _figure(fig, "breakdown", 420)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple):
-        return html.escape(", ".join(str(v) for v in value))
-    return html.escape(str(value))
-
-
-def html_table(table: Table, columns: Sequence[str] | None = None,
-               limit: int = MAX_TABLE_ROWS) -> str:
-    """A bounded HTML table; says how many rows were left out."""
-    names = list(columns or table.columns)
-    index = [table.columns.index(c) for c in names]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in names)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(row[i])}</td>" for i in index) + "</tr>"
-                   for row in table.rows[:limit])
-    more = len(table.rows) - limit
-    note = f'<p class="note">{more} more rows in --format json or csv.</p>' if more > 0 else ""
-    return f"<table><tr>{head}</tr>{body}</table>{note}"
-
-
-def _section(title: str, *parts: str) -> str:
-    return f"<h2>{html.escape(title)}</h2>" + "".join(parts)
-
-
-def _list(lines: Sequence[str], limit: int = MAX_TABLE_ROWS) -> str:
-    if not lines:
-        return '<p class="note">None.</p>'
-    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines[:limit])
-    more = len(lines) - limit
-    note = f'<p class="note">{more} more in --format json or csv.</p>' if more > 0 else ""
-    return f"<ul>{items}</ul>{note}"
+        for r in mine:
+            totals[r["mechanism"]] = totals.get(r["mechanism"], 0) + r["measurements"]
+    fig.update_layout(barmode="stack", legend_title_text="category", showlegend=True)
+    integer_axis(fig, max(totals.values()))
+    fig.update_yaxes(title="measurements")
+    return ("<h3>Blocked measurements by mechanism and category</h3>"
+            + figure(fig, "breakdown", 360))
 
 
 def _summary(report: Report) -> str:
     s = report.summary
-    return (f"<p>{s['records']} measurements of {s['urls']} URLs on {s['networks']} networks, "
-            f"{html.escape(str(s['first_seen']))} to {html.escape(str(s['last_seen']))} UTC; "
-            f"{s['files']} files ({s['open_segments']} open), {s['corrupt_lines']} corrupt "
-            f"lines. {s['targets_blocked_now']} targets blocked now; {s['changes']} changes; "
-            f"{s['events']} change events and {s['outage_periods']} outage periods from "
-            f"{s['event_files']} event files.</p>"
+    if not s["records"]:
+        return "<p>No measurements in this window.</p>"
+    nets = "network" if s["networks"] == 1 else "networks"
+    urls = "URL" if s["urls"] == 1 else "URLs"
+    return (f"<p><b>{s['records']}</b> measurements of <b>{s['urls']}</b> {urls} on "
+            f"{s['networks']} {nets}, {html.escape(str(s['first_seen']))} to "
+            f"{html.escape(str(s['last_seen']))} UTC, from {s['files']} files "
+            f"({s['open_segments']} open, {s['corrupt_lines']} unreadable lines). "
+            f"<b>{s['targets_blocked_now']}</b> targets blocked now; {s['changes']} inferred "
+            f"changes; {s['events']} change events and {s['outage_periods']} outage periods "
+            f"from {s['event_files']} event files.</p>"
             + "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes(report)))
 
 
-def _latest(table: Table) -> Table:
-    return Table(table.name, table.columns, tuple(reversed(table.rows)))
+def _blocked_now(report: Report) -> str:
+    lines = blocked_now(report)
+    if not lines:
+        return section("Blocked now", empty("Nothing is blocked now."))
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines[:MAX_BLOCKED_LINES])
+    more = len(lines) - MAX_BLOCKED_LINES
+    tail = (f'<p class="note">{more} more in the <a href="#all-targets">targets table</a>.</p>'
+            if more > 0 else "")
+    return section(f"Blocked now ({len(lines)})",
+                   f'<ul class="blocked-now">{items}</ul>{tail}')
+
+
+def _changes(report: Report) -> str:
+    drawn = changes_timeline(report)
+    outages = shown_outages(report.table("outages"))
+    events = report.table("events")
+    if not drawn:
+        return section("Changes and outages",
+                       empty("No change events and no outages in this window."))
+    outage_part = (plain_table(outages, ("probe_asn", "probe_id", "state", "start", "end",
+                                         "duration"))
+                   if outages.rows else empty("No outages in this window."))
+    latest = Table(events.name, events.columns, tuple(reversed(events.rows)))
+    return section("Changes and outages", (
+        '<p class="note">Confirmed change events of targets (markers) over the outage '
+        "periods of each probe network (bands, shaded across).</p>" + drawn
+        + "<h3>Outage periods</h3>" + outage_part
+        + folded("Change events, latest first", len(events.rows),
+                 plain_table(latest, _EVENT_COLUMNS))))
+
+
+def _reference(report: Report) -> str:
+    changes = report.table("changes")
+    latest = Table(changes.name, changes.columns, tuple(reversed(changes.rows)))
+    errors = errors_table(report)
+    parts = [folded("Inferred changes, latest first", len(changes.rows), plain_table(latest)),
+             folded("Categories", len(report.table("categories").rows),
+                    plain_table(report.table("categories")))]
+    parts.append(folded("Unreadable lines", len(errors.rows), plain_table(errors, limit=100)))
+    return section("Reference tables", "".join(parts))
+
+
+def _trends(report: Report) -> str:
+    body = daily(report) + breakdown(report)
+    if not body:
+        return section("Trends", empty("No measurements to chart."))
+    return section("Trends", body)
 
 
 def to_html(report: Report) -> bytes:
     """The whole page, with plotly.js inlined once."""
-    latest = _latest(report.table("changes"))
+    compare = tables.comparison(report)
     body = "".join([
-        "<h1>kzprobe report</h1>", _summary(report),
-        _section("Targets over time", heatmap(report), timeline(report)),
-        _section("Change events and outages", changes_timeline(report)),
-        _section("Outage periods", html_table(shown_outages(report.table("outages")),
-                                              ("probe_asn", "probe_id", "state", "start",
-                                               "end", "duration"))),
-        _section("Change events (latest first)", html_table(_latest(report.table("events")),
-                                                            _EVENT_COLUMNS)),
-        _section("Per day and network", daily(report)),
-        _section("Mechanisms and categories", breakdown(report)),
-        _section("Blocked now", _list(blocked_now(report))),
-        _section("Changes (latest first)", html_table(latest)),
-        _section("Targets", html_table(report.table("targets"))),
-        _section("Networks", html_table(report.table("networks"))),
-        _section("Categories", html_table(report.table("categories"))),
-        _section("Unreadable lines", html_table(errors_table(report), limit=100)),
+        "<h1>kzprobe report</h1>", _summary(report), _blocked_now(report),
+        section("Status grid", status_grid(report), anchor="status"),
+        _changes(report),
+        section("Per network", compare + (
+            f"<h3>Networks</h3>{tables.networks_table(report)}"
+            if report.table("networks").rows else "")),
+        section("Targets", tables.targets_table(report), anchor="all-targets"),
+        _trends(report), _reference(report),
     ])
     script = plotly.offline.get_plotlyjs()
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>kzprobe report</title><style>{_STYLE}</style>"
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>kzprobe report</title><style>{STYLE}</style>"
             f'<script type="text/javascript">{script}</script></head>'
-            f"<body>{body}</body></html>\n")
+            f"<body>{body}<script>{SORT_SCRIPT}</script></body></html>\n")
     return page.encode()

@@ -98,14 +98,17 @@ class _PartialGzip:
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
         self._dec = zlib.decompressobj(31)
+        self._next = b""  # bytes after a member's end: the next member's start
         self._error: zlib.error | None = None
 
     def read(self, size: int = -1, /) -> bytes:
         limit = size if size > 0 else _READ
-        while not self._dec.eof:
+        while True:
             if self._error is not None:
                 raise self._error
-            data = self._dec.unconsumed_tail or self._raw.read(_PIECE)
+            if self._dec.eof and not self._next_member():
+                return b""
+            data = self._dec.unconsumed_tail or self._take_next() or self._raw.read(_PIECE)
             if not data:
                 return b""
             saved = self._dec.copy()
@@ -116,7 +119,18 @@ class _PartialGzip:
                 return self._salvage(data)
             if out:
                 return out
-        return b""
+
+    def _next_member(self) -> bool:
+        """After a member's trailer: start the next member, if any bytes follow."""
+        rest = self._dec.unused_data or self._raw.read(_PIECE)
+        if not rest:
+            return False
+        self._dec, self._next = zlib.decompressobj(31), rest
+        return True
+
+    def _take_next(self) -> bytes:
+        data, self._next = self._next, b""
+        return data
 
     def _salvage(self, data: bytes) -> bytes:
         """What ``data`` yields before the byte that breaks the stream."""

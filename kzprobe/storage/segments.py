@@ -152,23 +152,59 @@ def iter_lines(path: Path, *, on_error: ErrorHandler | None = None,
 
     A torn last line is skipped: silently in an open ``.part`` (a write in progress),
     reported in a closed segment (which should never have one). Unreadable or
-    over-long lines and unreadable files are reported through ``on_error``.
+    over-long lines and unreadable files are reported through ``on_error``. A closed
+    ``.gz`` cut short still yields every whole line before the damage (see
+    :func:`_salvage_gzip`).
     """
     report = on_error if on_error is not None else _ignore
     lineno = 0
     try:
         with contextlib.closing(_open(path)) as stream:
-            for lineno, line in enumerate(_split(stream, max_line_bytes), start=1):
-                if line is _Bad.TOO_LONG:
-                    report(path, lineno, f"line longer than {max_line_bytes} bytes")
-                elif line is _Bad.TORN:
-                    if not is_open(path.name):
-                        report(path, lineno, "torn last line (no trailing newline)")
-                else:
-                    assert isinstance(line, bytes)
+            for lineno, item in enumerate(_split(stream, max_line_bytes), start=1):
+                line = _checked(path, lineno, item, report, max_line_bytes)
+                if line is not None:
                     yield lineno, line
     except Exception as exc:  # a reader must survive any broken file (gzip, zstd, I/O)
-        report(path, lineno, f"unreadable: {type(exc).__name__}: {exc}")
+        if codecs.method_of(path.name) == "gzip" and not is_open(path.name):
+            yield from _salvage_gzip(path, lineno, exc, report, max_line_bytes)
+        else:
+            report(path, lineno, f"unreadable: {type(exc).__name__}: {exc}")
+
+
+def _checked(path: Path, lineno: int, item: bytes | _Bad, report: ErrorHandler,
+             cap: int) -> bytes | None:
+    """The line, or None after reporting why it is not one."""
+    if item is _Bad.TOO_LONG:
+        report(path, lineno, f"line longer than {cap} bytes")
+    elif item is _Bad.TORN:
+        if not is_open(path.name):
+            report(path, lineno, "torn last line (no trailing newline)")
+    else:
+        assert isinstance(item, bytes)
+        return item
+    return None
+
+
+def _salvage_gzip(path: Path, done: int, first: Exception, report: ErrorHandler,
+                  cap: int) -> Iterator[tuple[int, bytes]]:
+    """The lines after the first ``done`` of a closed ``.gz`` the fast reader gave up on.
+
+    At a cut or corrupt member the fast reader drops everything it had decoded in that
+    call (up to a megabyte: every record of a small segment). The partial reader returns
+    all that decodes; the damage is one ``unreadable`` error at the line where it was
+    found (the torn line it leaves is part of that damage, not a second error).
+    """
+    error, lineno = first, done
+    try:
+        with contextlib.closing(codecs.open_partial("gzip", open(path, "rb"))) as stream:
+            for lineno, item in enumerate(_split(stream, cap), start=1):
+                if lineno > done and item is not _Bad.TORN:
+                    line = _checked(path, lineno, item, report, cap)
+                    if line is not None:
+                        yield lineno, line
+    except Exception as exc:  # corrupt data: this reader's error is the more precise one
+        error = exc
+    report(path, lineno, f"unreadable: {type(error).__name__}: {error}")
 
 
 def _twins(path: Path) -> list[Path]:

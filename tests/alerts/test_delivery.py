@@ -277,3 +277,28 @@ async def test_matrix_homeserver_url_is_a_put_with_the_transaction_id(
     headers, body = receiver.requests[0]
     assert headers["Authorization"] == "Bearer bot-token"
     assert orjson.loads(body)["msgtype"] == "m.text"
+
+
+async def test_a_refused_message_is_dropped_and_later_ones_still_arrive(
+        tmp_path: Path, receiver: Receiver, make_alerts: MakeAlerts) -> None:
+    """A 400 is the receiver refusing that message: it is dropped (counted, not retried) and
+    the events after it are delivered; a 429 would have been retried."""
+    receiver.fail, receiver.status = 1, 400
+    alerts = await make_alerts(alerts_config(tmp_path, Webhook(url=receiver.url)))
+    await flip(alerts, ["https://a.test/", "https://b.test/", "https://c.test/"])
+    written = [e["event_id"] for e in read_events(tmp_path)]
+    await eventually(lambda: alerts.reading().pending == 0, timeout=30)
+    assert ids(receiver) == written  # each POSTed once: the refused one was not sent again
+    reading = alerts.reading()
+    assert (reading.delivered, reading.failed, reading.dropped) == (2, 1, 1)
+
+
+async def test_too_many_requests_is_retried(tmp_path: Path, receiver: Receiver,
+                                            make_alerts: MakeAlerts) -> None:
+    receiver.fail, receiver.status = 2, 429
+    alerts = await make_alerts(alerts_config(tmp_path, Webhook(url=receiver.url)))
+    await flip(alerts, ["https://a.test/"])
+    await eventually(lambda: alerts.reading().pending == 0, timeout=30)
+    written = [e["event_id"] for e in read_events(tmp_path)]
+    assert ids(receiver) == written * 3
+    assert (alerts.reading().delivered, alerts.reading().dropped) == (1, 0)

@@ -188,3 +188,17 @@ async def test_unreadable_directory_does_not_stop_alerting(tmp_path: Path,
     await sweep(alerts, [blocked()], "s2")
     assert alerts.seq == 0 and alerts.reading().changes == tuple(
         (kind, 0) for kind in ("blocked", "unblocked", "mechanism_changed", "down", "up"))
+
+
+def test_last_event_of_a_scope_is_the_newest_across_days(tmp_path: Path) -> None:
+    day = 86400.0
+    journal.append(tmp_path, [{"seq": 1, "scope": "network", "kind": "outage"},
+                              {"seq": 2, "scope": "target"}], 0.0)
+    journal.append(tmp_path, [{"seq": 3, "scope": "target"}], day)
+    assert journal.last_event(tmp_path, "network") == {"seq": 1, "scope": "network",
+                                                       "kind": "outage"}
+    journal.append(tmp_path, [{"seq": 4, "scope": "network", "kind": "recovered"},
+                              {"seq": 5, "scope": "target"}], 2 * day)
+    assert journal.last_event(tmp_path, "network")["kind"] == "recovered"  # type: ignore[index]
+    assert journal.last_event(tmp_path / "none", "network") is None
+    assert journal.last_event(tmp_path, "network", days=1)["seq"] == 4  # type: ignore[index]

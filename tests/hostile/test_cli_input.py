@@ -143,7 +143,7 @@ def test_config_with_bom_and_crlf_loads(tmp_path: Path) -> None:
     path.write_bytes("\ufeff[targets]\r\nurls = ['http://a.test/']\r\n".encode())
     result = _run("check-config", "--strict", str(path))
     assert result.returncode == 0, result.stderr
-    assert "OK, 1 targets" in result.stdout
+    assert result.stdout.endswith("OK, 1 target\n")
 
 
 # --------------------------------------------------------------------------- target lists

@@ -1,5 +1,5 @@
 """One real ``kzprobe run`` in the lab's client namespace, with a webhook receiver next to it
-(:mod:`.webhook_sink`), and readers for what it leaves: its JSON log, the event log
+(:mod:`.webhook_receiver`), and readers for what it leaves: its JSON log, the event log
 (``events-*.ndjson``), the webhook's bodies and, once stopped, its records."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from . import services
 from .lab import Lab
 from .services import Service
 
-SINK = Path(__file__).with_name("webhook_sink.py")
+SINK = Path(__file__).with_name("webhook_receiver.py")
 Event = dict[str, Any]
 
 
@@ -75,9 +75,11 @@ class LabDaemon:
         return [e for e in self.events() if e.get("scope") != "network"]
 
     def posted(self) -> list[Event]:
+        """The bodies POSTed to the webhook, in the order received."""
         if not self.hooks.exists():
             return []
-        return [json.loads(line) for line in self.hooks.read_text().splitlines() if line]
+        return [json.loads(line)["body"] for line in self.hooks.read_text().splitlines()
+                if line]
 
     def wait(self, what: Callable[[], Any], describe: str, timeout: float = 60.0) -> Any:
         """Poll ``what`` until it is truthy; fail with the daemon's state if it never is."""

@@ -153,7 +153,7 @@ def start_helper(lab: Lab) -> None:
         tail = service.log_tail()
         if not any(marker in tail for marker in HELPER_NOT_WIRED):
             raise
-        lab.control_missing = "`kzprobe helper` is not wired into kzprobe/cli.py yet"
+        lab.control_missing = "`kzprobe helper` is not wired into kzprobe/cli/ yet"
         return
     lab.services["helper"] = service
     lab.control_url = f"http://{listen}/"

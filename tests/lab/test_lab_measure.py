@@ -43,8 +43,9 @@ BODY_CAP = 512 * 1024  # kzprobe's default limits.body_bytes
 
 
 def _cli_has_measure() -> bool:
-    """Does kzprobe/cli.py define a ``measure`` command yet? (Read, not imported.)"""
-    path = REPO_ROOT / "kzprobe" / "cli.py"
+    """Does the CLI (kzprobe/cli/__init__.py) define a ``measure`` command yet? (Read, not
+    imported.)"""
+    path = REPO_ROOT / "kzprobe" / "cli" / "__init__.py"
     return path.is_file() and '"measure"' in path.read_text(encoding="utf-8")
 
 

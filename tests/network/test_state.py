@@ -184,3 +184,27 @@ def _one_slow() -> tuple[AnchorCheck, ...]:
     return tuple(AnchorCheck(anchor=c.anchor, scope=c.scope, kind=c.kind, failure=c.failure,
                              seconds=3.0 if c.anchor == INTL_ONE else c.seconds)
                  for c in anchors(seconds=0.1))
+
+
+class TestResume:
+    """A restart during an outage: the machine starts from the event log's last state."""
+
+    def test_an_outage_that_goes_on_is_not_announced_again_and_its_end_is(self) -> None:
+        machine, _ = run([])
+        assert machine.resume(INTERNATIONAL_OUTAGE, since=900_000.0)
+        changes = [c for r in rounds(INTL, INTL, INTL, UP, UP, UP)
+                   if (c := machine.observe(r)) is not None]
+        assert [(c.from_state, c.to_state) for c in changes] == [
+            (INTERNATIONAL_OUTAGE, ONLINE)]
+        assert machine.state == ONLINE
+
+    def test_resumed_state_and_start_time_show_until_a_change(self) -> None:
+        machine, _ = run([])
+        machine.resume(FULL_OUTAGE, since=900_000.0)
+        assert machine.observe(rounds(FULL)[0]) is None
+        assert (machine.state, machine.since) == (FULL_OUTAGE, 900_000.0)
+
+    def test_an_unknown_state_is_ignored(self) -> None:
+        machine, _ = run([])
+        assert not machine.resume("on_fire", since=None)
+        assert machine.state == ONLINE

@@ -5,16 +5,18 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from kzprobe.report import build_report
 from kzprobe.report.html import to_html
+from kzprobe.report.model import Window
 from tests.conftest import IN_CI
 from tests.report.builders import lines, web, write
 
-FIGURES = ("heatmap", "timeline", "daily", "breakdown")
+FIGURES = ("grid", "daily", "breakdown")
 EVIL = 'https://evil.kz/"><script>console.error("injected")</script>'
 
 
@@ -52,7 +54,7 @@ def test_the_console_check_catches_errors(tmp_path: Path) -> None:
 
 def test_report_page_renders_every_figure_without_console_errors(
         fleet: list[Path], tmp_path: Path) -> None:
-    """Plotly draws the heatmap, timeline, daily and breakdown figures; the console stays quiet."""
+    """Plotly draws the status grid, daily and breakdown figures; the console stays quiet."""
     write(fleet[0] / "kz-20240304T000000Z-vps1-100-000004.ndjson",
           lines([web(EVIL, "2024-03-04 00:00:00", interference=["dns.bogon"])]))
     page = tmp_path / "report.html"
@@ -76,7 +78,9 @@ def test_report_page_is_self_contained(fleet: list[Path]) -> None:
 
 def test_events_figure_draws_outage_bands_and_changes(probe: Path, tmp_path: Path) -> None:
     """The events figure draws the target changes as markers and each outage period as a
-    band (a bar on its network's row and a shade across); the outage table lists them."""
+    band (a bar on its network's row and a shade across); a period that starts where the
+    data ends (still ongoing) is a thin mark, not a bar of made-up width; the outage table
+    lists them all."""
     page = tmp_path / "report.html"
     page.write_bytes(to_html(build_report([probe], heatmap=True)))
     dom, console = render(page, tmp_path / "profile")
@@ -88,7 +92,8 @@ def test_events_figure_draws_outage_bands_and_changes(probe: Path, tmp_path: Pat
     assert drawn.count('class="point"') >= 2  # one bar per outage period
     shades = re.findall(r'<path data-index="\d+" fill-rule="evenodd" d="M([\d.]+),[\d.]+H([\d.]+)'
                         r'[^"]*" style="opacity: 0.12;', drawn)
-    assert len(shades) == 2 and all(float(right) > float(left) for left, right in shades)
+    assert len(shades) == 1 and all(float(right) > float(left) for left, right in shades)
+    assert '"symbol":"line-ns-open"' in page.read_text()  # degraded, from 18:00, ongoing
     assert "network AS9198 (vps1)" in drawn and "https://twitter.com/ [AS9198]" in drawn
     assert "<td>international_outage</td><td>2026-12-07 15:00:00</td>" \
            "<td>2026-12-07 15:45:00</td><td>45m 00s</td>" in dom
@@ -100,4 +105,18 @@ def test_a_report_without_events_says_so(fleet: list[Path]) -> None:
     """No event log beside the segments: the section says there is nothing to draw."""
     page = to_html(build_report(fleet, heatmap=True)).decode()
     assert '<div id="events"' not in page
-    assert "No change events in this window." in page
+    assert "No change events and no outages in this window." in page
+
+
+def test_an_empty_window_is_one_sentence_per_section(fleet: list[Path]) -> None:
+    """Nothing in the window: each section is its heading and one sentence, collapsed onto
+    one line; no heading stands bare and no figure is drawn."""
+    page = to_html(build_report(fleet, Window(since=datetime(2030, 1, 1)), heatmap=True)).decode()
+    sections = re.findall(r"<section[^>]*>.*?</section>", page, re.S)
+    assert len(sections) == 7
+    collapsed = [s for s in sections if 'class="empty"' in s.split(">", 1)[0]]
+    assert len(collapsed) == 6
+    for s in collapsed:
+        assert re.fullmatch(r'<section[^>]*><h2>[^<]+</h2><p class="empty">[^<]+\.</p></section>',
+                            s), s
+    assert "No measurements in this window." in page and "Plotly.newPlot(" not in page

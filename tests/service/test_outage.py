@@ -201,3 +201,44 @@ async def test_a_stop_while_the_anchors_are_checked_is_prompt(
     assert took < 30, f"stop took {took:.1f}s: {daemon.stderr()}"
     assert not daemon.events("sweep_finished")
     assert "Task was destroyed" not in daemon.stderr()
+
+
+async def test_a_restart_during_an_outage_announces_it_once(
+        tmp_path: Path, site: Site, start_daemon: StartDaemon) -> None:
+    """The daemon stops and starts again while the international anchors are still out: it
+    resumes the outage from the event log (no second ``outage`` event), and its end is one
+    ``recovered`` event, from the outage state."""
+    helper_port = _free_port()
+    await _helper(tmp_path, start_daemon, helper_port)
+    relay, domestic, international = Relay(helper_port), Switch(), Switch()
+    for server in (relay, domestic, international):
+        await server.on()
+    dom_url, intl_url = (f"http://127.0.0.1:{s.port}/" for s in (domestic, international))
+    out = tmp_path / "out"
+    config = _config(tmp_path, site, relay=relay.port, domestic=dom_url,
+                     international=intl_url, hook="http://127.0.0.1:9/hook",
+                     watch=[site.url("/watch")])
+    try:
+        daemon = await start_daemon(config)
+        await daemon.wait_event("sweep_finished", timeout=30)
+        await international.off()
+        await relay.off()
+        await _wait_network(daemon, out, "international_outage")
+        assert await daemon.stop() == 0
+        again = await start_daemon(config)
+        resumed = await again.wait_event("network_state_resumed", timeout=30)
+        assert resumed["state"] == "international_outage"
+        await again.wait_event("sweep_finished", count=3, timeout=30)  # rounds still out
+        gauge = await again.metrics()
+        assert gauge["kzprobe_network_state{state=international_outage}"] == 1
+        await relay.on()
+        await international.on()
+        await _wait_network(again, out, "online")
+        assert await again.stop() == 0
+    finally:
+        for server in (relay, domestic, international):
+            await server.off()
+    events = [e for e in _events(out) if e.get("scope") == "network"]
+    assert [(e["kind"], e["from"]["state"], e["to"]["state"]) for e in events] == [
+        ("outage", "online", "international_outage"),
+        ("recovered", "international_outage", "online")], events

@@ -1,0 +1,1 @@
+"""Opt-in submission of records to an OONI collector (``[upload] ooni_collector``)."""
