@@ -39,6 +39,7 @@ from typing import NamedTuple, Self
 from kzprobe.simnet.blockpage import BlockpageProxy
 from kzprobe.simnet.common import HostPort, NameRules, Service, format_hostport, parse_hostport
 from kzprobe.simnet.dns import Behaviour, DnsServer, Zone
+from kzprobe.simnet.dot import DotServer
 from kzprobe.simnet.h3 import H3Server, UdpDrop
 from kzprobe.simnet.mitm import MitmBox
 from kzprobe.simnet.pki import Pki, PkiFiles, process_pki
@@ -59,6 +60,8 @@ class DemoTarget(NamedTuple):
 AUTH_DNS, ISP_DNS, WEB, RESET_BOX, BLACKHOLE_BOX, THROTTLE_BOX, BLOCKPAGE_BOX, MITM_BOX, DOWN = (
     10, 11, 20, 21, 22, 23, 24, 25, 26)
 GOV = 12  # a domestic site (the domestic anchor): inside the border
+DOT = 14  # an honest DNS-over-TLS resolver (domestic: a cut leaves it up)
+DOT_NAME = "dns.demo"  # the name on its certificate (the dot:// target's sni)
 RECEIVER = 13  # the operator's alert receiver (webhook and heartbeat): never cut
 MITM_ENGINE = 27  # the interception box proper; MITM_BOX diverts the targeted name to it
 QUIC_BOX = 28  # drops UDP (QUIC) to h3blocked.demo, passes its TCP
@@ -207,6 +210,8 @@ class DemoNetwork:
         await self._add("isp_dns", self._isp)
         await self._add("gov", WebServer(self.ip(GOV), _DOMESTIC_SITES, http_port=None,
                                          https_port=self.https_port, ca=pki.public))
+        await self._add("dot", DotServer((self.ip(DOT), 0), auth,
+                                         pki.public.server_context(DOT_NAME, self.ip(DOT))))
         await self._start_middleboxes(pki)
         for host in (DOWN, BOGUS):  # bound, never listening: connections are refused
             for port in (self.http_port, self.https_port):
@@ -325,7 +330,15 @@ class DemoNetwork:
     def targets(self) -> list[DemoTarget]:
         ports = {"http": self.http_port, "https": self.https_port}
         return [DemoTarget(f"{scheme}://{name}:{ports[scheme]}/", category, what)
-                for scheme, name, category, what in _TARGETS]
+                for scheme, name, category, what in _TARGETS] + [self._dot_target()]
+
+    def _dot_target(self) -> DemoTarget:
+        """The encrypted resolver as an endpoint, asked a name the ISP's resolver lies about
+        (the URI as kzprobe writes it: parameters sorted)."""
+        dot = self.services["dot"].addresses()["dot"]
+        return DemoTarget(f"dot://{dot}?name=opposition.demo&sni={DOT_NAME}", "ANON",
+                          "fine: DNS over TLS to an honest resolver; it answers for "
+                          "opposition.demo, which the ISP resolver says does not exist")
 
     @property
     def ca_file(self) -> Path:

@@ -39,6 +39,9 @@ DNS_SERVER_MISBEHAVING = "dns_server_misbehaving"  # a malformed or unusable rep
 DNS_BOGON_ERROR = "dns_bogon_error"  # every address resolved is one not to dial (loopback...)
 DNS_TEMPORARY_FAILURE = "dns_temporary_failure"  # getaddrinfo EAI_AGAIN
 DNS_NON_RECOVERABLE_FAILURE = "dns_non_recoverable_failure"  # getaddrinfo EAI_FAIL
+# kzprobe's: an encrypted resolver's reply over the size a DNS message can have (a DoH
+# server streaming an endless body is cut there), or a DoT length prefix over it.
+DNS_REPLY_TOO_LARGE = "dns_reply_too_large"
 
 # --------------------------------------------------------------------------- TLS
 SSL_INVALID_HOSTNAME = "ssl_invalid_hostname"  # the certificate does not name the host

@@ -183,15 +183,16 @@ def _endpoint_target(raw: str, parts: SplitResult, spec: ExperimentSpec, scheme:
                      origin: str) -> Target:
     if not port:
         raise ValueError(f"{scheme}:// needs a port (host:port) in {raw!r}")
-    if parts.path not in ("", "/") or parts.fragment or parts.username or parts.password:
+    path = parts.path if spec.path else ""  # only a kind that takes one (doh://) keeps it
+    if parts.path not in ("", "/", path) or parts.fragment or parts.username or parts.password:
         raise ValueError(f"an endpoint is scheme://host:port[?params], got {raw!r}")
     try:
         params = _endpoint_params(spec, scheme, parts.query)
     except ValueError as exc:
         raise ValueError(f"{exc} in {raw!r}") from None
     query = "&".join(f"{k}={quote(v, safe='/+=:')}" for k, v in params)
-    url = urlunsplit((scheme, _netloc(host, port, 0), "", query, ""))
-    return Target(input=raw, url=url, scheme=scheme, host=host, port=port, path="/",
+    url = urlunsplit((scheme, _netloc(host, port, 0), path, query, ""))
+    return Target(input=raw, url=url, scheme=scheme, host=host, port=port, path=path or "/",
                   category_code=category_code, origin=origin, params=params)
 
 

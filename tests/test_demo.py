@@ -93,6 +93,7 @@ def test_demo_writes_one_record_per_target_and_a_summary(demo: DemoRun) -> None:
         "down.demo": (False, []),  # refused for the control too: down, not censored
         "h3.demo": (False, []),
         "h3blocked.demo": (False, ["quic.timeout"]),  # HTTPS fine, QUIC dropped
+        "127.0.0.14": (False, []),  # dot://: the honest DoT resolver answers
     }
     (shake,) = by_host["h3.demo"]["quic_handshakes"]
     assert shake["failure"] is None and by_host["h3.demo"]["requests"][-1]["network"] == "udp"

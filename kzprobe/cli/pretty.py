@@ -63,6 +63,9 @@ def observed(keys: Mapping[str, Any]) -> str:
         answers = [a.get("ipv4") or a.get("ipv6") for q in keys["queries"]
                    for a in q.get("answers") or []]
         return f"dns: answered {', '.join(a for a in answers if a)}; not dialled (loopback/bogon)"
+    if keys.get("reachable") is True:  # an endpoint target (dot://): what it answered
+        found = [a for d in keys.get("x_dot") or [] for a in d.get("addresses", [])]
+        return "reachable" + (f", answered {', '.join(found)}" if found else "")
     return "no result"
 
 

@@ -32,18 +32,36 @@ class ProbeConfig:
     id: str | None = None  # names segments and records; None: the output dir's stored id
 
 
+ResolverProtocol = Literal["udp", "dot", "doh"]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Resolver:
-    """One DNS resolver: ``system`` (getaddrinfo) or an ``ip:port`` to query over UDP."""
+    """One DNS resolver: ``system`` (getaddrinfo), an ``ip:port`` to query over UDP, DNS
+    over TLS (``tls://ip:853?sni=NAME``) or DNS over HTTPS (``https://name/dns-query``)."""
 
-    address: str  # "system" or an IP literal
+    address: str  # "system", an IP literal, or for DoH the bootstrap IP ("" : getaddrinfo)
     port: int = 53
+    protocol: ResolverProtocol = "udp"
+    server_name: str = ""  # DoT's SNI, DoH's URL host: the name the certificate must have
+    url: str = ""  # DoH: the query URL (without ``bootstrap``)
 
     @property
     def is_system(self) -> bool:
         return self.address == "system"
 
+    @property
+    def is_encrypted(self) -> bool:
+        return self.protocol in ("dot", "doh")
+
+    @property
+    def resolver_address(self) -> str:
+        """What a lookup records as ``resolver_address`` (OONI's: ip:port, or DoH's URL)."""
+        return str(self)
+
     def __str__(self) -> str:
+        if self.protocol == "doh":
+            return self.url
         return "system" if self.is_system else join_hostport(self.address, self.port)
 
 
@@ -190,8 +208,9 @@ class HelperConfig:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     # Ports the helper dials: web, plus those of the bundled endpoint presets
     # (config/targets/messaging.csv: 5222 XMPP/WhatsApp; circumvention.csv: 9201 Tor
-    # moria1, 3478 and 19302 STUN). Not a port scanner for anything else.
-    allowed_ports: frozenset[int] = frozenset({80, 443, 3478, 5222, 9201, 19302})
+    # moria1, 3478 and 19302 STUN; encrypted-dns.csv: 853 DoT). Not a port scanner for
+    # anything else.
+    allowed_ports: frozenset[int] = frozenset({80, 443, 853, 3478, 5222, 9201, 19302})
     # Body bytes fetched per request, all redirect hops together. Not below the probe's
     # default limits.body_bytes: the control's body_length is compared with the probe's.
     max_fetch_bytes: int = 512 * 1024

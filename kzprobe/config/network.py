@@ -5,19 +5,26 @@ to the code that binds or dials it."""
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from kzprobe.config.model import Resolver
 from kzprobe.config.section import _Section
 from kzprobe.netaddr import split_hostport
 
+DOT_PORT = 853  # RFC 7858's port: a tls:// resolver's default
+DOH_PATH = "/dns-query"  # RFC 8484's example path: an https:// resolver's default
+
 
 def parse_resolver(spec: str) -> Resolver:
-    """Parse ``system``, ``ip``, ``[v6]``, ``ip:port`` or ``[v6]:port``; raise ValueError
-    otherwise. The port, when given, is read by :func:`kzprobe.netaddr.split_hostport`."""
+    """Parse ``system``, ``ip``, ``[v6]``, ``ip:port``, ``[v6]:port``, a DoT
+    ``tls://ip[:port][?sni=NAME]`` or a DoH ``https://host[:port]/path[?bootstrap=IP]``;
+    raise ValueError otherwise. The port, when given, is read by
+    :func:`kzprobe.netaddr.split_hostport`."""
     spec = spec.strip()
     if spec == "system":
         return Resolver(address="system")
+    if spec.startswith(("tls://", "https://")):
+        return _encrypted_resolver(spec)
     if spec.startswith("[") and spec.endswith("]"):
         host, port = spec[1:-1], 53
     elif spec.startswith("[") or spec.count(":") == 1:
@@ -31,6 +38,42 @@ def parse_resolver(spec: str) -> Resolver:
     if not 0 < port < 65536:
         raise ValueError(f"port out of range in {spec!r}")
     return Resolver(address=host, port=port)
+
+
+def _encrypted_resolver(spec: str) -> Resolver:
+    """DoT (the host an IP: the resolver is dialled without a lookup) or DoH (the host a
+    name or IP; ``bootstrap`` an IP to dial instead of resolving the name)."""
+    parts = urlsplit(spec)
+    host, port = parts.hostname or "", parts.port  # .port raises ValueError when bad
+    params = parse_qs(parts.query, keep_blank_values=True)
+    allowed = {"sni"} if parts.scheme == "tls" else {"bootstrap"}
+    if not host or parts.fragment or parts.username or not set(params) <= allowed \
+            or any(len(v) != 1 or not v[0] for v in params.values()):
+        raise ValueError(f"bad resolver {spec!r}")
+    if parts.scheme == "tls":
+        if parts.path not in ("", "/"):
+            raise ValueError(f"bad resolver {spec!r}")
+        ipaddress.ip_address(host)
+        sni = params.get("sni", [host])[0]
+        return Resolver(address=host, port=port or DOT_PORT, protocol="dot",
+                        server_name=sni.lower())
+    bootstrap = params.get("bootstrap", [""])[0]
+    if bootstrap:
+        ipaddress.ip_address(bootstrap)
+    elif _is_ip(host):
+        bootstrap = host
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    url = f"https://{netloc.lower()}{parts.path or DOH_PATH}"
+    return Resolver(address=bootstrap, port=port or 443, protocol="doh",
+                    server_name=host.lower(), url=url)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _networks(

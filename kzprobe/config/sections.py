@@ -76,7 +76,8 @@ def _resolver(s: _Section, spec: str) -> Resolver:
     try:
         return parse_resolver(spec)
     except ValueError:
-        raise s.fail("resolvers", f"expected 'system', 'ip' or 'ip:port', got {spec!r}") \
+        raise s.fail("resolvers", f"expected 'system', 'ip', 'ip:port', 'tls://ip:853?sni=NAME' "
+                                  f"or 'https://NAME/dns-query[?bootstrap=IP]', got {spec!r}") \
             from None
 
 

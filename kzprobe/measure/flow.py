@@ -26,7 +26,7 @@ from kzprobe.measure.context import (
     close_transport,
     is_dialable,
 )
-from kzprobe.measure.steps import dns, tcp, tls
+from kzprobe.measure.steps import dns, dnsenc, tcp, tls
 from kzprobe.netaddr import join_hostport
 
 
@@ -40,6 +40,7 @@ class Resolution:
     failure: str | None
 
 
+ENCRYPTED_ENGINES = frozenset({"dot", "doh"})  # engines of the DoT and DoH lookups
 # A resolver answered (charged a response) unless the lookup timed out or could not be sent.
 _ANSWERED = frozenset({None, failures.DNS_NXDOMAIN_ERROR, failures.DNS_NO_ANSWER,
                        failures.DNS_SERVFAIL_ERROR, failures.DNS_REFUSED_ERROR,
@@ -57,6 +58,12 @@ async def resolve(host: str, ctx: ProbeContext, clock: Stopwatch, *,
             tags = (depth_tag, "classic") if index == 0 else (depth_tag,)
             jobs.append(dns.lookup_system(host, timeout=cfg.timeouts.dns, clock=clock, tags=tags))
             continue
+        if resolver.is_encrypted:  # never "classic": a browser's lookup is the plain one
+            jobs.extend(dnsenc.lookup_encrypted(
+                host, qtype, resolver, timeout=cfg.timeouts.dns, clock=clock,
+                ca_file=cfg.tls.ca_file, source=ctx.source_address, tags=(depth_tag,))
+                for qtype in (("A", "AAAA") if cfg.dns.query_aaaa else ("A",)))
+            continue
         for qtype in ("A", "AAAA") if cfg.dns.query_aaaa else ("A",):
             classic = index == 0 and qtype == "A"
             tags = (depth_tag, "classic") if classic else (depth_tag,)
@@ -71,8 +78,15 @@ async def resolve(host: str, ctx: ProbeContext, clock: Stopwatch, *,
     addresses = list(dict.fromkeys(a for lookup in lookups for a in lookup.addresses))
     if addresses:
         return Resolution(lookups, addresses, None)
-    failure = next((lk.failure for lk in lookups if lk.failure), failures.DNS_NO_ANSWER)
-    return Resolution(lookups, [], failure)
+    return Resolution(lookups, [], _failure(lookups))
+
+
+def _failure(lookups: tuple[dns.DnsLookup, ...]) -> str:
+    """The first failing plain lookup's failure: an encrypted resolver's says something
+    about that resolver, not the name (ooni/probe#2274), so it is the last resort."""
+    plain = [lk.failure for lk in lookups if lk.failure and lk.engine not in ENCRYPTED_ENGINES]
+    encrypted = [lk.failure for lk in lookups if lk.failure]
+    return next(iter(plain + encrypted), failures.DNS_NO_ANSWER)
 
 
 # --------------------------------------------------------------------------- dial, secure

@@ -41,6 +41,7 @@ class ExperimentSpec:
     required: tuple[str, ...] = ()  # params that must be given
     protocol_step: str | None = None  # failed_operation of the exchange after the transport
     protocol: str | None = None  # its interference-code family (``stun`` in ``stun.timeout``)
+    path: bool = False  # the URI may carry a path (``doh://host:443/dns-query``)
 
     def __post_init__(self) -> None:
         if not set(self.required) <= set(self.params):
@@ -100,6 +101,16 @@ SPECS: tuple[ExperimentSpec, ...] = (
                    params={"sni": p.check_host_param, "verify": p.check_bool},
                    protocol_step="quic_handshake", protocol="quic",
                    example_uri="quic://192.0.2.1:443?sni=example.org"),
+    ExperimentSpec(schemes=("dot",), test_name="dnscheck", test_version="0.1.0",
+                   experiment=_X + "encrypted_dns:DotQuery", kind="endpoint",
+                   params={"sni": p.check_host_param, "name": p.check_host_param},
+                   required=("name",), protocol_step="dot_query", protocol="dot",
+                   example_uri="dot://192.0.2.1:853?sni=dns.example.org&name=example.org"),
+    ExperimentSpec(schemes=("doh",), test_name="dnscheck", test_version="0.1.0",
+                   experiment=_X + "encrypted_dns:DohQuery", kind="endpoint",
+                   params={"sni": p.check_host_param, "name": p.check_host_param},
+                   required=("name",), protocol_step="doh_query", protocol="doh", path=True,
+                   example_uri="doh://dns.example.org:443/dns-query?name=example.org"),
 )
 
 _BY_SCHEME: dict[str, ExperimentSpec] = {s: spec for spec in SPECS for s in spec.schemes}

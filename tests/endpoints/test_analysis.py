@@ -89,7 +89,8 @@ def test_known_test_names() -> None:
     """The engine dispatches exactly the endpoint experiments' names here."""
     names = {spec.test_name for spec in SPECS}
     assert {"tcpconnect", "tlshandshake", "openvpn", "wireguard", "tor",
-            "stunreachability"} == {name for name in names if kind_of(name) == "endpoint"}
+            "stunreachability", "dnscheck"} == {name for name in names
+                                                if kind_of(name) == "endpoint"}
 
 
 def test_blocking_and_accessible_follow_ooni_meaning() -> None:

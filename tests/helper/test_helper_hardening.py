@@ -141,7 +141,7 @@ async def _run_helper_briefly(config: Path, port: int,
 
 def _preset_ports() -> set[int]:
     ports = set()
-    for name in ("messaging.csv", "circumvention.csv"):
+    for name in ("messaging.csv", "circumvention.csv", "encrypted-dns.csv"):
         with (ROOT / "config" / "targets" / name).open(newline="") as stream:
             for row in csv.DictReader(stream):
                 if row["url"].startswith("#"):

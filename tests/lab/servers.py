@@ -128,7 +128,9 @@ def helper_sections(lab: Lab, listen: str) -> dict[str, dict[str, Any]]:
                    "rate_burst": 100, "deadline": 10.0,
                    # a lab address, reached only inside the lab's namespaces
                    "allow_anonymous": True,
-                   "allowed_ports": sorted({80, 443, CLOSED_PORT} | {e.port for e in ENDPOINTS})},
+                   # 853: the encrypted-DNS lab tests' DoT server (test_lab_dnsenc.py)
+                   "allowed_ports": sorted({80, 443, 853, CLOSED_PORT}
+                                           | {e.port for e in ENDPOINTS})},
     }
 
 

@@ -100,7 +100,11 @@ def _parse_records(records: Any) -> tuple[DnsAnswer, ...]:
     c-ares has already parsed the message (at most 64 KiB over TCP, a few thousand
     records), so scanning all of it is bounded.
     """
-    parsed = [answer for answer in map(_parse_record, records) if answer is not None]
+    return bound_answers([answer for answer in map(_parse_record, records) if answer is not None])
+
+
+def bound_answers(parsed: list[DnsAnswer]) -> tuple[DnsAnswer, ...]:
+    """At most MAX_CNAMES CNAMEs, then addresses up to MAX_ANSWERS records in all."""
     cnames = [a for a in parsed if a.answer_type == "CNAME"][:MAX_CNAMES]
     addresses = [a for a in parsed if a.answer_type != "CNAME"]
     return tuple(cnames + addresses[: MAX_ANSWERS - len(cnames)])

@@ -186,7 +186,7 @@ def control_resolves(ctx: Context, query: r.Entry) -> bool:
 
 
 def _lookups(ctx: Context) -> list[r.Entry]:
-    return [q for q in r.entries(ctx.keys.get("queries")) if q.get("engine") != "doh"]
+    return [q for q in r.entries(ctx.keys.get("queries")) if q.get("engine") not in ("doh", "dot")]
 
 
 def dns_failure_codes(ctx: Context) -> set[str]:

@@ -183,8 +183,9 @@ def dns_success_metrics(wa: WebAnalysis, box: Container, facts: AddressFacts, *,
 
 
 def _dns_failure_ignored(obs: Obs) -> bool:
-    """DoH failures say nothing about the site; AAAA no-answer is normal (ooni/probe#2274)."""
-    return obs.dns_engine == "doh" or (obs.dns_query_type == "AAAA"
+    """DoH and DoT failures say nothing about the site; AAAA no-answer is normal
+    (ooni/probe#2274)."""
+    return obs.dns_engine in ("doh", "dot") or (obs.dns_query_type == "AAAA"
                                        and obs.dns_failure == failures.DNS_NO_ANSWER)
 
 
