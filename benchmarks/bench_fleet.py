@@ -47,7 +47,7 @@ g AS (
         i // ({n_probes} * {targets}) AS sweep
     FROM range({records}) r(i)
 ), v AS (
-    SELECT g.*, probes.*, hash(t, probe_asn) % 100 AS h, hash(t) % 7 AS k,
+    SELECT g.*, probes.*, (hash(t, probe_asn) % 100)::BIGINT AS h, (hash(t) % 7)::BIGINT AS k,
         hash(p, sweep // 12) % 40 = 0 AS outage
     FROM g JOIN probes USING (p)
     WHERE NOT (p = {silent} AND sweep > {sweeps} // 2)
@@ -99,6 +99,7 @@ def generate(store: Path, records: int) -> float:
         categories="[" + ", ".join(f"'{c}'" for c in CATEGORIES) + "]",
         mechanisms="[" + ", ".join(f"'{m}'" for m in MECHANISMS) + "]",
         out=store / "measurements")
+    store.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     con = duckdb.connect()
     con.execute("SET preserve_insertion_order = false")
