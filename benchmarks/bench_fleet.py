@@ -11,14 +11,15 @@ flip every ~4 hours, mechanisms differ by target and network, some sweeps fall i
 and one probe stops writing half way (the ``probes`` table must show it).
 
 Each engine runs ``kzprobe report STORE --format json`` as its own process, Python start and
-(for Spark) the JVM's included: wall time, and the peak RSS of the process tree's largest
-process (``wait4``; for Spark that is the JVM, which is reaped by the Python driver). The two
-JSON reports must be byte-identical: the same tables from the same queries.
+(for Spark) the JVM's included: wall time, and the peak RSS of the process and its children
+summed, sampled every 0.2 s (Spark's JVM is the Python driver's child). The two JSON reports
+must be byte-identical: the same tables from the same queries.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import time
 from pathlib import Path
 
 import duckdb
+from common import family_rss_fds
 
 PROBES = (("vps1", "AS9198", "JSC Kazakhtelecom"), ("vps2", "AS9198", "JSC Kazakhtelecom"),
           ("vps3", "AS21299", "Kar-Tel LLC (Beeline)"), ("vps4", "AS21299", "Kar-Tel LLC"),
@@ -109,19 +111,24 @@ def generate(store: Path, records: int) -> float:
 
 
 def run_report(store: Path, engine: str, out: Path, memory_limit: str) -> tuple[float, float]:
-    """One report in its own process: wall seconds and peak RSS (MB) of its largest process."""
+    """One report in its own process: wall seconds and the peak RSS (MB) of the process
+    and its children summed (Spark's JVM is a child of the Python driver), sampled."""
     argv = [sys.executable, "-m", "kzprobe", "report", str(store), "--format", "json",
             "--output", str(out), "--engine", engine, "--memory-limit", memory_limit]
     env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1")
     started = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak = 0.0
+    while proc.poll() is None:
+        with contextlib.suppress(OSError, KeyError):
+            rss, _, child_rss, _ = family_rss_fds(proc.pid)
+            peak = max(peak, rss + child_rss)
+        time.sleep(0.2)
     wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         raise SystemExit(f"{engine}: exit {proc.returncode}\n{err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024  # Linux: the max over the child and its reaped ones
+    return wall, peak
 
 
 def main() -> None:
@@ -137,7 +144,7 @@ def main() -> None:
             seconds = generate(store, args.records)
             print(f"generated {args.records:,} records in {seconds:.1f} s")
         size = sum(p.stat().st_size for p in store.rglob("*.parquet")) / 1e6
-        print(f"store: {size:,.0f} MB of Parquet (zstd)")
+        print(f"store: {size:,.1f} MB of Parquet (zstd)")
         outputs = {}
         for engine in args.engines.split(","):
             out = Path(tmp) / f"{engine}.json"
