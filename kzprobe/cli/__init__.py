@@ -157,8 +157,8 @@ def _add_commands(sub: argparse._SubParsersAction[_Parser]) -> None:
                         help="DuckDB's memory budget (default: 1GB)")
 
 
-_REPORT_TABLES = ("targets", "changes", "periods", "categories", "networks", "days",
-                  "mechanisms", "events", "outages", "errors")
+_REPORT_TABLES = ("targets", "changes", "periods", "categories", "networks", "network_compare",
+                  "probes", "days", "mechanisms", "events", "outages", "errors")
 
 
 def _add_report(sub: argparse._SubParsersAction[_Parser]) -> None:
@@ -183,6 +183,12 @@ def _add_report(sub: argparse._SubParsersAction[_Parser]) -> None:
     report.add_argument("--memory-limit", default="1GB", metavar="SIZE",
                         help="DuckDB's memory budget; beyond it, spill to a temporary "
                              "directory (default: 1GB)")
+    report.add_argument("--engine", default="duckdb", choices=("duckdb", "spark"),
+                        help="compute the tables with DuckDB (default) or Apache Spark "
+                             "(pip install 'kzprobe[spark]', Java 17)")
+    report.add_argument("--master", metavar="URL",
+                        help="--engine spark: the Spark master (default: local[2]; "
+                             "a cluster: spark://HOST:7077)")
 
 
 def _note(message: str) -> None:
@@ -476,7 +482,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     request = command.request_from(args.paths, since=args.since, until=args.until,
                                    fmt=args.format, table=args.table,
                                    export_parquet=args.export_parquet,
-                                   memory_limit=args.memory_limit)
+                                   memory_limit=args.memory_limit, engine=args.engine,
+                                   master=args.master)
     data = command.run(request, tell=_note)
     if args.output is None:
         sys.stdout.buffer.write(data)

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 
 from kzprobe.report import evidence, parquet
-from kzprobe.report.build import MEMORY_LIMIT, scanned, summarise
+from kzprobe.report.build import ENGINES, MEMORY_LIMIT, opened, summarise
 from kzprobe.report.model import Report, ReportError, Window
 from kzprobe.report.render import CSV_TABLES, to_csv, to_json, to_text
 
@@ -33,6 +33,8 @@ class ReportRequest:
     table: str | None = None  # --format csv only
     export_parquet: Path | None = None
     memory_limit: str = MEMORY_LIMIT
+    engine: str = "duckdb"  # or "spark" (build.ENGINES)
+    master: str | None = None  # --engine spark: the Spark master URL
 
 
 def parse_when(option: str, text: str, now: datetime | None = None) -> datetime:
@@ -101,12 +103,14 @@ def run(request: ReportRequest, tell: Callable[[str], None] = _quiet) -> bytes:
     check_table(request.format, request.table)  # before the scan, not after
     if request.export_parquet is not None:
         parquet.check_target(request.export_parquet)
-    with scanned(request.paths, request.window,
-                 memory_limit=request.memory_limit) as (con, stats, log):
+    with opened(request.paths, request.window, engine=request.engine, master=request.master,
+                memory_limit=request.memory_limit) as ready:
         if request.export_parquet is not None:
-            days = parquet.export(con, request.export_parquet)
-            tell(_exported(con, request.export_parquet, days))
-        report = summarise(con, stats, request.window, log=log,
+            if ready.con is None:
+                raise ReportError("--export-parquet: the input is a Parquet store already")
+            days = parquet.export(ready.con, request.export_parquet)
+            tell(_exported(ready.con, request.export_parquet, days))
+        report = summarise(ready.engine, ready.stats, request.window, log=ready.log,
                            heatmap=request.format == "html")
     if request.format == "html":  # the targets table links each one's latest record
         report = evidence.attach(report, request.paths)
@@ -159,8 +163,14 @@ def check_memory_limit(text: str) -> str:
 
 def request_from(paths: Sequence[Path], *, since: str | None, until: str | None, fmt: str,
                  table: str | None, export_parquet: Path | None,
-                 memory_limit: str = MEMORY_LIMIT) -> ReportRequest:
+                 memory_limit: str = MEMORY_LIMIT, engine: str = "duckdb",
+                 master: str | None = None) -> ReportRequest:
     """A request from the command line's values, times and size checked."""
+    if engine not in ENGINES:
+        raise ReportError(f"--engine: one of {', '.join(ENGINES)}")
+    if master is not None and engine != "spark":
+        raise ReportError("--master: only with --engine spark")
     return ReportRequest(paths=tuple(paths), window=make_window(since, until), format=fmt,
                          table=table, export_parquet=export_parquet,
-                         memory_limit=check_memory_limit(memory_limit))
+                         memory_limit=check_memory_limit(memory_limit), engine=engine,
+                         master=master)

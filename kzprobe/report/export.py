@@ -41,7 +41,7 @@ import orjson
 from kzprobe.report import events as event_log
 from kzprobe.report.model import ReportError
 from kzprobe.report.scan import ErrorLog, connect, list_files, problem
-from kzprobe.report.sql import _MECHANISM, _STATE
+from kzprobe.report.sql import MECHANISM, STATE
 from kzprobe.storage.naming import SegmentFile, SegmentName
 from kzprobe.storage.segments import MAX_LINE_BYTES, is_open, iter_lines
 from kzprobe.text import plural
@@ -104,7 +104,7 @@ SELECT {SCHEMA_VERSION}::INTEGER AS schema_version, ts AS measurement_start_time
     r.software_version, coalesce(r.annotations.kzprobe_probe_id, {{probe}}) AS probe_id,
     r.x_measurement_uid,
     r.annotations.kzprobe_sweep AS sweep_id,
-    {_STATE} AS state, {_MECHANISM} AS mechanism,
+    {STATE} AS state, {MECHANISM} AS mechanism,
     ooni_blocking, ooni_blocked, tk.accessible, tk.reachable, interference, tk.blockpage,
     tk.tls_mitm_issuer, tk.x_tls_mitm_known, tk.sni_blocking_confirmed, tk.x_attempts,
     tk.x_attempts_agreeing,

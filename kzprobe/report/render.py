@@ -15,8 +15,8 @@ from kzprobe.report.timeline import describe, shown_outages
 from kzprobe.text import plural
 
 JSON_FORMAT_VERSION = 1
-CSV_TABLES = ("targets", "changes", "periods", "categories", "networks", "days",
-              "mechanisms", "events", "outages", "errors")
+CSV_TABLES = ("targets", "changes", "periods", "categories", "networks", "network_compare",
+              "probes", "days", "mechanisms", "events", "outages", "errors")
 MAX_TEXT_EVENTS = 200  # the latest events in the terminal; JSON and CSV carry every one
 
 # The columns a terminal has room for; JSON and CSV carry every column.
@@ -27,7 +27,8 @@ _TEXT_COLUMNS: dict[str, tuple[str, ...]] = {
                 "to_state", "to_mechanism"),
     "outages": ("probe_asn", "probe_id", "state", "start", "end", "duration"),
 }
-_TEXT_TABLES = ("targets", "changes", "categories", "networks", "days", "mechanisms")
+_TEXT_TABLES = ("targets", "changes", "categories", "networks", "network_compare", "probes",
+                "days", "mechanisms")
 
 
 def notes(report: Report) -> list[str]:

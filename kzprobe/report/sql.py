@@ -1,6 +1,6 @@
 """The SQL of the report: one scan into table ``m``, then small queries over it.
 
-The state model (docs/report.md) lives here, in ``_STATE`` and ``_MECHANISM``:
+The state model (docs/report.md) lives here, in ``STATE`` and ``MECHANISM``:
 a record is *blocked* when kzprobe saw interference or OONI's ``blocking`` names a
 method; *down* when OONI says not blocked but not accessible either (the site failed
 for the control too); *accessible* when OONI says not blocked, or an endpoint was
@@ -8,6 +8,11 @@ reachable; *unknown* otherwise. Change events follow the *decisive* records only
 (blocked or accessible), per target and probe network. Records measured during a network
 outage (top-level ``x_outage: true``) are left out of every blocked count and share: their
 failures are the outage's, not the censor's. They are not decisive either.
+
+Everything after the scan is written once, in DuckDB's SQL, and runs on every engine:
+:mod:`kzprobe.report.dialect` translates it for Spark. So the queries keep to what both
+engines mean the same way: ``arg_max`` skips NULL values only when a FILTER says so (Spark's
+``max_by`` would not), ties are broken explicitly, and every ORDER BY is total.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ _COLUMNS = """{
     'probe_asn': 'VARCHAR', 'probe_cc': 'VARCHAR', 'probe_network_name': 'VARCHAR',
     'resolver_ip': 'VARCHAR', 'test_name': 'VARCHAR', 'test_version': 'VARCHAR',
     'software_name': 'VARCHAR', 'software_version': 'VARCHAR', 'category_code': 'VARCHAR',
-    'test_runtime': 'DOUBLE', 'annotations': 'STRUCT(kzprobe_sweep VARCHAR)',
+    'test_runtime': 'DOUBLE',
+    'annotations': 'STRUCT(kzprobe_sweep VARCHAR, kzprobe_probe_id VARCHAR)',
     'x_network_state': 'JSON', 'x_outage': 'JSON',
     'test_keys': 'STRUCT(blocking JSON, accessible BOOLEAN, reachable BOOLEAN,
         failure VARCHAR, interference VARCHAR[], blockpage VARCHAR, tls_mitm_issuer VARCHAR,
@@ -39,18 +45,21 @@ CREATE OR REPLACE TABLE m (
     x_tls_mitm_known VARCHAR, sni_blocking_confirmed BOOLEAN,
     dns_experiment_failure VARCHAR, http_experiment_failure VARCHAR,
     x_attempts INTEGER, x_attempts_agreeing INTEGER, x_network_state VARCHAR, x_outage BOOLEAN,
-    bad_file VARCHAR
+    probe_id VARCHAR, bad_file VARCHAR
 )"""
 
-_STATE = """CASE
-        WHEN len(interference) > 0 OR ooni_blocked THEN 'blocked'
+STATE = """CASE
+        WHEN array_length(interference) > 0 OR ooni_blocked THEN 'blocked'
         WHEN ooni_blocked = false AND tk.accessible = false THEN 'down'
         WHEN ooni_blocked = false OR tk.reachable THEN 'accessible'
         ELSE 'unknown' END"""
 
-_MECHANISM = """CASE
-        WHEN len(interference) > 0 THEN array_to_string(interference, '+')
+MECHANISM = """CASE
+        WHEN array_length(interference) > 0 THEN array_to_string(interference, '+')
         WHEN ooni_blocked THEN 'ooni.' || ooni_blocking END"""
+
+# The probe id in a segment's name (kzprobe.storage.naming), for records without one.
+_PROBE_IN_NAME = r"-\d{8}T\d{6}Z-([A-Za-z0-9._-]{1,64})-\d+-\d{6,}\.ndjson[^/]*$"
 
 # $1 files, $2 since, $3 until. A row DuckDB could not read (corrupt JSON, not an object)
 # arrives all NULL; it and a record without input or time keep their file name in
@@ -78,8 +87,10 @@ SELECT
     ts AS measurement_start_time, url AS input, probe_asn, probe_cc, probe_network_name,
     resolver_ip, test_name, test_version, software_name, software_version, category_code,
     test_runtime, annotations.kzprobe_sweep AS sweep_id,
-    {_STATE} AS state,
-    {_MECHANISM} AS mechanism,
+    coalesce(annotations.kzprobe_probe_id,
+             nullif(regexp_extract(filename, '{_PROBE_IN_NAME}', 1), '')) AS probe_id,
+    {STATE} AS state,
+    {MECHANISM} AS mechanism,
     ooni_blocking, ooni_blocked, tk.accessible, tk.reachable, tk.failure, interference,
     tk.blockpage, tk.tls_mitm_issuer, tk.x_tls_mitm_known, tk.sni_blocking_confirmed,
     tk.dns_experiment_failure, tk.http_experiment_failure, tk.x_attempts,
@@ -94,6 +105,26 @@ WHERE NOT ok OR (($2::TIMESTAMP IS NULL OR ts >= $2::TIMESTAMP)
                  AND ($3::TIMESTAMP IS NULL OR ts < $3::TIMESTAMP))
 """
 
+# The columns of ``m`` that a Parquet store (kzprobe export, docs/parquet-schema.md) holds.
+M_COLUMNS = (
+    "measurement_start_time", "input", "probe_asn", "probe_cc", "probe_id",
+    "probe_network_name", "resolver_ip", "test_name", "test_version", "software_name",
+    "software_version", "category_code", "test_runtime", "sweep_id", "state", "mechanism",
+    "ooni_blocking", "ooni_blocked", "accessible", "reachable", "failure", "interference",
+    "blockpage", "tls_mitm_issuer", "x_tls_mitm_known", "sni_blocking_confirmed",
+    "dns_experiment_failure", "http_experiment_failure", "x_attempts", "x_attempts_agreeing",
+    "x_network_state", "x_outage",
+)
+
+# $1 the store's measurement files, $2 since, $3 until.
+INSERT_STORE = f"""
+INSERT INTO m BY NAME
+SELECT {', '.join(M_COLUMNS)}
+FROM read_parquet($1, hive_partitioning = true, union_by_name = true)
+WHERE ($2::TIMESTAMP IS NULL OR measurement_start_time >= $2::TIMESTAMP)
+  AND ($3::TIMESTAMP IS NULL OR measurement_start_time < $3::TIMESTAMP)
+"""
+
 FLAGGED_FILES = """
 SELECT bad_file FROM m WHERE bad_file IS NOT NULL GROUP BY bad_file ORDER BY bad_file"""
 
@@ -103,8 +134,7 @@ _T = "'%Y-%m-%d %H:%M:%S'"
 # whose state (or, when blocked, whose set of interference codes) differs from the one
 # before. Ties in time are broken by state and mechanism so the answer is stable. A record
 # measured during an outage is no observation (as for the alert tracker).
-CREATE_STARTS = """
-CREATE OR REPLACE TEMP TABLE starts AS
+STARTS = """
 WITH seq AS (
     SELECT input, probe_asn, measurement_start_time AS ts, state, mechanism,
         lag(state) OVER w AS prev_state, lag(mechanism) OVER w AS prev_mechanism,
@@ -119,8 +149,7 @@ WHERE prev_state IS NULL OR prev_state <> state OR prev_mechanism IS DISTINCT FR
 
 # One row per run of a decisive state: from its first record to the last one before
 # the next change (or the target's last decisive record).
-CREATE_RUNS = """
-CREATE OR REPLACE TEMP TABLE runs AS
+RUNS = """
 WITH last_decisive AS (
     SELECT input, probe_asn, max(measurement_start_time) AS last_ts
     FROM m WHERE state IN ('blocked', 'accessible') AND NOT x_outage GROUP BY ALL
@@ -131,19 +160,20 @@ SELECT s.input, s.probe_asn, s.state, s.mechanism, s.ts AS start_ts, s.prev_ts A
 FROM starts s JOIN last_decisive l USING (input, probe_asn)
 """
 
-CREATE_TARGETS = """
-CREATE OR REPLACE TEMP TABLE targets AS
+TARGET_STATES = """
 WITH g AS (  -- first a few rows per target (one per distinct verdict), then per target
     SELECT input, probe_asn, state, mechanism, category_code, test_name, blockpage,
-        tls_mitm_issuer, ooni_blocked, len(interference) > 0 AS interfered, x_outage,
+        tls_mitm_issuer, ooni_blocked, array_length(interference) > 0 AS interfered, x_outage,
         count(*) AS n,
         min(measurement_start_time) AS first_ts, max(measurement_start_time) AS last_ts
     FROM m GROUP BY ALL
 ), agg AS (
     SELECT input, probe_asn,
-        arg_max(category_code, last_ts) FILTER (WHERE category_code IS NOT NULL)
+        arg_max(category_code, (last_ts, category_code))
+            FILTER (WHERE category_code IS NOT NULL)
             AS category_code,
-        arg_max(test_name, (last_ts, test_name)) AS test_name,
+        arg_max(test_name, (last_ts, test_name)) FILTER (WHERE test_name IS NOT NULL)
+            AS test_name,
         sum(n)::BIGINT AS measurements,
         coalesce(sum(n) FILTER (WHERE x_outage), 0)::BIGINT AS outage_measurements,
         coalesce(sum(n) FILTER (WHERE state = 'blocked' AND NOT x_outage), 0)::BIGINT
@@ -225,7 +255,7 @@ WITH d AS (  -- per day, network and target first, so distinct targets are a pla
         count(*) FILTER (WHERE x_outage) AS x,
         count(*) FILTER (WHERE state = 'blocked' AND NOT x_outage) AS b,
         count(*) FILTER (WHERE ooni_blocked AND NOT x_outage) AS o,
-        count(*) FILTER (WHERE len(interference) > 0 AND NOT x_outage) AS i
+        count(*) FILTER (WHERE array_length(interference) > 0 AND NOT x_outage) AS i
     FROM m GROUP BY ALL
 )
 SELECT strftime(day, '%Y-%m-%d') AS day, probe_asn,
@@ -239,8 +269,11 @@ FROM d GROUP BY d.day, probe_asn ORDER BY d.day, probe_asn
 
 NETWORKS = f"""
 WITH agg AS (
-    SELECT probe_asn, arg_max(probe_cc, measurement_start_time) AS probe_cc,
-        arg_max(probe_network_name, measurement_start_time) AS probe_network_name,
+    SELECT probe_asn,
+        arg_max(probe_cc, (measurement_start_time, probe_cc))
+            FILTER (WHERE probe_cc IS NOT NULL) AS probe_cc,
+        arg_max(probe_network_name, (measurement_start_time, probe_network_name))
+            FILTER (WHERE probe_network_name IS NOT NULL) AS probe_network_name,
         count(*) AS measurements,
         count(*) FILTER (WHERE x_outage) AS outage_measurements,
         count(*) FILTER (WHERE state = 'blocked' AND NOT x_outage) AS blocked,
@@ -299,4 +332,57 @@ FROM m JOIN top USING (input, probe_asn)
 WHERE NOT x_outage
 GROUP BY ALL
 ORDER BY any_value(top.changes) DESC, any_value(top.blocked) DESC, input, probe_asn, bucket
+"""
+
+# The fleet views. A network is named by its ASN and the latest name a record gave it.
+_NETWORK_NAMES = """
+    SELECT probe_asn, arg_max(probe_network_name, (measurement_start_time, probe_network_name))
+        FILTER (WHERE probe_network_name <> '') AS name
+    FROM m GROUP BY probe_asn"""
+
+# Per target, which networks see it blocked now and since when, which see it open, and
+# which see neither (down, unknown): "blocked on AS9198 and AS21299 since ..., open on Kcell".
+NETWORK_COMPARE = f"""
+WITH names AS ({_NETWORK_NAMES}
+), t AS (
+    SELECT t.input, t.category_code, t.state, t.since_ts,
+        coalesce(t.probe_asn, '?') || coalesce(' ' || n.name, '') AS network
+    FROM targets t LEFT JOIN names n ON t.probe_asn IS NOT DISTINCT FROM n.probe_asn
+)
+SELECT input, max(category_code) AS category_code, count(*) AS networks,
+    count(*) FILTER (WHERE state = 'blocked') AS blocked_networks,
+    count(*) FILTER (WHERE state = 'accessible') AS open_networks,
+    {_ts("min(since_ts) FILTER (WHERE state = 'blocked')", 'blocked_since')},
+    list_sort(coalesce(list(network || coalesce(' since ' || strftime(since_ts, {_T}), ''))
+        FILTER (WHERE state = 'blocked'), [])) AS blocked_on,
+    list_sort(coalesce(list(network) FILTER (WHERE state = 'accessible'), [])) AS open_on,
+    list_sort(coalesce(list(network || ': ' || state)
+        FILTER (WHERE state NOT IN ('blocked', 'accessible')), [])) AS other_on
+FROM t GROUP BY input
+ORDER BY blocked_networks DESC, input
+"""
+
+# Per probe: where it measures from and when it last wrote. $1 is the report's end (its
+# --until, else NULL: the newest record of any probe); a probe silent for hours stands out.
+PROBES = f"""
+WITH p AS (
+    SELECT probe_id,
+        arg_max(probe_asn, (measurement_start_time, probe_asn))
+            FILTER (WHERE probe_asn IS NOT NULL) AS probe_asn,
+        arg_max(probe_cc, (measurement_start_time, probe_cc))
+            FILTER (WHERE probe_cc IS NOT NULL) AS probe_cc,
+        arg_max(probe_network_name, (measurement_start_time, probe_network_name))
+            FILTER (WHERE probe_network_name IS NOT NULL) AS probe_network_name,
+        count(*) AS records, count(*) FILTER (WHERE x_outage) AS outage_records,
+        count(DISTINCT input) AS targets,
+        min(measurement_start_time) AS first_ts, max(measurement_start_time) AS last_ts
+    FROM m GROUP BY probe_id
+), e AS (
+    SELECT coalesce($1::TIMESTAMP, max(measurement_start_time)) AS end_ts FROM m
+)
+SELECT probe_id, probe_asn, probe_cc, probe_network_name, records, targets,
+    {_ts('first_ts', 'first_seen')}, {_ts('last_ts', 'last_seen')},
+    round(date_diff('second', last_ts, end_ts) / 3600, 2) AS silent_hours, outage_records
+FROM p CROSS JOIN e
+ORDER BY silent_hours DESC, probe_id NULLS LAST
 """

@@ -23,7 +23,7 @@ SCHEMA = [
     ("sni_blocking_confirmed", "BOOLEAN"), ("dns_experiment_failure", "VARCHAR"),
     ("http_experiment_failure", "VARCHAR"), ("x_attempts", "INTEGER"),
     ("x_attempts_agreeing", "INTEGER"), ("x_network_state", "VARCHAR"), ("x_outage", "BOOLEAN"),
-    ("day", "DATE"),
+    ("probe_id", "VARCHAR"), ("day", "DATE"),
 ]
 
 
