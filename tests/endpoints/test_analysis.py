@@ -89,7 +89,7 @@ def test_known_test_names() -> None:
     """The engine dispatches exactly the endpoint experiments' names here."""
     names = {spec.test_name for spec in SPECS}
     assert {"tcpconnect", "tlshandshake", "openvpn", "wireguard", "tor",
-            "stunreachability", "dnscheck"} == {name for name in names
+            "stunreachability", "dnscheck", "quichandshake"} == {name for name in names
                                                 if kind_of(name) == "endpoint"}
 
 
