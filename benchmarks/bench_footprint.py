@@ -48,13 +48,25 @@ from typing import Any
 
 import servers
 import trustme
-from common import cpu_seconds, free_port, proc_status, raw_loop, worker_cpu_seconds, write_targets
+from common import (
+    child_pid,
+    cpu_seconds,
+    free_port,
+    proc_status,
+    py_spy_argv,
+    raw_loop,
+    worker_cpu_seconds,
+    write_targets,
+)
+
+from kzprobe.config.model import LimitConfig
 
 ADDRESSES = servers.addresses(16)
 TARGETS = 2300
 WATCH = 20  # the watchlist group (issue 16's election-day mode), every minute of the hour
 WATCH_BODY = 65536  # its per-group body_bytes
 MIN_BODY, MAX_BODY, MEDIAN_BODY = 20_000, 2_000_000, 60_000
+DEFAULT_RATE = LimitConfig().rate  # the daemon's default pace, measurements started per second
 CAP = 512 * 1024  # [limits] body_bytes: kzprobe reads no further and closes
 
 
@@ -282,13 +294,15 @@ def _family_cpu(pid: int) -> tuple[float, float]:
     return cpu_seconds(pid), worker_cpu_seconds(pid)
 
 
-def run_daemon(config: Path, server: Server, sweeps: int, idle: float) -> dict[str, Any]:
+def run_daemon(config: Path, server: Server, sweeps: int, idle: float,
+               py_spy: Path | None = None) -> dict[str, Any]:
     """`kzprobe run` until ``sweeps`` sweeps finished, then ``idle`` seconds; readings."""
     started = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "kzprobe", "run", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    argv = py_spy_argv(py_spy, [sys.executable, "-m", "kzprobe", "run", "--config", str(config)])
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    pid, result = proc.pid, {"sweeps": []}  # type: ignore[var-annotated]
+    pid = child_pid(proc.pid) if py_spy is not None else proc.pid
+    result: dict[str, Any] = {"sweeps": []}
     last = None
     watch = {"measured": 0, "sweeps": 0}  # the watch group's sweeps since the last default one
     try:
@@ -324,7 +338,7 @@ def run_daemon(config: Path, server: Server, sweeps: int, idle: float) -> dict[s
                           "rss_mb": status["VmRSS"] / 1024, "peak_rss_mb": status["VmHWM"] / 1024,
                           "threads": status["Threads"]}
     finally:
-        proc.send_signal(signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)  # the daemon itself, also when py-spy is its parent
         for _ in proc.stderr:
             pass
         proc.wait(60)
@@ -384,6 +398,13 @@ def _pki(tmp: Path) -> tuple[Path, Path, Path]:
     return cafile, cert, key
 
 
+def _paced_line(paced: dict[str, Any], cpu_each: float, main_each: float, targets: int) -> str:
+    each = paced["cpu"] / max(paced["ok"], 1)
+    return (f"raw loop paced at the daemon's {DEFAULT_RATE:g}/s: {paced['ok']}/{targets} ok, "
+            f"CPU {paced['cpu']:.1f} s = {each * 1000:.1f} s per 1,000; kzprobe/paced raw "
+            f"{cpu_each / each:.2f}x (main process only {main_each / each:.2f}x)")
+
+
 def _report(kz: dict[str, Any], served: dict[str, int], counted: dict[str, dict[str, int]],
             raw: dict[str, Any], raw_served: dict[str, int], targets: int,
             watched: int) -> list[str]:
@@ -418,6 +439,7 @@ def _report(kz: dict[str, Any], served: dict[str, int], counted: dict[str, dict[
         f"{raw['cpu'] / max(raw['ok'], 1) * 1000:.1f} s per 1,000; kzprobe/raw "
         f"{cpu / measured / (raw['cpu'] / max(raw['ok'], 1)):.2f}x (main process only "
         f"{main_cpu / measured / (raw['cpu'] / max(raw['ok'], 1)):.2f}x)",
+        _paced_line(raw["paced"], cpu / measured, main_cpu / measured, targets),
         f"RSS: steady {idle['rss_mb']:.0f} MB (idle after the last sweep), peak "
         f"{idle['peak_rss_mb']:.0f} MB, "
         f"after each sweep {', '.join(format(s['rss_mb'], '.0f') for s in sweeps)} MB",
@@ -449,6 +471,7 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=10.0)
     parser.add_argument("--no-watch", action="store_true", help="the default group only")
     parser.add_argument("--profile", type=Path, help="cProfile stats of one run --once")
+    parser.add_argument("--py-spy", type=Path, help="the daemon's profile, py-spy raw format")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -478,13 +501,15 @@ def main() -> None:
             for i, size in enumerate(body_sizes(max(1, round(WATCH * args.scale)), seed=11))]
         config = _config(tmp, urls, dns, cafile, args.interval, watch)
         base = server.stats()
-        kz = run_daemon(config, server, args.sweeps, args.idle)
+        kz = run_daemon(config, server, args.sweeps, args.idle, args.py_spy)
         after = server.stats()  # also reads the time of the first request
         kz["first_request_s"] = (server.first or math.nan) - kz["started"]
         served = {k: after.get(k, 0) - base.get(k, 0) for k in after}
         counted = record_bytes(tmp / "out")
         raw = raw_loop(urls, 200, dns, cafile, tmp)  # the default group's fetches
         raw_served = {k: v - after.get(k, 0) for k, v in server.stats().items()}
+        # the same fetches started at the daemon's default pace, as its sweep starts them
+        raw["paced"] = raw_loop(urls, 200, dns, cafile, tmp, rate=DEFAULT_RATE)
         if args.profile:
             profile_once(config, args.profile.resolve())
     finally:

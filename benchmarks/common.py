@@ -131,7 +131,7 @@ import asyncio, json, resource, ssl, sys, time
 import aiohttp, uvloop
 from aiohttp.resolver import AsyncResolver
 
-async def main(urls, concurrency, dns, cafile, sync):
+async def main(urls, concurrency, dns, cafile, sync, rate):
     ctx = ssl.create_default_context(cafile=cafile) if cafile != "-" else None
     resolver = AsyncResolver(nameservers=[dns])
     connector = aiohttp.TCPConnector(force_close=True, use_dns_cache=False, resolver=resolver,
@@ -151,29 +151,39 @@ async def main(urls, concurrency, dns, cafile, sync):
         if sync:  # one of several processes: start together
             print("ready", flush=True)
             await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        async def paced(index, url):  # started at ``rate`` per second, as a paced sweep
+            await asyncio.sleep(index / rate)
+            await one(url)
         start, cpu = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(one(u) for u in urls))
+        if rate > 0:
+            await asyncio.gather(*(paced(i, u) for i, u in enumerate(urls)))
+        else:
+            await asyncio.gather(*(one(u) for u in urls))
         return ok, time.perf_counter() - start, time.process_time() - cpu
 
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 urls = json.loads(open(sys.argv[1]).read())
+flags = sys.argv[5:]
+rate = float(next((f[5:] for f in flags if f.startswith("rate=")), 0))
 ok, elapsed, cpu = uvloop.run(main(urls, int(sys.argv[2]), sys.argv[3], sys.argv[4],
-                                   sys.argv[5:] == ["sync"]))
+                                   "sync" in flags, rate))
 print(json.dumps({"ok": ok, "seconds": elapsed, "cpu": cpu}))
 '''
 
 
 def raw_loop(urls: list[str], concurrency: int, dns: str, cafile: Path | None,
-             tmp: Path) -> dict[str, Any]:
+             tmp: Path, *, rate: float = 0.0) -> dict[str, Any]:
     """The raw baseline: aiodns lookup + aiohttp GET on a fresh connection per URL, with
-    ``concurrency`` in flight, in its own process; returns ok, seconds and CPU seconds."""
+    ``concurrency`` in flight (and, with ``rate``, started at that many per second, as a
+    paced sweep starts them), in its own process; returns ok, seconds and CPU seconds."""
     script = tmp / "raw.py"
     script.write_text(RAW_LOOP)
     url_file = tmp / "urls.json"
     url_file.write_text(orjson.dumps(urls).decode())
     out = subprocess.run([sys.executable, str(script), str(url_file), str(concurrency), dns,
-                          str(cafile) if cafile else "-"], capture_output=True, text=True)
+                          str(cafile) if cafile else "-", *([f"rate={rate}"] if rate else [])],
+                         capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"raw loop failed: {out.stderr[-2000:]}")
     return dict(orjson.loads(out.stdout))
