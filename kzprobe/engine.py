@@ -12,7 +12,7 @@ import contextlib
 import resource
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,6 +203,8 @@ class Engine:
         rate limit, a lower ``priority`` (the group's interval) served first."""
         summary = SweepSummary(sweep_id=uuid.uuid4().hex[:12], group=group)
         workers = max(1, self.config.limits.concurrency)
+        if isinstance(targets, Sized):  # a 20-target watch sweep needs 20 workers, not 200
+            workers = max(1, min(workers, len(targets)))
         queue: asyncio.Queue[Target | None] = asyncio.Queue(maxsize=workers * 4)
         self._queues.add(queue)
         self._idle.clear()

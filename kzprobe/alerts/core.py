@@ -41,6 +41,7 @@ MAX_TARGETS = 200_000  # targets tracked; the least recently seen go first
 MAX_DRAFTS = 100_000  # confirmed changes awaiting their sweep's end
 MAX_REPLAY = 1_000_000  # events replayed at start (the state file was lost, say)
 LOGGED_EVENTS = 20  # events of one batch logged one by one; the rest as a count
+STATE_REFRESH = 300.0  # seconds: the state file is rewritten at least this often (last_seen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class Alerts:
         self.observe_errors = 0
         self.outboxes: list[Outbox] = []
         self._drafts: list[_Draft] = []
+        self._saved: tuple[int, float] | None = None  # (tracker revision, time) last written
         self._lock = asyncio.Lock()  # one flush at a time: seq order is file order
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -201,8 +203,11 @@ class Alerts:
         now = time.time()
         events = [number(d.event, self.seq + i + 1) for i, d in enumerate(drafts)]
         self.tracker.forget(now - FORGET_AFTER, MAX_TARGETS)
-        snapshot = store.dump(self.tracker, self.seq + len(events),
-                              [d.event | {"group": d.group} for d in self._drafts])
+        revision = self.tracker.revision
+        snapshot = None
+        if events or self._drafts or self._state_stale(revision, now):
+            snapshot = store.dump(self.tracker, self.seq + len(events),
+                                  [d.event | {"group": d.group} for d in self._drafts])
         try:
             if events:
                 await asyncio.to_thread(journal.append, self.directory, events, now)
@@ -222,10 +227,22 @@ class Alerts:
                      last_event_id=events[-1]["event_id"])
         for outbox in self.outboxes:
             outbox.add(events)
+        if snapshot is None:
+            return
         try:
             await asyncio.to_thread(journal.write_json, self.state_path, snapshot)
+            self._saved = (revision, now)
         except OSError as exc:
             log.error("alerts_state_write_failed", error=str(exc))
+
+    def _state_stale(self, revision: int, now: float) -> bool:
+        """Has the tracker changed since the state file was written (or has it aged)? A
+        watch group's sweep every minute that changes nothing rewrites nothing: the file
+        holds every target's state, 2,300 of them at default settings."""
+        if self._saved is None:
+            return True
+        saved_revision, saved_at = self._saved
+        return revision != saved_revision or now - saved_at >= STATE_REFRESH
 
     async def _save_cursors(self) -> None:
         async with self._cursor_lock:

@@ -181,20 +181,33 @@ class Tracker:
     def __init__(self, confirm: int) -> None:
         self.confirm = max(1, confirm)
         self.entries: dict[Key, Entry] = {}
+        # bumped by every change a restart would need (states, candidates, streaks, the
+        # set of targets), not by a target merely seen again in the state it had: the
+        # state file is rewritten when this moves (core.Alerts._flush)
+        self.revision = 0
 
     def observe(self, obs: Observation, now: float) -> Change | None:
         entry = self.entries.get(obs.key)
         if entry is None:
             entry = self.entries[obs.key] = Entry()
+            self.revision += 1
+        if entry.group != obs.group:
+            self.revision += 1
         entry.last_seen, entry.group = now, obs.group
         if obs.state == "unknown":
             entry.unknown_streak += 1
+            self.revision += 1
             return None
+        if entry.unknown_streak:
+            self.revision += 1
         entry.unknown_streak = 0
         if entry.confirmed is not None and entry.confirmed.agrees(obs):
+            if entry.candidate:
+                self.revision += 1
             entry.confirmed = obs  # the same state, with the latest names and details
             entry.candidate.clear()
             return None
+        self.revision += 1
         if entry.candidate and not _same_candidate(entry, entry.candidate[0], obs):
             entry.candidate.clear()
         entry.candidate.append(obs)
@@ -218,6 +231,7 @@ class Tracker:
         """Set a target's confirmed state (replaying an event written before a restart)."""
         entry = self.entries.setdefault(key, Entry(group=to.group))
         entry.confirmed, entry.candidate = to, []
+        self.revision += 1
 
     def forget(self, older_than: float, keep: int) -> int:
         """Drop targets not seen since ``older_than``, then the least recently seen above
@@ -230,7 +244,9 @@ class Tracker:
             oldest = sorted(self.entries, key=lambda k: self.entries[k].last_seen)[:excess]
             for key in oldest:
                 del self.entries[key]
-        return len(stale) + max(0, excess)
+        dropped = len(stale) + max(0, excess)
+        self.revision += dropped > 0
+        return dropped
 
     def shown(self) -> Iterator[tuple[str, str, State]]:
         """(input, group, state) per target for the metrics: one per (input, group)."""

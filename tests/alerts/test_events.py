@@ -202,3 +202,18 @@ def test_last_event_of_a_scope_is_the_newest_across_days(tmp_path: Path) -> None
     assert journal.last_event(tmp_path, "network")["kind"] == "recovered"  # type: ignore[index]
     assert journal.last_event(tmp_path / "none", "network") is None
     assert journal.last_event(tmp_path, "network", days=1)["seq"] == 4  # type: ignore[index]
+
+
+async def test_state_file_is_rewritten_only_when_the_tracker_changed(
+        tmp_path: Path, make_alerts: MakeAlerts) -> None:
+    """A sweep that confirms what was known rewrites nothing; a new candidate does."""
+    alerts = await make_alerts(alerts_config(tmp_path))
+    state = tmp_path / STATE_FILE
+    await sweep(alerts, [ok()], "s1")
+    await sweep(alerts, [ok()], "s2")  # "ok" confirmed
+    written = state.read_bytes()
+    state.unlink()
+    await sweep(alerts, [ok()], "s3")  # the same state again: the file would say the same
+    assert not state.exists()
+    await sweep(alerts, [blocked()], "s4")  # a candidate block: a restart must know of it
+    assert state.exists() and state.read_bytes() != written
