@@ -48,7 +48,6 @@ from kzprobe.config.network import (
     parse_resolver,
 )
 from kzprobe.config.parse import (
-    DEFAULT_CONFIG_PATH,
     MAX_CONFIG_BYTES,
     ConfigCheck,
     LoadedConfig,
@@ -71,7 +70,7 @@ from kzprobe.config.tokens import MAX_TOKEN_BYTES
 from kzprobe.errors import ConfigError
 
 __all__ = [
-    "ALLOW_NETS_MIN_PREFIX", "ALLOW_NETS_WARN_PREFIX", "DAY", "DEFAULT_CONFIG_PATH",
+    "ALLOW_NETS_MIN_PREFIX", "ALLOW_NETS_WARN_PREFIX", "DAY",
     "DEFAULT_GROUP", "DEFAULT_MAX_INTEGER", "DEFAULT_MAX_NUMBER", "MAX_ALPN_BYTES", "MAX_BYTES",
     "MAX_CA_FILE_BYTES", "MAX_CERT_FILE_BYTES", "MAX_CONFIG_BYTES", "MAX_FINGERPRINT_BYTES",
     "MAX_KEY_FILE_BYTES", "MAX_PROBE_ID", "MAX_TIMEOUT", "MAX_TOKEN_BYTES", "AnalysisConfig",

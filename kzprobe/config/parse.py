@@ -39,7 +39,6 @@ from kzprobe.config.upload import _parse_upload
 from kzprobe.errors import ConfigError
 from kzprobe.localfiles import LocalFileError, MissingFileError, read_regular
 
-DEFAULT_CONFIG_PATH = Path("config/kzprobe.toml")
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few KiB; never read /dev/zero or a 1 GB line whole
 
 
