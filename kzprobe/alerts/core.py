@@ -76,6 +76,7 @@ class Alerts:
         self.outboxes: list[Outbox] = []
         self._drafts: list[_Draft] = []
         self._saved: tuple[int, float] | None = None  # (tracker revision, time) last written
+        self._published = -1  # the tracker revision the metrics' target states show
         self._lock = asyncio.Lock()  # one flush at a time: seq order is file order
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -307,7 +308,10 @@ class Alerts:
     # -- metrics
 
     def _publish(self) -> None:
-        self._targets = tuple(self.tracker.shown())
+        """The per-target states for the metrics, rebuilt only when the tracker changed."""
+        if self._published != self.tracker.revision:
+            self._targets = tuple(self.tracker.shown())
+            self._published = self.tracker.revision
 
     def reading(self) -> AlertReading:
         """An immutable snapshot for the metrics thread (any thread may call this)."""

@@ -59,6 +59,7 @@ def load(raw: Mapping[str, Any] | None, tracker: Tracker) -> tuple[int, list[dic
         if entry is not None:
             first = entry.confirmed or entry.candidate[0]
             tracker.entries[(first.input, first.probe_asn)] = entry
+            tracker.revision += 1
     seq = raw.get("seq")
     drafts = [d for d in raw.get("drafts") or () if isinstance(d, dict)]
     return (seq if isinstance(seq, int) else 0), drafts
