@@ -128,6 +128,7 @@ async def exchange_dot(transport: asyncio.Transport, held: tcp.HeldProtocol,
     reader = stream.StreamProtocol.adopt(transport, held)
     reader.limit = MAX_REPLY + 2
     transport.write(len(wire).to_bytes(2, "big") + wire)
+    tcp.ack_at_once(transport)
     reply = await reader.read_until(_dot_complete)
     return reply[2:]
 
