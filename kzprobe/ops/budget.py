@@ -140,7 +140,7 @@ def next_default_sweep(*, daily_bytes: int | None, used_today: int, now: float,
     interval = spaced - start
     return Plan(not_before=spaced, state="stretched", projected_bytes=projected,
                 reason=f"{base.name} interval {base.interval:.0f} s -> {interval:.0f} s: {used}, "
-                       f"{each}, {need}: {fit} more sweeps fit")
+                       f"{each}, {need}: room for {fit} more sweep{'s' * (fit != 1)} today")
 
 
 class DailyUse:

@@ -54,7 +54,8 @@ def test_over_budget_spaces_the_default_group_only() -> None:
     assert plan.not_before == pytest.approx(MIDNIGHT + DAY / 7)
     assert plan.projected_bytes <= 5 * GB
     assert "default interval 3600 s -> 12343 s" in plan.reason, plan.reason
-    assert "watch groups need 1.4 GB" in plan.reason and "6 more sweeps fit" in plan.reason
+    assert "watch groups need 1.4 GB" in plan.reason
+    assert "room for 6 more sweeps today" in plan.reason
 
 
 def test_spent_budget_waits_for_utc_midnight() -> None:
@@ -70,6 +71,7 @@ def test_end_of_day_last_sweep_only_if_it_fits() -> None:
     late = MIDNIGHT + 21 * HOUR
     plan = _plan(used=5 * GB - _reserve(late) - 500e6, now=late, last=late)
     assert plan.state == "stretched" and plan.not_before == pytest.approx(late + 1.5 * HOUR)
+    assert "room for 1 more sweep today" in plan.reason
     due = plan.not_before  # a watch sweep came out larger than planned: 1 MB less room
     plan = _plan(used=5 * GB - _reserve(due) - 499e6, now=due, last=late)
     assert plan.state == "spent" and plan.not_before == pytest.approx(MIDNIGHT + DAY)
