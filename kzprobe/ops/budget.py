@@ -7,11 +7,12 @@ projected use until 00:00 UTC (plus one sweep each, in flight) is reserved first
 
 A default sweep starts only if its cost fits in what that reserve leaves of today's budget.
 Its cost is the largest of its last few sweeps; before one is measured, its cap: targets x
-(body cap + :data:`TARGET_OVERHEAD`), so the first sweep cannot overshoot either (nor can it
-be sized before the watch groups' first sweeps are). The ``k`` sweeps that fit are spread
-evenly from the last one to midnight, the last of them well before it. The plan charges a
-sweep whole to the day it starts in, :class:`DailyUse` counts it in the day it ends in: a
-sweep across midnight errs on the safe side in both days.
+(body cap + :data:`TARGET_OVERHEAD`), so the first sweep cannot overshoot either (nor is it
+sized before the watch groups' first sweeps are); a cap larger than a whole day's share
+is costed at that share. The ``k`` sweeps that fit are spread evenly between the last one
+and the first of tomorrow (00:00 UTC at the earliest). The plan charges a sweep whole to
+the day it starts in, :class:`DailyUse` counts it in the day it ends in: a sweep across
+midnight errs on the safe side in both days.
 
 How the scheduler calls it, whenever it looks at the default group (a few groups: cheap)::
 
@@ -101,6 +102,20 @@ def _reserve(group: GroupUse, left: float) -> float:
     return (group.sweep_bytes or 0.0) * (left / group.interval + 1)
 
 
+def _cost(base: GroupUse, watch: Sequence[GroupUse], daily_bytes: int) -> tuple[float, str]:
+    """A default sweep's cost for the plan, and its words: the largest recent one, or before
+    one is measured, its cap. A cap over the group's share of a whole day could never fit:
+    it is costed at that share instead (the sweep runs while none of it is spent today,
+    not never), and the sweep's measured size plans from then on."""
+    if base.sweep_bytes is not None:
+        return base.sweep_bytes, f"{_size(base.sweep_bytes)} per sweep"
+    day = daily_bytes - sum(_reserve(g, DAY) + (g.sweep_bytes or 0.0) for g in watch)
+    if base.cap_bytes <= day or day <= 0:
+        return base.cap_bytes, f"{_size(base.cap_bytes)} for a first sweep at most (body caps)"
+    return day, (f"a first sweep of up to {_size(base.cap_bytes)} (body caps), costed at "
+                 f"its share of a whole day, {_size(day)}")
+
+
 def next_default_sweep(*, daily_bytes: int | None, used_today: int, now: float,
                        last_start: float | None, groups: Sequence[GroupUse],
                        default: str = DEFAULT_GROUP) -> Plan:
@@ -119,14 +134,11 @@ def next_default_sweep(*, daily_bytes: int | None, used_today: int, now: float,
         return Plan(not_before=now + left, state="sizing", projected_bytes=used_today,
                     reason=f"waiting for the first sweep of {', '.join(unsized)}")
     reserve = sum(_reserve(g, left) for g in watch)
-    measured = base.sweep_bytes is not None
-    cost = base.sweep_bytes if base.sweep_bytes is not None else base.cap_bytes
+    cost, each = _cost(base, watch, daily_bytes)
     room = daily_bytes - used_today - reserve
     fit = max(0, math.floor(room / cost)) if cost > 0 else math.inf
     used = f"{_size(used_today)} used of {_size(daily_bytes)}"
     need = f"watch groups need {_size(reserve)} in the {left / 3600:.1f} h left today (UTC)"
-    each = (f"{_size(cost)} per sweep" if measured else
-            f"{_size(cost)} for a first sweep at most (its targets' body caps)")
     if fit < 1:
         return Plan(not_before=now + left, state="spent", projected_bytes=int(used_today + reserve),
                     reason=f"daily budget reached: {used}, {need}, {each}; the {base.name} "

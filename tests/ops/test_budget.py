@@ -95,6 +95,21 @@ def test_first_sweep_is_costed_at_its_cap() -> None:
     assert plan.state == "within"
 
 
+def test_a_cap_over_a_whole_days_share_is_costed_at_that_share() -> None:
+    """A cap of 4 GB where a whole day leaves the default group 3.56 GB: waiting for room
+    for it would starve the group for ever, so its first sweep runs while all of that share
+    is left (the watch group on plan), and waits for 00:00 UTC once any is spent."""
+    groups = [GroupUse(name="default", interval=HOUR, sweep_bytes=None, cap_bytes=4e9),
+              GroupUse(name="watch", interval=60.0, sweep_bytes=1e6)]
+    plan = next_default_sweep(daily_bytes=5 * GB, used_today=int(60e6), now=MIDNIGHT + HOUR,
+                              last_start=None, groups=groups)
+    assert plan.state == "within" and plan.not_before == MIDNIGHT + HOUR
+    plan = next_default_sweep(daily_bytes=5 * GB, used_today=int(62e6), now=MIDNIGHT + HOUR,
+                              last_start=None, groups=groups)
+    assert plan.state == "spent" and plan.not_before == pytest.approx(MIDNIGHT + DAY)
+    assert "up to 4.0 GB (body caps), costed at its share of a whole day, 3.6 GB" in plan.reason
+
+
 def test_an_unmeasured_watch_group_is_sized_first() -> None:
     """Its share of the day is unknown until its first sweep (seconds): the default group
     waits for it, without calling that a stretch."""
@@ -113,18 +128,24 @@ def test_never_shorter_than_configured() -> None:
 @pytest.mark.parametrize("seed", range(3))
 def test_a_sweep_allowed_now_always_fits(seed: int) -> None:
     """Whenever the plan lets a default sweep start now, today's use, the watch group's
-    reserve and the sweep's cost (its cap before it is measured) fit the budget."""
+    reserve and the sweep's cost (before it is measured: its cap, at most a whole day's
+    share of 3.56 GB) fit the budget."""
     rng = random.Random(seed)
     allowed = 0
     for _ in range(2000):
         now = MIDNIGHT + rng.uniform(0, DAY)
         last = rng.choice([None, now - rng.uniform(0, 6 * HOUR)])
         sweep = rng.choice([None, rng.uniform(1e6, 2 * GB)])
+        cap = rng.choice([CAP, 4e9])
         used = rng.uniform(0, 6 * GB)
-        plan = _plan(used=used, now=now, last=last, default_bytes=sweep)
+        plan = next_default_sweep(
+            daily_bytes=5 * GB, used_today=int(used), now=now, last_start=last,
+            groups=[GroupUse(name="default", interval=HOUR, sweep_bytes=sweep, cap_bytes=cap),
+                    GroupUse(name="watch", interval=60.0, sweep_bytes=1e6)])
         if plan.not_before <= now:
             allowed += 1
-            assert used + _reserve(now) + (CAP if sweep is None else sweep) <= 5 * GB
+            cost = min(cap, 5 * GB - 1e6 * (DAY / 60 + 2)) if sweep is None else sweep
+            assert int(used) + _reserve(now) + cost <= 5 * GB
     assert allowed > 50
 
 
