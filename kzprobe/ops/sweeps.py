@@ -84,8 +84,8 @@ class SweepLoop:
         # projected use would exceed the budget, and one starts only if its cost fits.
         self._used = DailyUse()
         self._sweep_bytes: dict[str, deque[int]] = {}
-        self._plan: Plan | None = None  # the budget's last plan, and the last one logged
-        self._logged: Plan | None = None
+        self._plan: Plan | None = None  # the budget's last plan
+        self._logged_for: tuple[float | None, ...] = ()  # the default sweep it was logged for
 
     async def run(self, *, once: bool) -> None:
         """Sweep until stopped; with ``once``, every group once (at the same time)."""
@@ -243,7 +243,7 @@ class SweepLoop:
         plan = next_default_sweep(
             daily_bytes=daily, used_today=self._used.today(now), now=now, last_start=last_start,
             groups=[self._group_use(g) for g in self.running_groups()])
-        self._log_plan(plan, daily, now, last_start)
+        self._log_plan(plan, daily, now, None if clock is None else clock.started)
         return plan
 
     def _group_use(self, group: SweepGroup) -> GroupUse:
@@ -252,16 +252,14 @@ class SweepLoop:
                         sweep_bytes=recent_sweep_bytes(self._sweep_bytes.get(group.name, ())),
                         cap_bytes=group_cap([t.body_bytes or body for t in group.targets]))
 
-    def _log_plan(self, plan: Plan, daily: int, now: float, last_start: float | None) -> None:
-        """Log a change of state, or a next sweep moved by over a quarter of its interval
-        (a default sweep ended, the sizes changed): not the to and fro of a plan near the
-        edge of one more sweep fitting, as each watch sweep shifts today's use a little."""
+    def _log_plan(self, plan: Plan, daily: int, now: float, cycle: float | None) -> None:
+        """Log a change of state, and once per default sweep (``cycle``: its start) when the
+        next one is: not the to and fro of a plan at the edge of one more sweep fitting, as
+        each watch sweep shifts today's use a little (/healthz details show the latest)."""
         was, self._plan = self._plan, plan
         if plan.stretched:
-            logged, span = self._logged, plan.not_before - (last_start or now)
-            if (was is None or was.state != plan.state or logged is None
-                    or abs(plan.not_before - logged.not_before) > 0.25 * span):
-                self._logged = plan
+            if was is None or was.state != plan.state or self._logged_for != (cycle,):
+                self._logged_for = (cycle,)
                 log.warning("bandwidth_budget_stretch", reason=plan.reason, daily_bytes=daily,
                             next_in_s=round(plan.not_before - now), state=plan.state,
                             next_sweep=_utc(plan.not_before))
