@@ -23,6 +23,7 @@ bytes. Only 127.0.0.1 is contacted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import functools
 import http.server
@@ -30,6 +31,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -128,11 +130,55 @@ def day_usage(out: Path, day: str) -> dict[str, dict[str, int]]:
     return dict(used)
 
 
+def stop(proc: subprocess.Popen[bytes], grace: float = 60.0) -> None:
+    """Stop the daemon and wait for it to finish: ``faketime`` runs it as its child, so
+    signal the whole session (a terminated ``faketime`` alone leaves the daemon running)."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        proc.poll()  # reap faketime, else its zombie keeps the group alive
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+def timeline(out: Path, day: str) -> list[str]:
+    """One line per default sweep begun on ``day``: its first record's start (fake UTC) and
+    its bytes, those of records started after midnight apart (as ``day_usage`` splits them)."""
+    from kzprobe.storage.segments import iter_records, list_segments
+
+    starts: dict[str, str] = {}
+    split: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # sweep -> [that day, after]
+    for record in iter_records(list_segments([out])):
+        notes = record.get("annotations") or {}
+        if notes.get("kzprobe_group", "default") != "default":
+            continue
+        sweep, start = notes.get("kzprobe_sweep", "?"), str(record["measurement_start_time"])
+        starts[sweep] = min(starts.get(sweep, start), start)
+        counted = record["test_keys"].get("x_bytes") or {}
+        split[sweep][0 if start.startswith(day) else 1] += (counted.get("sent", 0)
+                                                             + counted.get("received", 0))
+    lines = []
+    for sweep, start in sorted(starts.items(), key=lambda item: item[1]):
+        if start.startswith(day):
+            today, after = split[sweep]
+            lines.append(f"  {start[11:19]}  {today / 1e6:.3f} MB"
+                         + (f" (+{after / 1e6:.3f} MB after midnight)" if after else ""))
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--speed", type=float, default=300.0, help="fake seconds per second")
     parser.add_argument("--budget-sweeps", type=float, default=10.0,
                         help="default sweeps the budget leaves room for (24 would fit all)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary directory (daemon log, records) and say where")
     args = parser.parse_args()
     if shutil.which("faketime") is None:
         raise SystemExit("needs libfaketime: apt-get install faketime")
@@ -157,12 +203,11 @@ def main() -> None:
             proc = subprocess.Popen(
                 ["faketime", "-f", f"@{FAKE_START} x{args.speed:g}", sys.executable, "-m",
                  "kzprobe", "run", "--config", str(config)],
-                stdout=subprocess.DEVNULL, stderr=log, env=env)
+                stdout=subprocess.DEVNULL, stderr=log, env=env, start_new_session=True)
             try:
                 proc.wait(timeout=real)
             except subprocess.TimeoutExpired:
-                proc.terminate()
-                proc.wait(60)
+                stop(proc)
         wall = time.monotonic() - started
         used = day_usage(tmp / "out", FAKE_START[:10])
         stretches = (tmp / "daemon.log").read_text().count('"bandwidth_budget_stretch"')
@@ -170,6 +215,14 @@ def main() -> None:
         for group, figures in sorted(used.items()):
             print(f"{group}: {figures['sweeps']} sweeps, {figures['records']} records, "
                   f"{figures['bytes'] / 1e6:.2f} MB")
+        print("default sweeps (start, MB):", *timeline(tmp / "out", FAKE_START[:10]), sep="\n")
+        default = used.get("default", {"bytes": 0, "sweeps": 0})
+        if default["sweeps"]:
+            mean = default["bytes"] / default["sweeps"]
+            room = daily - total + default["bytes"]
+            print(f"default group: {default['sweeps']} sweeps of {room / mean:.1f} the budget "
+                  f"had room for beside the watch group's use, at their mean "
+                  f"{mean / 1e6:.3f} MB")
         print(f"used {total / 1e6:.2f} MB of {daily / 1e6:.2f} MB = {total / daily:.3f} of the "
               f"budget (target <= 1.05); {stretches} stretch decisions logged; "
               f"{wall:.0f} s real")
@@ -177,7 +230,10 @@ def main() -> None:
               f"{os.getloadavg()[0]:.1f}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC)")
     finally:
         server.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,9 @@ class Readings:
         # consistent dict): why a group's schedule is stretched, say.
         self.notes: dict[str, str] = {}
         self._group_ends: dict[str, float] = {}  # group -> its last complete sweep (monotonic)
+        # group -> its next sweep at the earliest (monotonic) while the daily budget holds it
+        # back: health judges its wait by that, not by its configured interval (replaced whole)
+        self.held_until: dict[str, float] = {}
         self._last_sweep_wall: float | None = None
         self._last_summary: SweepSummary | None = None
 
@@ -175,7 +178,8 @@ class Readings:
         intervals = {DEFAULT_GROUP: config.schedule.interval,
                      **{g.name: g.interval for g in config.targets.groups}}
         names = {t.group for t in self.running.targets} or {DEFAULT_GROUP}
-        return max(((now - self._group_ends.get(name, self._started), intervals[name])
+        ends, held = {n: self._group_ends.get(n, self._started) for n in names}, self.held_until
+        return max(((now - ends[name], max(intervals[name], held.get(name, 0.0) - ends[name]))
                     for name in names if name in intervals),
                    key=lambda pair: pair[0] / pair[1],
                    default=(now - (self._last_sweep_end or self._started),

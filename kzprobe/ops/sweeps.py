@@ -15,6 +15,8 @@ and on a timer of its own, off the loop.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import math
 import random
 import time
 from collections import deque
@@ -25,8 +27,15 @@ import structlog
 
 from kzprobe.config import DEFAULT_GROUP
 from kzprobe.engine import Engine, SweepSummary
-from kzprobe.ops.budget import RECENT_SWEEPS, DailyUse, GroupUse, default_interval
-from kzprobe.ops.budget import recent_sweep_bytes as planning_bytes
+from kzprobe.ops.budget import (
+    RECENT_SWEEPS,
+    DailyUse,
+    GroupUse,
+    Plan,
+    group_cap,
+    next_default_sweep,
+    recent_sweep_bytes,
+)
 from kzprobe.ops.groups import SweepGroup, sweep_groups
 from kzprobe.ops.readings import Readings, Running
 from kzprobe.ops.reload import Reloader
@@ -37,6 +46,10 @@ log = structlog.get_logger("kzprobe.ops.sweeps")
 RETENTION_EVERY = 60.0  # seconds between retention passes (also after every sweep)
 AfterSweep = Callable[[SweepSummary, bool], Awaitable[None]]  # (summary, complete)
 BeforeSweep = Callable[[], Awaitable[None]]
+
+
+def _utc(unix: float) -> str:
+    return dt.datetime.fromtimestamp(unix, dt.UTC).isoformat(timespec="seconds")
 
 
 @dataclass(slots=True)
@@ -67,11 +80,12 @@ class SweepLoop:
         self._clocks: dict[str, _Clock] = {}
         self._active: dict[str, asyncio.Task[None]] = {}
         # [limits] daily_bytes: bytes used today and each group's last sweeps' bytes; the
-        # default group's interval is stretched (never a watchlist's) when the day's
-        # projected use would exceed the budget.
+        # default group's sweeps are spaced out (never a watchlist's) when the day's
+        # projected use would exceed the budget, and one starts only if its cost fits.
         self._used = DailyUse()
         self._sweep_bytes: dict[str, deque[int]] = {}
-        self._stretched: float | None = None  # the default group's interval, when stretched
+        self._plan: Plan | None = None  # the budget's last plan
+        self._logged_for: tuple[float | None, ...] = ()  # the default sweep it was logged for
 
     async def run(self, *, once: bool) -> None:
         """Sweep until stopped; with ``once``, every group once (at the same time)."""
@@ -126,15 +140,18 @@ class SweepLoop:
     def _is_due(self, group: SweepGroup) -> bool:
         if group.name in self._active:
             return False
-        clock = self._clocks.get(group.name)
-        return (clock is None
-                or clock.due(self._interval(group)) <= asyncio.get_running_loop().time())
+        return self._due(group) <= asyncio.get_running_loop().time()
 
-    def _interval(self, group: SweepGroup) -> float:
-        """The group's interval now: the default group's may be stretched by the budget."""
-        if group.name == DEFAULT_GROUP and self._stretched is not None:
-            return max(group.interval, self._stretched)
-        return group.interval
+    def _due(self, group: SweepGroup) -> float:
+        """When the group's next sweep is due (loop time): after its interval with jitter
+        and, for the default group, not before the daily budget allows it."""
+        clock = self._clocks.get(group.name)
+        due = -math.inf if clock is None else clock.due(group.interval)
+        if group.name == DEFAULT_GROUP:
+            plan = self._budget()
+            if plan is not None:
+                due = max(due, asyncio.get_running_loop().time() + plan.not_before - time.time())
+        return due
 
     def _start(self, group: SweepGroup, *, once: bool) -> None:
         engine = self.running.engine
@@ -156,9 +173,10 @@ class SweepLoop:
         if self.wake.is_set():
             return
         now = asyncio.get_running_loop().time()
-        dues = [self._clocks[g.name].due(self._interval(g)) for g in groups
-                if g.name not in self._active and g.name in self._clocks]
-        timeout = max(0.0, min(dues) - now) if dues else None
+        # a group never swept is due now unless the budget holds it (then it has a time)
+        dues = [self._due(g) for g in groups if g.name not in self._active]
+        due = min((d for d in dues if d > -math.inf), default=math.inf)
+        timeout = max(0.0, due - now) if due < math.inf else None
         if timeout == 0.0:
             return
         try:
@@ -207,27 +225,50 @@ class SweepLoop:
         self.readings.refresh_status()
 
     def _account(self, summary: SweepSummary) -> None:
-        """Count the sweep's bytes; re-plan the default group's interval under the budget."""
-        now, used = time.time(), summary.bytes_sent + summary.bytes_received
-        self._used.add(used, now=now)
+        """Count the sweep's bytes (in today's use and its group's recent sweeps)."""
+        used = summary.bytes_sent + summary.bytes_received
+        self._used.add(used, now=time.time())
         self._sweep_bytes.setdefault(summary.group, deque(maxlen=RECENT_SWEEPS)).append(used)
+        # the loop re-plans when it looks at the default group again (this sweep's end wakes it)
+
+    def _budget(self) -> Plan | None:
+        """The daily budget's plan for the default group now (None: no budget), made while
+        that group is not sweeping; a change in it is logged and shown in /healthz details."""
         daily = self.running.config.limits.daily_bytes
         if daily is None:
-            return
-        plan = default_interval(
-            daily_bytes=daily, used_today=self._used.today(now), now=now,
-            groups=[GroupUse(name=g.name, interval=g.interval,
-                             sweep_bytes=planning_bytes(self._sweep_bytes.get(g.name, ())))
-                    for g in self.running_groups()])
-        was, self._stretched = self._stretched, plan.interval if plan.stretched else None
+            return None
+        now, loop_now = time.time(), asyncio.get_running_loop().time()
+        clock = self._clocks.get(DEFAULT_GROUP)
+        last_start = None if clock is None else now - (loop_now - clock.started)
+        plan = next_default_sweep(
+            daily_bytes=daily, used_today=self._used.today(now), now=now, last_start=last_start,
+            groups=[self._group_use(g) for g in self.running_groups()])
+        self._log_plan(plan, daily, now, None if clock is None else clock.started)
+        return plan
+
+    def _group_use(self, group: SweepGroup) -> GroupUse:
+        body = self.running.config.limits.body_bytes
+        return GroupUse(name=group.name, interval=group.interval,
+                        sweep_bytes=recent_sweep_bytes(self._sweep_bytes.get(group.name, ())),
+                        cap_bytes=group_cap([t.body_bytes or body for t in group.targets]))
+
+    def _log_plan(self, plan: Plan, daily: int, now: float, cycle: float | None) -> None:
+        """Log a change of state, and once per default sweep (``cycle``: its start) when the
+        next one is: not the to and fro of a plan at the edge of one more sweep fitting, as
+        each watch sweep shifts today's use a little (/healthz details show the latest)."""
+        was, self._plan = self._plan, plan
         if plan.stretched:
-            if was is None or abs(plan.interval - was) > 0.05 * was:
-                log.warning("bandwidth_budget_stretch", reason=plan.reason,
-                            interval_s=round(plan.interval), daily_bytes=daily)
+            if was is None or was.state != plan.state or self._logged_for != (cycle,):
+                self._logged_for = (cycle,)
+                log.warning("bandwidth_budget_stretch", reason=plan.reason, daily_bytes=daily,
+                            next_in_s=round(plan.not_before - now), state=plan.state,
+                            next_sweep=_utc(plan.not_before))
             self.readings.note("bandwidth_budget", plan.reason)
-        elif was is not None:
+            self.readings.held_until = {DEFAULT_GROUP: time.monotonic() + plan.not_before - now}
+        elif was is not None and was.stretched:
             log.info("bandwidth_budget_ok", reason=plan.reason)
             self.readings.note("bandwidth_budget", None)
+            self.readings.held_until = {}
 
     async def _sweep(self, engine: Engine, group: SweepGroup) -> SweepSummary:
         task = asyncio.create_task(engine.sweep(group.targets, group=group.name,
