@@ -206,8 +206,11 @@ async def test_a_stop_while_the_anchors_are_checked_is_prompt(
 async def test_a_restart_during_an_outage_announces_it_once(
         tmp_path: Path, site: Site, start_daemon: StartDaemon) -> None:
     """The daemon stops and starts again while the international anchors are still out: it
-    resumes the outage from the event log (no second ``outage`` event), and its end is one
-    ``recovered`` event, from the outage state."""
+    resumes the outage from the event log (no second ``outage`` event, nor POST), and its
+    end is one ``recovered`` event, from the outage state. (A live webhook: a dead one
+    holds each stop for its retries.)"""
+    receiver = Receiver()
+    await receiver.start()
     helper_port = _free_port()
     await _helper(tmp_path, start_daemon, helper_port)
     relay, domestic, international = Relay(helper_port), Switch(), Switch()
@@ -216,7 +219,7 @@ async def test_a_restart_during_an_outage_announces_it_once(
     dom_url, intl_url = (f"http://127.0.0.1:{s.port}/" for s in (domestic, international))
     out = tmp_path / "out"
     config = _config(tmp_path, site, relay=relay.port, domestic=dom_url,
-                     international=intl_url, hook="http://127.0.0.1:9/hook",
+                     international=intl_url, hook=receiver.url("/hook"),
                      watch=[site.url("/watch")])
     try:
         daemon = await start_daemon(config)
@@ -238,7 +241,11 @@ async def test_a_restart_during_an_outage_announces_it_once(
     finally:
         for server in (relay, domestic, international):
             await server.off()
+        assert receiver.runner is not None
+        await receiver.runner.cleanup()
     events = [e for e in _events(out) if e.get("scope") == "network"]
     assert [(e["kind"], e["from"]["state"], e["to"]["state"]) for e in events] == [
         ("outage", "online", "international_outage"),
         ("recovered", "international_outage", "online")], events
+    posted = [p["event_id"] for p in receiver.posts.get("/hook", []) if p.get("scope") == "network"]
+    assert posted == [e["event_id"] for e in events], receiver.posts
