@@ -32,8 +32,7 @@ from . import faults, topology
 from .faults import Delay, Rule, divert
 from .lab import Lab
 from .labdaemon import Event, LabDaemon, extra_sections, running
-from .netns import iptables
-from .test_lab_outage import CONTROL_TIMEOUT, FORWARD_ALL, InputDrop, SilentResolver
+from .test_lab_outage import CONTROL_TIMEOUT, FORWARD_ALL, InputDrop, SilentResolver, applied
 
 pytestmark = pytest.mark.lab
 OUTAGES = ("full_outage", "international_outage", "dns_outage")
@@ -111,23 +110,6 @@ def helper_cut() -> list[Rule]:
 
 
 @contextlib.contextmanager
-def applied(lab: Lab, *fault_list: Any) -> Iterator[None]:
-    """Install faults (each verifies itself), yield, remove exactly those (the standing
-    censorship stays)."""
-    done: list[Any] = []
-    try:
-        for fault in fault_list:
-            fault.install(lab)
-            done.append(fault)
-        yield
-    finally:
-        for fault in reversed(done):
-            fault.remove(lab)
-        rules = iptables(lab.names.router, "-S", "INPUT").stdout
-        assert "kzl-fault" not in rules, rules
-
-
-@contextlib.contextmanager
 def standing_censorship(lab: Lab, *names: str) -> Iterator[None]:
     """Scenarios that stay on for the whole run (the really blocked sites)."""
     catalog = faults.catalog(lab)
@@ -161,7 +143,7 @@ def switch(d: LabDaemon, lab: Lab, state: str, fault_list: list[Any]) -> Window:
     has ended (wholly measured in that state; in an outage, at the outage rate), off until
     it says ``online`` and, after an outage, every group was swept again."""
     seq = d.last_seq()
-    with applied(lab, *fault_list):
+    with applied(lab, *fault_list, standing=True):  # the standing censorship stays
         down = d.network_change(state, seq)
         since = changed_at(d, state)
         paced = d.wait(lambda: [s["sweep"] for s in d.sweeps("watch") if started(s) >= since],
@@ -196,7 +178,7 @@ def changed_at(d: LabDaemon, state: str) -> float:
 def blip(d: LabDaemon, lab: Lab, domestic: list[str]) -> None:
     """An international cut seen by one anchor round only, then gone."""
     seen = len(d.rounds())
-    with applied(lab, *international_cut(domestic)):
+    with applied(lab, *international_cut(domestic), standing=True):
         d.wait(lambda: any(r.get("raw") == "international_outage"
                            for r in d.rounds()[seen:]), "a round that saw the cut", 30)
     time.sleep(NETWORK["interval"] * 4)
