@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
+from aiohttp import web
 
 from kzprobe.config import Config, LoadedConfig, parse_config
+from kzprobe.engine import Engine, build_engine
+from kzprobe.helper import HelperServer
+from kzprobe.targets import parse_target
+from tests.http3.h3server import H3Server
 from tests.servers import DnsServer, RawServer, WebSite
 
 IN_CI = os.environ.get("CI") == "true"
+
+Measure = Callable[..., Awaitable[dict[str, Any]]]
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +50,15 @@ async def website(ca: trustme.CA) -> AsyncIterator[WebSite]:
     await site.start()
     yield site
     await site.close()
+
+
+@pytest.fixture
+async def h3(ca: trustme.CA, tmp_path: Path) -> AsyncIterator[H3Server]:
+    """An HTTP/3 (aioquic) server for site.test on 127.0.0.1."""
+    server = H3Server(ca=ca, tmp=tmp_path, names=("site.test",))
+    await server.start()
+    yield server
+    server.close()
 
 
 @pytest.fixture
@@ -85,3 +103,35 @@ def config_factory(ca_file: Path) -> Iterator[Callable[..., Config]]:
         return make_config(**kwargs)  # type: ignore[arg-type]
 
     yield factory
+
+
+@contextlib.asynccontextmanager
+async def measurer(configure: Callable[..., Config]) -> AsyncIterator[Measure]:
+    """``run(uri, **kwargs)`` measures one target with the real engine (``Engine.measure``:
+    verdict included), built from ``configure(**kwargs)``; every engine is closed at the end."""
+    engines: list[Engine] = []
+
+    async def run(uri: str, **kwargs: Any) -> dict[str, Any]:
+        engine = build_engine(configure(**kwargs))
+        engines.append(engine)
+        return await engine.measure(parse_target(uri))
+
+    try:
+        yield run
+    finally:
+        for engine in engines:
+            await engine.aclose()
+
+
+@contextlib.asynccontextmanager
+async def serving_helper(config: Config) -> AsyncIterator[str]:
+    """A kzprobe control helper on 127.0.0.1 (an ephemeral port); yields its URL."""
+    runner = web.AppRunner(HelperServer(config).app(), handle_signals=False, shutdown_timeout=1)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        await runner.cleanup()

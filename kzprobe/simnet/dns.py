@@ -28,7 +28,7 @@ import contextlib
 import ipaddress
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -288,19 +288,27 @@ class DnsServer(OneAddress, Service):
 
     async def _handle_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._tracker.add_current()
-        try:
-            while True:
-                async with asyncio.timeout(self.idle_timeout):
-                    size = struct.unpack("!H", await reader.readexactly(2))[0]
-                    data = await reader.readexactly(size)
-                reply = await self.respond(data, "tcp")
-                if reply is not None and len(reply) <= _MAX_TCP_MESSAGE:
-                    writer.write(struct.pack("!H", len(reply)) + reply)
-                    await asyncio.wait_for(writer.drain(), self.idle_timeout)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass  # top frame of the handler task: see SniFilter._handle
-        finally:
-            writer.close()
+        await serve_stream(reader, writer, self.respond, self.idle_timeout)
+
+
+async def serve_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       respond: Callable[[bytes, Transport], Awaitable[bytes | None]],
+                       idle_timeout: float) -> None:
+    """Answer length-prefixed queries (RFC 1035 4.2.2; DoT too) until the peer goes quiet
+    for ``idle_timeout``; then close. The top frame of a handler task: it never raises."""
+    try:
+        while True:
+            async with asyncio.timeout(idle_timeout):
+                size = struct.unpack("!H", await reader.readexactly(2))[0]
+                data = await reader.readexactly(size)
+            reply = await respond(data, "tcp")
+            if reply is not None and len(reply) <= _MAX_TCP_MESSAGE:
+                writer.write(struct.pack("!H", len(reply)) + reply)
+                await asyncio.wait_for(writer.drain(), idle_timeout)
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.CancelledError):
+        pass  # top frame of the handler task: see SniFilter._handle
+    finally:
+        writer.close()
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):

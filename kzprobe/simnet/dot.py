@@ -10,60 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import struct
+from typing import Any
 
-from kzprobe.simnet.common import (
-    HostPort,
-    OneAddress,
-    Service,
-    TaskTracker,
-    bind_tcp,
-    close_server,
-    format_hostport,
-    sock_address,
-)
-from kzprobe.simnet.dns import DnsServer
+from kzprobe.simnet.common import HostPort
+from kzprobe.simnet.dns import DnsServer, serve_stream
+from kzprobe.simnet.stream import StreamService
 
 
-class DotServer(OneAddress, Service):
+class DotServer(StreamService):
     """DoT on ``listen`` with ``context``'s certificate, answering from ``dns``."""
+
+    address_role = "dot"
 
     def __init__(self, listen: HostPort, dns: DnsServer, context: ssl.SSLContext, *,
                  idle_timeout: float = 10.0, max_connections: int = 64) -> None:
-        self.listen, self.dns, self.context = listen, dns, context
+        super().__init__(listen, max_connections)
+        self.dns, self.context = dns, context
         self.idle_timeout = idle_timeout
-        self._tracker = TaskTracker(max_connections)
-        self._server: asyncio.AbstractServer | None = None
 
-    async def start(self) -> None:
-        sock = bind_tcp(*self.listen)
-        self._address = sock_address(sock)
-        self._server = await asyncio.start_server(self._handle, sock=sock, ssl=self.context,
-                                                  ssl_handshake_timeout=self.idle_timeout)
-
-    async def stop(self) -> None:
-        await close_server(self._server, self._tracker)
-        self._server = None
-
-    def addresses(self) -> dict[str, str]:
-        return {"dot": format_hostport(self.address)}
+    def _server_options(self) -> dict[str, Any]:
+        return {"ssl": self.context, "ssl_handshake_timeout": self.idle_timeout}
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._tracker.full:
             writer.close()
             return
         self._tracker.add_current()
-        try:
-            while True:
-                async with asyncio.timeout(self.idle_timeout):
-                    size = struct.unpack("!H", await reader.readexactly(2))[0]
-                    data = await reader.readexactly(size)
-                reply = await self.dns.respond(data, "tcp")
-                if reply is None:
-                    continue
-                writer.write(struct.pack("!H", len(reply)) + reply)
-                await asyncio.wait_for(writer.drain(), self.idle_timeout)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass  # top frame of the handler task: see SniFilter._handle
-        finally:
-            writer.close()
+        await serve_stream(reader, writer, self.dns.respond, self.idle_timeout)

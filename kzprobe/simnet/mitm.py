@@ -15,21 +15,13 @@ import collections
 import ssl
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 from kzprobe.simnet import relay
-from kzprobe.simnet.common import (
-    HostPort,
-    OneAddress,
-    Service,
-    TaskTracker,
-    bind_tcp,
-    close_server,
-    format_hostport,
-    original_destination,
-    sock_address,
-)
+from kzprobe.simnet.common import HostPort, original_destination
 from kzprobe.simnet.pki import ALPN, QaznetChain, context_from_pem
 from kzprobe.simnet.sni_filter import Upstream
+from kzprobe.simnet.stream import StreamService
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +32,17 @@ class Intercepted:
     upstream_ok: bool
 
 
-class MitmBox(OneAddress, Service):
+class MitmBox(StreamService):
     """TLS terminator + re-encrypting relay; ``upstream="original"`` uses SO_ORIGINAL_DST."""
+
+    address_role = "tls"
 
     def __init__(self, listen: HostPort, upstream: Upstream, chain: QaznetChain, *,
                  upstream_ca: bytes, default_name: str = "localhost",
                  handshake_timeout: float = 5.0, connect_timeout: float = 5.0,
                  idle_timeout: float = 30.0, max_connections: int = 512) -> None:
-        self.listen, self.upstream, self.chain = listen, upstream, chain
+        super().__init__(listen, max_connections)
+        self.upstream, self.chain = upstream, chain
         self.default_name = default_name
         self.handshake_timeout, self.connect_timeout = handshake_timeout, connect_timeout
         self.idle_timeout = idle_timeout
@@ -55,23 +50,9 @@ class MitmBox(OneAddress, Service):
         self._upstream_ctx = ssl.create_default_context(cadata=upstream_ca.decode("ascii"))
         self._upstream_ctx.set_alpn_protocols(ALPN)
         self._names: weakref.WeakKeyDictionary[ssl.SSLObject, str] = weakref.WeakKeyDictionary()
-        self._tracker = TaskTracker(max_connections)
-        self._server: asyncio.AbstractServer | None = None
-        self._address: HostPort | None = None
 
-    async def start(self) -> None:
-        sock = bind_tcp(*self.listen)
-        self._address = sock_address(sock)
-        self._server = await asyncio.start_server(
-            self._handle, sock=sock, ssl=self._server_context(),
-            ssl_handshake_timeout=self.handshake_timeout)
-
-    async def stop(self) -> None:
-        await close_server(self._server, self._tracker)
-        self._server = None
-
-    def addresses(self) -> dict[str, str]:
-        return {"tls": format_hostport(self.address)}
+    def _server_options(self) -> dict[str, Any]:
+        return {"ssl": self._server_context(), "ssl_handshake_timeout": self.handshake_timeout}
 
     def _server_context(self) -> ssl.SSLContext:
         """Its own context object (it gets the callback), serving the default leaf without SNI."""

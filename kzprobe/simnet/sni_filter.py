@@ -23,24 +23,18 @@ import asyncio
 import collections
 import contextlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from kzprobe.simnet import relay
 from kzprobe.simnet.common import (
     HostPort,
     NameRules,
-    OneAddress,
-    Service,
-    TaskTracker,
-    bind_tcp,
-    close_server,
-    format_hostport,
     original_destination,
     parse_hostport,
     parse_rule_map,
-    sock_address,
 )
 from kzprobe.simnet.sni import Sniff, sniff
+from kzprobe.simnet.stream import StreamService
 
 ActionKind = Literal["pass", "reset", "blackhole", "fin", "delay", "rate", "divert", "blockpage"]
 Upstream = HostPort | Literal["original"] | None
@@ -90,7 +84,7 @@ class Seen:
     action: str
 
 
-class SniFilter(OneAddress, Service):
+class SniFilter(StreamService):
     """The TCP relay; see the module docstring. ``upstream="original"`` uses SO_ORIGINAL_DST."""
 
     def __init__(self, listen: HostPort, upstream: Upstream, *,
@@ -99,7 +93,7 @@ class SniFilter(OneAddress, Service):
                  connect_timeout: float = 5.0, blackhole_seconds: float = 120.0,
                  max_connections: int = 512, blockpage: bytes | None = None,
                  exempt: frozenset[str] = frozenset()) -> None:
-        self.listen = listen
+        super().__init__(listen, max_connections)
         # Client addresses the censor does not touch: the "outside" vantage (a control
         # helper), whose traffic to the same site must see the real thing.
         self.exempt = exempt
@@ -111,24 +105,11 @@ class SniFilter(OneAddress, Service):
         self.blockpage = blockpage
         self.default_spec = "pass"  # default action when a rules file names none
         self.seen: collections.deque[Seen] = collections.deque(maxlen=1024)
-        self._tracker = TaskTracker(max_connections)
-        self._server: asyncio.AbstractServer | None = None
-        self._address: HostPort | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def start(self) -> None:
-        sock = bind_tcp(*self.listen)
-        self._address = sock_address(sock)
-        self._server = await asyncio.start_server(self._handle, sock=sock,
-                                                  limit=self.peek_bytes)
-
-    async def stop(self) -> None:
-        await close_server(self._server, self._tracker)
-        self._server = None
-
-    def addresses(self) -> dict[str, str]:
-        return {"tcp": format_hostport(self.address)}
+    def _server_options(self) -> dict[str, Any]:
+        return {"limit": self.peek_bytes}
 
     def set_rules(self, rules: NameRules[Action]) -> None:
         self.rules = rules

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from kzprobe.config import Config
-from kzprobe.engine import Engine, build_engine
-from kzprobe.helper import HelperServer
-from kzprobe.targets import parse_target
-from tests.conftest import make_config
+from tests.conftest import Measure, make_config, measurer, serving_helper
 from tests.endpoints import daemons
 from tests.endpoints.censor import OUTSIDE
 from tests.servers import DnsServer, RawServer
-
-Measure = Callable[..., Awaitable[dict[str, Any]]]
 
 
 def endpoint_config(ca_file: Path | None = None, helper_url: str | None = None,
@@ -36,37 +30,31 @@ def endpoint_config(ca_file: Path | None = None, helper_url: str | None = None,
     return make_config(ca_file=ca_file, dns=dns, **base)
 
 
+def helper_config(ca_file: Path, dns: DnsServer | None = None, **timeouts: float) -> Config:
+    """A control helper's config: dialling from 127.0.0.2 (the censors' exempt "outside"),
+    any loopback port allowed (local daemons listen on ephemeral ports)."""
+    return make_config(ca_file=ca_file, dns=dns,
+                       helper={"allow_nets": ["127.0.0.0/8"], "bind_address": OUTSIDE,
+                               "allowed_ports": ["1-65535"]},
+                       timeouts={"connect": 2.0, "tls": 2.0, **timeouts},
+                       analysis={"not_bogon": ["127.0.0.0/8"], "retries": 0})
+
+
 @pytest.fixture
 async def measure(ca_file: Path) -> AsyncIterator[Measure]:
     """Measure one target URI with the real engine (``Engine.measure``: verdict included)."""
-    engines: list[Engine] = []
+    def configure(*, helper_url: str | None = None, **sections: Any) -> Config:
+        return endpoint_config(ca_file, helper_url, **sections)
 
-    async def run(uri: str, *, helper_url: str | None = None, **sections: Any) -> dict[str, Any]:
-        engine = build_engine(endpoint_config(ca_file, helper_url, **sections))
-        engines.append(engine)
-        return await engine.measure(parse_target(uri))
-
-    yield run
-    for engine in engines:
-        await engine.aclose()
+    async with measurer(configure) as run:
+        yield run
 
 
 @pytest.fixture
 async def helper_url(ca_file: Path) -> AsyncIterator[str]:
     """A kzprobe helper dialling from 127.0.0.2 (the censors' exempt "outside")."""
-    # local daemons listen on ephemeral ports: the port allow-list is opened explicitly
-    config = make_config(ca_file=ca_file, helper={"allow_nets": ["127.0.0.0/8"],
-                                                  "bind_address": OUTSIDE,
-                                                  "allowed_ports": ["1-65535"]},
-                         timeouts={"connect": 2.0, "tls": 2.0},
-                         analysis={"not_bogon": ["127.0.0.0/8"], "retries": 0})
-    runner = web.AppRunner(HelperServer(config).app(), handle_signals=False, shutdown_timeout=1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/"
-    await runner.cleanup()
+    async with serving_helper(helper_config(ca_file)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -3,24 +3,11 @@ without a censor dropping the probe's datagrams."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-import trustme
 from oonidata.dataclient import load_measurement
 
 from tests.endpoints.censor import udp_relay
 from tests.endpoints.conftest import Measure
 from tests.http3.h3server import H3Server, closed_udp_port
-
-
-@pytest.fixture
-async def h3(ca: trustme.CA, tmp_path: Path) -> AsyncIterator[H3Server]:
-    server = H3Server(ca=ca, tmp=tmp_path, names=("site.test",))
-    await server.start()
-    yield server
-    server.close()
 
 
 async def test_handshake_completes(measure: Measure, h3: H3Server) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .lab import Lab
+from .labdaemon import whole_lines
 from .netns import LabError
 from .services import Service, spawn
 
@@ -72,7 +73,7 @@ class Watch:
     def posts(self) -> list[Post]:
         if not self.posts_path.exists():
             return []
-        return [json.loads(line) for line in self.posts_path.read_text().splitlines() if line]
+        return [json.loads(line) for line in whole_lines(self.posts_path) if line]
 
     def wait_post(self, match: Callable[[Post], bool], timeout: float, after: int = 0
                   ) -> Post:
@@ -90,7 +91,7 @@ class Watch:
         """Every event in ``events-*.ndjson``, in file order."""
         lines: list[str] = []
         for path in sorted(self.out_dir.glob("events-*.ndjson")):
-            lines += path.read_text().splitlines()
+            lines += whole_lines(path)
         return [json.loads(line) for line in lines if line]
 
     def _until(self, ok: Callable[[], bool], timeout: float, what: str) -> None:

@@ -42,6 +42,11 @@ def extra_sections(*, network: Mapping[str, Any], anchors: list[dict[str, str]],
     return text
 
 
+def whole_lines(path: Path) -> list[str]:
+    """The lines of a file another process appends to, less a last one it is still writing."""
+    return path.read_text().split("\n")[:-1]
+
+
 @dataclass
 class LabDaemon:
     """A running daemon and its receiver; every reader parses the files afresh."""
@@ -64,8 +69,7 @@ class LabDaemon:
         """The event log, in seq order."""
         found = []
         for path in sorted(self.out.glob("events-*.ndjson")):
-            found += [json.loads(line) for line in path.read_text().splitlines()
-                      if line.strip()]
+            found += [json.loads(line) for line in whole_lines(path) if line.strip()]
         return sorted(found, key=lambda e: e["seq"])
 
     def network_events(self) -> list[Event]:
@@ -78,8 +82,7 @@ class LabDaemon:
         """The bodies POSTed to the webhook, in the order received."""
         if not self.hooks.exists():
             return []
-        return [json.loads(line)["body"] for line in self.hooks.read_text().splitlines()
-                if line]
+        return [json.loads(line)["body"] for line in whole_lines(self.hooks) if line]
 
     def wait(self, what: Callable[[], Any], describe: str, timeout: float = 60.0) -> Any:
         """Poll ``what`` until it is truthy; fail with the daemon's state if it never is."""

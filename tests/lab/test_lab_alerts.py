@@ -2,7 +2,7 @@
 the router starts, stops and restarts resetting its SNI (issue 16).
 
 The daemon runs in the client namespace with the lab's control helper, a ``watch`` group
-swept every 2 s and ``[alerts] confirm = 2``; its JSON webhook is a receiver on the client
+swept every 1.5 s and ``[alerts] confirm = 2``; its JSON webhook is a receiver on the client
 namespace's loopback. Each rule change happens right after a watch sweep finished, so no
 measurement straddles it and the first record in the new state starts after it: that is
 what makes ``at`` checkable against the moment the rule went in or out.
@@ -22,7 +22,9 @@ from .daemon import Post, Watch, stop_daemon, utc_seconds, watching
 from .lab import Lab
 
 pytestmark = pytest.mark.lab
-INTERVAL = 2.0
+# A sweep here takes under 0.1 s: 1.5 s leaves room to change a rule between two sweeps,
+# and puts two consecutive records in different seconds (``at`` is checked to the second).
+INTERVAL = 1.5
 SETTLE = 60.0  # generous bound for one confirmed change (about 2 intervals on a quiet box)
 MECHANISM = ["tls.reset"]  # the tls_rst scenario: RST on the ClientHello's SNI
 

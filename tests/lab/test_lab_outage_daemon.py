@@ -32,8 +32,7 @@ from . import faults, topology
 from .faults import Delay, Rule, divert
 from .lab import Lab
 from .labdaemon import Event, LabDaemon, extra_sections, running
-from .netns import iptables
-from .test_lab_outage import FORWARD_ALL, InputDrop, SilentResolver
+from .test_lab_outage import CONTROL_TIMEOUT, FORWARD_ALL, InputDrop, SilentResolver, applied
 
 pytestmark = pytest.mark.lab
 OUTAGES = ("full_outage", "international_outage", "dns_outage")
@@ -83,7 +82,7 @@ def anchors(lab: Lab) -> list[dict[str, str]]:
 def write_config(lab: Lab, tmp_path: Path, targets: Sites, anchor_list: list[dict[str, str]],
                  **timeouts: float) -> Path:
     config = lab.write_config(
-        tmp_path, timeouts={"control": 3.0, **timeouts},
+        tmp_path, timeouts={"control": CONTROL_TIMEOUT, **timeouts},
         analysis={"retries": 0, "worker_process": False},
         limits={"rate": RATE, "burst": 1, "concurrency": 16},
         schedule={"interval": 300.0, "jitter": 0.0},
@@ -108,23 +107,6 @@ def international_cut(domestic: list[str]) -> list[Rule]:
 def helper_cut() -> list[Rule]:
     return [Rule(("-d", topology.HELPER_IP, "-j", "DROP")),
             Rule(("-s", topology.HELPER_IP, "-j", "DROP"))]
-
-
-@contextlib.contextmanager
-def applied(lab: Lab, *fault_list: Any) -> Iterator[None]:
-    """Install faults (each verifies itself), yield, remove exactly those (the standing
-    censorship stays)."""
-    done: list[Any] = []
-    try:
-        for fault in fault_list:
-            fault.install(lab)
-            done.append(fault)
-        yield
-    finally:
-        for fault in reversed(done):
-            fault.remove(lab)
-        rules = iptables(lab.names.router, "-S", "INPUT").stdout
-        assert "kzl-fault" not in rules, rules
 
 
 @contextlib.contextmanager
@@ -153,39 +135,50 @@ class Window:
     state: str
     down: Event
     up: Event
+    paced: tuple[str, ...] = ()  # ids of the watch sweeps begun after the change was logged
 
 
 def switch(d: LabDaemon, lab: Lab, state: str, fault_list: list[Any]) -> Window:
-    """Faults on until the daemon says ``state`` (and, in an outage, two more watch sweeps
-    have ended), off until it says ``online`` and the default group was swept again."""
+    """Faults on until the daemon says ``state`` and a watch sweep begun after it said so
+    has ended (wholly measured in that state; in an outage, at the outage rate), off until
+    it says ``online`` and, after an outage, every group was swept again."""
     seq = d.last_seq()
-    with applied(lab, *fault_list):
+    with applied(lab, *fault_list, standing=True):  # the standing censorship stays
         down = d.network_change(state, seq)
-        if state in OUTAGES:
-            n = len(d.sweeps("watch"))
-            d.wait(lambda: len(d.sweeps("watch")) >= n + 2, "two watch sweeps in the outage",
-                   timeout=90)
-        else:
-            time.sleep(4)  # a couple of sweeps measured in this state
+        since = changed_at(d, state)
+        paced = d.wait(lambda: [s["sweep"] for s in d.sweeps("watch") if started(s) >= since],
+                       f"a watch sweep begun in {state}", timeout=90)
     up = d.network_change("online", down["seq"])
     if state in OUTAGES:
         back = unix(up["confirmed_at"]) - 1
         d.wait(lambda: all(any(started(s) >= back for s in d.sweeps(g))
                            for g in ("watch", "default")),
                "a sweep of every group after the recovery", timeout=AFTER_RECOVERY + 30)
-    return Window(state, down, up)
+    return Window(state, down, up, tuple(paced))
+
+
+def logged(line: Event) -> float:
+    """When the daemon logged ``line`` (its ``timestamp``, to the microsecond)."""
+    stamp, _, fraction = str(line["timestamp"]).rstrip("Z").partition(".")
+    return unix(stamp) + float(f"0.{fraction or 0}")
 
 
 def started(sweep: Event) -> float:
     """When a logged ``sweep_finished`` began (its log time less its duration)."""
-    stamp, _, fraction = str(sweep["timestamp"]).rstrip("Z").partition(".")
-    return unix(stamp) + float(f"0.{fraction or 0}") - float(sweep["duration_s"])
+    return logged(sweep) - float(sweep["duration_s"])
+
+
+def changed_at(d: LabDaemon, state: str) -> float:
+    """When the daemon last logged its change into ``state``: an outage's rate is applied
+    right after, before any later sweep starts."""
+    return logged(d.wait(lambda: [e for e in d.log("network_state_changed")
+                                  if e.get("state") == state], f"the log of {state}")[-1])
 
 
 def blip(d: LabDaemon, lab: Lab, domestic: list[str]) -> None:
     """An international cut seen by one anchor round only, then gone."""
     seen = len(d.rounds())
-    with applied(lab, *international_cut(domestic)):
+    with applied(lab, *international_cut(domestic), standing=True):
         d.wait(lambda: any(r.get("raw") == "international_outage"
                            for r in d.rounds()[seen:]), "a round that saw the cut", 30)
     time.sleep(NETWORK["interval"] * 4)
@@ -215,19 +208,6 @@ def group_of(record: Record) -> str:
 
 def targets_in(records: list[Record], state: str) -> list[Record]:
     return [r for r in records if group_of(r) != "anchors" and r["x_network_state"] == state]
-
-
-def outage_sweeps(records: list[Record], window: Window) -> list[list[Record]]:
-    """Watch sweeps measured wholly in the window's outage that started after it was
-    confirmed (the rate was lowered then)."""
-    sweeps: dict[str, list[Record]] = {}
-    for r in records:
-        if group_of(r) == "watch":
-            sweeps.setdefault(r["annotations"]["kzprobe_sweep"], []).append(r)
-    confirmed = unix(window.down["confirmed_at"])
-    return [rs for rs in sweeps.values()
-            if all(r["x_network_state"] == window.state for r in rs)
-            and min(unix(r["measurement_start_time"]) for r in rs) >= confirmed + 1]
 
 
 def span(records: list[Record]) -> float:
@@ -295,12 +275,16 @@ def check_flags(records: list[Record], targets: Sites, window: Window) -> None:
 
 
 def check_rate(records: list[Record], targets: Sites, window: Window) -> None:
-    """A watch sweep wholly in the outage paced at outage_rate: its starts span at least
+    """The watch sweeps begun once the outage was logged (the rate was lowered then): each
+    wholly measured in the outage and paced at outage_rate, its starts spanning at least
     (n - 1) tokens at RATE * OUTAGE_RATE (second-resolution times: one second less)."""
-    sweeps = outage_sweeps(records, window)
-    assert sweeps, f"no watch sweep wholly in {window.state}"
+    assert window.paced, f"no watch sweep begun in {window.state}"
+    watch = [r for r in records if group_of(r) == "watch"]
+    sweeps = [[r for r in watch if r["annotations"]["kzprobe_sweep"] == sweep]
+              for sweep in window.paced]
     least = (len(targets.watch) - 1) / (RATE * OUTAGE_RATE) - 1
     assert all(len(rs) == len(targets.watch) for rs in sweeps)
+    assert all(r["x_network_state"] == window.state for rs in sweeps for r in rs), window
     assert all(span(rs) >= least for rs in sweeps), [span(rs) for rs in sweeps]
 
 

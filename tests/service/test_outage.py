@@ -71,6 +71,27 @@ async def _helper(tmp: Path, start_daemon: StartDaemon, port: int) -> None:
     await helper.wait_event("helper_listening")
 
 
+async def _network(tmp: Path, start_daemon: StartDaemon
+                   ) -> tuple[Receiver, tuple[Relay, Switch, Switch]]:
+    """A webhook receiver, and on: the control helper behind a relay, a domestic anchor
+    and an international one."""
+    receiver = Receiver()
+    await receiver.start()
+    helper_port = _free_port()
+    await _helper(tmp, start_daemon, helper_port)
+    relay, domestic, international = Relay(helper_port), Switch(), Switch()
+    for server in (relay, domestic, international):
+        await server.on()
+    return receiver, (relay, domestic, international)
+
+
+async def _off(receiver: Receiver, *servers: Switch) -> None:
+    for server in servers:
+        await server.off()
+    assert receiver.runner is not None
+    await receiver.runner.cleanup()
+
+
 def _config(tmp: Path, site: Site, *, relay: int, domestic: str, international: str,
             hook: str, watch: list[str]) -> Path:
     config = daemon_config(
@@ -91,13 +112,7 @@ def _config(tmp: Path, site: Site, *, relay: int, domestic: str, international: 
 
 async def test_an_international_outage_in_a_running_daemon(
         tmp_path: Path, site: Site, start_daemon: StartDaemon) -> None:
-    receiver = Receiver()
-    await receiver.start()
-    helper_port = _free_port()
-    await _helper(tmp_path, start_daemon, helper_port)
-    relay, domestic, international = Relay(helper_port), Switch(), Switch()
-    for server in (relay, domestic, international):
-        await server.on()
+    receiver, (relay, domestic, international) = await _network(tmp_path, start_daemon)
     dom_url, intl_url = (f"http://127.0.0.1:{s.port}/" for s in (domestic, international))
     abroad = f"http://127.0.0.1:{international.port}/site"  # a target behind the cut
     watch = [site.url("/watch"), abroad, dom_url]  # dom_url: a target that is an anchor too
@@ -125,10 +140,7 @@ async def test_an_international_outage_in_a_running_daemon(
         await _sweep_after(daemon, "default", _unix(up["confirmed_at"]) - 1)
         assert await daemon.stop() == 0
     finally:
-        for server in (relay, domestic, international):
-            await server.off()
-        assert receiver.runner is not None
-        await receiver.runner.cleanup()
+        await _off(receiver, relay, domestic, international)
     events = _events(out)
     assert [(e["kind"], e["to"]["state"]) for e in events] == [
         ("outage", "international_outage"), ("recovered", "online")], events
@@ -206,17 +218,14 @@ async def test_a_stop_while_the_anchors_are_checked_is_prompt(
 async def test_a_restart_during_an_outage_announces_it_once(
         tmp_path: Path, site: Site, start_daemon: StartDaemon) -> None:
     """The daemon stops and starts again while the international anchors are still out: it
-    resumes the outage from the event log (no second ``outage`` event), and its end is one
-    ``recovered`` event, from the outage state."""
-    helper_port = _free_port()
-    await _helper(tmp_path, start_daemon, helper_port)
-    relay, domestic, international = Relay(helper_port), Switch(), Switch()
-    for server in (relay, domestic, international):
-        await server.on()
+    resumes the outage from the event log (no second ``outage`` event, nor POST), and its
+    end is one ``recovered`` event, from the outage state. (A live webhook: a dead one
+    holds each stop for its retries.)"""
+    receiver, (relay, domestic, international) = await _network(tmp_path, start_daemon)
     dom_url, intl_url = (f"http://127.0.0.1:{s.port}/" for s in (domestic, international))
     out = tmp_path / "out"
     config = _config(tmp_path, site, relay=relay.port, domestic=dom_url,
-                     international=intl_url, hook="http://127.0.0.1:9/hook",
+                     international=intl_url, hook=receiver.url("/hook"),
                      watch=[site.url("/watch")])
     try:
         daemon = await start_daemon(config)
@@ -236,9 +245,10 @@ async def test_a_restart_during_an_outage_announces_it_once(
         await _wait_network(again, out, "online")
         assert await again.stop() == 0
     finally:
-        for server in (relay, domestic, international):
-            await server.off()
+        await _off(receiver, relay, domestic, international)
     events = [e for e in _events(out) if e.get("scope") == "network"]
     assert [(e["kind"], e["from"]["state"], e["to"]["state"]) for e in events] == [
         ("outage", "online", "international_outage"),
         ("recovered", "international_outage", "online")], events
+    posted = [p["event_id"] for p in receiver.posts.get("/hook", []) if p.get("scope") == "network"]
+    assert posted == [e["event_id"] for e in events], receiver.posts

@@ -11,7 +11,6 @@ the handshake by ``timeout``, the GET by ``http_timeout``, the body by ``body_li
 from __future__ import annotations
 
 import asyncio
-import base64
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from kzprobe.measure import traffic
 from kzprobe.measure.context import Stopwatch
 from kzprobe.measure.headers import REQUEST_HEADERS
 from kzprobe.measure.steps.http import HttpResponse, HttpTransaction
+from kzprobe.measure.steps.tls import TlsHandshake
 from kzprobe.netaddr import join_hostport
 
 MAX_HEADERS = 200  # response header fields kept
@@ -55,39 +55,10 @@ def advertised_h3(alt_svc: str) -> int | None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class QuicHandshake:
+class QuicHandshake(TlsHandshake):
     """One QUIC handshake, archived like a TLS handshake on ``network: "udp"``."""
 
-    address: str
-    server_name: str
-    failure: str | None
-    no_tls_verify: bool = False
-    peer_certificates: tuple[bytes, ...] = ()
-    cipher_suite: str = ""
-    negotiated_protocol: str = ""
-    t0: float = 0.0
-    t: float = 0.0
-    transaction_id: int = 0
-    tags: tuple[str, ...] = field(default=())
-
-    def archival(self) -> dict[str, Any]:
-        return {
-            "network": "udp",
-            "address": self.address,
-            "server_name": self.server_name,
-            "failure": self.failure,
-            "so_error": None,
-            "no_tls_verify": self.no_tls_verify,
-            "peer_certificates": [{"format": "base64", "data": base64.b64encode(d).decode()}
-                                  for d in self.peer_certificates],
-            "tls_version": "TLSv1.3" if self.failure is None else "",
-            "cipher_suite": self.cipher_suite,
-            "negotiated_protocol": self.negotiated_protocol,
-            "t0": self.t0,
-            "t": self.t,
-            "transaction_id": self.transaction_id,
-            "tags": list(self.tags),
-        }
+    network: str = "udp"
 
 
 def request_archival(transaction: HttpTransaction) -> dict[str, Any]:
@@ -265,6 +236,7 @@ def _handshake(client: _Client | None, address: str, server_name: str, failure: 
         alpn = tls.alpn_negotiated or ""
     return QuicHandshake(address=address, server_name=server_name, failure=failure,
                          no_tls_verify=not verify, peer_certificates=tuple(chain),
+                         tls_version="TLSv1.3" if failure is None else "",
                          cipher_suite=suite, negotiated_protocol=alpn, t0=t0, t=t,
                          transaction_id=tid, tags=tags)
 

@@ -82,9 +82,13 @@ def make_context(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TlsHandshake:
+    """One TLS handshake as OONI's df-006 ``tls_handshakes`` entry (QUIC's reuses it)."""
+
     address: str
     server_name: str
     failure: str | None
+    network: str = "tcp"
+    no_tls_verify: bool = False
     peer_certificates: tuple[bytes, ...] = ()
     tls_version: str = ""
     cipher_suite: str = ""
@@ -96,12 +100,12 @@ class TlsHandshake:
 
     def archival(self) -> dict[str, Any]:
         return {
-            "network": "tcp",
+            "network": self.network,
             "address": self.address,
             "server_name": self.server_name,
             "failure": self.failure,
             "so_error": None,
-            "no_tls_verify": False,
+            "no_tls_verify": self.no_tls_verify,
             "peer_certificates": [
                 {"format": "base64", "data": base64.b64encode(der).decode()}
                 for der in self.peer_certificates
