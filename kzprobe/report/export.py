@@ -338,19 +338,17 @@ def _export_batch(con: duckdb.DuckDBPyConnection, batch: list[Path],
     ready = [(p, d) for p, d in zip(batch, decoded, strict=True) if d is not None and d.lines]
     scratch = store / STAGING / "batch"
     written = _copy_batch(con, ready, scratch) if ready else {}
-    for seg, (path, plain) in enumerate(ready, start=1):
-        if written is not None and written.get(seg, 0) == plain.lines:
-            prefix = f"m-{plain.sha256[:32]}"
-            placed = _move(scratch / f"seg={seg}", store / MEASUREMENTS, prefix)
+    numbers = {path: seg for seg, (path, _) in enumerate(ready, start=1)}
+    for path, plain in zip(batch, decoded, strict=True):
+        seg = numbers.get(path, 0)
+        if plain is not None and not plain.lines:
+            _record(manifest, path, ([], 0, plain.sha256), result)
+        elif plain is not None and written is not None and written.get(seg) == plain.lines:
+            placed = _move(scratch / f"seg={seg}", store / MEASUREMENTS, f"m-{plain.sha256[:32]}")
             _record(manifest, path, (placed, plain.lines, plain.sha256), result)
         else:
             _record(manifest, path, _write_checked(con, path, store, result), result)
     shutil.rmtree(scratch, ignore_errors=True)
-    for path, maybe in zip(batch, decoded, strict=True):
-        if maybe is None:
-            _record(manifest, path, _write_checked(con, path, store, result), result)
-        elif not maybe.lines:
-            _record(manifest, path, ([], 0, maybe.sha256), result)
 
 
 def _copy_batch(con: duckdb.DuckDBPyConnection, ready: list[tuple[Path, Decoded]],

@@ -52,7 +52,8 @@ _RECORD = """STRUCT(input JSON, measurement_start_time VARCHAR, probe_asn VARCHA
 # ``rows``: line and r, the record (BATCH_ROWS: decoded segments as they are, also their
 # ``seg``; WRAPPED_ROWS: the ``{"line": N, "r": record}`` the careful path staged);
 # ``segment`` and ``probe`` are SQL. State and mechanism are the report's own definitions
-# (kzprobe/report/sql.py).
+# (kzprobe/report/sql.py). No ORDER BY: a partitioned COPY writes in parallel and would not
+# keep it (sorting cost a sixth of the export); readers sort.
 WRAPPED_ROWS = f"""SELECT line, r FROM read_json({{source}},
         columns = {{{{'line': 'BIGINT', 'r': '{_RECORD}'}}}}, format = 'newline_delimited',
         ignore_errors = true)"""
@@ -107,7 +108,6 @@ SELECT {SCHEMA_VERSION}::INTEGER AS schema_version, ts AS measurement_start_time
     coalesce(r.probe_cc, 'ZZ') AS probe_cc, coalesce(r.probe_asn, 'AS0') AS probe_asn,
     ts::DATE AS date{{extra}}
 FROM t WHERE ts IS NOT NULL AND url IS NOT NULL AND url <> ''
-ORDER BY ts, line
 """
 
 _EVENT_COLUMNS = """{{'event_time': 'TIMESTAMP', 'kind': 'VARCHAR', 'scope': 'VARCHAR',
