@@ -19,6 +19,11 @@ again and again (from cron, after each rotation) and to be merged by copying dir
 
 Open segments (``.part``) are left for a later run. Bad lines are listed and skipped; a
 segment that cannot be read is listed and not recorded, so a later run tries it again.
+
+Segments are decompressed once and scanned by DuckDB in batches
+(:mod:`kzprobe.report.export_scan`); one the scan cannot number line by line (a corrupt,
+blank or unusable line, a torn end) is exported again the careful way, its lines checked
+in Python, so both ways write the same files.
 """
 
 from __future__ import annotations
