@@ -7,8 +7,8 @@ again and again (from cron, after each rotation) and to be merged by copying dir
 
 * A segment is exported once. ``DIR/_manifest/<probe id>.json`` records each one by its
   plain name (``....ndjson``, the same before and after compression) and the SHA-256 of its
-  decompressed content; the manifest is replaced atomically, after the segment's files are
-  in place, so a crash in between only means the segment is exported again.
+  decompressed content; the manifest is replaced atomically (once per batch), after the
+  segment's files are in place, so a crash in between only means it is exported again.
 * A segment's Parquet files are named after that hash and staged in ``DIR/.staging``
   before they are renamed into their partitions: exporting it again overwrites them (and
   removes any leftover of the same prefix), never duplicates its rows.
@@ -116,9 +116,9 @@ class Manifest:
         """The entry recorded for ``key`` (a segment or an event log) of ``probe``."""
         return self.entries.get(probe, {}).get(key)
 
-    def record(self, probe: str, key: str, entry: dict[str, Any]) -> None:
-        """Add an entry and replace that probe's manifest atomically."""
-        self.entries.setdefault(probe, {})[key] = entry
+    def record(self, probe: str, entries: dict[str, dict[str, Any]]) -> None:
+        """Add entries (by key) and replace that probe's manifest atomically, once."""
+        self.entries.setdefault(probe, {}).update(entries)
         self.directory.mkdir(parents=True, exist_ok=True)
         body = {"schema_version": SCHEMA_VERSION, "probe": probe,
                 "files": dict(sorted(self.entries[probe].items()))}
@@ -344,16 +344,18 @@ def _export_batch(con: duckdb.DuckDBPyConnection, batch: list[Path],
     scratch = store / STAGING / "batch"
     written = _copy_batch(con, ready, scratch) if ready else {}
     numbers = {path: seg for seg, (path, _) in enumerate(ready, start=1)}
+    done: dict[Path, tuple[list[str], int, str] | None] = {}
     for path, plain in zip(batch, decoded, strict=True):
         seg = numbers.get(path, 0)
         if plain is not None and not plain.lines:
-            _record(manifest, path, ([], 0, plain.sha256), result)
+            done[path] = ([], 0, plain.sha256)
         elif plain is not None and written is not None and written.get(seg) == plain.lines:
             placed = _move(scratch / f"seg={seg}", store / MEASUREMENTS, f"m-{plain.sha256[:32]}")
-            _record(manifest, path, (placed, plain.lines, plain.sha256), result)
+            done[path] = (placed, plain.lines, plain.sha256)
         else:
-            _record(manifest, path, _write_checked(con, path, store, result), result)
+            done[path] = _write_checked(con, path, store, result)
     shutil.rmtree(scratch, ignore_errors=True)
+    _record(manifest, done, result)
 
 
 def _copy_batch(con: duckdb.DuckDBPyConnection, ready: list[tuple[Path, Decoded]],
@@ -375,16 +377,20 @@ def _copy_batch(con: duckdb.DuckDBPyConnection, ready: list[tuple[Path, Decoded]
     return {int(seg): int(rows) for seg, rows in counted}
 
 
-def _record(manifest: Manifest, path: Path, done: tuple[list[str], int, str] | None,
+def _record(manifest: Manifest, done: dict[Path, tuple[list[str], int, str] | None],
             result: ExportResult) -> None:
-    """Record a segment whose files are in place (``done``: files, rows, hash)."""
-    if done is None:
-        return
-    placed, written, sha256 = done
-    manifest.record(segment_probe(path), segment_key(path),
-                    {"kind": "segment", "sha256": sha256, "rows": written, "files": placed})
-    result.exported += 1
-    result.rows += written
+    """Record the segments whose files are in place (files, rows, hash; None: not
+    exported), one manifest write per probe."""
+    by_probe: dict[str, dict[str, dict[str, Any]]] = {}
+    for path, entry in done.items():
+        if entry is not None:
+            placed, written, sha256 = entry
+            by_probe.setdefault(segment_probe(path), {})[segment_key(path)] = {
+                "kind": "segment", "sha256": sha256, "rows": written, "files": placed}
+    for probe, entries in by_probe.items():
+        manifest.record(probe, entries)
+        result.exported += len(entries)
+        result.rows += sum(int(e["rows"]) for e in entries.values())
 
 
 def _export_events(con: duckdb.DuckDBPyConnection, path: Path, store: Path,
@@ -404,8 +410,8 @@ def _export_events(con: duckdb.DuckDBPyConnection, path: Path, store: Path,
     if done is None:
         return
     placed, written = done
-    manifest.record(probe, key, {"kind": "events", "sha256": staged.sha256,
-                                 "rows": written, "files": placed})
+    manifest.record(probe, {key: {"kind": "events", "sha256": staged.sha256,
+                                  "rows": written, "files": placed}})
     result.event_files += 1
     result.event_rows += written
 
