@@ -11,15 +11,19 @@ segment with the same fields ``kzprobe report`` materialises (``kzprobe.report.s
 process. `kzprobe export SEGMENTS --to DIR` (a fresh process too) does that and more: per
 segment, the state and mechanism columns, the segment and line of every row, the events,
 and the manifest that makes it incremental and crash-safe. The two alternate ``--repeat``
-times into fresh directories; printed: seconds, rows/s and the median throughput ratio
-(kzprobe / COPY; issue 21's target >= 0.7x). Nothing is contacted.
+times into fresh directories; printed: seconds, rows/s, the CPU seconds each used (on a
+shared machine the wall clock follows its share of the cores) and the median throughput
+ratio (kzprobe / COPY; issue 21's target >= 0.7x). Untimed, each run checks that the
+export holds as many rows as the COPY. Nothing is contacted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 from common import load_templates, realistic_records, summarise
 
@@ -74,10 +79,21 @@ def shaped(templates: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
     return records
 
 
-def timed(argv: list[str]) -> float:
+def timed(argv: list[str]) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def rows(directory: Path) -> int:
+    """The rows in a Parquet tree (both sides write one)."""
+    found = duckdb.connect().execute(
+        "SELECT count(*) FROM read_parquet($1)", [f"{directory}/**/*.parquet"]).fetchone()
+    return int(found[0]) if found else 0
 
 
 def main() -> None:
@@ -98,13 +114,20 @@ def main() -> None:
               flush=True)
         ratios = []
         for run in range(args.repeat):
-            copy = timed([sys.executable, "-c", COPY, ",".join(files), str(tmp / f"c{run}")])
-            export = timed([sys.executable, "-m", "kzprobe", "export", *files, "--to",
-                            str(tmp / f"k{run}")])
+            copy, copy_cpu = timed([sys.executable, "-c", COPY, ",".join(files),
+                                    str(tmp / f"c{run}")])
+            export, export_cpu = timed([sys.executable, "-m", "kzprobe", "export", *files,
+                                        "--to", str(tmp / f"k{run}")])
+            copied, exported = rows(tmp / f"c{run}"), rows(tmp / f"k{run}/measurements")
+            if copied != exported:
+                sys.exit(f"export wrote {exported:,} rows, the COPY {copied:,}")
             ratios.append(copy / export)
-            print(f"  run {run + 1}: COPY {copy:.1f} s ({args.records / copy:,.0f} rows/s), "
-                  f"kzprobe export {export:.1f} s ({args.records / export:,.0f} rows/s): "
-                  f"{copy / export:.2f}x", flush=True)
+            print(f"  run {run + 1}: COPY {copy:.1f} s ({args.records / copy:,.0f} rows/s, "
+                  f"{copy_cpu:.1f} s CPU), kzprobe export {export:.1f} s "
+                  f"({args.records / export:,.0f} rows/s, {export_cpu:.1f} s CPU): "
+                  f"{copy / export:.2f}x, load {os.getloadavg()[0]:.1f}", flush=True)
+            shutil.rmtree(tmp / f"c{run}")
+            shutil.rmtree(tmp / f"k{run}")
         print(f"export: {args.records:,} records, kzprobe export / bare DuckDB COPY "
               f"throughput {summarise(ratios)}")
     finally:

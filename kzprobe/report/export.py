@@ -7,8 +7,8 @@ again and again (from cron, after each rotation) and to be merged by copying dir
 
 * A segment is exported once. ``DIR/_manifest/<probe id>.json`` records each one by its
   plain name (``....ndjson``, the same before and after compression) and the SHA-256 of its
-  decompressed content; the manifest is replaced atomically, after the segment's files are
-  in place, so a crash in between only means the segment is exported again.
+  decompressed content; the manifest is replaced atomically (once per batch), after the
+  segment's files are in place, so a crash in between only means it is exported again.
 * A segment's Parquet files are named after that hash and staged in ``DIR/.staging``
   before they are renamed into their partitions: exporting it again overwrites them (and
   removes any leftover of the same prefix), never duplicates its rows.
@@ -19,6 +19,11 @@ again and again (from cron, after each rotation) and to be merged by copying dir
 
 Open segments (``.part``) are left for a later run. Bad lines are listed and skipped; a
 segment that cannot be read is listed and not recorded, so a later run tries it again.
+
+Segments are decompressed once and scanned by DuckDB in batches
+(:mod:`kzprobe.report.export_scan`); one the scan cannot number line by line (a corrupt,
+blank or unusable line, a torn end) is exported again the careful way, its lines checked
+in Python, so both ways write the same files.
 """
 
 from __future__ import annotations
@@ -39,9 +44,19 @@ import duckdb
 import orjson
 
 from kzprobe.report import events as event_log
+from kzprobe.report.export_scan import (
+    BATCH_QUERY,
+    COPY,
+    EVENT_ROWS,
+    MEASUREMENT_ROWS,
+    SCHEMA_VERSION,
+    WRAPPED_ROWS,
+    Decoded,
+    batches,
+    decode_batch,
+)
 from kzprobe.report.model import ReportError
 from kzprobe.report.scan import ErrorLog, connect, list_files, problem
-from kzprobe.report.sql import MECHANISM, STATE
 from kzprobe.storage.naming import SegmentFile, SegmentName
 from kzprobe.storage.segments import MAX_LINE_BYTES, is_open, iter_lines
 from kzprobe.text import plural
@@ -53,102 +68,7 @@ STAGING = ".staging"
 LOCK = ".lock"
 MEMORY_LIMIT = "1GB"
 _UNKNOWN_PROBE = "unknown"
-SCHEMA_VERSION = 1  # docs/parquet-schema.md; bump on any change of a column's meaning or type
-_RECORD = """STRUCT(input JSON, measurement_start_time VARCHAR, probe_asn VARCHAR,
-    probe_cc VARCHAR, probe_network_name VARCHAR, resolver_ip VARCHAR, test_name VARCHAR,
-    test_version VARCHAR, software_name VARCHAR, software_version VARCHAR,
-    category_code VARCHAR, test_runtime DOUBLE, x_measurement_uid VARCHAR,
-    x_network_state JSON, x_outage JSON,
-    annotations STRUCT(kzprobe_sweep VARCHAR, kzprobe_group VARCHAR,
-        kzprobe_probe_id VARCHAR, category_code VARCHAR),
-    test_keys STRUCT(blocking JSON, accessible BOOLEAN, reachable BOOLEAN, failure VARCHAR,
-        interference VARCHAR[], blockpage VARCHAR, tls_mitm_issuer VARCHAR,
-        x_tls_mitm_known VARCHAR, sni_blocking_confirmed BOOLEAN,
-        dns_experiment_failure VARCHAR, http_experiment_failure VARCHAR,
-        x_attempts INTEGER, x_attempts_agreeing INTEGER,
-        tcp_connect STRUCT(status STRUCT(failure VARCHAR))[],
-        tls_handshakes STRUCT(failure VARCHAR)[],
-        x_timings STRUCT(dns DOUBLE, connect DOUBLE, tls DOUBLE, ttfb DOUBLE,
-            body_bytes_per_s DOUBLE)))"""
-
-# The staged rows are ``{"line": N, "r": record}`` of records that passed scan.problem;
-# state and mechanism are the report's own definitions (kzprobe/report/sql.py).
-MEASUREMENT_ROWS = f"""
-WITH src AS (
-    SELECT line, r FROM read_json({{source}}, columns = {{{{'line': 'BIGINT', 'r': '{_RECORD}'}}}},
-        format = 'newline_delimited', ignore_errors = true)
-    WHERE r IS NOT NULL
-), t AS (
-    SELECT line, r, r.test_keys AS tk,
-        try_strptime(r.measurement_start_time, '%Y-%m-%d %H:%M:%S') AS ts,
-        CASE WHEN json_type(r.input) = 'VARCHAR' THEN r.input ->> '$' END AS url,
-        list_sort(coalesce(r.test_keys.interference, [])) AS interference,
-        CASE WHEN json_type(r.test_keys.blocking) = 'VARCHAR'
-             THEN r.test_keys.blocking ->> '$' END AS ooni_blocking,
-        CASE WHEN json_type(r.test_keys.blocking) = 'VARCHAR' THEN true
-             WHEN r.test_keys.blocking::VARCHAR = 'false' THEN false END AS ooni_blocked,
-        list_filter(r.test_keys.tcp_connect, lambda c: c.status.failure IS NOT NULL)[1]
-            .status.failure AS tcp_connect_failure,
-        list_filter(r.test_keys.tls_handshakes, lambda h: h.failure IS NOT NULL)[1].failure
-            AS tls_handshake_failure,
-        len(r.test_keys.tcp_connect) > 0 AND len(list_filter(r.test_keys.tcp_connect,
-            lambda c: c.status.failure IS NULL)) = 0 AS connects_failed,
-        len(r.test_keys.tls_handshakes) > 0 AND len(list_filter(r.test_keys.tls_handshakes,
-            lambda h: h.failure IS NULL)) = 0 AS handshakes_failed
-    FROM src
-)
-SELECT {SCHEMA_VERSION}::INTEGER AS schema_version, ts AS measurement_start_time,
-    url AS input, r.annotations.kzprobe_group AS "group",
-    coalesce(r.category_code, r.annotations.category_code) AS category_code,
-    r.probe_network_name, r.resolver_ip, r.test_name, r.test_version, r.software_name,
-    r.software_version, coalesce(r.annotations.kzprobe_probe_id, {{probe}}) AS probe_id,
-    r.x_measurement_uid,
-    r.annotations.kzprobe_sweep AS sweep_id,
-    {STATE} AS state, {MECHANISM} AS mechanism,
-    ooni_blocking, ooni_blocked, tk.accessible, tk.reachable, interference, tk.blockpage,
-    tk.tls_mitm_issuer, tk.x_tls_mitm_known, tk.sni_blocking_confirmed, tk.x_attempts,
-    tk.x_attempts_agreeing,
-    CASE WHEN tk.dns_experiment_failure IS NOT NULL THEN 'dns'
-         WHEN connects_failed THEN 'tcp_connect'
-         WHEN handshakes_failed THEN 'tls_handshake'
-         WHEN tk.http_experiment_failure IS NOT NULL THEN 'http'
-         WHEN tk.failure IS NOT NULL THEN 'endpoint' END AS failed_step,
-    tk.failure, tk.dns_experiment_failure, tcp_connect_failure, tls_handshake_failure,
-    tk.http_experiment_failure,
-    r.test_runtime, tk.x_timings.dns AS timing_dns, tk.x_timings.connect AS timing_connect,
-    tk.x_timings.tls AS timing_tls, tk.x_timings.ttfb AS timing_ttfb,
-    tk.x_timings.body_bytes_per_s AS body_bytes_per_s,
-    CASE WHEN json_type(r.x_network_state) = 'VARCHAR' THEN r.x_network_state ->> '$' END
-        AS x_network_state,
-    coalesce(json_type(r.x_outage) = 'BOOLEAN' AND r.x_outage::VARCHAR = 'true', false)
-        AS x_outage,
-    {{segment}} AS segment, line,
-    coalesce(r.probe_cc, 'ZZ') AS probe_cc, coalesce(r.probe_asn, 'AS0') AS probe_asn,
-    ts::DATE AS date
-FROM t WHERE ts IS NOT NULL AND url IS NOT NULL AND url <> ''
-ORDER BY ts, line
-"""
-
-_EVENT_COLUMNS = """{{'event_time': 'TIMESTAMP', 'kind': 'VARCHAR', 'scope': 'VARCHAR',
-    'event_id': 'VARCHAR', 'seq': 'BIGINT', 'confirmed_at': 'TIMESTAMP', 'input': 'VARCHAR',
-    'group': 'VARCHAR', 'probe_cc': 'VARCHAR', 'probe_asn': 'VARCHAR', 'probe_id': 'VARCHAR',
-    'category_code': 'VARCHAR', 'from_state': 'VARCHAR', 'from_mechanism': 'VARCHAR',
-    'to_state': 'VARCHAR', 'to_mechanism': 'VARCHAR', 'sni_blocking_confirmed': 'BOOLEAN',
-    'blockpage': 'VARCHAR', 'evidence': 'VARCHAR[]', 'summary': 'VARCHAR',
-    'source_file': 'VARCHAR'}}"""
-
-EVENT_ROWS = f"""
-SELECT {SCHEMA_VERSION}::INTEGER AS schema_version, * EXCLUDE (probe_cc, probe_asn),
-    coalesce(probe_cc, 'ZZ') AS probe_cc, coalesce(probe_asn, 'AS0') AS probe_asn,
-    event_time::DATE AS date
-FROM read_json({{source}}, columns = {_EVENT_COLUMNS},
-    format = 'newline_delimited')
-ORDER BY event_time, seq, event_id
-"""
-_COPY = "COPY ({query}) TO $1 (FORMAT parquet, PARTITION_BY (probe_cc, probe_asn, date), " \
-        "COMPRESSION zstd, FILENAME_PATTERN '{prefix}_{{i}}', OVERWRITE_OR_IGNORE true)"
-
-
+_BY = "probe_cc, probe_asn, date"  # the partitions
 @dataclass(slots=True)
 class ExportResult:
     """What one run did; ``errors`` are lines or whole files that were not exported
@@ -196,9 +116,9 @@ class Manifest:
         """The entry recorded for ``key`` (a segment or an event log) of ``probe``."""
         return self.entries.get(probe, {}).get(key)
 
-    def record(self, probe: str, key: str, entry: dict[str, Any]) -> None:
-        """Add an entry and replace that probe's manifest atomically."""
-        self.entries.setdefault(probe, {})[key] = entry
+    def record(self, probe: str, entries: dict[str, dict[str, Any]]) -> None:
+        """Add entries (by key) and replace that probe's manifest atomically, once."""
+        self.entries.setdefault(probe, {}).update(entries)
         self.directory.mkdir(parents=True, exist_ok=True)
         body = {"schema_version": SCHEMA_VERSION, "probe": probe,
                 "files": dict(sorted(self.entries[probe].items()))}
@@ -322,10 +242,11 @@ def _event_row(event: event_log.Event, source: str) -> dict[str, Any]:
 
 
 def _place(staging: Path, table: Path, prefix: str) -> list[str]:
-    """Rename the staged partition files into ``table``; drop stale ones of ``prefix``."""
+    """Rename the staged partition files (``..._N.parquet``) into ``table`` as
+    ``<prefix>_N.parquet``; drop stale ones of ``prefix``."""
     placed: list[str] = []
     for file in sorted(staging.rglob("*.parquet")):
-        relative = file.relative_to(staging)
+        relative = file.relative_to(staging).with_name(f"{prefix}_{file.name.rsplit('_')[-1]}")
         target = table / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(file, target)
@@ -338,36 +259,40 @@ def _place(staging: Path, table: Path, prefix: str) -> list[str]:
     return placed
 
 
-def _write(con: duckdb.DuckDBPyConnection, query: str, staged: Staged, table: Path,
-           prefix: str, staging: Path) -> tuple[list[str], int]:
-    """COPY the staged rows into a scratch tree, then move them into the store.
+def _copy(con: duckdb.DuckDBPyConnection, query: str, source: Path, scratch: Path,
+          prefix: str) -> int:
+    """COPY the rows of ``source`` into a scratch tree; the rows written.
 
-    Returns the files placed and the rows written; raises :class:`duckdb.Error` (before
-    anything is placed) when DuckDB cannot write them.
+    Raises :class:`duckdb.Error` when DuckDB cannot write them.
     """
-    scratch = staging / prefix
     shutil.rmtree(scratch, ignore_errors=True)
-    written = 0
-    if staged.rows:
-        copied = con.execute(_COPY.format(query=query, prefix=prefix),
-                             [str(scratch), str(staged.path)]).fetchone()
-        written = int(copied[0]) if copied else 0
+    copied = con.execute(COPY.format(query=query, by=_BY, prefix=prefix),
+                         [str(scratch), str(source)]).fetchone()
+    return int(copied[0]) if copied else 0
+
+
+def _move(scratch: Path, table: Path, prefix: str) -> list[str]:
+    """:func:`_place` the scratch tree's files (if any), then remove it."""
     placed = _place(scratch, table, prefix) if scratch.exists() else []
     shutil.rmtree(scratch, ignore_errors=True)
-    return placed, written
+    return placed
 
 
 def _write_or_list(con: duckdb.DuckDBPyConnection, query: str, staged: Staged,
                    where: tuple[Path, str, Path], source: Path,
                    result: ExportResult) -> tuple[list[str], int] | None:
-    """:func:`_write`, a DuckDB failure listed against ``source`` (None: not exported)."""
+    """Write the staged rows and move them into the store; a DuckDB failure is listed
+    against ``source`` (None: not exported, nothing placed), and so are rows it dropped."""
     table, prefix, staging = where
+    scratch = staging / prefix
     try:
-        placed, written = _write(con, query, staged, table, prefix, staging)
+        written = _copy(con, query, staged.path, scratch, prefix) if staged.rows else 0
     except duckdb.Error as exc:
+        shutil.rmtree(scratch, ignore_errors=True)
         result.errors(source, 0, f"unreadable by DuckDB: {str(exc).splitlines()[0]}")
         result.failed.append(source)
         return None
+    placed = _move(scratch, table, prefix)
     if written != staged.rows and table.name == MEASUREMENTS:
         _list_unusable(source, result.errors)
     elif written != staged.rows:
@@ -376,57 +301,96 @@ def _write_or_list(con: duckdb.DuckDBPyConnection, query: str, staged: Staged,
     return placed, written
 
 
-def _stage_alone(path: Path, out: Path) -> tuple[Staged, ErrorLog]:
-    """:func:`_stage_segment` with its own problem log, for the staging thread."""
-    errors = ErrorLog()
-    return _stage_segment(path, out, errors), errors
-
-
-def _merge(errors: ErrorLog, into: ErrorLog) -> None:
-    for error in errors.kept:
-        into(error.file, error.line, error.reason)
-    into.count += errors.count - len(errors.kept)
+def _write_checked(con: duckdb.DuckDBPyConnection, path: Path, store: Path,
+                   result: ExportResult) -> tuple[list[str], int, str] | None:
+    """The careful path: each line validated in Python, bad ones listed and skipped."""
+    staging = store / STAGING
+    staged = _stage_segment(path, staging / "segment.ndjson", result.errors)
+    if staged.failed:
+        result.failed.append(path)
+        return None
+    prefix = f"m-{staged.sha256[:32]}"
+    query = MEASUREMENT_ROWS.format(rows=WRAPPED_ROWS.format(source="$2"),
+                                    segment=_quote(path.name),
+                                    probe=_quote(segment_probe(path)), extra="")
+    done = _write_or_list(con, query, staged, (store / MEASUREMENTS, prefix, staging),
+                          path, result)
+    return None if done is None else (*done, staged.sha256)
 
 
 def _export_segments(con: duckdb.DuckDBPyConnection, todo: Sequence[Path], store: Path,
                      manifest: Manifest, result: ExportResult) -> None:
-    """Stage the next segment (Python) while DuckDB writes this one: the two overlap.
+    """Decode the next batch (Python, a thread) while DuckDB writes this one.
 
-    Two staging files take turns, so the one DuckDB reads is never the one being written.
+    Two directories take turns, so the files DuckDB reads are never the ones being written.
     """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kzprobe-export") as pool:
-        pending: tuple[Path, Future[tuple[Staged, ErrorLog]]] | None = None
-        for index, path in enumerate(todo):
-            out = store / STAGING / f"segment-{index % 2}.ndjson"
-            future = pool.submit(_stage_alone, path, out)
-            if pending is not None:
-                _export_segment(con, pending[0], *pending[1].result(), store, manifest, result)
-            pending = (path, future)
-        if pending is not None:
-            _export_segment(con, pending[0], *pending[1].result(), store, manifest, result)
-
-
-def _export_segment(con: duckdb.DuckDBPyConnection, path: Path, staged: Staged,
-                    errors: ErrorLog, store: Path, manifest: Manifest,
-                    result: ExportResult) -> None:
     staging = store / STAGING
-    _merge(errors, result.errors)
-    if staged.failed:
-        result.failed.append(path)
-        return
-    prefix = f"m-{staged.sha256[:32]}"
-    query = MEASUREMENT_ROWS.format(source="$2", segment=_quote(path.name),
-                                    probe=_quote(segment_probe(path)))
-    done = _write_or_list(con, query, staged, (store / MEASUREMENTS, prefix, staging),
-                          path, result)
-    if done is None:
-        return
-    placed, written = done
-    manifest.record(segment_probe(path), segment_key(path),
-                    {"kind": "segment", "sha256": staged.sha256, "rows": written,
-                     "files": placed})
-    result.exported += 1
-    result.rows += written
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kzprobe-export") as pool:
+        pending: tuple[list[Path], Future[list[Decoded | None]]] | None = None
+        for index, batch in enumerate(batches(todo)):
+            future = pool.submit(decode_batch, batch, staging / f"decoded-{index % 2}")
+            if pending is not None:
+                _export_batch(con, pending[0], pending[1].result(), store, manifest, result)
+            pending = (batch, future)
+        if pending is not None:
+            _export_batch(con, pending[0], pending[1].result(), store, manifest, result)
+
+
+def _export_batch(con: duckdb.DuckDBPyConnection, batch: list[Path],
+                  decoded: list[Decoded | None], store: Path, manifest: Manifest,
+                  result: ExportResult) -> None:
+    """One scan for the batch's decoded segments; the careful path for any it failed."""
+    ready = [(p, d) for p, d in zip(batch, decoded, strict=True) if d is not None and d.lines]
+    scratch = store / STAGING / "batch"
+    written = _copy_batch(con, ready, scratch) if ready else {}
+    numbers = {path: seg for seg, (path, _) in enumerate(ready, start=1)}
+    done: dict[Path, tuple[list[str], int, str] | None] = {}
+    for path, plain in zip(batch, decoded, strict=True):
+        seg = numbers.get(path, 0)
+        if plain is not None and not plain.lines:
+            done[path] = ([], 0, plain.sha256)
+        elif plain is not None and written is not None and written.get(seg) == plain.lines:
+            placed = _move(scratch / f"seg={seg}", store / MEASUREMENTS, f"m-{plain.sha256[:32]}")
+            done[path] = (placed, plain.lines, plain.sha256)
+        else:
+            done[path] = _write_checked(con, path, store, result)
+    shutil.rmtree(scratch, ignore_errors=True)
+    _record(manifest, done, result)
+
+
+def _copy_batch(con: duckdb.DuckDBPyConnection, ready: list[tuple[Path, Decoded]],
+                scratch: Path) -> dict[int, int] | None:
+    """COPY the batch into ``scratch/seg=N/...``; the rows written per segment (N from 1),
+    None when DuckDB could not (each segment then goes the careful way)."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    params = [str(scratch), [str(d.path) for _, d in ready], [p.name for p, _ in ready],
+              [segment_probe(p) for p, _ in ready]]
+    try:
+        con.execute(COPY.format(query=BATCH_QUERY, by="seg, probe_cc, probe_asn, date",
+                                prefix="part"), params)
+        if not any(scratch.rglob("*.parquet")):
+            return {}
+        counted = con.execute("SELECT seg, count(*) FROM read_parquet($1, hive_partitioning "
+                              "= true) GROUP BY seg", [f"{scratch}/**/*.parquet"]).fetchall()
+    except duckdb.Error:
+        return None
+    return {int(seg): int(rows) for seg, rows in counted}
+
+
+def _record(manifest: Manifest, done: dict[Path, tuple[list[str], int, str] | None],
+            result: ExportResult) -> None:
+    """Record the segments whose files are in place (files, rows, hash; None: not
+    exported), one manifest write per probe."""
+    by_probe: dict[str, dict[str, dict[str, Any]]] = {}
+    for path, entry in done.items():
+        if entry is not None:
+            placed, written, sha256 = entry
+            by_probe.setdefault(segment_probe(path), {})[segment_key(path)] = {
+                "kind": "segment", "sha256": sha256, "rows": written, "files": placed}
+    for probe, entries in by_probe.items():
+        manifest.record(probe, entries)
+        result.exported += len(entries)
+        result.rows += sum(int(e["rows"]) for e in entries.values())
 
 
 def _export_events(con: duckdb.DuckDBPyConnection, path: Path, store: Path,
@@ -446,8 +410,8 @@ def _export_events(con: duckdb.DuckDBPyConnection, path: Path, store: Path,
     if done is None:
         return
     placed, written = done
-    manifest.record(probe, key, {"kind": "events", "sha256": staged.sha256,
-                                 "rows": written, "files": placed})
+    manifest.record(probe, {key: {"kind": "events", "sha256": staged.sha256,
+                                  "rows": written, "files": placed}})
     result.event_files += 1
     result.event_rows += written
 
@@ -497,6 +461,7 @@ def export(paths: Sequence[Path], store: Path, *,
     with _opened(store), tempfile.TemporaryDirectory(prefix="kzprobe-export-") as tmp:
         manifest = Manifest(store)
         con = connect(Path(tmp), memory_limit=memory_limit)
+        con.execute("SET preserve_insertion_order = true")  # BATCH_ROWS numbers the lines
         try:
             todo = [p for p in _closed(files, result)
                     if manifest.get(segment_probe(p), segment_key(p)) is None]
