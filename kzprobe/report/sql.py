@@ -319,21 +319,6 @@ SELECT input, probe_asn, state, mechanism, {_ts('start_ts', 'start')}, {_ts('end
 FROM runs ORDER BY input, probe_asn, start_ts
 """
 
-# $1 bucket ('hour', 'day', 'week'), $2 how many targets: those that changed most, then
-# the most often blocked. Outage records are not counted: a bucket inside an outage is blank.
-HEATMAP = f"""
-WITH top AS (
-    SELECT input, probe_asn, changes, blocked FROM targets WHERE blocked > 0
-    ORDER BY changes DESC, blocked DESC, input, probe_asn LIMIT $2
-)
-SELECT input, probe_asn, {_ts('date_trunc($1, measurement_start_time)', 'bucket')},
-    count(*) AS measurements, count(*) FILTER (WHERE state = 'blocked') AS blocked
-FROM m JOIN top USING (input, probe_asn)
-WHERE NOT x_outage
-GROUP BY ALL
-ORDER BY any_value(top.changes) DESC, any_value(top.blocked) DESC, input, probe_asn, bucket
-"""
-
 # The fleet views. A network is named by its ASN and the latest name a record gave it.
 _NETWORK_NAMES = """
     SELECT probe_asn, arg_max(probe_network_name, (measurement_start_time, probe_network_name))
