@@ -27,6 +27,7 @@ ENGINES = ("duckdb", "spark")
 # Tables the others are computed from, in order; each engine keeps them (DuckDB as
 # temporary tables, Spark as cached views).
 DERIVED: tuple[tuple[str, str], ...] = (
+    ("sources", sql.SOURCES),
     ("starts", sql.STARTS),
     ("runs", sql.RUNS),
     ("targets", sql.TARGET_STATES),

@@ -46,14 +46,13 @@ STATES = ("ok", *(f"blocked.{f}" for f in FAMILIES), "down", "outage", "unknown"
 # the width, and a blocked bin's mechanism its most frequent one (ties: the greater code),
 # counted per bin and verdict first, then taken by arg_max over those counts.
 GRID = """
-WITH per AS (
+WITH per AS (  -- from table sources (kzprobe.report.sql): m folded per target and state
     SELECT input, probe_asn,
-        arg_max(state, (measurement_start_time, state)) FILTER (WHERE NOT x_outage) AS last,
-        count(*) FILTER (WHERE state = 'blocked' AND NOT x_outage) AS blocked,
-        count(*) FILTER (WHERE state = 'down' AND NOT x_outage) AS down,
-        max(measurement_start_time) FILTER (WHERE state = 'accessible' AND NOT x_outage)
-            AS last_ok
-    FROM m GROUP BY input, probe_asn
+        arg_max(state, (last_ts, state)) FILTER (WHERE NOT x_outage) AS last,
+        coalesce(sum(n) FILTER (WHERE state = 'blocked' AND NOT x_outage), 0) AS blocked,
+        coalesce(sum(n) FILTER (WHERE state = 'down' AND NOT x_outage), 0) AS down,
+        max(last_ts) FILTER (WHERE state = 'accessible' AND NOT x_outage) AS last_ok
+    FROM sources GROUP BY input, probe_asn
 ), top AS (
     SELECT input, probe_asn, row_number() OVER (ORDER BY last = 'blocked' DESC NULLS LAST,
         CASE WHEN last = 'blocked' THEN last_ok END DESC NULLS LAST, blocked > 0 DESC,
@@ -85,7 +84,8 @@ FROM cells JOIN top USING (input, probe_asn) ORDER BY rank, b
 
 
 # The measurements of the typical target (the median count): its interval sets the finest bin.
-TYPICAL_COUNT = "SELECT median(n) FROM (SELECT count(*) AS n FROM m GROUP BY input, probe_asn)"
+TYPICAL_COUNT = ("SELECT median(n) FROM (SELECT sum(n) AS n FROM sources "
+                 "GROUP BY input, probe_asn)")
 
 
 def bin_seconds(first_seen: str | None, last_seen: str | None, typical: float = 1) -> int:
