@@ -148,11 +148,13 @@ def main() -> None:
         outputs = {}
         for engine in args.engines.split(","):
             out = Path(tmp) / f"{engine}.json"
+            load = os.getloadavg()[0]  # a shared 2-core machine: the figure needs its load
             wall, rss = run_report(store, engine, out, args.memory_limit)
             outputs[engine] = out.read_bytes()
             rate = args.records / wall
             print(f"{engine:7s} wall {wall:7.1f} s  {rate:12,.0f} records/s  "
-                  f"peak RSS {rss:7,.0f} MB  (--memory-limit {args.memory_limit})")
+                  f"peak RSS {rss:7,.0f} MB  (--memory-limit {args.memory_limit})  "
+                  f"load {load:.1f} -> {os.getloadavg()[0]:.1f}  {time.strftime('%H:%M')} UTC")
         if len(outputs) == 2:
             same = len(set(outputs.values())) == 1
             print(f"JSON reports identical: {same}")

@@ -12,7 +12,6 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,15 +19,15 @@ import duckdb
 
 from kzprobe.report import events, grid, scan, sql, store, timeline
 from kzprobe.report.events import EventLog
-from kzprobe.report.model import TIME_FORMAT, ReadStats, Report, Table, Window
+from kzprobe.report.model import ReadStats, Report, Table, Window
 
-HEATMAP_TARGETS = 150  # rows of the HTML heatmap: the most often blocked targets
 MEMORY_LIMIT = "1GB"  # DuckDB's own budget; beyond it the scanned table spills to disk
 ENGINES = ("duckdb", "spark")
 
 # Tables the others are computed from, in order; each engine keeps them (DuckDB as
 # temporary tables, Spark as cached views).
 DERIVED: tuple[tuple[str, str], ...] = (
+    ("sources", sql.SOURCES),
     ("starts", sql.STARTS),
     ("runs", sql.RUNS),
     ("targets", sql.TARGET_STATES),
@@ -184,20 +183,21 @@ def query(con: duckdb.DuckDBPyConnection, name: str, text: str,
     return Table(name, columns, tuple(tuple(row) for row in cursor.fetchall()))
 
 
-def bucket_for(first_seen: str | None, last_seen: str | None) -> str:
-    """The heatmap's time step: hours for two days of data, days up to half a year, weeks."""
-    if first_seen is None or last_seen is None:
-        return "hour"
-    span = datetime.strptime(last_seen, TIME_FORMAT) - datetime.strptime(first_seen, TIME_FORMAT)
-    if span <= timedelta(days=2):
-        return "hour"
-    return "day" if span <= timedelta(days=183) else "week"
+def grid_table(engine: Engine, summary: dict[str, Any]) -> Table:
+    """The HTML status grid's cells (only bins with measurements), on any engine;
+    ``summary`` gains ``grid_bin_s``, the bin width (:mod:`kzprobe.report.grid`)."""
+    typical = engine.query("typical", grid.TYPICAL_COUNT).rows[0][0]
+    step = grid.bin_seconds(summary.get("first_seen"), summary.get("last_seen"),
+                            float(typical) if typical is not None else 1.0)
+    summary["grid_bin_s"] = step
+    return engine.query("grid", grid.GRID, [step, grid.MAX_ROWS])
 
 
 def summarise(engine: Engine | duckdb.DuckDBPyConnection, stats: ReadStats, window: Window,
               *, log: EventLog | None = None, heatmap: bool = False) -> Report:
-    """Every table of the report from the loaded records and events (and the heatmap's,
-    if asked). A bare DuckDB connection is one whose derived tables are not made yet."""
+    """Every table of the report from the loaded records and events (and, if ``heatmap``
+    is asked, the HTML's status grid). A bare DuckDB connection is one whose derived tables
+    are not made yet."""
     if isinstance(engine, duckdb.DuckDBPyConnection):
         engine = DuckDBEngine(engine)
         derive(engine)
@@ -210,11 +210,7 @@ def summarise(engine: Engine | duckdb.DuckDBPyConnection, stats: ReadStats, wind
                    corrupt_lines=stats.corrupt_lines, event_files=stats.event_files,
                    events=len(tables[-2].rows), outage_periods=len(tables[-1].rows))
     if heatmap:
-        bucket = bucket_for(summary["first_seen"], summary["last_seen"])
-        summary["heatmap_bucket"] = bucket
-        tables.append(engine.query("heatmap", sql.HEATMAP, [bucket, HEATMAP_TARGETS]))
-        if isinstance(engine, DuckDBEngine):  # time_bucket/mode: DuckDB's only (report/grid.py)
-            tables.append(grid.grid_table(engine.con, summary))  # the HTML status grid
+        tables.append(grid_table(engine, summary))
     return Report(window=window, stats=stats, summary=summary, tables=tuple(tables))
 
 

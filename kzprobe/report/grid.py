@@ -24,9 +24,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import duckdb
-
-from kzprobe.report.model import TIME_FORMAT, Table
+from kzprobe.report.model import TIME_FORMAT
 
 MAX_ROWS = 150  # targets on the grid; the targets table lists every one
 MAX_COLUMNS = 120
@@ -43,41 +41,51 @@ _FAMILIES = (("http.blockpage", "blockpage"), ("dns.blockpage", "blockpage"),
 FAMILIES = ("blockpage", "mitm", "dns", "tcp", "tls", "http", "other")
 STATES = ("ok", *(f"blocked.{f}" for f in FAMILIES), "down", "outage", "unknown")
 
-# $1 bin width in seconds, $2 rows. Ordered as the page shows them (rank).
+# $1 bin width in seconds, $2 rows. Ordered as the page shows them (rank). Written for
+# every engine (kzprobe.report.dialect): a bin is the epoch second floored to a multiple of
+# the width, and a blocked bin's mechanism its most frequent one (ties: the greater code),
+# counted per bin and verdict first, then taken by arg_max over those counts.
 GRID = """
-WITH per AS (
+WITH per AS (  -- from table sources (kzprobe.report.sql): m folded per target and state
     SELECT input, probe_asn,
-        arg_max(state, (measurement_start_time, state)) FILTER (WHERE NOT x_outage) AS last,
-        count(*) FILTER (WHERE state = 'blocked' AND NOT x_outage) AS blocked,
-        count(*) FILTER (WHERE state = 'down' AND NOT x_outage) AS down,
-        max(measurement_start_time) FILTER (WHERE state = 'accessible' AND NOT x_outage)
-            AS last_ok
-    FROM m GROUP BY input, probe_asn
+        arg_max(state, (last_ts, state)) FILTER (WHERE NOT x_outage) AS last,
+        coalesce(sum(n) FILTER (WHERE state = 'blocked' AND NOT x_outage), 0) AS blocked,
+        coalesce(sum(n) FILTER (WHERE state = 'down' AND NOT x_outage), 0) AS down,
+        max(last_ts) FILTER (WHERE state = 'accessible' AND NOT x_outage) AS last_ok
+    FROM sources GROUP BY input, probe_asn
 ), top AS (
     SELECT input, probe_asn, row_number() OVER (ORDER BY last = 'blocked' DESC NULLS LAST,
         CASE WHEN last = 'blocked' THEN last_ok END DESC NULLS LAST, blocked > 0 DESC,
         last = 'down' DESC NULLS LAST, down > 0 DESC, blocked DESC,
         input, probe_asn) AS rank
     FROM per ORDER BY rank LIMIT $2
+), binned AS (
+    SELECT input, probe_asn, floor(epoch(measurement_start_time) / $1)::BIGINT * $1 AS b,
+        state, x_outage, mechanism, count(*) AS n
+    FROM m JOIN top USING (input, probe_asn)
+    GROUP BY input, probe_asn, b, state, x_outage, mechanism
 ), cells AS (
-    SELECT m.input, m.probe_asn, time_bucket(to_seconds($1::BIGINT), measurement_start_time,
-            TIMESTAMP '1970-01-01') AS b,
-        count(*) AS measurements,
-        count(*) FILTER (WHERE state = 'blocked' AND NOT x_outage) AS blocked,
-        count(*) FILTER (WHERE state = 'accessible' AND NOT x_outage) AS accessible,
-        count(*) FILTER (WHERE state = 'down' AND NOT x_outage) AS down,
-        count(*) FILTER (WHERE x_outage) AS outage,
-        mode(mechanism) FILTER (WHERE state = 'blocked' AND NOT x_outage) AS mechanism
-    FROM m JOIN top USING (input, probe_asn) GROUP BY ALL
+    SELECT input, probe_asn, b, sum(n)::BIGINT AS measurements,
+        coalesce(sum(n) FILTER (WHERE state = 'blocked' AND NOT x_outage), 0)::BIGINT
+            AS blocked,
+        coalesce(sum(n) FILTER (WHERE state = 'accessible' AND NOT x_outage), 0)::BIGINT
+            AS accessible,
+        coalesce(sum(n) FILTER (WHERE state = 'down' AND NOT x_outage), 0)::BIGINT AS down,
+        coalesce(sum(n) FILTER (WHERE x_outage), 0)::BIGINT AS outage,
+        arg_max(mechanism, (n, mechanism))
+            FILTER (WHERE state = 'blocked' AND NOT x_outage AND mechanism IS NOT NULL)
+            AS mechanism
+    FROM binned GROUP BY input, probe_asn, b
 )
-SELECT c.input, c.probe_asn, strftime(c.b, '%Y-%m-%d %H:%M:%S') AS bin,
-    c.measurements, c.blocked, c.accessible, c.down, c.outage, c.mechanism, t.rank
-FROM cells c JOIN top t USING (input, probe_asn) ORDER BY t.rank, c.b
+SELECT input, probe_asn, strftime(make_timestamp(b * 1000000), '%Y-%m-%d %H:%M:%S') AS bin,
+    measurements, blocked, accessible, down, outage, mechanism, rank
+FROM cells JOIN top USING (input, probe_asn) ORDER BY rank, b
 """
 
 
 # The measurements of the typical target (the median count): its interval sets the finest bin.
-TYPICAL_COUNT = "SELECT median(n) FROM (SELECT count(*) AS n FROM m GROUP BY input, probe_asn)"
+TYPICAL_COUNT = ("SELECT median(n) FROM (SELECT sum(n) AS n FROM sources "
+                 "GROUP BY input, probe_asn)")
 
 
 def bin_seconds(first_seen: str | None, last_seen: str | None, typical: float = 1) -> int:
@@ -94,16 +102,6 @@ def bin_seconds(first_seen: str | None, last_seen: str | None, typical: float = 
         if span <= step * (MAX_COLUMNS - 1) and step >= interval * 0.95:
             return step
     return BIN_STEPS[-1]
-
-
-def grid_table(con: duckdb.DuckDBPyConnection, summary: dict[str, Any]) -> Table:
-    """The grid's cells (only bins with measurements); ``summary`` gains ``grid_bin_s``."""
-    found = con.execute(TYPICAL_COUNT).fetchone()
-    typical = float(found[0]) if found and found[0] is not None else 1.0
-    step = bin_seconds(summary.get("first_seen"), summary.get("last_seen"), typical)
-    summary["grid_bin_s"] = step
-    cursor = con.execute(GRID, [step, MAX_ROWS])
-    return Table("grid", GRID_COLUMNS, tuple(tuple(row) for row in cursor.fetchall()))
 
 
 def family(mechanism: str | None) -> str:

@@ -65,8 +65,12 @@ class SparkEngine:
         self._cached: list[DataFrame] = []
 
     def derive(self, name: str, text: str) -> None:
-        """Keep a query's result as view ``name``, computed once (cached) for the tables."""
-        frame = self.spark.sql(dialect.to_spark(text)).cache()
+        """Keep a query's result as view ``name``, computed here, once. Not ``cache()``:
+        a later query that names the view is matched against the cached plan, and a plan
+        with CTEs never matched, so ``targets`` and ``starts`` were recomputed from ``m``
+        by every query that read them. A local checkpoint cuts the lineage instead (its
+        blocks go with the frame, which the session's cleaner drops once unreferenced)."""
+        frame = self.spark.sql(dialect.to_spark(text)).localCheckpoint(eager=True)
         frame.createOrReplaceTempView(name)
         self._cached.append(frame)
 

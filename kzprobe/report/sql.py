@@ -160,6 +160,18 @@ SELECT s.input, s.probe_asn, s.state, s.mechanism, s.ts AS start_ts, s.prev_ts A
 FROM starts s JOIN last_decisive l USING (input, probe_asn)
 """
 
+# Table ``m`` folded to one row per probe, network, target, state and outage flag (tens of
+# thousands of rows for millions of records): the summary, networks, probes and network names
+# are computed from it, not by one more pass over ``m`` each. Spark runs this as a hash
+# aggregate; an arg_max keyed by (time, value) over ``m`` itself is a sort per query there.
+# An arg_max over (last_ts, value) per group equals one over (time, value) per record.
+SOURCES = """
+SELECT probe_id, probe_asn, probe_cc, probe_network_name, input, state, x_outage,
+    count(*) AS n, min(measurement_start_time) AS first_ts,
+    max(measurement_start_time) AS last_ts
+FROM m GROUP BY ALL
+"""
+
 TARGET_STATES = """
 WITH g AS (  -- first a few rows per target (one per distinct verdict), then per target
     SELECT input, probe_asn, state, mechanism, category_code, test_name, blockpage,
@@ -270,16 +282,15 @@ FROM d GROUP BY d.day, probe_asn ORDER BY d.day, probe_asn
 NETWORKS = f"""
 WITH agg AS (
     SELECT probe_asn,
-        arg_max(probe_cc, (measurement_start_time, probe_cc))
-            FILTER (WHERE probe_cc IS NOT NULL) AS probe_cc,
-        arg_max(probe_network_name, (measurement_start_time, probe_network_name))
+        arg_max(probe_cc, (last_ts, probe_cc)) FILTER (WHERE probe_cc IS NOT NULL) AS probe_cc,
+        arg_max(probe_network_name, (last_ts, probe_network_name))
             FILTER (WHERE probe_network_name IS NOT NULL) AS probe_network_name,
-        count(*) AS measurements,
-        count(*) FILTER (WHERE x_outage) AS outage_measurements,
-        count(*) FILTER (WHERE state = 'blocked' AND NOT x_outage) AS blocked,
-        count(DISTINCT input) AS targets,
-        min(measurement_start_time) AS first_ts, max(measurement_start_time) AS last_ts
-    FROM m GROUP BY probe_asn
+        sum(n)::BIGINT AS measurements,
+        coalesce(sum(n) FILTER (WHERE x_outage), 0)::BIGINT AS outage_measurements,
+        coalesce(sum(n) FILTER (WHERE state = 'blocked' AND NOT x_outage), 0)::BIGINT
+            AS blocked,
+        count(DISTINCT input) AS targets, min(first_ts) AS first_ts, max(last_ts) AS last_ts
+    FROM sources GROUP BY probe_asn
 ), now AS (
     SELECT probe_asn, count(*) FILTER (WHERE state = 'blocked') AS targets_blocked_now
     FROM targets GROUP BY probe_asn
@@ -303,14 +314,13 @@ FROM codes GROUP BY ALL ORDER BY measurements DESC, mechanism, category_code NUL
 """
 
 SUMMARY = f"""
-SELECT count(*) AS records, count(DISTINCT input) AS urls,
+SELECT coalesce(sum(n), 0)::BIGINT AS records, count(DISTINCT input) AS urls,
     count(DISTINCT probe_asn) AS networks,
-    {_ts('min(measurement_start_time)', 'first_seen')},
-    {_ts('max(measurement_start_time)', 'last_seen')},
+    {_ts('min(first_ts)', 'first_seen')}, {_ts('max(last_ts)', 'last_seen')},
     (SELECT count(*) FROM targets WHERE state = 'blocked') AS targets_blocked_now,
     (SELECT count(*) FROM starts WHERE prev_state IS NOT NULL) AS changes,
-    count(*) FILTER (WHERE x_outage) AS outage_records
-FROM m
+    coalesce(sum(n) FILTER (WHERE x_outage), 0)::BIGINT AS outage_records
+FROM sources
 """
 
 PERIODS = f"""
@@ -319,26 +329,11 @@ SELECT input, probe_asn, state, mechanism, {_ts('start_ts', 'start')}, {_ts('end
 FROM runs ORDER BY input, probe_asn, start_ts
 """
 
-# $1 bucket ('hour', 'day', 'week'), $2 how many targets: those that changed most, then
-# the most often blocked. Outage records are not counted: a bucket inside an outage is blank.
-HEATMAP = f"""
-WITH top AS (
-    SELECT input, probe_asn, changes, blocked FROM targets WHERE blocked > 0
-    ORDER BY changes DESC, blocked DESC, input, probe_asn LIMIT $2
-)
-SELECT input, probe_asn, {_ts('date_trunc($1, measurement_start_time)', 'bucket')},
-    count(*) AS measurements, count(*) FILTER (WHERE state = 'blocked') AS blocked
-FROM m JOIN top USING (input, probe_asn)
-WHERE NOT x_outage
-GROUP BY ALL
-ORDER BY any_value(top.changes) DESC, any_value(top.blocked) DESC, input, probe_asn, bucket
-"""
-
 # The fleet views. A network is named by its ASN and the latest name a record gave it.
 _NETWORK_NAMES = """
-    SELECT probe_asn, arg_max(probe_network_name, (measurement_start_time, probe_network_name))
+    SELECT probe_asn, arg_max(probe_network_name, (last_ts, probe_network_name))
         FILTER (WHERE probe_network_name <> '') AS name
-    FROM m GROUP BY probe_asn"""
+    FROM sources GROUP BY probe_asn"""
 
 # Per target, which networks see it blocked now and since when, which see it open, and
 # which see neither (down, unknown): "blocked on AS9198 and AS21299 since ..., open on Kcell".
@@ -367,18 +362,17 @@ ORDER BY blocked_networks DESC, input
 PROBES = f"""
 WITH p AS (
     SELECT probe_id,
-        arg_max(probe_asn, (measurement_start_time, probe_asn))
-            FILTER (WHERE probe_asn IS NOT NULL) AS probe_asn,
-        arg_max(probe_cc, (measurement_start_time, probe_cc))
-            FILTER (WHERE probe_cc IS NOT NULL) AS probe_cc,
-        arg_max(probe_network_name, (measurement_start_time, probe_network_name))
+        arg_max(probe_asn, (last_ts, probe_asn)) FILTER (WHERE probe_asn IS NOT NULL)
+            AS probe_asn,
+        arg_max(probe_cc, (last_ts, probe_cc)) FILTER (WHERE probe_cc IS NOT NULL) AS probe_cc,
+        arg_max(probe_network_name, (last_ts, probe_network_name))
             FILTER (WHERE probe_network_name IS NOT NULL) AS probe_network_name,
-        count(*) AS records, count(*) FILTER (WHERE x_outage) AS outage_records,
-        count(DISTINCT input) AS targets,
-        min(measurement_start_time) AS first_ts, max(measurement_start_time) AS last_ts
-    FROM m GROUP BY probe_id
+        sum(n)::BIGINT AS records,
+        coalesce(sum(n) FILTER (WHERE x_outage), 0)::BIGINT AS outage_records,
+        count(DISTINCT input) AS targets, min(first_ts) AS first_ts, max(last_ts) AS last_ts
+    FROM sources GROUP BY probe_id
 ), e AS (
-    SELECT coalesce($1::TIMESTAMP, max(measurement_start_time)) AS end_ts FROM m
+    SELECT coalesce($1::TIMESTAMP, max(last_ts)) AS end_ts FROM sources
 )
 SELECT probe_id, probe_asn, probe_cc, probe_network_name, records, targets,
     {_ts('first_ts', 'first_seen')}, {_ts('last_ts', 'last_seen')},

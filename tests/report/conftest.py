@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,14 @@ def probe(tmp_path: Path) -> Path:
                                       to="full_outage", seq=7))
     write(out / EVENTS, lines(outage_events()) + torn[: len(torn) // 2])
     return out
+
+
+@pytest.fixture(scope="session")
+def spark_session() -> Iterator[Any]:
+    """One JVM for the whole test session (``local[2]``, two shuffle partitions, no UI):
+    Spark's start-up is seconds, paid once; every ``--engine spark`` report reuses it."""
+    from kzprobe.report import spark
+
+    session = spark.session(spark.LOCAL_MASTER)
+    yield session
+    session.stop()
