@@ -224,9 +224,17 @@ def _ts(column: str, alias: str | None = None) -> str:
     return f"strftime({column}, {_T}) AS {alias or column.removesuffix('_ts')}"
 
 
+def ratio4(part: str, whole: str) -> str:
+    """``part / whole`` to 4 places, the same on every engine: scaled before dividing, so
+    that an exact tie (387360 / 1152000 = 0.33625) is an exact double (3362.5) that both
+    round up, where ``round(x, 4)`` of the double 0.33625 gave DuckDB 0.3362 and Spark
+    (which rounds its decimal text) 0.3363."""
+    return f"round(CAST({part} AS DOUBLE) * 10000 / nullif({whole}, 0)) / 10000"
+
+
 def _share(count: str) -> str:
     """A blocked count over the measurements taken outside network outages."""
-    return f"round({count} / nullif(measurements - outage_measurements, 0), 4) AS {count}_share"
+    return f"{ratio4(count, 'measurements - outage_measurements')} AS {count}_share"
 
 
 TARGETS = f"""
@@ -249,19 +257,18 @@ FROM starts WHERE prev_state IS NOT NULL
 ORDER BY ts, input, probe_asn
 """
 
-CATEGORIES = """
+CATEGORIES = f"""
 SELECT category_code, count(*) AS targets,
     count(*) FILTER (WHERE state = 'blocked') AS targets_blocked_now,
     count(*) FILTER (WHERE blocked > 0) AS targets_ever_blocked,
     sum(measurements)::BIGINT AS measurements, sum(blocked)::BIGINT AS blocked,
-    round(sum(blocked) / nullif(sum(measurements) - sum(outage_measurements), 0), 4)
-        AS blocked_share,
+    {ratio4('sum(blocked)', 'sum(measurements) - sum(outage_measurements)')} AS blocked_share,
     sum(outage_measurements)::BIGINT AS outage_measurements
 FROM targets GROUP BY category_code
 ORDER BY targets_blocked_now DESC, blocked DESC, category_code NULLS LAST
 """
 
-DAYS = """
+DAYS = f"""
 WITH d AS (  -- per day, network and target first, so distinct targets are a plain count
     SELECT measurement_start_time::DATE AS day, probe_asn, input, count(*) AS n,
         count(*) FILTER (WHERE x_outage) AS x,
@@ -272,7 +279,7 @@ WITH d AS (  -- per day, network and target first, so distinct targets are a pla
 )
 SELECT strftime(day, '%Y-%m-%d') AS day, probe_asn,
     sum(n)::BIGINT AS measurements, sum(b)::BIGINT AS blocked,
-    round(sum(b) / nullif(sum(n) - sum(x), 0), 4) AS blocked_share,
+    {ratio4('sum(b)', 'sum(n) - sum(x)')} AS blocked_share,
     sum(o)::BIGINT AS ooni_blocked, sum(i)::BIGINT AS interference,
     count(*) AS targets, count(*) FILTER (WHERE b > 0) AS targets_blocked,
     sum(x)::BIGINT AS outage_measurements

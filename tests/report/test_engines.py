@@ -177,3 +177,18 @@ def test_fleet_views(on_store: tuple[Report, Report]) -> None:
 def test_a_store_is_read_alone(store: Path, probes: list[Path]) -> None:
     with pytest.raises(ReportError, match="read alone"):
         build_report([store, probes[0]])
+
+
+def test_an_exact_tie_rounds_alike_on_both_engines(spark_session: Any) -> None:
+    """387360 / 1152000 = 0.33625 exactly: a 10 M-record report once said 0.3362 on DuckDB
+    and 0.3363 on Spark (which rounds the double's decimal text)."""
+    import duckdb
+
+    from kzprobe.report.dialect import to_spark
+    from kzprobe.report.sql import ratio4
+
+    text = f"SELECT {ratio4('387360', '1152000')} AS a, {ratio4('1', '3')} AS b, " \
+           f"{ratio4('1', '0')} AS c"
+    duck = duckdb.sql(text).fetchall()
+    spark = [tuple(row) for row in spark_session.sql(to_spark(text)).collect()]
+    assert duck == spark == [(0.3363, 0.3333, None)]
