@@ -15,9 +15,7 @@ without input or time, a torn end) the careful way, each line validated in Pytho
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
-import importlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from typing import BinaryIO
 
 from kzprobe.report.sql import MECHANISM, STATE
 from kzprobe.storage import codecs
+from kzprobe.storage.segments import open_segment
 
 _CHUNK = 1 << 20  # decoded bytes per read
 BATCH_BYTES = 32 << 20  # segment bytes on disk per scan: bounds the decoded files and memory
@@ -187,7 +186,8 @@ def decode(path: Path, out: Path) -> Decoded | None:
     last = b"\n"
     plain = codecs.method_of(path.name) is None
     try:
-        with contextlib.closing(_open(path)) as stream, _sink(None if plain else out) as sink:
+        sink_path = None if plain else out
+        with contextlib.closing(open_segment(path)) as stream, _sink(sink_path) as sink:
             while chunk := stream.read(_CHUNK):
                 digest.update(chunk)
                 lines += chunk.count(b"\n")
@@ -205,18 +205,3 @@ def decode(path: Path, out: Path) -> Decoded | None:
 
 def _sink(out: Path | None) -> contextlib.AbstractContextManager[BinaryIO | None]:
     return open(out, "wb") if out is not None else contextlib.nullcontext()
-
-
-def _open(path: Path) -> codecs.Reader:
-    """A closed segment's decompressed stream: ISA-L's gzip reader where installed."""
-    method = codecs.method_of(path.name)
-    if method is None:
-        return open(path, "rb")
-    if method == "gzip":
-        try:
-            igzip = importlib.import_module("isal.igzip")
-        except ImportError:
-            return gzip.open(path, "rb")
-        reader: codecs.Reader = igzip.open(path, "rb")
-        return reader
-    return codecs.open_partial(method, open(path, "rb"))  # closed with the reader

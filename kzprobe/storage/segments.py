@@ -111,7 +111,8 @@ def _gzip_open(path: Path) -> codecs.Reader:
     return reader
 
 
-def _open(path: Path) -> codecs.Reader:
+def open_segment(path: Path) -> codecs.Reader:
+    """A segment's decompressed stream (an open ``.part`` read as far as it goes)."""
     method = codecs.method_of(path.name)
     if method is None:
         return open(path, "rb")
@@ -159,7 +160,7 @@ def iter_lines(path: Path, *, on_error: ErrorHandler | None = None,
     report = on_error if on_error is not None else _ignore
     lineno = 0
     try:
-        with contextlib.closing(_open(path)) as stream:
+        with contextlib.closing(open_segment(path)) as stream:
             for lineno, item in enumerate(_split(stream, max_line_bytes), start=1):
                 line = _checked(path, lineno, item, report, max_line_bytes)
                 if line is not None:
